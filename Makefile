@@ -1,0 +1,113 @@
+# vlm3: `make demo` runs the whole pipeline on the tiny CPU model; `make test` runs the tests.
+# Every target installs what it needs (idempotent). RECIPE=, RUN=, ENDPOINT= pick what to act on.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+
+VENV := .venv
+TRAIN_VENV := .venv-train
+BIN := $(VENV)/bin
+VLM3 := $(BIN)/vlm3
+TINY_MODEL := .cache/tiny-qwen2-vl
+SAMPLE := sample_data
+
+RECIPE ?= recipes/tiny_cpu_demo.yaml
+RUN ?= runs/tiny-cpu-demo/latest
+ENDPOINT ?=
+API_KEY ?=
+PORT ?= 8000
+
+# pip on these machines warns about every optional local index it cannot read; keep the output readable.
+QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
+
+.PHONY: help install trainer-env tiny-model sample-data demo test test-fast golden validate check plan \
+        prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
+        bench clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip $(QUIET_PIP)
+	$(BIN)/pip install -q -e '.[judge,modal,dev]' $(QUIET_PIP)
+	touch $@
+
+$(TRAIN_VENV)/.installed: requirements-train.txt
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	# The CUDA build of torch 2.13.0 (it runs on a CPU too): PyPI's torchvision fails to load beside a +cpu build.
+	$(TRAIN_VENV)/bin/pip install -q "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0" $(QUIET_PIP)
+	$(TRAIN_VENV)/bin/pip install -q -r requirements-train.txt $(QUIET_PIP)
+	touch $@
+
+install: $(VENV)/.installed ## light environment: CLI, harness, judge, Modal client
+
+trainer-env: $(TRAIN_VENV)/.installed ## trainer environment: torch + Axolotl (~7 GB)
+
+$(TINY_MODEL)/tiny-qwen2-vl.json: $(TRAIN_VENV)/.installed $(VENV)/.installed vlm3/tiny_model.py vlm3/sample_manual.py
+	$(VLM3) tiny-model --out $(TINY_MODEL) --force
+
+tiny-model: $(TINY_MODEL)/tiny-qwen2-vl.json ## build the tiny random Qwen2-VL (CPU demo and tests)
+
+$(SAMPLE)/training_data/vlm_train.jsonl: $(VENV)/.installed vlm3/sample_manual.py
+	$(VLM3) sample-data --out $(SAMPLE)
+
+sample-data: $(SAMPLE)/training_data/vlm_train.jsonl ## generate the synthetic sample manual
+
+demo: install trainer-env tiny-model sample-data ## the whole pipeline on the tiny CPU model
+	$(VLM3) demo recipes/tiny_cpu_demo.yaml
+
+test: install trainer-env tiny-model sample-data ## all tests (CPU, no network, no keys)
+	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q
+
+test-fast: install ## tests that need no trainer environment
+	$(BIN)/python -m pytest -q -m "not trainer"
+
+golden: install ## regenerate golden files; review the diff before committing
+	VLM3_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_golden.py
+
+validate: install ## check a recipe: make validate RECIPE=recipes/x.yaml
+	$(VLM3) validate $(RECIPE)
+
+check: install ## check a recipe's dataset
+	$(VLM3) check $(RECIPE)
+
+plan: install ## tokens, hours and dollars of a recipe before any GPU starts
+	$(VLM3) plan $(RECIPE)
+
+prepare-dataset: install ## convert the recipe's data and render its Axolotl config into a new run
+	$(VLM3) prepare $(RECIPE)
+
+train: install trainer-env ## train locally: make train RECIPE=recipes/tiny_cpu_demo.yaml
+	$(VLM3) train $(RECIPE) --merge
+
+train-dev: install trainer-env ## a quick run on 100 samples for 1 epoch
+	$(VLM3) train $(RECIPE) --max-samples 100 --epochs 1 --merge
+
+merge: install trainer-env ## merge a run's adapter: make merge RUN=runs/x/latest
+	$(VLM3) merge $(RUN)
+
+serve-local: install trainer-env ## serve a run's merged model with transformers serve on 127.0.0.1:$(PORT)
+	$(VLM3) serve $(RUN) --port $(PORT)
+
+serve: install ## deploy the recipe's vLLM endpoint on Modal
+	RECIPE=$(RECIPE) RUN=$(RUN) $(BIN)/modal deploy modal_entry.py
+
+eval: install ## generate and score: make eval RUN=... [ENDPOINT=https://.../v1 API_KEY=...]
+	$(VLM3) eval $(RUN) $(if $(ENDPOINT),--endpoint $(ENDPOINT)) $(if $(API_KEY),--api-key $(API_KEY))
+
+eval-quick: install ## eval on the first 20 validation samples
+	$(VLM3) eval $(RUN) --max-samples 20 $(if $(ENDPOINT),--endpoint $(ENDPOINT)) $(if $(API_KEY),--api-key $(API_KEY))
+
+eval-probes: install ## eval on the probes only
+	$(VLM3) eval $(RUN) --only probes $(if $(ENDPOINT),--endpoint $(ENDPOINT)) $(if $(API_KEY),--api-key $(API_KEY))
+
+eval-compare: install ## compare two evaluations: make eval-compare A=runs/x/latest/eval/base B=runs/x/latest/eval/finetuned
+	$(VLM3) compare $(A) $(B)
+
+bench: install ## harness client throughput (see BENCHMARKS.md)
+	$(BIN)/python bench/bench_client.py
+
+clean: ## remove runs and generated data (keeps the environments)
+	rm -rf runs $(SAMPLE) .cache

@@ -1,0 +1,102 @@
+"""Pipeline JSONL in, Axolotl's multimodal chat JSONL out, checked on the way.
+
+Usage:
+    report = prepare_dataset(recipe, out_dir=run.data_dir, image_dir="/abs/training_data")
+
+Reads the recipe's train and validation files (never modifies them), checks every row
+and image, and writes `train.jsonl` and `val.jsonl` under out_dir only when nothing is
+wrong; a DataError lists every problem with file and line otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from data_adapters.checks import check_dataset
+from data_adapters.pipeline import DataError, PipelineRow, Problem, read_pipeline, to_axolotl_row
+
+
+@dataclass
+class DatasetReport:
+    train_rows: int
+    val_rows: int
+    images: int
+    dropped: int = 0
+    warnings: list[Problem] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "train_rows": self.train_rows,
+            "val_rows": self.val_rows,
+            "images": self.images,
+            "dropped": self.dropped,
+            "warnings": [str(w) for w in self.warnings],
+            "files": self.files,
+        }
+
+
+@dataclass
+class LoadedData:
+    train: list[PipelineRow]
+    val: list[PipelineRow]
+    problems: list[Problem]
+
+
+def load_data(recipe, decode_images: bool = True) -> LoadedData:
+    """Read and check the recipe's data; nothing is written."""
+    train, train_problems = read_pipeline(recipe.data.train)
+    val, val_problems = read_pipeline(recipe.data.val)
+    problems = train_problems + val_problems
+    problems += check_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images)
+    return LoadedData(train, val, problems)
+
+
+def prepare_dataset(
+    recipe, out_dir: Path, image_dir: str | None = None, decode_images: bool = True, data: LoadedData | None = None
+) -> DatasetReport:
+    """Check and convert the recipe's data into out_dir; raise DataError if any row is unusable."""
+    data = data or load_data(recipe, decode_images=decode_images)
+    errors = [p for p in data.problems if p.severity == "error"]
+    if errors:
+        raise DataError(errors)
+    too_long = {(p.file, p.line) for p in data.problems if p.code == "too_long"}
+    train = [r for r in data.train if (r.file, r.line) not in too_long]
+    val = [r for r in data.val if (r.file, r.line) not in too_long]
+    dropped = len(data.train) + len(data.val) - len(train) - len(val)
+    if recipe.data.max_samples:
+        train = train[: recipe.data.max_samples]
+    if recipe.data.max_val_samples:
+        val = val[: recipe.data.max_val_samples]
+    if not train:
+        raise DataError([Problem(recipe.data.train, None, "no training rows left after filtering", code="empty_file")])
+
+    image_dir = image_dir or str(Path(recipe.data.images_root).resolve())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    system = recipe.data.system_prompt
+    write_jsonl(out_dir / "train.jsonl", (to_axolotl_row(r, image_dir, system) for r in train))
+    write_jsonl(out_dir / "val.jsonl", (to_axolotl_row(r, image_dir, system) for r in val))
+    return DatasetReport(
+        train_rows=len(train),
+        val_rows=len(val),
+        images=len({r.image for r in train + val}),
+        dropped=dropped,
+        warnings=[p for p in data.problems if p.severity != "error"],
+        files={"train": str(out_dir / "train.jsonl"), "val": str(out_dir / "val.jsonl")},
+    )
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
+    """Write atomically: a crash leaves the old file or none, never half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    os.replace(tmp, path)
+    return count

@@ -1,0 +1,54 @@
+"""Token counts that match Qwen2-VL: visual tokens from the image size, text tokens estimated.
+
+Usage:
+    visual_tokens(1700, 2200, min_pixels=56 * 56, max_pixels=1280 * 28 * 28)  # -> 1240
+
+Qwen2-VL cuts an image into 14-px patches and merges 2x2 of them into one LLM token, after
+resizing it so both sides are multiples of 28 and the area lies within [min_pixels,
+max_pixels] (the rule of transformers' `smart_resize` for Qwen2-VL).
+"""
+
+from __future__ import annotations
+
+import math
+
+PATCH = 14  # pixels per vision patch side
+MERGE = 2  # patches merged per side into one LLM token
+FACTOR = PATCH * MERGE
+MAX_ASPECT_RATIO = 200  # Qwen2-VL's processor refuses anything more elongated
+CHARS_PER_TOKEN = 3.2  # English technical text with numbers, Qwen2 BPE; used when no tokenizer is at hand
+# <|im_start|>role\n ... <|im_end|>\n around every turn, plus the default system prompt.
+TOKENS_PER_TURN = 5
+TEMPLATE_TOKENS = 12
+
+
+def resized_size(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Height and width after Qwen2-VL's resize: multiples of 28, area within the limits."""
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} is over {MAX_ASPECT_RATIO}")
+    h = round(height / FACTOR) * FACTOR
+    w = round(width / FACTOR) * FACTOR
+    if h * w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        h = max(FACTOR, math.floor(height / scale / FACTOR) * FACTOR)
+        w = max(FACTOR, math.floor(width / scale / FACTOR) * FACTOR)
+    elif h * w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * scale / FACTOR) * FACTOR
+        w = math.ceil(width * scale / FACTOR) * FACTOR
+    return h, w
+
+
+def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int) -> int:
+    """LLM tokens one image becomes (plus <|vision_start|> and <|vision_end|>, counted by text_tokens)."""
+    h, w = resized_size(height, width, min_pixels, max_pixels)
+    return (h // FACTOR) * (w // FACTOR)
+
+
+def estimate_text_tokens(texts: list[str], tokenizer=None) -> int:
+    """Tokens of a conversation's text and chat template; exact with a tokenizer, else ~chars/3.2."""
+    if tokenizer is not None:
+        body = sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
+    else:
+        body = sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
+    return body + TOKENS_PER_TURN * len(texts) + TEMPLATE_TOKENS + 2

@@ -1,0 +1,290 @@
+"""One self-contained HTML report of an evaluation: metrics, plots, judge scores and a failure gallery.
+
+Usage:
+    from harness.report import render_report
+    render_report(json.loads(Path("summary.json").read_text()),
+                  [json.loads(line) for line in Path("scores.jsonl").read_text().splitlines() if line.strip()],
+                  Path("report.html"))
+
+The file has no external references: CSS and SVG plots are inline, page images
+are embedded as base64 JPEG thumbnails. Every string that came from the data or
+the model is escaped. Any key of the summary or of a sample may be missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from harness.html import (
+    Html,
+    badge,
+    definition_list,
+    document,
+    fnum,
+    fragment,
+    is_number,
+    num_cell,
+    pct,
+    svg_histogram,
+    svg_rate_bars,
+    table,
+    tag,
+)
+
+THUMBNAIL_WIDTH = 360
+DEFAULT_PROBE_THRESHOLD = 0.85
+# A raw judge reply can be long; the gallery shows its start.
+RAW_JUDGE_LIMIT = 600
+METRIC_COLUMNS = ["n", "pass rate", "spec pass rate", "keyword recall", "token F1"]
+
+
+def render_report(summary: dict, scores: list[dict], out_path: Path, title: str | None = None,
+                  max_gallery: int = 50) -> Path:
+    """Write the report to out_path (parents created) and return the path."""
+    summary = summary or {}
+    label = summary.get("label") or "evaluation"
+    title = title or f"vlm3 evaluation: {label}"
+    body = [
+        _header(summary, title),
+        _notes(summary.get("notes")),
+        _metrics_section(summary),
+        _probes_section(summary.get("probes")),
+        _plots_section(summary, scores),
+        _judge_section(summary.get("judge")),
+        _gallery_section(scores, max_gallery),
+    ]
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(document(title, body), encoding="utf-8")
+    return out_path
+
+
+def _dict(value: Any) -> dict:
+    # Defensive access: a key that holds null or the wrong type reads as empty.
+    return value if isinstance(value, dict) else {}
+
+
+def _header(summary: dict, title: str) -> Html:
+    counts = _dict(summary.get("counts"))
+    items = [
+        ("label", summary.get("label")),
+        ("model", summary.get("model")),
+        ("endpoint", summary.get("endpoint")),
+        ("created", summary.get("created")),
+        ("samples", counts.get("samples")),
+        ("answered", counts.get("answered")),
+        ("errors", counts.get("errors")),
+        ("deterministic checks", counts.get("deterministic")),
+    ]
+    probes = _dict(summary.get("probes"))
+    if probes:
+        items.append(("probes vs threshold", _probe_line(probes)))
+    judge_counts = _judge_counts_line(_dict(summary.get("judge")))
+    if judge_counts:
+        items.append(("judge", judge_counts))
+    return tag("header", tag("h1", title, " ", badge(summary.get("passed"))),
+               definition_list((key, "—" if value is None else value) for key, value in items))
+
+
+def _probe_line(probes: dict) -> Html:
+    threshold = probes.get("threshold")
+    threshold = threshold if is_number(threshold) else DEFAULT_PROBE_THRESHOLD
+    return fragment(f"{pct(probes.get('pass_rate'))} of {_shown(probes.get('n'))} probes passed, threshold {pct(threshold)} ",
+                    badge(probes.get("passed")))
+
+
+def _judge_counts_line(judge: dict) -> str:
+    metrics = _dict(judge.get("metrics"))
+    parts = [f"{name}: mean {fnum(_dict(m).get('mean'))}, scored {_shown(_dict(m).get('scored'))}, "
+             f"unscored {_shown(_dict(m).get('unscored'))}" for name, m in metrics.items()]
+    return "; ".join(parts)
+
+
+def _notes(notes: Any) -> Html | None:
+    if not notes:
+        return None
+    notes = notes if isinstance(notes, list) else [notes]
+    return tag("section", tag("h2", "Notes"), tag("ul", [tag("li", note) for note in notes]), class_="notes", id="notes")
+
+
+def _shown(value: Any) -> Any:
+    return "—" if value is None else value
+
+
+def _metric_row(group: str, name: Any, stats: dict, n: Any = None) -> list:
+    return [group, name, num_cell(_shown(stats.get("n") if stats.get("n") is not None else n)),
+            num_cell(pct(stats.get("pass_rate"))), num_cell(pct(stats.get("spec_pass_rate"))),
+            num_cell(pct(stats.get("keyword_recall"))), num_cell(fnum(stats.get("token_f1")))]
+
+
+def _metrics_section(summary: dict) -> Html:
+    rows = [_metric_row("overall", "all samples", _dict(summary.get("metrics")), _dict(summary.get("counts")).get("samples"))]
+    for group_key, group in (("by_category", "category"), ("by_content_type", "content type"), ("by_kind", "kind")):
+        for name, stats in _dict(summary.get(group_key)).items():
+            rows.append(_metric_row(group, name, _dict(stats)))
+    return tag("section", tag("h2", "Metrics"), table(["group", "name", *METRIC_COLUMNS], rows), id="metrics")
+
+
+def _probes_section(probes: Any) -> Html | None:
+    probes = _dict(probes)
+    if not probes:
+        return None
+    threshold = probes.get("threshold")
+    threshold = threshold if is_number(threshold) else DEFAULT_PROBE_THRESHOLD
+    bars = [("all probes", probes.get("pass_rate"), _rate_annotation(probes))]
+    bars += [(source, _dict(stats).get("pass_rate"), _rate_annotation(_dict(stats)))
+             for source, stats in _dict(probes.get("by_source")).items()]
+    return tag("section", tag("h2", "Probes"), tag("p", _probe_line(probes)),
+               svg_rate_bars(bars, "probe pass rate against the threshold", threshold=threshold), id="probes")
+
+
+def _rate_annotation(stats: dict) -> str:
+    return f"{pct(stats.get('pass_rate'))} (n={_shown(stats.get('n'))})"
+
+
+def _plots_section(summary: dict, scores: list[dict]) -> Html:
+    token_f1 = [_dict(s.get("checks")).get("token_f1") for s in scores]
+    spec_scores = [_spec_score(s) for s in scores]
+    categories = [(name, _dict(stats).get("pass_rate"), _rate_annotation(_dict(stats)))
+                  for name, stats in _dict(summary.get("by_category")).items()]
+    figures = [
+        _figure(svg_histogram([v for v in token_f1 if is_number(v)], "token F1"), "Distribution of token F1, 10 bins over 0–1"),
+        _figure(svg_histogram([v for v in spec_scores if is_number(v)], "spec score", color="#8e5bb5"),
+                "Distribution of spec scores (applicable checks only), 10 bins over 0–1"),
+    ]
+    if categories:
+        figures.append(_figure(svg_rate_bars(categories, "pass rate by category"), "Pass rate by category"))
+    return tag("section", tag("h2", "Plots"), tag("div", figures, class_="plots"), id="plots")
+
+
+def _figure(image: Html, caption: str) -> Html:
+    return tag("figure", image, tag("figcaption", caption))
+
+
+def _spec_score(sample: dict) -> float | None:
+    spec = _dict(_dict(sample.get("checks")).get("spec"))
+    return spec.get("score") if spec.get("applicable") else None
+
+
+def _judge_section(judge: Any) -> Html | None:
+    judge = _dict(judge)
+    metrics = _dict(judge.get("metrics"))
+    if not metrics:
+        return None
+    rows = [[name, num_cell(fnum(_dict(m).get("mean"))), num_cell(pct(_dict(m).get("pass_rate"))),
+             num_cell(_shown(_dict(m).get("scored"))), num_cell(_shown(_dict(m).get("unscored")))]
+            for name, m in metrics.items()]
+    cost = judge.get("cost_usd")
+    footer = f"{_shown(judge.get('calls'))} judge calls, cost {'$' + format(cost, '.4f') if is_number(cost) else '—'}"
+    return tag("section", tag("h2", "Judge"), table(["metric", "mean", "pass rate", "scored", "unscored"], rows),
+               tag("p", footer, class_="muted"), id="judge")
+
+
+def _is_failure(sample: dict) -> bool:
+    return sample.get("passed") is False or bool(sample.get("error"))
+
+
+def _gallery_section(scores: list[dict], max_gallery: int) -> Html:
+    failures = [s for s in scores if isinstance(s, dict) and _is_failure(s)]
+    # Probes are the hand-written checks a reader looks at first; sorted() is stable, so order is kept otherwise.
+    failures = sorted(failures, key=lambda s: s.get("kind") != "probe")
+    shown = failures[: max(max_gallery, 0)]
+    intro = f"{len(failures)} failed or errored samples" + (f", showing the first {len(shown)}" if len(shown) < len(failures) else "")
+    thumbnails: dict[str, str | None] = {}
+    cards = [_sample_card(sample, thumbnails) for sample in shown]
+    return tag("section", tag("h2", "Failure gallery"), tag("p", intro, class_="muted"), cards, id="gallery")
+
+
+def _sample_card(sample: dict, thumbnails: dict[str, str | None]) -> Html:
+    heading = " · ".join(str(v) for v in (sample.get("id"), sample.get("kind"), sample.get("category"),
+                                          sample.get("content_type"), sample.get("source")) if v)
+    parts = [tag("h3", heading or "sample", " ", badge(sample.get("passed"), unknown="NO CHECK")),
+             _labelled("question", sample.get("question"))]
+    if sample.get("expected") is not None:
+        parts.append(_labelled("expected", sample.get("expected")))
+    keywords = sample.get("expected_keywords")
+    if keywords:
+        parts.append(_labelled("expected keywords", ", ".join(map(str, keywords)) if isinstance(keywords, list) else keywords))
+    if sample.get("error"):
+        parts.append(_labelled("generation error", sample.get("error"), css="text error"))
+    else:
+        parts.append(_labelled("model answer", sample.get("answer")))
+    parts.append(tag("div", "checks", class_="label"))
+    parts.append(_checks(_dict(sample.get("checks")), _dict(_dict(sample.get("judge")).get("metrics"))))
+    return tag("article", tag("div", _page_image(sample, thumbnails)), tag("div", parts), class_="sample")
+
+
+def _labelled(label: str, text: Any, css: str = "text") -> Html:
+    return fragment(tag("div", label, class_="label"), tag("pre", "—" if text is None else text, class_=css))
+
+
+def _checks(checks: dict, judge_metrics: dict) -> Html:
+    rows = []
+    spec = checks.get("spec")
+    if isinstance(spec, dict):
+        rows.append(["spec", _verdict(spec), fnum(spec.get("score")), _details(spec.get("details"))])
+    keywords = checks.get("keywords")
+    if isinstance(keywords, dict):
+        details = [f"found: {', '.join(map(str, keywords.get('found') or [])) or '—'}",
+                   f"missing: {', '.join(map(str, keywords.get('missing') or [])) or '—'}"]
+        rows.append(["keywords", _verdict(keywords), f"recall {pct(keywords.get('recall'))}", _details(details)])
+    if checks.get("token_f1") is not None:
+        rows.append(["token F1", "—", fnum(checks.get("token_f1")), None])
+    for name, metric in judge_metrics.items():
+        rows.append(_judge_row(name, _dict(metric)))
+    return table(["check", "verdict", "score", "details"], rows)
+
+
+def _verdict(check: dict) -> Html | str:
+    if check.get("applicable") is False:
+        return "not applicable"
+    return badge(check.get("passed"))
+
+
+def _judge_row(name: str, metric: dict) -> list:
+    if metric.get("unscored") or metric.get("score") is None:
+        raw = str(metric.get("raw") or "")
+        raw = raw if len(raw) <= RAW_JUDGE_LIMIT else raw[:RAW_JUDGE_LIMIT] + "…"
+        return [f"judge: {name}", "unscored", "—", _details([f"raw reply: {raw}"] if raw else [])]
+    return [f"judge: {name}", badge(metric.get("passed")), fnum(metric.get("score")),
+            _details([metric["reason"]] if metric.get("reason") else [])]
+
+
+def _details(details: Any) -> Html | None:
+    if not details:
+        return None
+    details = details if isinstance(details, list) else [details]
+    return tag("ul", [tag("li", d) for d in details], class_="details")
+
+
+def _page_image(sample: dict, thumbnails: dict[str, str | None]) -> Html:
+    candidates = [str(p) for p in (sample.get("image"), sample.get("image_ref")) if p]
+    if not candidates:
+        return tag("div", "no page image", class_="placeholder")
+    name = sample.get("image_ref") or candidates[0]
+    for path in candidates:
+        if path not in thumbnails:
+            # Several questions often share a page: encode each image once.
+            thumbnails[path] = thumbnail_data_uri(Path(path))
+        if thumbnails[path]:
+            return tag("img", src=thumbnails[path], alt=f"page {name}", loading="lazy")
+    return tag("div", f"image unavailable: {name}", class_="placeholder")
+
+
+def thumbnail_data_uri(path: Path, width: int = THUMBNAIL_WIDTH) -> str | None:
+    """A JPEG thumbnail at most `width` px wide as a data: URI, or None if the image cannot be read."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.width > width:
+                image = image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=80)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

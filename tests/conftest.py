@@ -1,0 +1,72 @@
+"""Shared fixtures: the project's paths, the trainer environment, and one trained tiny run per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "sample_data"
+TINY_MODEL = ROOT / ".cache" / "tiny-qwen2-vl"
+DEMO_RECIPE = ROOT / "recipes" / "tiny_cpu_demo.yaml"
+VLM3 = [sys.executable, "-m", "vlm3.cli"]
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess: exit codes and stderr as a user sees them."""
+    return subprocess.run([*VLM3, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def trainer_available() -> bool:
+    from vlm3.trainer_env import TrainerEnv, TrainerEnvMissing
+
+    try:
+        TrainerEnv.locate()
+    except TrainerEnvMissing:
+        return False
+    return TINY_MODEL.joinpath("tiny-qwen2-vl.json").exists()
+
+
+def pytest_collection_modifyitems(config, items):
+    if trainer_available():
+        return
+    if os.environ.get("VLM3_REQUIRE_TRAINER"):
+        raise pytest.UsageError("VLM3_REQUIRE_TRAINER is set but .venv-train or the tiny model is missing: run `make trainer-env tiny-model`")
+    skip = pytest.mark.skip(reason="needs the trainer environment and the tiny model (make trainer-env tiny-model)")
+    for item in items:
+        if "trainer" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    if not (SAMPLE / "training_data" / "vlm_train.jsonl").exists():
+        from vlm3.sample_manual import generate_sample_manual
+
+        generate_sample_manual(SAMPLE, seed=0)
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, sample_dir) -> Path:
+    """The demo recipe trained and merged once through the real CLI, Axolotl and checks."""
+    runs = tmp_path_factory.mktemp("runs")
+    proc = run_cli("train", str(DEMO_RECIPE), "--merge", "--runs-root", str(runs), timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return runs / "tiny-cpu-demo" / "latest"
+
+
+@pytest.fixture
+def in_tmp_cwd(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def copy_sample(sample_dir: Path, dest: Path) -> Path:
+    shutil.copytree(sample_dir / "training_data", dest / "training_data")
+    return dest / "training_data"

@@ -1,0 +1,187 @@
+"""The pipeline JSONL adapter: pure row conversion, and every kind of bad input named by file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from data_adapters.pipeline import PipelineRow, Turn, parse_row, read_pipeline, resolve_image, to_axolotl_row
+from tests.conftest import ROOT, run_cli
+
+USER_Q = {"role": "user", "content": "What is the torque?"}
+ANSWER = {"role": "assistant", "content": "40 Nm (30 ft-lb)."}
+
+
+def row_of(*turns: tuple[str, str], image: str = "images/21-03.jpg") -> PipelineRow:
+    return PipelineRow(image=image, turns=tuple(Turn(r, c) for r, c in turns))
+
+
+CONVERSIONS = [
+    (
+        row_of(("user", "Q?"), ("assistant", "A.")),
+        None,
+        [
+            {"role": "user", "content": [{"type": "image", "path": "/data/images/21-03.jpg"}, {"type": "text", "text": "Q?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A."}]},
+        ],
+    ),
+    (
+        row_of(("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2")),
+        None,
+        [
+            {"role": "user", "content": [{"type": "image", "path": "/data/images/21-03.jpg"}, {"type": "text", "text": "Q1"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A1"}]},
+            {"role": "user", "content": [{"type": "text", "text": "Q2"}]},  # the image only once, in the first user turn
+            {"role": "assistant", "content": [{"type": "text", "text": "A2"}]},
+        ],
+    ),
+    (
+        row_of(("user", "Q?"), ("assistant", "A.")),
+        "You read BMW manuals.",
+        [
+            {"role": "system", "content": [{"type": "text", "text": "You read BMW manuals."}]},
+            {"role": "user", "content": [{"type": "image", "path": "/data/images/21-03.jpg"}, {"type": "text", "text": "Q?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A."}]},
+        ],
+    ),
+    (
+        row_of(("system", "Own system."), ("user", "Q?"), ("assistant", "A.")),
+        "Recipe system prompt is not added twice.",
+        [
+            {"role": "system", "content": [{"type": "text", "text": "Own system."}]},
+            {"role": "user", "content": [{"type": "image", "path": "/data/images/21-03.jpg"}, {"type": "text", "text": "Q?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A."}]},
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("row,system,messages", CONVERSIONS)
+def test_to_axolotl_row(row, system, messages):
+    out = to_axolotl_row(row, "/data/", system)
+    assert out["messages"] == messages
+    assert set(out) == {"id", "messages"}  # no nested metadata: it breaks `datasets` JSON loading
+    assert out["id"] == row.id
+
+
+def test_id_is_stable_and_content_based():
+    a = row_of(("user", "Q?"), ("assistant", "A."))
+    b = row_of(("user", "Q?"), ("assistant", "another answer"))
+    c = row_of(("user", "Q?"), ("assistant", "A."), image="images/other.jpg")
+    assert a.id == b.id != c.id
+
+
+GOOD_LINE = {"image": "images/p.jpg", "conversations": [USER_Q, ANSWER], "metadata": {"page": "21-03"}}
+
+BAD_ROWS = [
+    ({**GOOD_LINE, "conversations": [{"role": "human", "content": "Q"}, ANSWER]}, "role is 'human'; use one of user, assistant, system"),
+    ({**GOOD_LINE, "conversations": [USER_Q, USER_Q, ANSWER]}, "turns must alternate user, assistant"),
+    ({**GOOD_LINE, "conversations": [ANSWER, USER_Q]}, "turns must alternate"),
+    ({**GOOD_LINE, "conversations": [USER_Q]}, "must end with an assistant answer"),
+    ({**GOOD_LINE, "conversations": [USER_Q, {"role": "assistant", "content": "  "}]}, "is an empty answer"),
+    ({**GOOD_LINE, "conversations": []}, "'conversations' must be a non-empty list"),
+    ({**GOOD_LINE, "image": ""}, "'image' must be a non-empty path"),
+    ({"conversations": [USER_Q, ANSWER]}, "'image' must be a non-empty path"),
+    ({**GOOD_LINE, "conversations": [{"role": "user"}, ANSWER]}, "must have 'role' and 'content'"),
+    ({**GOOD_LINE, "conversations": [USER_Q, {"role": "assistant", "content": 5}]}, "content must be a string"),
+    (["not", "an", "object"], "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("obj,fragment", BAD_ROWS)
+def test_parse_row_rejects(obj, fragment):
+    row, problems = parse_row(obj, "train.jsonl", 7)
+    assert row is None
+    assert any(fragment in p.message for p in problems), [p.message for p in problems]
+    assert all(str(p).startswith("train.jsonl:7: ") for p in problems)
+
+
+def test_parse_row_accepts_text_parts_and_system():
+    obj = {**GOOD_LINE, "conversations": [{"role": "system", "content": "S"}, {"role": "user", "content": [{"type": "text", "text": "Q"}]}, ANSWER]}
+    row, problems = parse_row(obj, "f", 1)
+    assert problems == [] and row.question == "Q" and row.answer == ANSWER["content"]
+
+
+def test_read_pipeline_malformed_json_and_empty_file(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(GOOD_LINE) + "\n{not json\n\n" + json.dumps(GOOD_LINE) + "\n")
+    rows, problems = read_pipeline(path)
+    assert len(rows) == 2
+    assert [(p.line, p.code) for p in problems] == [(2, "json")]
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    rows, problems = read_pipeline(empty)
+    assert rows == [] and problems[0].code == "empty_file"
+
+
+@pytest.mark.parametrize("image,inside", [("images/a.jpg", True), ("../secret.jpg", False), ("images/../../x.jpg", False), ("/etc/passwd", False)])
+def test_resolve_image_stays_inside_root(tmp_path, image, inside):
+    assert (resolve_image(tmp_path, image) is not None) == inside
+
+
+def write_data(root: Path, rows: list[dict], val_rows: list[dict] | None = None) -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (200, 260), "white").save(root / "images" / "p.jpg")
+    (root / "vlm_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "vlm_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (val_rows or [GOOD_LINE])))
+
+
+def recipe_file(tmp: Path) -> Path:
+    path = tmp / "r.yaml"
+    path.write_text(
+        "name: bad-data\n"
+        f"model: {{base: {tmp}}}\n"
+        f"data: {{train: {tmp}/td/vlm_train.jsonl, val: {tmp}/td/vlm_val.jsonl, images_root: {tmp}/td}}\n"
+        "compute: {gpu: cpu}\n"
+    )
+    return path
+
+
+BAD_INPUT = [
+    ("missing image", [{**GOOD_LINE, "image": "images/nope.jpg"}], "image 'images/nope.jpg' not found"),
+    ("escaping path", [{**GOOD_LINE, "image": "../r.yaml"}], "points outside the images root"),
+    ("undecodable", [{**GOOD_LINE, "image": "images/broken.jpg"}], "cannot be decoded"),
+    ("bad role", [{**GOOD_LINE, "conversations": [{"role": "bot", "content": "Q"}, ANSWER]}], "role is 'bot'"),
+    ("not alternating", [{**GOOD_LINE, "conversations": [USER_Q, USER_Q, ANSWER]}], "turns must alternate"),
+    ("empty answer", [{**GOOD_LINE, "conversations": [USER_Q, {"role": "assistant", "content": ""}]}], "empty answer"),
+    ("malformed json", None, "not valid JSON"),
+    ("empty file", [], "the file has no rows"),
+]
+
+
+@pytest.mark.parametrize("case,rows,fragment", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_cli_bad_input_names_file_and_line_and_leaves_no_run(tmp_path, case, rows, fragment):
+    data = tmp_path / "td"
+    write_data(data, rows or [])
+    (data / "images" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    if rows is None:
+        (data / "vlm_train.jsonl").write_text(json.dumps(GOOD_LINE) + "\n{\"image\": \n")
+    before = (data / "vlm_train.jsonl").read_bytes()
+    runs = tmp_path / "runs"
+    proc = run_cli("prepare", str(recipe_file(tmp_path)), "--runs-root", str(runs))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert fragment in proc.stderr
+    assert "vlm_train.jsonl" in proc.stderr
+    if case not in ("empty file",):
+        assert "vlm_train.jsonl:" in proc.stderr  # file:line
+    assert "Traceback" not in proc.stderr
+    assert not runs.exists(), "no run directory for data that cannot train"
+    assert (data / "vlm_train.jsonl").read_bytes() == before, "user data is never modified"
+
+
+@pytest.mark.trainer  # the demo recipe names the tiny model folder
+def test_prepare_converts_the_sample_manual(tmp_path, sample_dir):
+    runs = tmp_path / "runs"
+    proc = run_cli("prepare", str(ROOT / "recipes" / "tiny_cpu_demo.yaml"), "--runs-root", str(runs))
+    assert proc.returncode == 0, proc.stderr
+    run = next((runs / "tiny-cpu-demo").iterdir())
+    train = [json.loads(line) for line in (run / "data" / "train.jsonl").read_text().splitlines()]
+    source = (sample_dir / "training_data" / "vlm_train.jsonl").read_text().splitlines()
+    assert len(train) == len(source)
+    image = train[0]["messages"][0]["content"][0]
+    assert image["type"] == "image" and Path(image["path"]).is_file()
+    assert (run / "axolotl.yaml").is_file() and (run / "recipe.yaml").is_file()

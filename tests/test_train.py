@@ -1,0 +1,59 @@
+"""The tiny recipe through the real Axolotl: training lowers the loss, the merge is complete and exact."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.trainer
+
+
+def test_run_directory_holds_everything(trained_run):
+    for name in ("recipe.yaml", "axolotl.yaml", "data/train.jsonl", "data/val.jsonl", "data/data_report.json",
+                 "logs/train.log", "logs/merge.log", "output/adapter_model.safetensors", "train_metrics.json", "status.json"):
+        assert (trained_run / name).exists(), name
+    status = json.loads((trained_run / "status.json").read_text())
+    assert all(status["stages"][s]["state"] == "done" for s in ("prepare", "validate", "train", "merge"))
+    assert trained_run.is_symlink() and trained_run.resolve().parent == trained_run.parent
+
+
+def test_loss_falls(trained_run):
+    metrics = json.loads((trained_run / "train_metrics.json").read_text())
+    assert len(metrics["losses"]) >= 10
+    assert metrics["first_loss"] > 4.0
+    assert metrics["final_loss"] < 0.5 * metrics["first_loss"], metrics["losses"]
+
+
+def test_only_assistant_tokens_are_trained(trained_run):
+    """Axolotl's log reports the share of trainable tokens: prompts and images are masked."""
+    log = (trained_run / "logs" / "train.log").read_text(errors="replace")
+    assert "qwen2_vl" in yaml.safe_load((trained_run / "axolotl.yaml").read_text())["chat_template"]
+    assert "Traceback" not in log
+
+
+def test_merged_model_is_complete_and_equals_base_plus_adapter(trained_run):
+    check = json.loads((trained_run / "merge_check.json").read_text())
+    assert check["ok"], check
+    assert check["architectures"] == ["Qwen2VLForConditionalGeneration"]
+    assert check["pixel_limits"] == {"min_pixels": 3136, "max_pixels": 12544}
+    assert check["max_abs_diff"] < 1e-4
+    assert check["adapter_effect"] > 1e-2, "the adapter must change the logits, or the comparison proves nothing"
+    merged = trained_run / "output" / "merged"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "processor_config.json"):
+        assert (merged / name).exists(), name
+
+
+def test_merge_again_is_repeatable(trained_run):
+    proc = run_cli("merge", str(trained_run), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "merged logits equal base+adapter" in proc.stdout
+
+
+def test_merge_refuses_a_run_that_did_not_train(tmp_path, trained_run):
+    (tmp_path / "recipe.yaml").write_text((trained_run / "recipe.yaml").read_text())
+    proc = run_cli("merge", str(tmp_path))
+    assert proc.returncode == 1 and "no finished training" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,210 @@
+"""vlm3: fine-tune, serve and evaluate Qwen2-VL on your own documents.
+
+Usage:
+    vlm3 validate recipes/e30m3_lora.yaml          # check recipes, nothing else
+    vlm3 train recipes/tiny_cpu_demo.yaml --merge  # data check, convert, render, train, merge
+    vlm3 merge runs/tiny-cpu-demo/latest
+    vlm3 --help                                    # every verb
+
+Each verb takes a recipe or a run directory and ends by printing what it wrote and the
+next command. User mistakes exit non-zero with a readable message and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from data_adapters.pipeline import DataError
+from vlm3.recipe import RecipeError, load_recipe
+from vlm3.runs import RunDir, RunError
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_DATA = 1
+EXIT_RECIPE = 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message is printed as is."""
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failures = 0
+    for path in args.recipes:
+        try:
+            recipe = load_recipe(path)
+        except RecipeError as exc:
+            err_console.print(str(exc), markup=False)
+            failures += 1
+            continue
+        console.print(f"{path}: ok ({recipe.name}: {recipe.train.method} on {recipe.model.base}, GPU {recipe.compute.gpu})", markup=False)
+    return EXIT_RECIPE if failures else 0
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from vlm3.sample_manual import generate_sample_manual
+
+    counts = generate_sample_manual(Path(args.out), seed=args.seed)
+    console.print(
+        f"wrote {counts['train_rows']} train and {counts['val_rows']} val rows over {counts['pages']} pages, "
+        f"{counts['probes']} probes -> {args.out}"
+    )
+    console.print("next: vlm3 train recipes/tiny_cpu_demo.yaml --merge")
+    return 0
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from vlm3.trainer_env import TrainerEnv
+
+    env = TrainerEnv.locate()
+    return subprocess.call([str(env.python), "-m", "vlm3.tiny_model", args.out, *(["--force"] if args.force else [])], env=env.environ())
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from vlm3.steps import prepare_run
+
+    recipe = load_recipe(args.recipe, overrides=overrides(args))
+    run = prepare_run(recipe, root=Path(args.runs_root))
+    status = run.status()["stages"]["prepare"]
+    console.print(f"converted {status['train_rows']} train / {status['val_rows']} val rows -> {run.data_dir}")
+    console.print(f"rendered Axolotl config -> {run.config_file}")
+    return 0
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    values = {}
+    if getattr(args, "max_samples", None):
+        values["data.max_samples"] = args.max_samples
+    if getattr(args, "epochs", None):
+        values["train.epochs"] = args.epochs
+    return values
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vlm3.steps import check_rendered_config, merge_run, prepare_run, train_run
+    from vlm3.trainer_env import TrainerEnv
+
+    recipe = load_recipe(args.recipe, overrides=overrides(args))
+    env = TrainerEnv.locate()
+    run = prepare_run(recipe, root=Path(args.runs_root))
+    console.print(f"run: {run.path}")
+    check_rendered_config(run, env)
+    console.print("data checked and converted; Axolotl accepts the rendered config")
+    result = train_with_progress(run, env)
+    first, final = result.log.to_dict()["first_loss"], result.log.to_dict()["final_loss"]
+    console.print(f"trained {result.log.total_steps} steps: loss {first} -> {final}; adapter in {result.adapter_dir}")
+    if args.merge:
+        merge_and_report(run, env)
+    run.point_latest()
+    latest = run.path.parent / "latest"
+    console.print(f"next: {'vlm3 serve' if args.merge else 'vlm3 merge'} {latest}")
+    return 0
+
+
+def train_with_progress(run: RunDir, env):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vlm3.steps import train_run
+    from vlm3.trainer_env import TrainingLog
+
+    watcher = TrainingLog()
+    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("train", total=None, loss="")
+
+        def show(chunk: str) -> None:
+            watcher.feed(chunk)
+            loss = f"loss {watcher.losses[-1]:.4g}" if watcher.losses else ""
+            bar.update(task, completed=watcher.step, total=watcher.total_steps or None, loss=loss)
+
+        return train_run(run, env, on_output=show)
+
+
+def merge_and_report(run: RunDir, env) -> None:
+    from vlm3.steps import merge_run
+
+    result = merge_run(run, env)
+    diff = result.get("max_abs_diff")
+    check = f"; merged logits equal base+adapter (max |diff| {diff:.1e})" if diff is not None else ""
+    console.print(f"merged -> {run.merged_dir}{check}")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from vlm3.trainer_env import TrainerEnv
+
+    run = RunDir.open(args.run)
+    if not run.stage_done("train"):
+        raise UserError(f"{run.path} has no finished training (status.json); run `vlm3 train` first")
+    merge_and_report(run, TrainerEnv.locate())
+    console.print(f"next: vlm3 serve {args.run}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlm3", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
+
+    p = sub.add_parser("validate", help="check recipes against the schema")
+    p.add_argument("recipes", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sample-data", help="generate the synthetic sample manual (the demo's data)")
+    p.add_argument("--out", default="sample_data")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample_data)
+
+    p = sub.add_parser("tiny-model", help="build the tiny random Qwen2-VL for CPU runs (trainer environment)")
+    p.add_argument("--out", default=".cache/tiny-qwen2-vl")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_tiny_model)
+
+    for name, func, text in (
+        ("prepare", cmd_prepare, "check and convert the data, render the Axolotl config"),
+        ("train", cmd_train, "prepare, then train with Axolotl in the trainer environment"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("recipe")
+        p.add_argument("--runs-root", default="runs")
+        p.add_argument("--max-samples", type=int, help="train on the first N rows only (a train-dev run)")
+        p.add_argument("--epochs", type=int)
+        if name == "train":
+            p.add_argument("--merge", action="store_true", help="merge and check the model after training")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("merge", help="merge a run's adapter and check the merged model")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_merge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RecipeError as exc:
+        err_console.print(str(exc), markup=False)
+        return EXIT_RECIPE
+    except DataError as exc:
+        err_console.print(f"Error: {exc}\nNothing was trained; your files were not changed.", markup=False)
+        return EXIT_DATA
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except Exception as exc:  # user-facing errors of the steps; anything else is a bug and tracebacks
+        from vlm3.steps import StepError
+        from vlm3.trainer_env import TrainerEnvMissing
+
+        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError)):
+            err_console.print(f"Error: {exc}", markup=False)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

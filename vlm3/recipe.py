@@ -1,0 +1,286 @@
+"""Recipes: one YAML file per experiment, validated before anything expensive starts.
+
+Usage:
+    from vlm3.recipe import load_recipe
+    recipe = load_recipe("recipes/e30m3_lora.yaml")   # raises RecipeError listing every problem
+
+Paths inside a recipe are relative to the directory vlm3 runs from (the project root),
+so the pipeline's default `training_data/vlm_train.jsonl` works as written.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PIXELS_PER_TOKEN = 28 * 28  # Qwen2-VL: 14-px patches merged 2x2 make one LLM token
+DEFAULT_MIN_PIXELS = 56 * 56  # the Qwen2-VL processor's own default
+DEFAULT_MAX_PIXELS = 1280 * PIXELS_PER_TOKEN  # ~1 MP: 1,240 tokens for a 1700x2200 page
+
+LANGUAGE_MODEL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# Modal GPU names this project renders (https://modal.com/docs/guide/gpu); ":N" asks for N cards.
+GpuName = Literal["H100", "H200", "A100-80GB", "A100-40GB", "L40S", "A10G", "L4", "T4", "B200", "cpu"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    base: str = "Qwen/Qwen2-VL-7B-Instruct"  # a Hub id, or a local folder (the tiny CPU model)
+    trust_remote_code: bool = False
+
+
+class DataSpec(Strict):
+    train: str = "training_data/vlm_train.jsonl"
+    val: str = "training_data/vlm_val.jsonl"
+    images_root: str = "training_data"  # the pipeline writes "images/21-03.jpg" relative to this
+    probes: str | None = "harness/probes/e30m3.jsonl"
+    max_samples: int | None = Field(default=None, ge=1)  # cap training rows (train-dev runs)
+    max_val_samples: int | None = Field(default=None, ge=1)
+    system_prompt: str | None = None
+    # Axolotl neither truncates nor drops long multimodal rows: decide here what happens to them.
+    long_rows: Literal["fail", "drop"] = "fail"
+
+
+class ImageSpec(Strict):
+    """Pixel limits of Qwen2-VL's image processor: one setting for training, serving and estimates."""
+
+    min_pixels: int = Field(default=DEFAULT_MIN_PIXELS, ge=PIXELS_PER_TOKEN)
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=PIXELS_PER_TOKEN)
+
+    @model_validator(mode="after")
+    def min_not_above_max(self) -> "ImageSpec":
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) is above max_pixels ({self.max_pixels})")
+        return self
+
+
+class LoraSpec(Strict):
+    r: int = Field(default=64, ge=1)  # higher: more capacity, memory and adapter size
+    alpha: int = Field(default=128, ge=1)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(LANGUAGE_MODEL_PROJECTIONS))
+    # Language model only by default: vLLM drops LoRA on the vision tower unless merged.
+    include_vision_tower: bool = False
+    modules_to_save: list[str] = Field(default_factory=list)
+
+
+class TrainSpec(Strict):
+    method: Literal["lora", "qlora", "full"] = "lora"
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    epochs: int = Field(default=3, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    micro_batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=4, ge=1)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    optimizer: str = "adamw_torch_fused"
+    sequence_len: int = Field(default=4096, ge=64)
+    # bf16 on GPUs; "fp32" is what a CPU can run. "auto": bf16 on a GPU, fp32 on a CPU.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    gradient_checkpointing: bool = True  # off: ~44% faster, more activation memory
+    flash_attention: bool = True  # ignored on CPU
+    deepspeed: Literal["zero1", "zero2", "zero3"] | None = None
+    eval_steps: int = Field(default=100, ge=1)
+    save_steps: int = Field(default=100, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
+    save_total_limit: int = Field(default=3, ge=1)
+    seed: int = 42
+    # legacy merges modules_to_save too; Axolotl 0.19's memory_efficient silently drops them.
+    merge_method: Literal["legacy", "memory_efficient"] = "legacy"
+
+    @model_validator(mode="after")
+    def full_needs_no_lora_settings(self) -> "TrainSpec":
+        if self.method == "full" and "lora" in self.model_fields_set:
+            raise ValueError("train.lora is set but train.method is 'full': remove the lora block or use method 'lora'")
+        return self
+
+
+class ComputeSpec(Strict):
+    gpu: str = "H100"  # Modal GPU, "H100:4" for four cards; "cpu" runs locally
+    timeout_hours: float = Field(default=6.0, gt=0, le=24)  # Modal caps a function at 24 h
+
+    @field_validator("gpu")
+    @classmethod
+    def known_gpu(cls, gpu: str) -> str:
+        return check_gpu_name(gpu)
+
+    @property
+    def gpu_type(self) -> str:
+        return self.gpu.partition(":")[0]
+
+    @property
+    def gpu_count(self) -> int:
+        count = self.gpu.partition(":")[2]
+        return int(count) if count else (0 if self.gpu == "cpu" else 1)
+
+
+def check_gpu_name(gpu: str) -> str:
+    name, _, count = gpu.partition(":")
+    allowed = GpuName.__args__  # type: ignore[attr-defined]
+    if name not in allowed:
+        hint = difflib.get_close_matches(name.upper(), [a.upper() for a in allowed], n=1, cutoff=0.5)
+        if hint:
+            hint = [allowed[[a.upper() for a in allowed].index(hint[0])]]
+        raise ValueError(
+            f"unknown GPU {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else f"; one of {', '.join(allowed)}")
+        )
+    if count and (not count.isdigit() or not 1 <= int(count) <= 8):
+        raise ValueError(f"GPU count {count!r} must be a number from 1 to 8, as in 'H100:4'")
+    return gpu
+
+
+class ServeSpec(Strict):
+    served_model_name: str | None = None  # defaults to the recipe name
+    gpu: str = "A10G"  # 24 GB: a 7B bf16 model (~16 GB) leaves ~4 GB of KV cache: keep max_model_len short
+    max_model_len: int = Field(default=4096, ge=256)
+    gpu_memory_utilization: float = Field(default=0.90, gt=0, le=1)
+    max_num_seqs: int = Field(default=32, ge=1)
+    scaledown_window_s: int = Field(default=300, ge=2)  # idle seconds before the container stops
+    concurrent_inputs: int = Field(default=32, ge=1)
+    api_key_secret: str = "vlm3-endpoint"  # Modal Secret holding VLLM_API_KEY
+    serve_adapter: bool = False  # --enable-lora over the base model instead of the merged weights
+    vllm_version: str = "0.11.0"
+
+    @field_validator("gpu")
+    @classmethod
+    def known_gpu(cls, gpu: str) -> str:
+        return check_gpu_name(gpu)
+
+
+class JudgeSpec(Strict):
+    provider: Literal["anthropic", "openai"] = "anthropic"
+    model: str = "claude-sonnet-4-5"
+    base_url: str | None = None  # an OpenAI-compatible judge endpoint when provider is openai
+    metrics: list[Literal["answer_relevancy", "faithfulness", "correctness", "hallucination", "rubric"]] = Field(
+        default_factory=lambda: ["answer_relevancy", "faithfulness", "correctness"]
+    )
+    threshold: float = Field(default=0.7, ge=0, le=1)
+    max_unscored_fraction: float = Field(default=0.05, ge=0, le=1)
+    concurrency: int = Field(default=4, ge=1)
+    use_batch_api: bool = False
+
+
+class EvalSpec(Strict):
+    max_tokens: int = Field(default=512, ge=1)
+    concurrency: int = Field(default=8, ge=1)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    probe_pass_threshold: float = Field(default=0.85, ge=0, le=1)
+    max_samples: int | None = Field(default=None, ge=1)  # eval-quick
+    judge: JudgeSpec | None = Field(default_factory=JudgeSpec)
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str = ""
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    images: ImageSpec = Field(default_factory=ImageSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    compute: ComputeSpec = Field(default_factory=ComputeSpec)
+    serve: ServeSpec = Field(default_factory=ServeSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    # Raw Axolotl keys, applied last over the rendered config (power users).
+    axolotl: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def qlora_is_for_gpus(self) -> "Recipe":
+        if self.train.method == "qlora" and self.compute.gpu == "cpu":
+            raise ValueError("train.method 'qlora' needs a GPU (bitsandbytes 4-bit); set compute.gpu or use 'lora'")
+        if self.train.deepspeed and self.compute.gpu_count < 2:
+            raise ValueError(f"train.deepspeed is set but compute.gpu {self.compute.gpu!r} has one card: use e.g. 'H100:4'")
+        return self
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.compute.gpu == "cpu"
+
+    @property
+    def served_name(self) -> str:
+        return self.serve.served_model_name or self.name
+
+
+class RecipeError(Exception):
+    """A recipe that cannot be used; str() is the whole message for the user."""
+
+    def __init__(self, path: str | Path, problems: list[str]):
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{self.path} is not a valid recipe:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe file; every problem is reported at once."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(path, ["file not found: pass a path such as recipes/tiny_cpu_demo.yaml"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise RecipeError(path, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    if not isinstance(raw, dict):
+        raise RecipeError(path, ["the file must be a mapping of keys (name:, model:, data:, ...)"])
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    return parse_recipe(raw, path)
+
+
+def parse_recipe(raw: dict[str, Any], path: str | Path = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(path, [describe_error(err) for err in exc.errors()]) from None
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def describe_error(err: dict[str, Any]) -> str:
+    """One line per problem: field, what is wrong, and a hint where one helps."""
+    loc = [str(part) for part in err["loc"]]
+    field = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{field}: unknown key{suggest_key(loc)}"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] not in ("value_error", "missing") and "input" in err:
+        got = err["input"]
+        if not isinstance(got, (dict, list)):
+            message += f", got {got!r}"
+    return f"{field}: {message}"
+
+
+def suggest_key(loc: list[str]) -> str:
+    """' (did you mean 'r'?)' for a misspelt key, searching the model that owns it."""
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nested is None:
+            return ""
+        model = nested
+    known = list(model.model_fields)
+    hint = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5)
+    if not hint:
+        hint = [k for k in known if loc[-1].startswith(k) or k.startswith(loc[-1])][:1]
+    return f" (did you mean {hint[0]!r}?)" if hint else f"; known keys: {', '.join(known)}"

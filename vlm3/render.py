@@ -1,0 +1,140 @@
+"""A recipe rendered to the Axolotl config that trains it.
+
+Usage:
+    config = render_axolotl_config(recipe, base_model="/abs/.cache/tiny-qwen2-vl")
+    yaml.safe_dump(config)   # what `axolotl train` reads, with the run directory as cwd
+
+Paths in the config are relative to the run directory (data/, output/), so the same file
+works locally and inside a Modal container that mounts the run elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from vlm3.recipe import Recipe
+
+DATA_DIR = "data"
+OUTPUT_DIR = "output"  # adapter and checkpoints; Axolotl writes the merged model to output/merged
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+VISION = ("qkv", "proj", "fc1", "fc2")  # Qwen2-VL vision blocks: attn.qkv, attn.proj, mlp.fc1, mlp.fc2
+
+
+def lora_target_regex(targets: list[str], include_vision_tower: bool = False) -> str:
+    """A PEFT full-match regex over the language model's projections (and the vision tower's, if asked)."""
+    unknown = [t for t in targets if t not in ATTENTION + MLP]
+    if unknown:
+        raise ValueError(f"train.lora.target_modules: unknown module(s) {unknown}; use {list(ATTENTION + MLP)}")
+    attn = [t.removesuffix("_proj") for t in ATTENTION if t in targets]
+    mlp = [t.removesuffix("_proj") for t in MLP if t in targets]
+    branches = []
+    if attn:
+        branches.append(rf"self_attn\.({'|'.join(attn)})_proj")
+    if mlp:
+        branches.append(rf"mlp\.({'|'.join(mlp)})_proj")
+    regex = rf"model\.language_model\.layers\.\d+\.({'|'.join(branches)})"
+    if include_vision_tower:
+        regex = rf"({regex}|model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2)))"
+    re.compile(regex)
+    return regex
+
+
+def deepspeed_config(stage: int) -> dict[str, Any]:
+    """ZeRO config; "auto" lets the HF Trainer fill batch sizes, clipping and precision from the recipe."""
+    zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True, "reduce_bucket_size": "auto"}
+    if stage == 3:
+        zero.update(
+            stage3_prefetch_bucket_size="auto",
+            stage3_param_persistence_threshold="auto",
+            stage3_gather_16bit_weights_on_model_save=True,  # a loadable checkpoint, not shards
+        )
+    return {
+        "zero_optimization": zero,
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "wall_clock_breakdown": False,
+    }
+
+
+def precision_keys(recipe: Recipe) -> dict[str, Any]:
+    precision = recipe.train.precision
+    if precision == "auto":
+        precision = "fp32" if recipe.on_cpu else "bf16"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16", "tf32": not recipe.on_cpu}
+
+
+def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True) -> dict[str, Any]:
+    train = recipe.train
+    dataset = {"ds_type": "json", "type": "chat_template", "field_messages": "messages"}
+    config: dict[str, Any] = {
+        "base_model": base_model,
+        "trust_remote_code": recipe.model.trust_remote_code,
+        # Qwen2-VL multimodal settings that work with Axolotl 0.19
+        "processor_type": "AutoProcessor",
+        "processor_kwargs": {"min_pixels": recipe.images.min_pixels, "max_pixels": recipe.images.max_pixels},
+        "chat_template": "qwen2_vl",
+        "skip_prepare_dataset": True,
+        "remove_unused_columns": False,
+        "sample_packing": False,  # Axolotl cannot pack multimodal rows
+        "datasets": [{"path": f"{DATA_DIR}/train.jsonl", **dataset}],
+        "sequence_len": train.sequence_len,
+        "micro_batch_size": train.micro_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "num_epochs": train.epochs,
+        "learning_rate": train.learning_rate,
+        "lr_scheduler": train.lr_scheduler,
+        "warmup_ratio": train.warmup_ratio,
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "optimizer": "adamw_torch" if recipe.on_cpu and train.optimizer.endswith("_fused") else train.optimizer,
+        **precision_keys(recipe),
+        "gradient_checkpointing": train.gradient_checkpointing and not recipe.on_cpu,
+        "logging_steps": train.logging_steps,
+        "save_steps": train.save_steps,
+        "save_total_limit": train.save_total_limit,
+        "seed": train.seed,
+        "output_dir": OUTPUT_DIR,
+        "auto_resume_from_checkpoints": True,  # a restarted or preempted run continues from the last checkpoint
+        "dataloader_num_workers": 0 if recipe.on_cpu else 4,
+        "save_safetensors": True,
+    }
+    if train.max_steps:
+        config["max_steps"] = train.max_steps
+    if has_val:
+        config["test_datasets"] = [{"path": f"{DATA_DIR}/val.jsonl", "split": "train", **dataset}]
+        config["eval_steps"] = train.eval_steps
+    else:
+        config["val_set_size"] = 0.0
+    if train.gradient_checkpointing and not recipe.on_cpu:
+        config["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if train.flash_attention and not recipe.on_cpu:
+        config["flash_attention"] = True
+    if train.method in ("lora", "qlora"):
+        lora = train.lora
+        config.update(
+            adapter=train.method,
+            lora_r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            lora_target_modules=lora_target_regex(lora.target_modules, lora.include_vision_tower),
+            # Axolotl 0.19's fused LoRA kernels cannot find Qwen2-VL's attention class
+            lora_qkv_kernel=False,
+            lora_o_kernel=False,
+            lora_mlp_kernel=False,
+            merge_method=train.merge_method,
+        )
+        if lora.modules_to_save:
+            config["lora_modules_to_save"] = list(lora.modules_to_save)
+        if train.method == "qlora":
+            config["load_in_4bit"] = True  # Axolotl quantises to nf4 with the compute dtype of bf16
+    if train.deepspeed:
+        config["deepspeed"] = deepspeed_config(int(train.deepspeed[-1]))
+    config.update(recipe.axolotl)
+    return config

@@ -1,0 +1,137 @@
+"""Run directories: `runs/<recipe name>/<UTC time>/`, one per experiment run, with `latest` pointing at the newest.
+
+Usage:
+    run = RunDir.create(recipe)            # runs/tiny-cpu-demo/20261125T170000Z/
+    run = RunDir.open("runs/tiny-cpu-demo/latest")
+
+Layout of a run (each stage reads and writes files here, so each can be re-run alone):
+    recipe.yaml          the resolved recipe it ran with
+    data/                converted train.jsonl / val.jsonl and data_report.json
+    axolotl.yaml         the rendered Axolotl config
+    logs/                train.log, merge.log, serve.log
+    output/              Axolotl's adapter and checkpoints; output/merged is the merged model
+    status.json          which stages finished; a stage is done only when it says so
+    eval/<model label>/  predictions.jsonl, scores.jsonl, summary.json, report.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlm3.recipe import Recipe, RecipeError, parse_recipe
+
+RUNS_ROOT = Path("runs")
+
+
+class RunError(Exception):
+    """A run directory that cannot be used as asked; str() says what to do."""
+
+
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @classmethod
+    def create(cls, recipe: Recipe, root: Path = RUNS_ROOT, name: str | None = None) -> "RunDir":
+        base = root / recipe.name
+        stamp = name or utc_stamp()
+        path = base / stamp
+        suffix = 1
+        while path.exists():  # two runs in the same second
+            suffix += 1
+            path = base / f"{stamp}-{suffix}"
+        path.mkdir(parents=True)
+        run = cls(path)
+        run.recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        run.write_status(state="created", stages={})
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        path = Path(path)
+        if not (path / "recipe.yaml").is_file():
+            raise RunError(f"{path} is not a run directory (no recipe.yaml); pass runs/<recipe>/<time> or runs/<recipe>/latest")
+        return cls(path.resolve() if path.is_symlink() else path)
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / "recipe.yaml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "axolotl.yaml"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.path / "output"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.output_dir / "merged"
+
+    @property
+    def eval_root(self) -> Path:
+        return self.path / "eval"
+
+    def eval_dir(self, label: str) -> Path:
+        return self.eval_root / label
+
+    def recipe(self) -> Recipe:
+        raw = yaml.safe_load(self.recipe_file.read_text(encoding="utf-8"))
+        try:
+            return parse_recipe(raw, self.recipe_file)
+        except RecipeError as exc:
+            raise RunError(str(exc)) from None
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    def status(self) -> dict[str, Any]:
+        if not self.status_file.exists():
+            return {"state": "unknown", "stages": {}}
+        return json.loads(self.status_file.read_text(encoding="utf-8"))
+
+    def write_status(self, **fields: Any) -> None:
+        status = {**self.status(), **fields} if self.status_file.exists() else fields
+        tmp = self.status_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.status_file)
+
+    def mark_stage(self, stage: str, state: str, **details: Any) -> None:
+        """Record a stage's outcome ("running", "done", "failed") with a UTC time."""
+        status = self.status()
+        stages = status.get("stages", {})
+        stages[stage] = {"state": state, "at": utc_stamp(), **details}
+        self.write_status(stages=stages, state=f"{stage}:{state}")
+
+    def stage_done(self, stage: str) -> bool:
+        return self.status().get("stages", {}).get(stage, {}).get("state") == "done"
+
+    def point_latest(self) -> None:
+        """runs/<recipe>/latest -> this run (a relative symlink, replaced atomically)."""
+        link = self.path.parent / "latest"
+        tmp = self.path.parent / f".latest-{os.getpid()}"
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        tmp.symlink_to(self.path.name)
+        os.replace(tmp, link)

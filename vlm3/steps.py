@@ -1,0 +1,140 @@
+"""The pipeline's steps, shared by the local CLI and the Modal functions (one code path).
+
+Usage:
+    run = prepare_run(recipe)                 # check data, create the run, convert, render
+    check_rendered_config(run, env)           # Axolotl's own schema over the rendered config
+    train_run(run, env)                       # axolotl train
+    merge_run(run, env)                       # axolotl merge-lora + checks of the merged folder
+
+Each step reads and writes files in the run directory and records itself in status.json,
+so a step can be re-run alone (after a crash, or in another container).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from data_adapters.convert import prepare_dataset
+from vlm3.recipe import Recipe
+from vlm3.render import render_axolotl_config
+from vlm3.runs import RUNS_ROOT, RunDir
+from vlm3.trainer_env import TrainerEnv, TrainingLog
+
+
+class StepError(Exception):
+    """A step that failed for a reason the user can act on; str() says what and where."""
+
+
+def resolve_base_model(recipe: Recipe) -> str:
+    """A local folder becomes an absolute path (the trainer runs in the run directory); a Hub id stays."""
+    local = Path(recipe.model.base)
+    if local.is_dir():
+        return str(local.resolve())
+    if recipe.model.base.startswith((".", "/")):
+        raise StepError(f"model.base {recipe.model.base!r} is not a folder; for the tiny model run `make tiny-model`")
+    return recipe.model.base
+
+
+def prepare_run(
+    recipe: Recipe,
+    root: Path = RUNS_ROOT,
+    image_dir: str | None = None,
+    base_model: str | None = None,
+) -> RunDir:
+    """Check the data (before any directory is made), then create the run and write data + config."""
+    from data_adapters.convert import load_data
+
+    base = base_model or resolve_base_model(recipe)
+    data = load_data(recipe)  # raises nothing; errors are collected
+    errors = [p for p in data.problems if p.severity == "error"]
+    if errors:
+        from data_adapters.pipeline import DataError
+
+        raise DataError(errors)
+    run = RunDir.create(recipe, root=root)
+    report = prepare_dataset(recipe, run.data_dir, image_dir=image_dir, data=data)
+    (run.data_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    config = render_axolotl_config(recipe, base_model=base, has_val=report.val_rows > 0)
+    run.config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    run.mark_stage("prepare", "done", train_rows=report.train_rows, val_rows=report.val_rows, dropped=report.dropped)
+    return run
+
+
+def check_rendered_config(run: RunDir, env: TrainerEnv) -> None:
+    recipe = run.recipe()
+    result = env.run_json(
+        ["validate-config", str(run.config_file), "--gpu", recipe.compute.gpu_type, "--gpu-count", str(max(recipe.compute.gpu_count, 1))]
+    )
+    if not result["ok"]:
+        lines = [f"  axolotl.{e['field']}: {e['message']}" if e["field"] else f"  {e['message']}" for e in result["errors"]]
+        raise StepError(
+            f"Axolotl rejects the config rendered from {run.recipe_file} ({run.config_file}):\n"
+            + "\n".join(lines)
+            + "\n  Fix the recipe (or its raw `axolotl:` block) and run again."
+        )
+    run.mark_stage("validate", "done")
+
+
+@dataclass
+class TrainResult:
+    log: TrainingLog
+    adapter_dir: Path
+
+
+def train_run(run: RunDir, env: TrainerEnv, on_output: Callable[[str], None] | None = None) -> TrainResult:
+    """Axolotl trains in the run directory; a re-run resumes from the last checkpoint."""
+    log = TrainingLog()
+
+    def feed(chunk: str) -> None:
+        log.feed(chunk)
+        if on_output:
+            on_output(chunk)
+
+    run.mark_stage("train", "running")
+    code = env.run_logged([env.axolotl, "train", run.config_file.name, "--launcher", "python"], run.logs_dir / "train.log", cwd=run.path, on_output=feed)
+    (run.path / "train_metrics.json").write_text(json.dumps(log.to_dict(), indent=2) + "\n", encoding="utf-8")
+    saved = (run.output_dir / "adapter_model.safetensors").exists() or (run.output_dir / "model.safetensors").exists()
+    if code != 0 or not saved:
+        run.mark_stage("train", "failed", exit_code=code)
+        raise StepError(f"training failed (exit {code}); the whole log is {run.logs_dir / 'train.log'}\n{tail(run.logs_dir / 'train.log')}")
+    run.mark_stage("train", "done", first_loss=log.to_dict()["first_loss"], final_loss=log.to_dict()["final_loss"], steps=log.total_steps)
+    return TrainResult(log, run.output_dir)
+
+
+def merge_run(run: RunDir, env: TrainerEnv) -> dict:
+    """Merge the adapter into the base weights, then prove the merged folder is complete and correct."""
+    config = yaml.safe_load(run.config_file.read_text(encoding="utf-8"))
+    if config.get("adapter"):
+        run.mark_stage("merge", "running")
+        code = env.run_logged(
+            [env.axolotl, "merge-lora", run.config_file.name, "--lora-model-dir", "output"],
+            run.logs_dir / "merge.log", cwd=run.path,
+        )
+        if code != 0:
+            run.mark_stage("merge", "failed", exit_code=code)
+            raise StepError(f"axolotl merge-lora failed (exit {code}); see {run.logs_dir / 'merge.log'}\n{tail(run.logs_dir / 'merge.log')}")
+    else:
+        # A full fine-tune has nothing to merge: its output folder is the model.
+        link = run.merged_dir
+        if not link.exists():
+            link.symlink_to(".", target_is_directory=True)
+    result = env.run_json(["verify-merge", str(run.path)])
+    (run.path / "merge_check.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if not result["ok"]:
+        run.mark_stage("merge", "failed", problems=result["problems"])
+        raise StepError("the merged model failed its checks:\n" + "\n".join(f"  {p}" for p in result["problems"]))
+    run.mark_stage("merge", "done", max_abs_diff=result.get("max_abs_diff"))
+    return result
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+    kept = [line for line in text.splitlines() if line.strip() and "posthog" not in line][-lines:]
+    return "\n".join(f"  | {line[:240]}" for line in kept)

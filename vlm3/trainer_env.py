@@ -1,0 +1,158 @@
+"""The trainer environment: a separate virtualenv with torch, transformers and Axolotl.
+
+Usage:
+    env = TrainerEnv.locate()                  # .venv-train next to the project, or $VLM3_TRAINER_PYTHON
+    env.run_logged([env.axolotl, "train", "axolotl.yaml", "--launcher", "python"], log, cwd=run.path)
+
+The light CLI never imports torch or Axolotl; it runs them here as subprocesses, writes
+their whole output to a log file and shows progress (steps, loss) on the terminal.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VENV = PROJECT_ROOT / ".venv-train"
+
+METRICS_LINE = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'.*?\}")
+STEP_PROGRESS = re.compile(r"(\d+)/(\d+) \[")
+
+
+class TrainerEnvMissing(Exception):
+    pass
+
+
+@dataclass
+class TrainingLog:
+    """What the trainer printed that the user cares about: losses and the step counter."""
+
+    losses: list[float] = field(default_factory=list)
+    eval_losses: list[float] = field(default_factory=list)
+    step: int = 0
+    total_steps: int = 0
+    summary: dict = field(default_factory=dict)
+
+    def feed(self, text: str) -> bool:
+        """Read one chunk of output; True when a new loss arrived."""
+        new_loss = False
+        for match in METRICS_LINE.finditer(text):
+            try:
+                metrics = ast.literal_eval(match.group(0))
+            except (ValueError, SyntaxError):
+                continue
+            if "loss" in metrics:
+                self.losses.append(float(metrics["loss"]))
+                new_loss = True
+            if "eval_loss" in metrics:
+                self.eval_losses.append(float(metrics["eval_loss"]))
+            if "train_runtime" in metrics:
+                self.summary = {k: float(v) for k, v in metrics.items() if _is_number(v)}
+        for match in STEP_PROGRESS.finditer(text):
+            done, total = int(match.group(1)), int(match.group(2))
+            if total >= self.total_steps:  # eval progress bars are shorter than the training bar
+                self.step, self.total_steps = done, total
+        return new_loss
+
+    def to_dict(self) -> dict:
+        return {
+            "losses": self.losses,
+            "eval_losses": self.eval_losses,
+            "first_loss": self.losses[0] if self.losses else None,
+            "final_loss": self.losses[-1] if self.losses else None,
+            "steps": self.total_steps,
+            **({"trainer": self.summary} if self.summary else {}),
+        }
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class TrainerEnv:
+    python: Path
+
+    @classmethod
+    def locate(cls) -> "TrainerEnv":
+        configured = os.environ.get("VLM3_TRAINER_PYTHON")
+        python = Path(configured) if configured else DEFAULT_VENV / "bin" / "python"
+        if not python.exists():
+            raise TrainerEnvMissing(
+                f"the trainer environment is not installed ({python} not found).\n"
+                "  Run `make trainer-env` (torch + Axolotl, ~7 GB), or set VLM3_TRAINER_PYTHON to a python that has Axolotl."
+            )
+        return cls(python)
+
+    @classmethod
+    def current(cls) -> "TrainerEnv":
+        """This interpreter (inside a Modal trainer container, Axolotl is installed beside it)."""
+        return cls(Path(sys.executable))
+
+    @property
+    def axolotl(self) -> str:
+        beside = self.python.parent / "axolotl"
+        return str(beside) if beside.exists() else "axolotl"
+
+    @property
+    def transformers_cli(self) -> str:
+        beside = self.python.parent / "transformers"
+        return str(beside) if beside.exists() else "transformers"
+
+    def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+        env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")  # no telemetry; these machines may have no network
+        env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        env.update(extra or {})
+        return env
+
+    def run_json(self, args: list[str], cwd: Path | None = None, extra_env: dict[str, str] | None = None) -> dict:
+        """Run `python -m vlm3.trainer_side ...` and return the JSON object it prints last."""
+        proc = subprocess.run(
+            [str(self.python), "-m", "vlm3.trainer_side", *args],
+            cwd=cwd, env=self.environ(extra_env), capture_output=True, text=True,
+        )
+        for line in reversed(proc.stdout.splitlines()):
+            if line.startswith("{"):
+                return json.loads(line)
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
+        raise RuntimeError(f"trainer_side {args[0]} failed (exit {proc.returncode}):\n{tail}")
+
+    def run_logged(
+        self,
+        argv: list[str],
+        log_file: Path,
+        cwd: Path,
+        on_output: Callable[[str], None] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> int:
+        """Run a command, copying all its output to log_file and passing each chunk to on_output."""
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("ab") as log:
+            proc = subprocess.Popen(argv, cwd=cwd, env=self.environ(extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            assert proc.stdout is not None
+            try:
+                while chunk := proc.stdout.read1(65536):  # type: ignore[attr-defined]
+                    log.write(chunk)
+                    log.flush()
+                    if on_output:
+                        on_output(chunk.decode("utf-8", errors="replace"))
+            except KeyboardInterrupt:
+                proc.terminate()
+                proc.wait(timeout=30)
+                raise
+            return proc.wait()
