@@ -19,6 +19,11 @@ API_KEY ?=
 PORT ?= 8000
 
 # pip on these machines warns about every optional local index it cannot read; keep the output readable.
+# Telemetry off for the tools that send it; these machines may have no network at all.
+export DEEPEVAL_TELEMETRY_OPT_OUT := 1
+export AXOLOTL_DO_NOT_TRACK := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 .PHONY: help install trainer-env tiny-model sample-data demo test test-fast golden validate check plan \

@@ -9,7 +9,7 @@ truncated JPEG passes the header and fails the trainer, so `vlm3 train` decodes)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_adapters.pipeline import PipelineRow, Problem, resolve_image
@@ -48,6 +48,32 @@ def inspect_image(images_root: Path, image: str, decode: bool) -> ImageInfo:
     return ImageInfo(path, width, height)
 
 
+@dataclass(frozen=True)
+class RowStats:
+    file: str
+    line: int
+    split: str
+    image: str
+    width: int
+    height: int
+    text_tokens: int
+    visual_tokens: int
+    answer_words: int
+    content_type: str
+    section: str
+
+    @property
+    def tokens(self) -> int:
+        return self.text_tokens + self.visual_tokens
+
+
+@dataclass
+class DatasetScan:
+    problems: list[Problem] = field(default_factory=list)
+    rows: list[RowStats] = field(default_factory=list)
+    images: int = 0
+
+
 def check_dataset(
     train: list[PipelineRow],
     val: list[PipelineRow],
@@ -57,11 +83,26 @@ def check_dataset(
     tokenizer=None,
 ) -> list[Problem]:
     """Every problem in the two splits; severity "error" blocks training, "warning" is reported."""
-    problems: list[Problem] = []
+    return scan_dataset(train, val, images_root, recipe, decode_images, tokenizer).problems
+
+
+def scan_dataset(
+    train: list[PipelineRow],
+    val: list[PipelineRow],
+    images_root: Path,
+    recipe,
+    decode_images: bool = False,
+    tokenizer=None,
+) -> DatasetScan:
+    """Problems and per-row token counts; each image is opened once."""
+    scan = DatasetScan()
+    problems = scan.problems
     if not images_root.is_dir():
-        return [Problem(str(images_root), None, "images root not found; check data.images_root in the recipe", code="images_root")]
+        problems.append(Problem(str(images_root), None, "images root not found; check data.images_root in the recipe", code="images_root"))
+        return scan
     infos: dict[str, ImageInfo] = {}
-    for row in train + val:
+    splits = [("train", row) for row in train] + [("val", row) for row in val]
+    for split, row in splits:
         if row.image not in infos:
             infos[row.image] = inspect_image(images_root, row.image, decode_images)
         info = infos[row.image]
@@ -70,12 +111,18 @@ def check_dataset(
             continue
         if min(info.width, info.height) < MIN_IMAGE_SIDE or info.width * info.height > MAX_IMAGE_PIXELS:
             problems.append(Problem(row.file, row.line, f"image {row.image!r} is {info.width}x{info.height}: is this a page image?", "warning", "image_size"))
-        tokens = visual_tokens(info.width, info.height, recipe.images.min_pixels, recipe.images.max_pixels)
-        tokens += estimate_text_tokens([t.content for t in row.turns], tokenizer)
+        visual = visual_tokens(info.width, info.height, recipe.images.min_pixels, recipe.images.max_pixels)
+        text = estimate_text_tokens([t.content for t in row.turns], tokenizer)
+        meta = row.metadata
+        scan.rows.append(RowStats(row.file, row.line, split, row.image, info.width, info.height, text, visual,
+                                  sum(len(t.content.split()) for t in row.turns if t.role == "assistant"),
+                                  str(meta.get("content_type") or "unknown"), str(meta.get("section") or "unknown")))
+        tokens = text + visual
         if tokens > recipe.train.sequence_len:
             severity = "error" if recipe.data.long_rows == "fail" else "warning"
             action = "raise train.sequence_len, lower images.max_pixels, or set data.long_rows: drop" if severity == "error" else "dropped"
             problems.append(Problem(row.file, row.line, f"~{tokens} tokens is over train.sequence_len {recipe.train.sequence_len} ({action})", severity, "too_long"))
+    scan.images = sum(1 for info in infos.values() if not info.problem)
 
     for rows in (train, val):
         seen: dict[str, PipelineRow] = {}
@@ -85,8 +132,10 @@ def check_dataset(
                 problems.append(Problem(row.file, row.line, f"duplicate of line {first.line} (same image and question)", "warning", "duplicate"))
 
     train_pages = {row.image for row in train}
-    leaked = sorted({row.image for row in val} & train_pages)
-    for image in leaked:
-        row = next(r for r in val if r.image == image)
+    first_val: dict[str, PipelineRow] = {}
+    for row in val:
+        first_val.setdefault(row.image, row)
+    for image in sorted(first_val.keys() & train_pages):
+        row = first_val[image]
         problems.append(Problem(row.file, row.line, f"page {image!r} is in both train and validation: scores on it measure memorisation", "warning", "leakage"))
-    return problems
+    return scan

@@ -11,6 +11,7 @@ max_pixels] (the rule of transformers' `smart_resize` for Qwen2-VL).
 from __future__ import annotations
 
 import math
+import os
 
 PATCH = 14  # pixels per vision patch side
 MERGE = 2  # patches merged per side into one LLM token
@@ -45,10 +46,27 @@ def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int) -> 
     return (h // FACTOR) * (w // FACTOR)
 
 
+def load_tokenizer(model: str):
+    """The model's own tokenizer.json when it is on this machine (a local folder or the HF cache), else None."""
+    from pathlib import Path
+
+    candidates = [Path(model) / "tokenizer.json"]
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    candidates += sorted((hub / f"models--{model.replace('/', '--')}" / "snapshots").glob("*/tokenizer.json"))
+    for path in candidates:
+        if path.is_file():
+            try:
+                from tokenizers import Tokenizer
+            except ImportError:
+                return None
+            return Tokenizer.from_file(str(path))
+    return None
+
+
 def estimate_text_tokens(texts: list[str], tokenizer=None) -> int:
     """Tokens of a conversation's text and chat template; exact with a tokenizer, else ~chars/3.2."""
     if tokenizer is not None:
-        body = sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in texts)
+        body = sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts)
     else:
         body = sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
     return body + TOKENS_PER_TURN * len(texts) + TEMPLATE_TOKENS + 2

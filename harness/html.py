@@ -92,7 +92,7 @@ def fragment(*children: Any) -> Html:
     return Html("".join(esc(child) for child in _flatten(children)))
 
 
-def tag(name: str, *children: Any, **attrs: Any) -> Html:
+def tag(name: str, /, *children: Any, **attrs: Any) -> Html:
     """One element; attribute values are always escaped, None or False drops an attribute."""
     attr_text = "".join(
         f' {_attr_name(key)}="{html.escape(str(value), quote=True)}"'

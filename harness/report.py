@@ -46,7 +46,8 @@ METRIC_COLUMNS = ["n", "pass rate", "spec pass rate", "keyword recall", "token F
 def render_report(summary: dict, scores: list[dict], out_path: Path, title: str | None = None,
                   max_gallery: int = 50) -> Path:
     """Write the report to out_path (parents created) and return the path."""
-    summary = summary or {}
+    summary = _dict(summary)
+    scores = [s for s in scores or [] if isinstance(s, dict)]
     label = summary.get("label") or "evaluation"
     title = title or f"vlm3 evaluation: {label}"
     body = [
@@ -91,9 +92,13 @@ def _header(summary: dict, title: str) -> Html:
                definition_list((key, "—" if value is None else value) for key, value in items))
 
 
-def _probe_line(probes: dict) -> Html:
+def _probe_threshold(probes: dict) -> float:
     threshold = probes.get("threshold")
-    threshold = threshold if is_number(threshold) else DEFAULT_PROBE_THRESHOLD
+    return threshold if is_number(threshold) else DEFAULT_PROBE_THRESHOLD
+
+
+def _probe_line(probes: dict) -> Html:
+    threshold = _probe_threshold(probes)
     return fragment(f"{pct(probes.get('pass_rate'))} of {_shown(probes.get('n'))} probes passed, threshold {pct(threshold)} ",
                     badge(probes.get("passed")))
 
@@ -134,13 +139,11 @@ def _probes_section(probes: Any) -> Html | None:
     probes = _dict(probes)
     if not probes:
         return None
-    threshold = probes.get("threshold")
-    threshold = threshold if is_number(threshold) else DEFAULT_PROBE_THRESHOLD
     bars = [("all probes", probes.get("pass_rate"), _rate_annotation(probes))]
     bars += [(source, _dict(stats).get("pass_rate"), _rate_annotation(_dict(stats)))
              for source, stats in _dict(probes.get("by_source")).items()]
     return tag("section", tag("h2", "Probes"), tag("p", _probe_line(probes)),
-               svg_rate_bars(bars, "probe pass rate against the threshold", threshold=threshold), id="probes")
+               svg_rate_bars(bars, "probe pass rate against the threshold", threshold=_probe_threshold(probes)), id="probes")
 
 
 def _rate_annotation(stats: dict) -> str:
@@ -190,7 +193,7 @@ def _is_failure(sample: dict) -> bool:
 
 
 def _gallery_section(scores: list[dict], max_gallery: int) -> Html:
-    failures = [s for s in scores if isinstance(s, dict) and _is_failure(s)]
+    failures = [s for s in scores if _is_failure(s)]
     # Probes are the hand-written checks a reader looks at first; sorted() is stable, so order is kept otherwise.
     failures = sorted(failures, key=lambda s: s.get("kind") != "probe")
     shown = failures[: max(max_gallery, 0)]
@@ -203,7 +206,8 @@ def _gallery_section(scores: list[dict], max_gallery: int) -> Html:
 def _sample_card(sample: dict, thumbnails: dict[str, str | None]) -> Html:
     heading = " · ".join(str(v) for v in (sample.get("id"), sample.get("kind"), sample.get("category"),
                                           sample.get("content_type"), sample.get("source")) if v)
-    parts = [tag("h3", heading or "sample", " ", badge(sample.get("passed"), unknown="NO CHECK")),
+    verdict = badge(False, no="ERROR") if sample.get("error") else badge(sample.get("passed"), unknown="NO CHECK")
+    parts = [tag("h3", heading or "sample", " ", verdict),
              _labelled("question", sample.get("question"))]
     if sample.get("expected") is not None:
         parts.append(_labelled("expected", sample.get("expected")))
@@ -214,6 +218,9 @@ def _sample_card(sample: dict, thumbnails: dict[str, str | None]) -> Html:
         parts.append(_labelled("generation error", sample.get("error"), css="text error"))
     else:
         parts.append(_labelled("model answer", sample.get("answer")))
+    if sample.get("finish_reason") not in (None, "stop"):
+        # A truncated answer ("length") explains many failures on its own.
+        parts.append(tag("p", f"finish reason: {sample['finish_reason']}", class_="muted"))
     parts.append(tag("div", "checks", class_="label"))
     parts.append(_checks(_dict(sample.get("checks")), _dict(_dict(sample.get("judge")).get("metrics"))))
     return tag("article", tag("div", _page_image(sample, thumbnails)), tag("div", parts), class_="sample")
@@ -237,6 +244,8 @@ def _checks(checks: dict, judge_metrics: dict) -> Html:
         rows.append(["token F1", "—", fnum(checks.get("token_f1")), None])
     for name, metric in judge_metrics.items():
         rows.append(_judge_row(name, _dict(metric)))
+    if not rows:
+        return tag("p", "no checks ran", class_="muted")
     return table(["check", "verdict", "score", "details"], rows)
 
 
@@ -263,17 +272,18 @@ def _details(details: Any) -> Html | None:
 
 
 def _page_image(sample: dict, thumbnails: dict[str, str | None]) -> Html:
-    candidates = [str(p) for p in (sample.get("image"), sample.get("image_ref")) if p]
-    if not candidates:
-        return tag("div", "no page image", class_="placeholder")
-    name = sample.get("image_ref") or candidates[0]
-    for path in candidates:
-        if path not in thumbnails:
-            # Several questions often share a page: encode each image once.
-            thumbnails[path] = thumbnail_data_uri(Path(path))
-        if thumbnails[path]:
-            return tag("img", src=thumbnails[path], alt=f"page {name}", loading="lazy")
-    return tag("div", f"image unavailable: {name}", class_="placeholder")
+    # `image` is the path the scorer read; `image_ref` (relative to training_data/) only names it.
+    path = sample.get("image")
+    name = sample.get("image_ref") or path
+    if not path:
+        return tag("div", f"no page image {name or ''}".strip(), class_="placeholder")
+    path = str(path)
+    if path not in thumbnails:
+        # Several questions often share a page: encode each image once.
+        thumbnails[path] = thumbnail_data_uri(Path(path))
+    if thumbnails[path] is None:
+        return tag("div", f"image unavailable: {name}", class_="placeholder")
+    return tag("img", src=thumbnails[path], alt=f"page {name}", loading="lazy")
 
 
 def thumbnail_data_uri(path: Path, width: int = THUMBNAIL_WIDTH) -> str | None:

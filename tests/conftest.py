@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,30 @@ def sample_dir() -> Path:
     return SAMPLE
 
 
+@dataclass(frozen=True)
+class DemoResult:
+    run: Path
+    stdout: str
+    returncode: int
+
+
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, sample_dir) -> Path:
-    """The demo recipe trained and merged once through the real CLI, Axolotl and checks."""
+def demo(tmp_path_factory, sample_dir) -> DemoResult:
+    """`vlm3 demo` once per session: the real Axolotl training and merge, two real
+    `transformers serve` servers (base and fine-tuned), generation, scoring and comparison."""
     runs = tmp_path_factory.mktemp("runs")
-    proc = run_cli("train", str(DEMO_RECIPE), "--merge", "--runs-root", str(runs), timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return runs / "tiny-cpu-demo" / "latest"
+    proc = run_cli("demo", str(DEMO_RECIPE), "--runs-root", str(runs), timeout=1200)
+    run = runs / "tiny-cpu-demo" / "latest"
+    assert run.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return DemoResult(run, proc.stdout, proc.returncode)
+
+
+@pytest.fixture(scope="session")
+def trained_run(demo) -> Path:
+    """The demo recipe, trained and merged through the real CLI, Axolotl and checks."""
+    status = (demo.run / "status.json").read_text()
+    assert '"merge"' in status, demo.stdout[-3000:]
+    return demo.run
 
 
 @pytest.fixture

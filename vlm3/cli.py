@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="merge a run's adapter and check the merged model")
     p.add_argument("run")
     p.set_defaults(func=cmd_merge)
+
+    from vlm3.eval_cmds import register as register_eval
+    from vlm3.preflight_cmds import register as register_preflight
+
+    register_preflight(sub)
+    register_eval(sub)
     return parser
 
 
@@ -197,10 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted")
         return 130
     except Exception as exc:  # user-facing errors of the steps; anything else is a bug and tracebacks
+        from harness.evaluation import EvalError
+        from vlm3.serve import ServeError
         from vlm3.steps import StepError
         from vlm3.trainer_env import TrainerEnvMissing
 
-        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError)):
+        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError, ServeError, EvalError)):
             err_console.print(f"Error: {exc}", markup=False)
             return 1
         raise

@@ -1,0 +1,131 @@
+"""Scoring saved predictions: exact spec checks, keyword recall and token F1 (free, deterministic).
+
+Usage:
+    records = [score_sample(sample, prediction) for ...]
+    summary = summarize(records, label="finetuned", probe_threshold=0.85)
+
+A sample's `passed` is decided by the checks that apply to it: the spec check when the
+reference states quantities with units, keyword recall for keyword probes. When neither
+applies (a free-text answer with no numbers) `passed` is None: only the judge can grade it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from statistics import mean
+from typing import Any, Iterable
+
+from harness.specs import keyword_recall, match
+
+WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?")
+MEMORISATION_NOTE = (
+    "Probes from training pages (source: train_page) measure memorisation of the training data, "
+    "not generalisation; validation rows and val_page probes are unseen pages."
+)
+
+
+def tokens(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def token_f1(expected: str, actual: str) -> float:
+    """SQuAD-style overlap of lower-cased word tokens: a soft signal, never a verdict on its own."""
+    want, got = Counter(tokens(expected)), Counter(tokens(actual))
+    common = sum((want & got).values())
+    if not want or not got or not common:
+        return 0.0
+    precision, recall = common / sum(got.values()), common / sum(want.values())
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_sample(sample: dict, prediction: dict | None) -> dict[str, Any]:
+    """One score record: the sample, the model's answer, each check's verdict and the overall one."""
+    record = {k: sample.get(k) for k in ("id", "kind", "category", "content_type", "source", "image", "image_ref", "question", "expected", "expected_keywords")}
+    answer = prediction.get("answer") if prediction else None
+    error = None if prediction else "no prediction (run `vlm3 generate` again)"
+    if prediction and prediction.get("error"):
+        error = prediction["error"]
+    record.update(answer=answer, error=error, judge=None, finish_reason=(prediction or {}).get("finish_reason"))
+    checks: dict[str, Any] = {"spec": None, "keywords": None, "token_f1": None}
+    if answer is None:
+        record.update(checks=checks, passed=False if error else None)
+        return record
+
+    verdicts: list[bool] = []
+    expected = sample.get("expected")
+    if expected:
+        spec = match(expected, answer)
+        checks["spec"] = {"applicable": spec.applicable, "passed": spec.passed, "score": spec.score, "details": list(spec.details)}
+        checks["token_f1"] = round(token_f1(expected, answer), 4)
+        if spec.applicable:
+            verdicts.append(spec.passed)
+    keywords = sample.get("expected_keywords")
+    if keywords:
+        found = keyword_recall(keywords, answer)
+        checks["keywords"] = {"recall": found.recall, "passed": found.passed, "found": list(found.found), "missing": list(found.missing)}
+        verdicts.append(found.passed)
+    record.update(checks=checks, passed=all(verdicts) if verdicts else None)
+    return record
+
+
+def rate(values: Iterable[bool | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(sum(known) / len(known), 4) if known else None
+
+
+def average(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(mean(known), 4) if known else None
+
+
+def group_metrics(records: list[dict]) -> dict[str, Any]:
+    spec = [r["checks"]["spec"] for r in records if r["checks"].get("spec") and r["checks"]["spec"]["applicable"]]
+    return {
+        "n": len(records),
+        "pass_rate": rate(r["passed"] for r in records),
+        "spec_pass_rate": rate(s["passed"] for s in spec),
+        "spec_score": average(s["score"] for s in spec),
+        "keyword_recall": average(r["checks"]["keywords"]["recall"] for r in records if r["checks"].get("keywords")),
+        "token_f1": average(r["checks"].get("token_f1") for r in records),
+        "errors": sum(1 for r in records if r["error"]),
+    }
+
+
+def grouped(records: list[dict], key: str) -> dict[str, dict]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        groups[str(record.get(key) or "unknown")].append(record)
+    return {name: group_metrics(rows) for name, rows in sorted(groups.items())}
+
+
+def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **meta: Any) -> dict[str, Any]:
+    """summary.json: metrics overall, by category, content type and kind; probes against the threshold."""
+    probes = [r for r in records if r["kind"] == "probe"]
+    probe_rate = rate(r["passed"] for r in probes)
+    summary: dict[str, Any] = {
+        "label": label,
+        **meta,
+        "counts": {
+            "samples": len(records),
+            "answered": sum(1 for r in records if r["answer"] is not None),
+            "errors": sum(1 for r in records if r["error"]),
+            "deterministic": sum(1 for r in records if r["passed"] is not None),
+        },
+        "metrics": group_metrics(records),
+        "by_category": grouped(records, "category"),
+        "by_content_type": grouped(records, "content_type"),
+        "by_kind": grouped(records, "kind"),
+        "probes": {
+            "n": len(probes),
+            "pass_rate": probe_rate,
+            "threshold": probe_threshold,
+            "passed": probe_rate is not None and probe_rate >= probe_threshold,
+            "by_source": grouped(probes, "source"),
+        },
+        "thresholds": {"probe_pass_rate": probe_threshold},
+        "judge": None,
+        "notes": [MEMORISATION_NOTE] if any(r.get("source") == "train_page" for r in probes) else [],
+    }
+    summary["passed"] = bool(summary["probes"]["passed"]) if probes else bool(summary["metrics"]["pass_rate"] and summary["metrics"]["pass_rate"] >= probe_threshold)
+    return summary

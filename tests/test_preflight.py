@@ -1,0 +1,195 @@
+"""Preflight: every dataset check has a failing and a passing fixture; token estimates and plan arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from data_adapters.checks import scan_dataset
+from data_adapters.pipeline import read_pipeline
+from data_adapters.tokens import resized_size, visual_tokens
+from tests.conftest import run_cli
+from vlm3.plan import DatasetTokens, flops_per_token, plan_run
+from vlm3.recipe import parse_recipe
+
+Q = {"role": "user", "content": "What is the torque?"}
+A = {"role": "assistant", "content": "40 Nm."}
+
+
+def line(image="images/p.jpg", conversations=None, **extra):
+    return {"image": image, "conversations": conversations or [Q, A], "metadata": {"page": "1"}, **extra}
+
+
+def dataset(tmp: Path, train: list[dict], val: list[dict] | None = None, sizes: dict[str, tuple[int, int]] | None = None, seq: int = 4096, long_rows: str = "fail"):
+    root = tmp / "td"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for name, size in {"p.jpg": (850, 1100), "q.jpg": (850, 1100), **(sizes or {})}.items():
+        Image.new("RGB", size, "white").save(root / "images" / name)
+    (root / "vlm_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (root / "vlm_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (val if val is not None else [line("images/q.jpg")])))
+    recipe = parse_recipe({"name": "t", "compute": {"gpu": "cpu"}, "train": {"sequence_len": seq},
+                           "data": {"train": str(root / "vlm_train.jsonl"), "val": str(root / "vlm_val.jsonl"), "images_root": str(root), "long_rows": long_rows}})
+    return root, recipe
+
+
+def codes(tmp, train, val=None, **kw) -> dict[str, str]:
+    root, recipe = dataset(tmp, train, val, **kw)
+    rows_t, pt = read_pipeline(recipe.data.train)
+    rows_v, pv = read_pipeline(recipe.data.val)
+    scan = scan_dataset(rows_t, rows_v, root, recipe)
+    return {p.code: p.severity for p in pt + pv + scan.problems}
+
+
+CHECKS = [
+    # (name, failing train rows, extra kwargs, code, severity)
+    ("missing image", [line("images/none.jpg")], {}, "image_missing", "error"),
+    ("outside root", [line("../outside.jpg")], {}, "image_outside_root", "error"),
+    ("aspect ratio", [line("images/strip.jpg")], {"sizes": {"strip.jpg": (4020, 20)}}, "image_aspect", "error"),
+    ("tiny image", [line("images/dot.jpg")], {"sizes": {"dot.jpg": (20, 30)}}, "image_size", "warning"),
+    ("bad role", [line(conversations=[{"role": "bot", "content": "x"}, A])], {}, "role", "error"),
+    ("turn order", [line(conversations=[Q, Q, A])], {}, "turn_order", "error"),
+    ("ends with user", [line(conversations=[Q, A, Q])], {}, "turn_order", "error"),
+    ("empty answer", [line(conversations=[Q, {"role": "assistant", "content": " "}])], {}, "empty_turn", "error"),
+    ("duplicate", [line(), line()], {}, "duplicate", "warning"),
+    ("too long (fail)", [line()], {"seq": 300}, "too_long", "error"),
+    ("too long (drop)", [line()], {"seq": 300, "long_rows": "drop"}, "too_long", "warning"),
+]
+
+
+@pytest.mark.parametrize("name,train,kwargs,code,severity", CHECKS, ids=[c[0] for c in CHECKS])
+def test_each_check_fails_its_fixture_and_passes_a_clean_one(tmp_path, name, train, kwargs, code, severity):
+    found = codes(tmp_path / "bad", train, **kwargs)
+    assert found.get(code) == severity, found
+    assert codes(tmp_path / "good", [line()]) == {}
+
+
+def test_leakage_is_a_warning_naming_the_page(tmp_path):
+    found = codes(tmp_path, [line("images/p.jpg")], val=[line("images/p.jpg", conversations=[{"role": "user", "content": "Other?"}, A])])
+    assert found == {"leakage": "warning"}
+
+
+def test_undecodable_image(tmp_path):
+    root, recipe = dataset(tmp_path, [line("images/bad.jpg")])
+    (root / "images" / "bad.jpg").write_bytes(b"not an image")
+    rows, _ = read_pipeline(recipe.data.train)
+    assert {p.code for p in scan_dataset(rows, [], root, recipe).problems} == {"image_undecodable"}
+
+
+def test_prepare_drops_long_rows_when_the_recipe_says_so(tmp_path):
+    from data_adapters.convert import prepare_dataset
+
+    root, recipe = dataset(tmp_path, [line(), line("images/q.jpg", conversations=[{"role": "user", "content": "x " * 2000}, A])], seq=1400, long_rows="drop")
+    report = prepare_dataset(recipe, tmp_path / "out")
+    assert report.dropped == 1 and report.train_rows == 1
+
+
+@pytest.mark.parametrize(
+    "width,height,max_pixels,tokens",
+    [
+        (1700, 2200, 1280 * 28 * 28, 1240),  # the issue's hand-worked page at ~1 MP
+        (1700, 2200, 16384 * 28 * 28, 4819),  # the model's default cap
+        (768, 768, 1280 * 28 * 28, 729),  # rounds 768 to 756 = 27 x 28 per side
+        (56, 56, 1280 * 28 * 28, 4),
+        (20, 20, 1280 * 28 * 28, 4),  # scaled up to min_pixels 56*56
+    ],
+)
+def test_visual_tokens_hand_worked(width, height, max_pixels, tokens):
+    assert visual_tokens(width, height, 56 * 56, max_pixels) == tokens
+
+
+def test_plan_arithmetic_hand_worked():
+    """1,000 pages of 1700x2200 at 1280*28*28 (1,240 visual tokens) + 160 text tokens, LoRA with checkpointing, 3 epochs."""
+    recipe = parse_recipe({"name": "p", "model": {"base": "Qwen/Qwen2-VL-7B-Instruct"}})
+    data = DatasetTokens(samples=1000, text_tokens=160_000, visual_tokens=1_240_000, max_row_tokens=1400)
+    plan = plan_run(recipe, data, gpus=["H100"])
+    per_token = 6 * 7.07e9  # LoRA with gradient checkpointing
+    vision = 2 * 0.675e9 * 4 * 1_240_000  # frozen vision tower, forward only, 4 patches per visual token
+    expected = 3 * (per_token * 1_400_000 + vision)
+    assert flops_per_token(recipe, 7.07e9) == per_token
+    assert plan.flops == pytest.approx(expected)
+    assert plan.steps == 3 * math.ceil(1000 / 16)
+    h100 = plan.gpus[0]
+    assert h100.hours[0] == pytest.approx(expected / (989e12 * 0.45) / 3600)
+    assert h100.usd[1] == pytest.approx(h100.hours[1] * 3.95)
+    assert h100.fits
+
+
+def test_plan_warns_when_memory_does_not_fit_and_when_qlora_wastes_an_80gb_card():
+    data = DatasetTokens(samples=100, text_tokens=10_000, visual_tokens=100_000, max_row_tokens=4000)
+    small = plan_run(parse_recipe({"name": "p", "compute": {"gpu": "A10G"}, "train": {"gradient_checkpointing": False, "micro_batch_size": 8}}), data)
+    assert any("will not fit" in w for w in small.warnings)
+    qlora = plan_run(parse_recipe({"name": "p", "train": {"method": "qlora"}}), data)
+    assert any("1.8x slower" in w for w in qlora.warnings)
+
+
+def test_check_cli_exit_codes_report_and_card(tmp_path):
+    root, _ = dataset(tmp_path, [line(), line()])  # a duplicate: a warning only
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ncompute: {{gpu: cpu}}\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}}}\n")
+    out = tmp_path / "pf"
+    ok = run_cli("check", str(recipe_file), "--out", str(out))
+    assert ok.returncode == 0, ok.stderr
+    assert "vlm_train.jsonl:2" in ok.stdout and "duplicate" in ok.stdout
+    report = json.loads((out / "check.json").read_text())
+    assert report["counts"]["warnings"] == 1 and report["counts"]["errors"] == 0
+    assert (out / "dataset_card.html").read_text().count("sequence_len") >= 1
+    assert run_cli("check", str(recipe_file), "--out", str(out), "--strict").returncode == 1
+    (root / "images" / "p.jpg").unlink()
+    bad = run_cli("check", str(recipe_file), "--out", str(out))
+    assert bad.returncode == 1 and "not found" in bad.stdout
+
+
+def test_plan_cli(tmp_path):
+    root, _ = dataset(tmp_path, [line()])
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}}}\n")
+    proc = run_cli("plan", str(recipe_file))
+    assert proc.returncode == 0, proc.stderr
+    assert "H100" in proc.stdout and "0.4 MP" in proc.stdout and "2.0 MP" in proc.stdout
+
+
+def test_resize_writes_copies_and_leaves_originals(tmp_path):
+    root, _ = dataset(tmp_path, [line()], sizes={"p.jpg": (1700, 2200)})
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}}}\n")
+    before = (root / "images" / "p.jpg").read_bytes()
+    out = tmp_path / "resized"
+    first = run_cli("resize", str(recipe_file), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    with Image.open(out / "images" / "p.jpg") as img:
+        assert img.size == (868, 1120)  # 31 x 40 merged patches = 1,240 visual tokens
+    assert (root / "images" / "p.jpg").read_bytes() == before
+    again = run_cli("resize", str(recipe_file), "--out", str(out))
+    assert "0 resized, 2 reused" in again.stdout
+
+
+@pytest.mark.trainer
+def test_visual_token_estimate_equals_the_real_processor():
+    """transformers' own Qwen2-VL image processor, on many random sizes and three pixel caps."""
+    import subprocess
+
+    from vlm3.trainer_env import TrainerEnv
+
+    rng = random.Random(7)
+    cases = [(rng.randint(28, 3000), rng.randint(28, 3000), cap) for _ in range(300) for cap in (12544, 602112, 1003520)]
+    cases = [c for c in cases if max(c[0], c[1]) / min(c[0], c[1]) <= 200]
+    code = (
+        "import json,sys\n"
+        "from transformers import Qwen2VLImageProcessor\n"
+        "cases=json.loads(sys.stdin.read()); out=[]\n"
+        "for w,h,cap in cases:\n"
+        "    p=Qwen2VLImageProcessor(min_pixels=3136,max_pixels=cap)\n"
+        "    out.append(p.get_number_of_image_patches(h,w,{})//4)\n"
+        "print(json.dumps(out))\n"
+    )
+    env = TrainerEnv.locate()
+    proc = subprocess.run([str(env.python), "-c", code], input=json.dumps(cases), capture_output=True, text=True, env=env.environ(), check=True)
+    real = json.loads(proc.stdout.splitlines()[-1])
+    ours = [visual_tokens(w, h, 3136, cap) for w, h, cap in cases]
+    assert ours == real
+    assert resized_size(2200, 1700, 3136, 1003520) == (1120, 868)

@@ -1,0 +1,66 @@
+"""Scoring: token F1, per-sample verdicts, and the summary's groupings."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.score import score_sample, summarize, token_f1
+
+
+@pytest.mark.parametrize(
+    "expected,actual,f1",
+    [
+        ("Tighten to 45 Nm.", "Tighten to 45 Nm.", 1.0),
+        ("Tighten to 45 Nm.", "", 0.0),
+        ("a b c d", "a b", 2 * (1.0 * 0.5) / 1.5),
+        ("4.5 L", "4.5 l", 1.0),
+        ("x y", "z", 0.0),
+    ],
+)
+def test_token_f1(expected, actual, f1):
+    assert token_f1(expected, actual) == pytest.approx(f1)
+
+
+def sample(**kw):
+    base = {"id": "s1", "kind": "probe", "category": "torque_spec", "content_type": "specification", "source": "train_page",
+            "image": "/x.jpg", "image_ref": "images/x.jpg", "question": "Q?", "expected": "Tighten to 45 Nm (33 ft-lb).", "expected_keywords": None}
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize(
+    "smp,answer,passed",
+    [
+        (sample(), "45 Nm", True),
+        (sample(), "33 ft-lb", True),
+        (sample(), "50 Nm", False),
+        (sample(), "45 Nm, then 90 Nm", False),  # a spec the reference does not support
+        (sample(expected=None, expected_keywords=["drain", "refill"]), "Drain the oil, then refill.", True),
+        (sample(expected=None, expected_keywords=["drain", "refill"]), "Drain the oil.", False),
+        (sample(expected="Check the hoses for cracks."), "Check the hoses.", None),  # nothing exact to check
+    ],
+)
+def test_score_sample_verdicts(smp, answer, passed):
+    record = score_sample(smp, {"answer": answer, "error": None})
+    assert record["passed"] is passed
+    assert record["answer"] == answer
+
+
+def test_missing_and_failed_predictions():
+    assert score_sample(sample(), None)["error"].startswith("no prediction")
+    failed = score_sample(sample(), {"answer": None, "error": "APITimeoutError"})
+    assert failed["passed"] is False and failed["error"] == "APITimeoutError"
+
+
+def test_summary_groups_and_threshold():
+    records = [
+        score_sample(sample(id="a"), {"answer": "45 Nm"}),
+        score_sample(sample(id="b"), {"answer": "50 Nm"}),
+        score_sample(sample(id="c", kind="val", source="val_page", category="capacity", expected="4.5 L"), {"answer": "4.5 L"}),
+    ]
+    summary = summarize(records, label="t", probe_threshold=0.85, model="m")
+    assert summary["metrics"]["pass_rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert summary["by_category"]["torque_spec"]["pass_rate"] == 0.5
+    assert summary["by_category"]["capacity"]["pass_rate"] == 1.0
+    assert summary["probes"] == {**summary["probes"], "n": 2, "pass_rate": 0.5, "passed": False}
+    assert summary["by_kind"]["val"]["n"] == 1
+    assert summary["notes"] and "memorisation" in summary["notes"][0]

@@ -1,0 +1,290 @@
+"""The CLI verbs that serve, generate, score and compare (registered by vlm3.cli).
+
+Usage:
+    vlm3 serve runs/tiny-cpu-demo/latest [--base] [--port 8000]
+    vlm3 eval runs/tiny-cpu-demo/latest [--endpoint URL --api-key KEY --model NAME] [--label L]
+    vlm3 generate ... / vlm3 score EVAL_DIR / vlm3 compare EVAL_A EVAL_B
+    vlm3 demo recipes/tiny_cpu_demo.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from vlm3.recipe import Recipe, load_recipe
+from vlm3.runs import RunDir, RunError
+
+DEMO_MARGIN = 0.5  # fine-tuned minus base pass rate on memorised probes that the demo must reach
+
+
+def console():
+    from vlm3.cli import console as shared
+
+    return shared
+
+
+def resolve_target(target: str) -> tuple[Recipe, RunDir | None]:
+    """A run directory (its resolved recipe) or a recipe file (no run: an external endpoint)."""
+    path = Path(target)
+    if path.is_dir():
+        run = RunDir.open(path)
+        return run.recipe(), run
+    return load_recipe(path), None
+
+
+def model_dir_for(run: RunDir, recipe: Recipe, base: bool) -> Path:
+    if base:
+        from vlm3.steps import resolve_base_model
+
+        local = Path(resolve_base_model(recipe))
+        if not local.is_dir():
+            raise RunError(f"the base model {recipe.model.base} is not a local folder; serve it with vLLM and pass --endpoint")
+        return local
+    if not run.merged_dir.exists():
+        raise RunError(f"{run.path} has no merged model; run `vlm3 merge {run.path}` first")
+    return run.merged_dir
+
+
+@contextlib.contextmanager
+def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, label: str) -> Iterator[tuple[str, str, str]]:
+    """(base_url, api_key, model): the given endpoint, or a local `transformers serve` for the run."""
+    if args.endpoint:
+        api_key = args.api_key or os.environ.get("VLM3_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        yield args.endpoint.rstrip("/"), api_key, args.model or recipe.served_name
+        return
+    if run is None:
+        raise RunError("pass --endpoint URL (and --api-key) to evaluate a recipe without a local run")
+    from vlm3.serve import local_server
+
+    model_dir = model_dir_for(run, recipe, args.base)
+    console().print(f"serving {model_dir} locally for {label} ...")
+    with local_server(model_dir, log_file=run.logs_dir / f"serve-{label}.log") as server:
+        yield server.base_url, "EMPTY", server.model
+
+
+def eval_dir_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, label: str) -> Path:
+    if getattr(args, "out", None):
+        return Path(args.out)
+    if run is not None:
+        return run.eval_dir(label)
+    return Path("evals") / recipe.name / label
+
+
+def default_label(args: argparse.Namespace) -> str:
+    return args.label or ("base" if args.base else "finetuned" if not args.endpoint else "endpoint")
+
+
+def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | None]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.evaluation import generate_into
+    from harness.generate import GenerationSettings
+    from harness.samples import load_eval_samples
+
+    recipe, run = resolve_target(args.target)
+    label = default_label(args)
+    samples = load_eval_samples(recipe, only=args.only, max_samples=args.max_samples)
+    eval_dir = eval_dir_for(args, recipe, run, label)
+    with endpoint_for(args, recipe, run, label) as (base_url, api_key, model):
+        settings = GenerationSettings(
+            base_url=base_url, api_key=api_key, model=model,
+            max_tokens=recipe.eval.max_tokens, concurrency=args.concurrency or recipe.eval.concurrency,
+            timeout_s=recipe.eval.request_timeout_s, max_retries=recipe.eval.max_retries,
+            system_prompt=recipe.data.system_prompt,
+        )
+        with Progress(TextColumn(f"generating ({label})"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                      TimeElapsedColumn(), console=console(), transient=True) as bar:
+            task = bar.add_task("gen", total=len(samples), note="")
+
+            def show(stats) -> None:
+                bar.update(task, completed=stats.skipped + stats.answered + stats.failed, note=f"{stats.failed} failed" if stats.failed else "")
+
+            stats = generate_into(eval_dir, samples, settings, label=label, endpoint=base_url,
+                                  probe_threshold=recipe.eval.probe_pass_threshold, on_progress=show)
+    console().print(
+        f"{label}: {stats.answered} answered, {stats.skipped} already saved, {stats.failed} failed "
+        f"in {stats.seconds:.1f} s -> {eval_dir / 'predictions.jsonl'}"
+    )
+    for line in stats.errors[:5]:
+        console().print(f"  {line}", markup=False)
+    return eval_dir, recipe, run
+
+
+def print_summary(summary: dict, eval_dir: Path) -> None:
+    m, probes = summary["metrics"], summary["probes"]
+
+    def pct(value) -> str:
+        return "-" if value is None else f"{100 * value:.0f}%"
+
+    console().print(
+        f"{summary['label']}: pass {pct(m['pass_rate'])}, specs {pct(m['spec_pass_rate'])}, keywords {pct(m['keyword_recall'])}, "
+        f"token F1 {m['token_f1'] if m['token_f1'] is not None else '-'}; probes {pct(probes['pass_rate'])} "
+        f"(threshold {pct(probes['threshold'])}: {'PASS' if probes['passed'] else 'FAIL'}); errors {summary['counts']['errors']}",
+        markup=False,
+    )
+    console().print(f"report: {eval_dir / 'report.html'}")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    eval_dir, _, _ = run_generation(args)
+    console().print(f"next: vlm3 score {eval_dir}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from harness.evaluation import score_eval_dir
+
+    eval_dir = Path(args.eval_dir)
+    summary = score_eval_dir(eval_dir)
+    print_summary(summary, eval_dir)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from harness.evaluation import score_eval_dir
+
+    eval_dir, _, _ = run_generation(args)
+    summary = score_eval_dir(eval_dir)
+    print_summary(summary, eval_dir)
+    console().print(f"next: vlm3 compare <other eval dir> {eval_dir}")
+    return 0
+
+
+def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
+    from harness.compare import compare_scores, format_comparison, render_compare_html
+    from harness.evaluation import EvalError, load_jsonl
+
+    for d in (dir_a, dir_b):
+        if not (d / "scores.jsonl").exists():
+            raise EvalError(f"{d} has no scores.jsonl; run `vlm3 score {d}` first")
+    label_a = json.loads((dir_a / "summary.json").read_text())["label"]
+    label_b = json.loads((dir_b / "summary.json").read_text())["label"]
+    if label_a == label_b:
+        label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
+    comparison = compare_scores(load_jsonl(dir_a / "scores.jsonl"), load_jsonl(dir_b / "scores.jsonl"), label_a, label_b)
+    out = out or dir_b / f"compare-{dir_a.name}.html"
+    render_compare_html(comparison, out)
+    console().print(format_comparison(comparison), markup=False)
+    console().print(f"comparison: {out}")
+    return comparison, out
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    compare_dirs(Path(args.eval_a), Path(args.eval_b), Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from vlm3.serve import local_server
+
+    run = RunDir.open(args.run)
+    recipe = run.recipe()
+    model_dir = model_dir_for(run, recipe, args.base)
+    with local_server(model_dir, log_file=run.logs_dir / "serve.log", port=args.port) as server:
+        console().print(f"serving {model_dir}\n  base URL: {server.base_url}\n  model:    {server.model}")
+        console().print(f"next (another terminal): vlm3 eval {args.run} --endpoint {server.base_url} --model {server.model}")
+        console().print("Ctrl-C stops the server")
+        try:
+            while server.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console().print("stopping")
+            return 0
+    return 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Everything on the tiny model: train, merge, serve base and fine-tuned, generate, score, compare."""
+    from harness.evaluation import score_eval_dir, write_json
+    from vlm3.cli import merge_and_report, train_with_progress
+    from vlm3.steps import check_rendered_config, prepare_run
+    from vlm3.trainer_env import TrainerEnv
+
+    recipe = load_recipe(args.recipe)
+    env = TrainerEnv.locate()
+    run = prepare_run(recipe, root=Path(args.runs_root))
+    console().print(f"run: {run.path}")
+    check_rendered_config(run, env)
+    result = train_with_progress(run, env)
+    metrics = result.log.to_dict()
+    console().print(f"trained {result.log.total_steps} steps: loss {metrics['first_loss']} -> {metrics['final_loss']}")
+    merge_and_report(run, env)
+    run.point_latest()
+
+    summaries = {}
+    for label, base in (("base", True), ("finetuned", False)):
+        ns = argparse.Namespace(target=str(run.path), endpoint=None, api_key=None, model=None, label=label, base=base,
+                                only="all", max_samples=None, concurrency=None, out=None)
+        eval_dir, _, _ = run_generation(ns)
+        summaries[label] = score_eval_dir(eval_dir, title=f"{recipe.name}: {label}")
+        print_summary(summaries[label], eval_dir)
+    comparison, compare_html = compare_dirs(run.eval_dir("base"), run.eval_dir("finetuned"), run.path / "compare.html")
+
+    final = dict(summaries["finetuned"])
+    memorised = {label: s["probes"]["by_source"].get("train_page", {}).get("pass_rate") for label, s in summaries.items()}
+    final["demo"] = {
+        "memorised_probe_pass_rate": memorised,
+        "margin": DEMO_MARGIN,
+        "finetuned_beats_base": (memorised["finetuned"] or 0) - (memorised["base"] or 0) >= DEMO_MARGIN,
+        "base_summary": str(run.eval_dir("base") / "summary.json"),
+        "compare": comparison.to_dict(),
+        "train": {"first_loss": metrics["first_loss"], "final_loss": metrics["final_loss"], "steps": metrics["steps"]},
+    }
+    write_json(run.path / "summary.json", final)
+    (run.path / "report.html").write_bytes((run.eval_dir("finetuned") / "report.html").read_bytes())
+    console().print(
+        f"memorised probes (training pages): base {memorised['base']}, fine-tuned {memorised['finetuned']} "
+        f"-> {'fine-tuned beats base' if final['demo']['finetuned_beats_base'] else 'NO CLEAR GAIN'}"
+    )
+    console().print(f"wrote {run.path / 'summary.json'}, {run.path / 'report.html'}, {compare_html}")
+    return 0 if final["demo"]["finetuned_beats_base"] else 1
+
+
+def add_endpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", help="a run directory (serves its model locally) or a recipe (with --endpoint)")
+    p.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. https://x--serve.modal.run/v1")
+    p.add_argument("--api-key", help="the endpoint's key (default: $VLM3_API_KEY, $OPENAI_API_KEY)")
+    p.add_argument("--model", help="model name to request (default: the recipe's served_model_name)")
+    p.add_argument("--label", help="name of this evaluation (default: finetuned / base / endpoint)")
+    p.add_argument("--base", action="store_true", help="serve the base model instead of the merged one")
+    p.add_argument("--only", choices=["all", "val", "probes"], default="all")
+    p.add_argument("--max-samples", type=int, help="first N validation samples only (probes are always all)")
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--out", help="evaluation directory (default: RUN/eval/LABEL)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve a run's merged (or --base) model locally with transformers serve")
+    p.add_argument("run")
+    p.add_argument("--base", action="store_true")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("generate", help="ask the validation set and probes; save predictions (resumable)")
+    add_endpoint_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="generate, then score and write the report")
+    add_endpoint_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("score", help="re-score saved predictions (no endpoint needed)")
+    p.add_argument("eval_dir")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("compare", help="paired comparison of two evaluations (bootstrap 95% CI)")
+    p.add_argument("eval_a")
+    p.add_argument("eval_b")
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("demo", help="the whole pipeline on the tiny CPU model")
+    p.add_argument("recipe", nargs="?", default="recipes/tiny_cpu_demo.yaml")
+    p.add_argument("--runs-root", default="runs")
+    p.set_defaults(func=cmd_demo)

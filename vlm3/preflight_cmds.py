@@ -1,0 +1,202 @@
+"""Preflight verbs: check the dataset and price the run before any GPU starts (registered by vlm3.cli).
+
+Usage:
+    vlm3 check recipes/e30m3_lora.yaml [--strict] [--decode-images]   # exit 1 on errors
+    vlm3 plan recipes/e30m3_lora.yaml                                 # tokens, hours, dollars, memory
+    vlm3 resize recipes/e30m3_lora.yaml --out resized/                # pre-resized copies, originals untouched
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+from pathlib import Path
+
+from data_adapters.checks import DatasetScan, scan_dataset
+from data_adapters.pipeline import read_pipeline, resolve_image
+from data_adapters.tokens import CHARS_PER_TOKEN, load_tokenizer, resized_size, visual_tokens
+from vlm3.recipe import PIXELS_PER_TOKEN, Recipe, load_recipe
+
+RESOLUTION_CAPS_MP = (0.4, 1.0, 2.0)
+
+
+def console():
+    from vlm3.cli import console as shared
+
+    return shared
+
+
+def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetScan, dict]:
+    """Every problem in the recipe's data, and the JSON report of the check."""
+    train, train_problems = read_pipeline(recipe.data.train)
+    val, val_problems = read_pipeline(recipe.data.val)
+    tokenizer = load_tokenizer(recipe.model.base)
+    scan = scan_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images, tokenizer=tokenizer)
+    scan.problems[:0] = train_problems + val_problems
+    tokens = sorted(r.tokens for r in scan.rows) or [0]
+    words = [r.answer_words for r in scan.rows] or [0]
+    report = {
+        "recipe": recipe.name,
+        "files": {"train": recipe.data.train, "val": recipe.data.val, "images_root": recipe.data.images_root},
+        "counts": {
+            "train_rows": len(train), "val_rows": len(val), "images": scan.images,
+            "errors": sum(p.severity == "error" for p in scan.problems),
+            "warnings": sum(p.severity != "error" for p in scan.problems),
+        },
+        "by_code": dict(sorted({p.code: sum(q.code == p.code for q in scan.problems) for p in scan.problems}.items())),
+        "sequence_len": recipe.train.sequence_len,
+        "images": {"min_pixels": recipe.images.min_pixels, "max_pixels": recipe.images.max_pixels},
+        "tokens": {
+            "text_tokens_from": "the model's tokenizer" if tokenizer else f"an estimate (characters / {CHARS_PER_TOKEN})",
+            "p50": tokens[len(tokens) // 2], "p95": tokens[int(len(tokens) * 0.95) - (len(tokens) >= 20)], "max": tokens[-1],
+            "visual_mean": statistics.fmean(r.visual_tokens for r in scan.rows) if scan.rows else 0.0,
+            "over_limit": sum(1 for t in tokens if t > recipe.train.sequence_len),
+        },
+        "answers": {"mean_words": statistics.fmean(words), "max_words": max(words)},
+        "problems": [{"file": p.file, "line": p.line, "severity": p.severity, "code": p.code, "message": p.message} for p in scan.problems],
+    }
+    return scan, report
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from data_adapters.card import render_dataset_card
+    from harness.evaluation import write_json
+
+    recipe = load_recipe(args.recipe)
+    scan, report = scan_recipe(recipe, decode_images=args.decode_images)
+    out = Path(args.out or Path("runs") / recipe.name / "preflight")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "check.json", report)
+    card = render_dataset_card(report, scan, out / "dataset_card.html")
+    counts, tokens = report["counts"], report["tokens"]
+    console().print(
+        f"{recipe.name}: {counts['train_rows']} train / {counts['val_rows']} val rows, {counts['images']} images; "
+        f"tokens per row p50 {tokens['p50']:,}, p95 {tokens['p95']:,}, max {tokens['max']:,} (limit {recipe.train.sequence_len:,})"
+    )
+    for problem in scan.problems[: args.show]:
+        console().print(f"  {problem.severity}: {problem}", markup=False)
+    if len(scan.problems) > args.show:
+        console().print(f"  ... {len(scan.problems) - args.show} more in {out / 'check.json'}")
+    console().print(f"{counts['errors']} error(s), {counts['warnings']} warning(s); report {out / 'check.json'}, card {card}")
+    failed = counts["errors"] > 0 or (args.strict and counts["warnings"] > 0)
+    console().print(f"next: {'fix the data, then ' if failed else ''}vlm3 plan {args.recipe}")
+    return 1 if failed else 0
+
+
+def dataset_tokens(scan: DatasetScan, recipe: Recipe, max_pixels: int | None = None):
+    from vlm3.plan import DatasetTokens
+
+    rows = [r for r in scan.rows if r.split == "train"]
+    cap = max_pixels or recipe.images.max_pixels
+    visual = [visual_tokens(r.width, r.height, recipe.images.min_pixels, cap) for r in rows]
+    totals = [r.text_tokens + v for r, v in zip(rows, visual)]
+    return DatasetTokens(samples=len(rows), text_tokens=sum(r.text_tokens for r in rows), visual_tokens=sum(visual), max_row_tokens=max(totals, default=0))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from vlm3.plan import format_plan, plan_run
+
+    recipe = load_recipe(args.recipe)
+    scan, report = scan_recipe(recipe)
+    if not scan.rows:
+        console().print(f"no usable training rows; run `vlm3 check {args.recipe}`")
+        return 1
+    plan = plan_run(recipe, dataset_tokens(scan, recipe))
+    console().print(format_plan(plan), markup=False)
+    console().print("\nresolution trade-off (same recipe, other images.max_pixels):")
+    for megapixels in RESOLUTION_CAPS_MP:
+        cap = int(megapixels * 1_000_000) // PIXELS_PER_TOKEN * PIXELS_PER_TOKEN
+        other = plan_run(recipe.model_copy(update={"images": recipe.images.model_copy(update={"max_pixels": cap})}),
+                         dataset_tokens(scan, recipe, max_pixels=cap), gpus=[recipe.compute.gpu_type])
+        est = other.gpus[0] if other.gpus else None
+        money = f"${est.usd[0]:,.2f}-{est.usd[1]:,.2f}" if est and est.usd else "-"
+        hours = f"{est.hours[0]:.2f}-{est.hours[1]:.2f} h" if est else "-"
+        console().print(f"  {megapixels:>3} MP (max_pixels {cap:,}): {other.visual_tokens_per_epoch:,} visual tokens/epoch, "
+                        f"{hours}, {money}, ~{other.memory_gb:.0f} GB")
+    judge_line = judge_estimate_line(recipe, report)
+    if judge_line:
+        console().print(judge_line)
+    if report["counts"]["errors"]:
+        console().print(f"warning: the data has {report['counts']['errors']} error(s); run `vlm3 check {args.recipe}`")
+    console().print(f"next: vlm3 train {args.recipe}   (or on Modal: modal run modal_entry.py --recipe {args.recipe})")
+    return 0
+
+
+def judge_estimate_line(recipe: Recipe, report: dict) -> str | None:
+    """The judge's cost for this recipe's evaluation, when the judge module can price it."""
+    if recipe.eval.judge is None:
+        return None
+    try:
+        from harness.judge import estimate_judge_cost  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    samples = report["counts"]["val_rows"] if not recipe.eval.max_samples else min(report["counts"]["val_rows"], recipe.eval.max_samples)
+    estimate = estimate_judge_cost(recipe.eval.judge, samples)
+    return f"judge ({recipe.eval.judge.model}, {', '.join(recipe.eval.judge.metrics)}) on {samples} samples: {estimate}"
+
+
+def content_key(path: Path, max_pixels: int, min_pixels: int) -> str:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    return f"{digest}-{min_pixels}-{max_pixels}"
+
+
+def cmd_resize(args: argparse.Namespace) -> int:
+    """Pre-resized copies at the recipe's pixel cap: smaller uploads and less GPU-side preprocessing."""
+    from PIL import Image
+
+    recipe = load_recipe(args.recipe)
+    root = Path(recipe.data.images_root)
+    out = Path(args.out)
+    cache = out / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    images: set[str] = set()
+    for path in (recipe.data.train, recipe.data.val):
+        rows, _ = read_pipeline(path)
+        images |= {r.image for r in rows}
+    written = reused = 0
+    for image in sorted(images):
+        source = resolve_image(root, image)
+        if source is None or not source.is_file():
+            continue
+        key = content_key(source, recipe.images.max_pixels, recipe.images.min_pixels)
+        cached = cache / f"{key}{source.suffix.lower()}"
+        if cached.exists():
+            reused += 1
+        else:
+            staging = cache / f".{key}.partial{source.suffix.lower()}"
+            with Image.open(source) as img:
+                height, width = resized_size(img.height, img.width, recipe.images.min_pixels, recipe.images.max_pixels)
+                img.convert("RGB").resize((width, height), Image.Resampling.BICUBIC).save(staging, quality=90)
+            os.replace(staging, cached)
+            written += 1
+        target = out / image
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        os.link(cached, target)
+    console().print(f"{written} resized, {reused} reused from the cache -> {out} (originals untouched)")
+    console().print(f"next: set data.images_root: {out} in a copy of the recipe (image paths keep their names)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="check a recipe's dataset (images, roles, duplicates, leakage, lengths)")
+    p.add_argument("recipe")
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument("--decode-images", action="store_true", help="decode every image fully (slower; finds truncated files)")
+    p.add_argument("--out", help="folder for check.json and dataset_card.html (default runs/<recipe>/preflight)")
+    p.add_argument("--show", type=int, default=20, help="problems to print")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plan", help="tokens, FLOPs, hours, dollars and memory of a recipe")
+    p.add_argument("recipe")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("resize", help="write pre-resized images at the recipe's pixel cap (content-hash cached)")
+    p.add_argument("recipe")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_resize)
+
