@@ -15,7 +15,6 @@ SAMPLE := sample_data
 RECIPE ?= recipes/tiny_cpu_demo.yaml
 RUN ?= runs/tiny-cpu-demo/latest
 ENDPOINT ?=
-API_KEY ?=
 PORT ?= 8000
 
 # pip on these machines warns about every optional local index it cannot read; keep the output readable.
@@ -99,16 +98,23 @@ serve-local: install trainer-env ## serve a run's merged model with transformers
 serve: install ## deploy the recipe's vLLM endpoint on Modal
 	RECIPE=$(RECIPE) RUN=$(RUN) $(BIN)/modal deploy modal_entry.py
 
-eval: install ## generate and score: make eval RUN=... [ENDPOINT=https://.../v1 API_KEY=...]
-	$(VLM3) eval $(RUN) $(if $(ENDPOINT),--endpoint $(ENDPOINT)) $(if $(API_KEY),--api-key $(API_KEY))
+# With ENDPOINT= the recipe's data is sent to that endpoint (vLLM on Modal, say; its key is read
+# from $VLM3_API_KEY, never passed on a command line); without it, the run's merged model is
+# served locally for the evaluation.
+EVAL_TARGET = $(if $(ENDPOINT),$(RECIPE) --endpoint $(ENDPOINT),$(RUN))
+A ?= $(RUN)/eval/base
+B ?= $(RUN)/eval/finetuned
 
-eval-quick: install ## eval on the first 20 validation samples
-	$(VLM3) eval $(RUN) --max-samples 20 $(if $(ENDPOINT),--endpoint $(ENDPOINT)) $(if $(API_KEY),--api-key $(API_KEY))
+eval: install ## generate and score: make eval RUN=... (or RECIPE=... ENDPOINT=https://.../v1, key in $$VLM3_API_KEY)
+	$(VLM3) eval $(EVAL_TARGET)
+
+eval-quick: install ## eval on the first 20 validation samples (and the probes)
+	$(VLM3) eval $(EVAL_TARGET) --max-samples 20
 
 eval-probes: install ## eval on the probes only
-	$(VLM3) eval $(RUN) --only probes $(if $(ENDPOINT),--endpoint $(ENDPOINT)) $(if $(API_KEY),--api-key $(API_KEY))
+	$(VLM3) eval $(EVAL_TARGET) --only probes
 
-eval-compare: install ## compare two evaluations: make eval-compare A=runs/x/latest/eval/base B=runs/x/latest/eval/finetuned
+eval-compare: install ## paired comparison: make eval-compare A=RUN/eval/base B=RUN/eval/finetuned
 	$(VLM3) compare $(A) $(B)
 
 bench: install ## harness client throughput (see BENCHMARKS.md)

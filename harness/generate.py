@@ -128,6 +128,17 @@ def repair_torn_tail(path: Path) -> None:
                 handle.write(b"\n")
 
 
+def describe_error(exc: BaseException) -> str:
+    """The client's error and its root cause: "Request timed out." alone hides a dropped connection."""
+    root = exc
+    for _ in range(10):  # a cause chain is short; the bound guards against a cycle
+        if root.__cause__ is None:
+            break
+        root = root.__cause__
+    text = f"{type(exc).__name__}: {exc}"
+    return text if root is exc else f"{text} ({type(root).__name__}: {root})"
+
+
 async def ask(client, sample: EvalSample, settings: GenerationSettings, key_hash: str) -> dict:
     started = time.perf_counter()
     record = {"id": sample.id, "model": settings.model, "prompt_hash": key_hash, "answer": None, "error": None}
@@ -145,24 +156,32 @@ async def ask(client, sample: EvalSample, settings: GenerationSettings, key_hash
             usage=response.usage.model_dump() if response.usage else None,
         )
     except Exception as exc:  # noqa: BLE001 - after the client's retries, any failure is recorded, not raised
-        record["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        record["error"] = describe_error(exc)[:500]
     record["latency_s"] = round(time.perf_counter() - started, 3)
     record["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
 
 
 def make_client(settings: GenerationSettings):
-    import httpx
-    from openai import AsyncOpenAI
+    import openai
 
     # One connection per concurrent request; the pool would otherwise cap concurrency at its default.
-    limits = httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency)
-    return AsyncOpenAI(
+    # The client's own Limits type: httpx2.Limits from openai 3 on, httpx.Limits before.
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+    )
+    try:
+        # aiohttp's pool keeps up at high concurrency, where httpx's spends its time rescanning
+        # every connection for every request (BENCHMARKS.md); httpx where the aiohttp extra is missing.
+        http_client = openai.DefaultAioHttpClient(limits=limits, timeout=settings.timeout_s)
+    except (AttributeError, RuntimeError):
+        http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=settings.timeout_s)
+    return openai.AsyncOpenAI(
         base_url=settings.base_url,
         api_key=settings.api_key,
         timeout=settings.timeout_s,
         max_retries=settings.max_retries,
-        http_client=httpx.AsyncClient(limits=limits, timeout=settings.timeout_s),
+        http_client=http_client,
     )
 
 
