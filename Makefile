@@ -27,7 +27,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 .PHONY: help install trainer-env tiny-model sample-data demo test test-fast golden validate check plan \
         prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
-        bench clean
+        bench modal-train modal-train-dev clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -69,7 +69,7 @@ test-fast: install ## tests that need no trainer environment
 	$(BIN)/python -m pytest -q -m "not trainer"
 
 golden: install ## regenerate golden files; review the diff before committing
-	VLM3_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_golden.py
+	VLM3_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_render.py tests/test_modal.py -k golden
 
 validate: install ## check a recipe: make validate RECIPE=recipes/x.yaml
 	$(VLM3) validate $(RECIPE)
@@ -95,8 +95,14 @@ merge: install trainer-env ## merge a run's adapter: make merge RUN=runs/x/lates
 serve-local: install trainer-env ## serve a run's merged model with transformers serve on 127.0.0.1:$(PORT)
 	$(VLM3) serve $(RUN) --port $(PORT)
 
-serve: install ## deploy the recipe's vLLM endpoint on Modal
-	RECIPE=$(RECIPE) RUN=$(RUN) $(BIN)/modal deploy modal_entry.py
+serve: install ## deploy a run's vLLM endpoint on Modal: make serve RUN=runs/e30m3-lora/<time>
+	VLM3_RUN=$(RUN) $(BIN)/modal deploy modal_entry.py
+
+modal-train: install ## check here, then train, merge and smoke-test on Modal: make modal-train RECIPE=recipes/e30m3_lora.yaml
+	$(BIN)/modal run modal_entry.py --recipe $(RECIPE)
+
+modal-train-dev: install ## the same on 100 samples (the plan's train-dev run)
+	$(BIN)/modal run modal_entry.py --recipe $(RECIPE) --max-samples 100
 
 # With ENDPOINT= the recipe's data is sent to that endpoint (vLLM on Modal, say; its key is read
 # from $VLM3_API_KEY, never passed on a command line); without it, the run's merged model is

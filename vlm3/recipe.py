@@ -149,7 +149,7 @@ class ServeSpec(Strict):
     concurrent_inputs: int = Field(default=32, ge=1)
     api_key_secret: str = "vlm3-endpoint"  # Modal Secret holding VLLM_API_KEY
     serve_adapter: bool = False  # --enable-lora over the base model instead of the merged weights
-    vllm_version: str = "0.11.0"
+    vllm_version: str = "0.33.0"  # the Modal vLLM image's pin: reads transformers-5 checkpoints
 
     @field_validator("gpu")
     @classmethod
@@ -180,6 +180,13 @@ class EvalSpec(Strict):
     judge: JudgeSpec | None = Field(default_factory=JudgeSpec)
 
 
+class HubSpec(Strict):
+    """Private Hugging Face repos to push to (optional; needs the `huggingface` Modal Secret)."""
+
+    dataset_repo: str | None = None  # the converted dataset, pushed private
+    model_repo: str | None = None  # the merged model, pushed private after the smoke test
+
+
 class Recipe(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str = ""
@@ -190,6 +197,7 @@ class Recipe(Strict):
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     serve: ServeSpec = Field(default_factory=ServeSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
+    hub: HubSpec = Field(default_factory=HubSpec)
     # Raw Axolotl keys, applied last over the rendered config (power users).
     axolotl: dict[str, Any] = Field(default_factory=dict)
 

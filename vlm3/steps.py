@@ -80,6 +80,13 @@ def check_rendered_config(run: RunDir, env: TrainerEnv) -> None:
     run.mark_stage("validate", "done")
 
 
+def launcher_args(recipe: Recipe) -> list[str]:
+    """One process on one card or a CPU; one process per card (accelerate) for multi-GPU runs."""
+    if recipe.compute.gpu_count > 1:
+        return ["--launcher", "accelerate", "--", "--num_processes", str(recipe.compute.gpu_count)]
+    return ["--launcher", "python"]
+
+
 @dataclass
 class TrainResult:
     log: TrainingLog
@@ -96,7 +103,8 @@ def train_run(run: RunDir, env: TrainerEnv, on_output: Callable[[str], None] | N
             on_output(chunk)
 
     run.mark_stage("train", "running")
-    code = env.run_logged([env.axolotl, "train", run.config_file.name, "--launcher", "python"], run.logs_dir / "train.log", cwd=run.path, on_output=feed)
+    argv = [env.axolotl, "train", run.config_file.name, *launcher_args(run.recipe())]
+    code = env.run_logged(argv, run.logs_dir / "train.log", cwd=run.path, on_output=feed)
     (run.path / "train_metrics.json").write_text(json.dumps(log.to_dict(), indent=2) + "\n", encoding="utf-8")
     saved = (run.output_dir / "adapter_model.safetensors").exists() or (run.output_dir / "model.safetensors").exists()
     if code != 0 or not saved:

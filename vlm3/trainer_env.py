@@ -24,7 +24,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VENV = PROJECT_ROOT / ".venv-train"
 
 METRICS_LINE = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'.*?\}")
-STEP_PROGRESS = re.compile(r"(\d+)/(\d+) \[")
+# The Trainer's bars carry no description (" 75%|#####  | 350/465 [00:15<..."); loading bars do ("Loading weights: ...").
+STEP_PROGRESS = re.compile(r"(?:^|[\r\n])\s*\d+%\|[^|\r\n]*\| (\d+)/(\d+) \[")
 
 
 class TrainerEnvMissing(Exception):

@@ -1,0 +1,638 @@
+"""The pure side of running vlm3 on Modal: names, pins, call options, upload plans, checks, costs.
+
+Usage:
+    problems = launch_problems(recipe)              # Modal-specific checks, every problem at once
+    options = train_call_options(recipe)            # {"gpu": "H100", "timeout": 28800}
+    files = data_files(recipe)                      # {"training_data/images/21-03.jpg": Path(...), ...}
+    plan = sync_files(data_volume, files)           # uploads only what changed (sha256 manifest on the volume)
+
+Nothing here imports `modal`: modal_entry.py declares the app and passes Modal objects in
+(volumes are duck-typed: `read_file`, `batch_upload`), so every rule here is tested without
+an account.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable, Iterator
+
+from vlm3.recipe import PIXELS_PER_TOKEN, Recipe, ServeSpec, load_recipe
+
+APP_NAME = "vlm3"
+VOLUME_NAMES = {"data": "vlm3-data", "runs": "vlm3-runs", "hf": "vlm3-hf-cache"}
+MOUNT_ROOT_ENV = "VLM3_MODAL_MOUNT_ROOT"  # tests run the function bodies against folders under tmp
+DEFAULT_MOUNT_ROOT = "/vol"
+
+# Modal Secrets (create them once: see README "Run on Modal") and the variable each must hold.
+HF_SECRET = "huggingface"
+WANDB_SECRET = "wandb"
+ANTHROPIC_SECRET = "anthropic"
+SECRET_KEYS = {HF_SECRET: "HF_TOKEN", WANDB_SECRET: "WANDB_API_KEY", ANTHROPIC_SECRET: "ANTHROPIC_API_KEY"}
+ENDPOINT_KEY_VAR = "VLLM_API_KEY"  # vLLM reads it; the key is never on a command line or in a file
+
+# Image pins. The trainer image is requirements-train.txt (what the tests run locally) plus
+# flash-attention and DeepSpeed at the versions Axolotl 0.19.0's extras name.
+PYTHON_VERSION = "3.11"
+AXOLOTL_VERSION = "0.19.0"
+TORCH_VERSION = "2.13.0"  # PyPI's build is CUDA 13.0 (torch.version.cuda == "13.0")
+TORCHVISION_VERSION = "0.28.0"
+FLASH_ATTN_VERSION = "2.8.3"  # axolotl[flash-attn]
+DEEPSPEED_REQUIREMENT = "deepspeed>=0.18.6,<0.19.0"  # axolotl[deepspeed]
+TRANSFORMERS_VERSION = "5.16.1"  # Axolotl 0.19.0's pin: the version that writes the merged checkpoint
+# flash-attn has no prebuilt wheel for torch 2.13: it compiles once, against the same CUDA major as torch.
+TRAINER_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"
+FLASH_ATTN_CUDA_ARCHS = "80;90"  # sm_80 code also runs on A10G/L4/L40S (8.x); sm_90 is H100/H200
+# vLLM 0.33.0 requires transformers>=5.16.1,<5.21: it reads what Axolotl's transformers wrote.
+# vLLM before 0.19.1 requires transformers<5 and cannot be installed beside it.
+VLLM_VERSION = "0.33.0"
+MIN_VLLM_FOR_TRANSFORMERS_5 = (0, 19, 1)
+VLLM_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"  # nvcc for FlashInfer's just-in-time kernels
+# The light environment (pyproject.toml dependencies and the judge extra) for the evaluation image.
+LIGHT_REQUIREMENTS = [
+    "pydantic>=2.7,<3", "pyyaml>=6", "rich>=13", "pillow>=10.1", "openai>=1.40", "anthropic>=0.40", "httpx>=0.27",
+    "deepeval==4.3.1",
+]
+
+HOUR = 3600  # seconds
+MODAL_MAX_TIMEOUT_S = 24 * HOUR
+MERGE_GPU = "A10G"  # bf16 and 24 GB: holds the 7B model for the merge; the cheapest card that does
+MERGE_MEMORY_MIB = 64 * 1024  # the merge check compares fp32 logits on the CPU: ~33 GB for a 7B model
+MERGE_CPU = 8.0
+MERGE_TIMEOUT_S = 2 * HOUR
+TRAIN_MEMORY_MIB = 32 * 1024  # host RAM to load a 7B checkpoint before it moves to the GPU
+SMOKE_TIMEOUT_S = 45 * 60
+EVAL_TIMEOUT_S = 4 * HOUR
+HUB_TIMEOUT_S = 2 * HOUR
+SERVE_PORT = 8000
+SERVE_STARTUP_TIMEOUT_S = 20 * 60  # vLLM loads ~17 GB from the volume and captures CUDA graphs
+SERVE_REQUEST_TIMEOUT_S = 10 * 60
+COMMIT_EVERY_S = 10 * 60  # commit logs at least this often; new complete checkpoints are committed at once
+CHECKPOINT_POLL_S = 30
+
+# Pipeline stages: what `modal run modal_entry.py --stage S` runs in the cloud.
+STAGES = {
+    "all": ("validate", "train", "merge", "smoke"),
+    "train": ("validate", "train"),
+    "merge": ("merge", "smoke"),
+    "smoke": ("smoke",),
+    "eval": ("eval",),
+    "hub": ("hub",),
+}
+
+# Modal list prices (FACTS.md, mid-2026 third-party snapshots), per GPU-hour.
+GPU_USD_PER_HOUR = {"H100": 3.95, "A100-80GB": 2.50, "L40S": 1.95, "A10G": 1.10, "L4": 0.80}
+# Memory a GPU reports to CUDA, in GiB (a "24 GB" A10G shows 22.5 GiB).
+GPU_MEMORY_GIB = {"H100": 79.6, "H200": 140.0, "B200": 179.0, "A100-80GB": 80.0, "A100-40GB": 40.0,
+                  "L40S": 45.0, "A10G": 22.5, "L4": 22.5, "T4": 15.0}
+# Parameters (language model + vision tower) and bf16 KV-cache bytes per token of the models we know.
+MODEL_PARAMS = {"Qwen/Qwen2-VL-7B-Instruct": 8.29e9, "Qwen/Qwen2-VL-2B-Instruct": 2.21e9}
+KV_BYTES_PER_TOKEN = {  # 2 (k, v) x layers x kv heads x head dim x 2 bytes
+    "Qwen/Qwen2-VL-7B-Instruct": 2 * 28 * 4 * 128 * 2,
+    "Qwen/Qwen2-VL-2B-Instruct": 2 * 28 * 2 * 128 * 2,
+}
+VLLM_OVERHEAD_GIB = 1.5  # activations, CUDA graphs and the vision encoder's profile run
+PROMPT_MARGIN_TOKENS = 256  # question, chat template and a short answer beside one page's visual tokens
+GIB = 1024**3
+
+RUN_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*/[0-9A-Za-z][0-9A-Za-z._-]*$")
+HUB_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+MANIFEST_KEY = ".vlm3/manifest.json"  # on the data volume: {volume path: sha256} of what was uploaded
+
+
+class LaunchError(Exception):
+    """Something to fix before anything starts on Modal; str() lists every problem."""
+
+    def __init__(self, problems: list[str], what: str = "cannot start on Modal"):
+        self.problems = problems
+        super().__init__(f"{what}:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Mounts:
+    """Where the volumes appear inside a container."""
+
+    root: PurePosixPath
+
+    @property
+    def data(self) -> PurePosixPath:
+        return self.root / "data"
+
+    @property
+    def runs(self) -> PurePosixPath:
+        return self.root / "runs"
+
+    @property
+    def hf(self) -> PurePosixPath:
+        return self.root / "hf"
+
+
+def mounts_from_env(environ: dict[str, str] | None = None) -> Mounts:
+    environ = os.environ if environ is None else environ
+    return Mounts(PurePosixPath(environ.get(MOUNT_ROOT_ENV) or DEFAULT_MOUNT_ROOT))
+
+
+# GPUs, call options, secrets
+
+
+def modal_gpu(gpu: str) -> str | None:
+    """The recipe's GPU as Modal spells it ("H100", "H100:4"); None for a CPU container."""
+    return None if gpu == "cpu" else gpu
+
+
+def train_call_options(recipe: Recipe) -> dict[str, Any]:
+    """Function.with_options for training: the recipe's GPU (count included) and timeout."""
+    return {"gpu": modal_gpu(recipe.compute.gpu), "timeout": int(recipe.compute.timeout_hours * HOUR)}
+
+
+def smoke_call_options(recipe: Recipe) -> dict[str, Any]:
+    """The smoke test loads the model the way the endpoint will: same GPU, same vLLM command."""
+    return {"gpu": modal_gpu(recipe.serve.gpu)}
+
+
+def uses_wandb(recipe: Recipe) -> bool:
+    return bool(recipe.axolotl.get("wandb_project"))
+
+
+def train_secret_names(recipe: Recipe) -> list[str]:
+    return [HF_SECRET] + ([WANDB_SECRET] if uses_wandb(recipe) else [])
+
+
+def eval_secret_names(recipe: Recipe) -> list[str]:
+    judge = recipe.eval.judge
+    return [recipe.serve.api_key_secret] + ([ANTHROPIC_SECRET] if judge and judge.provider == "anthropic" else [])
+
+
+def stages_for(stage: str) -> tuple[str, ...]:
+    if stage not in STAGES:
+        raise LaunchError([f"--stage {stage!r}: one of {', '.join(STAGES)}"], "unknown stage")
+    return STAGES[stage]
+
+
+# Costs
+
+
+def gpu_cost_cap_usd(gpu: str, hours: float) -> float | None:
+    """The most a GPU function can cost: price x cards x its timeout (Modal bills per second)."""
+    if gpu == "cpu":
+        return 0.0
+    name, _, count = gpu.partition(":")
+    price = GPU_USD_PER_HOUR.get(name)
+    return None if price is None else round(price * int(count or 1) * hours, 2)
+
+
+def cost_lines(recipe: Recipe) -> list[str]:
+    """What a run costs: the plan's estimate when vlm3.plan offers one, and the timeout's cap."""
+    lines = []
+    estimate = plan_estimate(recipe)
+    if estimate:
+        lines.append(f"estimate: {estimate}")
+    cap = gpu_cost_cap_usd(recipe.compute.gpu, recipe.compute.timeout_hours)
+    gpu = recipe.compute.gpu
+    if cap is None:
+        lines.append(f"training on {gpu}: no list price on file; the {recipe.compute.timeout_hours:g} h timeout caps the bill")
+    elif gpu != "cpu":
+        name, _, count = gpu.partition(":")
+        lines.append(
+            f"training: at most ${cap:.2f} ({int(count or 1)} x {name} at ${GPU_USD_PER_HOUR[name]:.2f}/h for the "
+            f"{recipe.compute.timeout_hours:g} h timeout; billed per second, so a shorter run costs less)"
+        )
+    serve_price = GPU_USD_PER_HOUR.get(recipe.serve.gpu.partition(":")[0])
+    if serve_price:
+        lines.append(
+            f"serving: ${serve_price:.2f}/h on {recipe.serve.gpu} while a container is up; "
+            f"it stops after {recipe.serve.scaledown_window_s} s without requests"
+        )
+    return lines
+
+
+def plan_estimate(recipe: Recipe) -> str | None:
+    """`vlm3 plan`'s hours and dollars on the recipe's GPU (counted from the data), when that module is here."""
+    try:
+        from vlm3.plan import plan_run
+        from vlm3.preflight_cmds import dataset_tokens, scan_recipe
+    except ImportError:
+        return None
+    try:
+        scan, _ = scan_recipe(recipe)
+        if not scan.rows:
+            return None
+        plan = plan_run(recipe, dataset_tokens(scan, recipe), gpus=[recipe.compute.gpu_type])
+    except Exception as exc:  # an estimate must never stop a launch
+        return f"none ({exc})"
+    if not plan.gpus:
+        return None
+    est = plan.gpus[0]
+    gpu = f"{est.count} x {est.gpu}" if est.count > 1 else est.gpu
+    money = f", ${est.usd[0]:,.2f}-{est.usd[1]:,.2f}" if est.usd else ""
+    return f"{plan.steps:,} optimizer steps, {est.hours[0]:.2f}-{est.hours[1]:.2f} h on {gpu}{money} (`vlm3 plan` for the details)"
+
+
+# What fits when serving
+
+
+@dataclass(frozen=True)
+class ServeFit:
+    gpu: str
+    weights_gib: float
+    kv_cache_tokens: int
+    full_length_sequences: int  # requests of max_model_len tokens that fit in the KV cache at once
+
+    def __str__(self) -> str:
+        return (
+            f"{self.gpu}: weights ~{self.weights_gib:.1f} GiB, KV cache ~{self.kv_cache_tokens:,} tokens "
+            f"({self.full_length_sequences} requests of full length at once)"
+        )
+
+
+def serve_fit(recipe: Recipe) -> ServeFit | None:
+    """A rough memory budget for serving a known base model in bf16; None for models we have no numbers for."""
+    params = MODEL_PARAMS.get(recipe.model.base)
+    per_token = KV_BYTES_PER_TOKEN.get(recipe.model.base)
+    gpu_name, _, count = recipe.serve.gpu.partition(":")
+    memory = GPU_MEMORY_GIB.get(gpu_name)
+    if params is None or per_token is None or memory is None:
+        return None
+    weights = params * 2 / GIB
+    usable = memory * int(count or 1) * recipe.serve.gpu_memory_utilization
+    kv_tokens = max(0, int((usable - weights - VLLM_OVERHEAD_GIB) * GIB / per_token))
+    return ServeFit(recipe.serve.gpu, weights, kv_tokens, kv_tokens // recipe.serve.max_model_len)
+
+
+def visual_tokens(max_pixels: int) -> int:
+    return max_pixels // PIXELS_PER_TOKEN
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def serve_problems(recipe: Recipe) -> tuple[list[str], list[str]]:
+    """(errors, notes) about serving this recipe with vLLM on Modal."""
+    serve, errors, notes = recipe.serve, [], []
+    needed = visual_tokens(recipe.images.max_pixels) + PROMPT_MARGIN_TOKENS
+    if serve.max_model_len < needed:
+        errors.append(
+            f"serve.max_model_len {serve.max_model_len} cannot hold one page at images.max_pixels "
+            f"({visual_tokens(recipe.images.max_pixels)} visual tokens) plus a question and answer: use at least {needed}"
+        )
+    if serve.gpu in ("cpu", "T4"):
+        errors.append(f"serve.gpu {serve.gpu!r}: vLLM serves in bfloat16, which needs an A10G, L4, L40S or newer")
+    fit = serve_fit(recipe)
+    if fit is not None and fit.full_length_sequences < 1:
+        errors.append(f"serve.gpu {serve.gpu}: the model does not fit with max_model_len {serve.max_model_len} ({fit}); pick a larger card")
+    if serve.serve_adapter:
+        lora = recipe.train.lora
+        if recipe.train.method == "full":
+            errors.append("serve.serve_adapter is set but train.method is 'full': there is no adapter to serve")
+        elif lora.modules_to_save:
+            errors.append(f"serve.serve_adapter: vLLM cannot load an adapter with modules_to_save {lora.modules_to_save}; serve the merged model")
+        elif lora.include_vision_tower:
+            errors.append("serve.serve_adapter: vLLM drops LoRA weights on the vision tower; serve the merged model")
+    if parse_version(serve.vllm_version) < MIN_VLLM_FOR_TRANSFORMERS_5:
+        notes.append(
+            f"serve.vllm_version {serve.vllm_version} cannot read checkpoints written by transformers {TRANSFORMERS_VERSION}; "
+            f"the Modal vLLM image pins vllm {VLLM_VERSION}"
+        )
+    elif serve.vllm_version != VLLM_VERSION:
+        notes.append(f"serve.vllm_version {serve.vllm_version}: the Modal vLLM image pins vllm {VLLM_VERSION}")
+    if serve.max_model_len < recipe.train.sequence_len:
+        notes.append(
+            f"serve.max_model_len {serve.max_model_len} is below train.sequence_len {recipe.train.sequence_len}: "
+            "the longest training conversations would not fit at serving time"
+        )
+    return errors, notes
+
+
+# Data on the data volume: the project-relative layout, mirrored
+
+
+def volume_key(path: str | Path, cwd: Path | None = None) -> str:
+    """A local path inside the project as a path on the data volume (the same relative path).
+
+    Recipes name data relative to the project root; mirroring that layout onto the volume means
+    the same recipe resolves the same files in a container whose working directory is the mount.
+    """
+    cwd = Path(cwd or Path.cwd())
+    absolute = os.path.abspath(cwd / path)  # no symlink resolution: a linked training_data/ stays training_data/
+    relative = os.path.relpath(absolute, os.path.abspath(cwd))
+    if relative == "." or relative.startswith(".."):
+        raise LaunchError([f"{path} is outside the project directory {cwd}: Modal runs mirror paths relative to it"], "cannot upload")
+    return PurePosixPath(*Path(relative).parts).as_posix()
+
+
+def data_problems(recipe: Recipe, cwd: Path | None = None) -> list[str]:
+    cwd = Path(cwd or Path.cwd())
+    paths = {"data.train": recipe.data.train, "data.val": recipe.data.val, "data.images_root": recipe.data.images_root}
+    if recipe.data.probes:
+        paths["data.probes"] = recipe.data.probes
+    if (cwd / recipe.model.base).is_dir():
+        paths["model.base"] = recipe.model.base
+    problems = []
+    for field_name, path in paths.items():
+        try:
+            volume_key(path, cwd)
+        except LaunchError as exc:
+            problems.append(f"{field_name}: {exc.problems[0]}")
+    return problems
+
+
+def data_files(recipe: Recipe, cwd: Path | None = None) -> dict[str, Path]:
+    """Every file a run needs on the data volume: the pipeline files, their images, probes, a local base model."""
+    from data_adapters.pipeline import read_pipeline
+    from harness.samples import load_probes
+
+    cwd = Path(cwd or Path.cwd())
+    files: dict[str, Path] = {}
+    for name in (recipe.data.train, recipe.data.val, recipe.data.probes):
+        if name and (cwd / name).is_file():
+            files[volume_key(name, cwd)] = cwd / name
+    images_root = cwd / recipe.data.images_root
+    root_key = volume_key(recipe.data.images_root, cwd)
+    images: set[str] = set()
+    for name in (recipe.data.train, recipe.data.val):
+        rows, _ = read_pipeline(cwd / name)
+        images |= {row.image for row in rows}
+    if recipe.data.probes:
+        samples, _ = load_probes(cwd / recipe.data.probes, images_root)
+        images |= {sample.image_ref for sample in samples}
+    for image in sorted(images):
+        local = images_root / image
+        if local.is_file():  # missing images were reported by the data check before we got here
+            files[f"{root_key}/{posixpath.normpath(image)}"] = local
+    base = cwd / recipe.model.base
+    if base.is_dir():
+        base_key = volume_key(recipe.model.base, cwd)
+        for path in sorted(p for p in base.rglob("*") if p.is_file()):
+            files[f"{base_key}/{path.relative_to(base).as_posix()}"] = path
+    return files
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class UploadPlan:
+    upload: dict[str, Path]  # volume path -> local file, new or changed since the last upload
+    unchanged: list[str]
+    manifest: dict[str, str]  # the manifest after the upload: every file ever uploaded, with its hash
+
+    @property
+    def upload_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.upload.values())
+
+
+def plan_upload(files: dict[str, Path], manifest: dict[str, str], hashes: dict[str, str] | None = None) -> UploadPlan:
+    """Which files to send: those whose sha256 differs from the manifest's (or that it lacks)."""
+    hashes = hashes if hashes is not None else {key: sha256_file(path) for key, path in files.items()}
+    upload = {key: files[key] for key in sorted(files) if manifest.get(key) != hashes[key]}
+    unchanged = sorted(key for key in files if key not in upload)
+    return UploadPlan(upload, unchanged, {**manifest, **hashes})
+
+
+def read_manifest(volume) -> dict[str, str]:
+    try:
+        raw = b"".join(volume.read_file(MANIFEST_KEY))
+    except FileNotFoundError:
+        return {}
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}  # a torn manifest only costs a full upload
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def sync_files(volume, files: dict[str, Path]) -> UploadPlan:
+    """Upload what changed since the last upload (by content hash), then the new manifest, in one batch."""
+    plan = plan_upload(files, read_manifest(volume))
+    if plan.upload:
+        with volume.batch_upload(force=True) as batch:
+            for key, local in plan.upload.items():
+                batch.put_file(str(local), f"/{key}")
+            batch.put_file(io.BytesIO(json.dumps(plan.manifest, indent=1, sort_keys=True).encode()), f"/{MANIFEST_KEY}")
+    return plan
+
+
+def upload_run(volume, run_path: Path, run_name: str) -> None:
+    """A freshly prepared run directory (recipe, converted data, Axolotl config) onto the runs volume."""
+    with volume.batch_upload() as batch:
+        batch.put_directory(str(run_path), f"/{run_name}")
+
+
+# Runs and checkpoints
+
+
+def run_name_from(ref: str, runs_root: Path = Path("runs")) -> str:
+    """"runs/e30m3-lora/20261125T170000Z", a local `latest` link, or "e30m3-lora/2026..." -> "e30m3-lora/2026..."."""
+    local = Path(ref)
+    if local.is_dir() and (local / "recipe.yaml").is_file():
+        resolved = local.resolve()
+        name = f"{resolved.parent.name}/{resolved.name}"
+    else:
+        name = ref.strip("/")
+        prefix = f"{runs_root.as_posix().strip('/')}/"
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    if name.endswith("/latest"):
+        raise LaunchError([f"{ref}: `latest` is a link on the machine that made the run; pass the run's time, e.g. {name[:-6]}20261125T170000Z"], "unknown run")
+    if not RUN_NAME.match(name):
+        raise LaunchError([f"{ref}: pass a run as runs/<recipe name>/<time> or <recipe name>/<time>"], "unknown run")
+    return name
+
+
+def complete_checkpoints(output_dir: Path) -> set[str]:
+    """Checkpoints the Trainer finished: trainer_state.json is the last file it writes."""
+    done = set()
+    for path in Path(output_dir).glob("checkpoint-*"):
+        state = path / "trainer_state.json"
+        try:
+            json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        done.add(path.name)
+    return done
+
+
+def incomplete_checkpoints(output_dir: Path) -> list[Path]:
+    """Checkpoints cut off by a preemption: resuming from one would crash, so they are removed first."""
+    done = complete_checkpoints(output_dir)
+    return sorted(p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name not in done)
+
+
+@contextlib.contextmanager
+def keep_committing(
+    commit: Callable[[], None], output_dir: Path, every_s: float = COMMIT_EVERY_S, poll_s: float = CHECKPOINT_POLL_S
+) -> Iterator[None]:
+    """Commit the volume as soon as a checkpoint completes (and every every_s for the logs), and once at the end.
+
+    A preempted container loses what was not committed; the retry resumes from the last committed checkpoint.
+    """
+    stop = threading.Event()
+
+    def commit_quietly() -> None:
+        try:
+            commit()
+        except Exception as exc:  # a failed commit must not stop training; the next one carries the same files
+            print(f"volume commit failed: {exc}", file=sys.stderr)
+
+    def loop() -> None:
+        seen, last = complete_checkpoints(output_dir), time.monotonic()
+        while not stop.wait(poll_s):
+            now = complete_checkpoints(output_dir)
+            if now != seen or time.monotonic() - last >= every_s:
+                commit_quietly()
+                seen, last = now, time.monotonic()
+
+    thread = threading.Thread(target=loop, name="commit-checkpoints", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        commit_quietly()
+
+
+# Serving: fixed when the endpoint is deployed
+
+
+SERVE_TARGET_ENV = "VLM3_SERVE_TARGET"  # JSON handed from `modal deploy` to the serving container
+
+
+@dataclass(frozen=True)
+class ServeTarget:
+    """Which run the endpoint serves, and the serve settings it was deployed with."""
+
+    run: str
+    serve: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> ServeSpec:
+        return ServeSpec.model_validate(self.serve)
+
+    def to_env(self) -> str:
+        return json.dumps({"run": self.run, "serve": self.serve}, sort_keys=True)
+
+    @classmethod
+    def from_env(cls, text: str) -> "ServeTarget":
+        raw = json.loads(text)
+        return cls(raw["run"], raw["serve"])
+
+
+def serve_target_from_env(environ: dict[str, str] | None = None, runs_root: Path = Path("runs")) -> ServeTarget | None:
+    """The endpoint to declare: VLM3_RUN (which run) and VLM3_RECIPE (serve settings; default the run's own).
+
+    None when no run is named: `modal deploy` then deploys the training functions only.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(SERVE_TARGET_ENV):
+        return ServeTarget.from_env(environ[SERVE_TARGET_ENV])
+    ref = environ.get("VLM3_RUN")
+    if not ref:
+        return None
+    run = run_name_from(ref, runs_root)
+    recipe_path = environ.get("VLM3_RECIPE")
+    if recipe_path:
+        serve = load_recipe(recipe_path).serve
+    elif (runs_root / run / "recipe.yaml").is_file():
+        from vlm3.runs import RunDir
+
+        serve = RunDir(runs_root / run).recipe().serve
+    else:
+        raise LaunchError([f"VLM3_RUN={ref} has no local copy under {runs_root}/: set VLM3_RECIPE to the recipe it was trained with"],
+                          "cannot deploy the endpoint")
+    return ServeTarget(run, serve.model_dump(mode="json"))
+
+
+def serve_function_options(target: ServeTarget) -> dict[str, Any]:
+    """The endpoint's Modal settings, all from the recipe's serve section."""
+    spec = target.spec
+    return {
+        "gpu": modal_gpu(spec.gpu),
+        "scaledown_window": spec.scaledown_window_s,
+        "timeout": SERVE_REQUEST_TIMEOUT_S,
+        "startup_timeout": SERVE_STARTUP_TIMEOUT_S,
+    }
+
+
+def recipe_for_serving(run_recipe: Recipe, target: ServeTarget) -> Recipe:
+    """The run's recipe (its training pixel limits) with the serve settings the endpoint was deployed with."""
+    return run_recipe.model_copy(update={"serve": target.spec})
+
+
+def endpoint_url(web_url: str) -> str:
+    """The OpenAI base URL of a deployed web server."""
+    return web_url.rstrip("/") + "/v1"
+
+
+def smoke_request(model: str, image_url: str, question: str, max_tokens: int = 128) -> dict[str, Any]:
+    """One chat completion with the image first, as the harness and the training data put it."""
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": image_url}},
+            {"type": "text", "text": question},
+        ]}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+    }
+
+
+# Hugging Face Hub (optional)
+
+
+def hub_targets(recipe: Recipe, dataset_repo: str = "", model_repo: str = "") -> tuple[str | None, str | None]:
+    """(dataset repo, model repo) from the command line, else the recipe's `hub:` section if it has one."""
+    hub = getattr(recipe, "hub", None)
+    dataset = dataset_repo or getattr(hub, "dataset_repo", None) or None
+    model = model_repo or getattr(hub, "model_repo", None) or None
+    bad = [repo for repo in (dataset, model) if repo and not HUB_REPO.match(repo)]
+    if bad:
+        raise LaunchError([f"{repo!r} is not a Hub repository id such as you/e30m3-vlm" for repo in bad], "cannot push to the Hub")
+    return dataset, model
+
+
+# Checks before anything starts, and what to run next
+
+
+def launch_problems(recipe: Recipe, cwd: Path | None = None) -> tuple[list[str], list[str]]:
+    """(errors, notes) about running this recipe on Modal; errors stop the launch before any upload."""
+    errors = data_problems(recipe, cwd)
+    serve_errors, notes = serve_problems(recipe)
+    errors += serve_errors
+    if recipe.compute.gpu != "cpu" and recipe.compute.gpu_type not in GPU_MEMORY_GIB:
+        errors.append(f"compute.gpu {recipe.compute.gpu!r} is not a Modal GPU")
+    if recipe.compute.gpu == "cpu":
+        notes.append("compute.gpu is 'cpu': training runs in a CPU container (the tiny model; a 7B model needs a GPU)")
+    return errors, notes
+
+
+def next_commands(run_name: str, recipe: Recipe) -> list[str]:
+    volume = VOLUME_NAMES["runs"]
+    return [
+        f"resume or continue: modal run modal_entry.py --run {run_name}",
+        f"merge again:        modal run modal_entry.py --run {run_name} --stage merge",
+        f"serve (endpoint):   VLM3_RUN=runs/{run_name} modal deploy modal_entry.py",
+        f"evaluate locally:   vlm3 eval runs/{run_name} --endpoint https://<workspace>--{APP_NAME}-serve.modal.run/v1 --api-key $VLLM_API_KEY",
+        f"evaluate on Modal:  modal run modal_entry.py --run {run_name} --stage eval",
+        f"fetch the results:  modal volume get {volume} {run_name}/train_metrics.json runs/{run_name}/",
+    ]
+
+
+def describe(items: Iterable[str]) -> str:
+    return "\n".join(f"  {item}" for item in items)

@@ -1,0 +1,87 @@
+"""The vLLM command line that serves a run: one pure function, pinned by golden files.
+
+Usage:
+    argv = vllm_argv(recipe, "/vol/runs/e30m3-lora/20261125T170000Z/output/merged")
+    subprocess.Popen(argv, env={**os.environ, "VLLM_API_KEY": key})   # the key never goes on the command line
+    print(format_command(argv))                                         # one flag per line, shell-quoted
+
+Every serving setting comes from the recipe: the served model name, context length, memory
+share, batch size, and the image pixel limits the model was trained with (Qwen's advice: the
+same visual-token range in training and inference). `--generation-config vllm` keeps vLLM
+from applying the checkpoint's own sampling defaults, so requests mean what they say.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from vlm3.recipe import Recipe
+
+DEFAULT_PORT = 8000
+IMAGES_PER_PROMPT = {"image": 1, "video": 0}  # one page per question, as in training
+# vLLM accepts only these --max-lora-rank values; its default (16) is below the plan's r 64.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def compact_json(value: dict) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def max_lora_rank(r: int) -> int:
+    """The smallest rank vLLM accepts that holds an adapter of rank r."""
+    for rank in VLLM_LORA_RANKS:
+        if rank >= r:
+            return rank
+    raise ValueError(f"train.lora.r {r} is above vLLM's largest --max-lora-rank ({VLLM_LORA_RANKS[-1]}); serve the merged model")
+
+
+def vllm_argv(recipe: Recipe, model_dir: str, port: int = DEFAULT_PORT, base_model: str | None = None) -> list[str]:
+    """`vllm serve ...` for a run's model folder; with serve.serve_adapter, model_dir is the adapter.
+
+    In adapter mode the base model (base_model, else the recipe's model.base) is served as
+    "<name>-base" and the adapter as "<name>", so clients ask for the same name either way.
+    """
+    serve = recipe.serve
+    name = recipe.served_name
+    if serve.serve_adapter:
+        model, served_as = base_model or recipe.model.base, f"{name}-base"
+    else:
+        model, served_as = model_dir, name
+    argv = [
+        "vllm", "serve", model,
+        "--served-model-name", served_as,
+        "--host", "0.0.0.0",
+        "--port", str(port),
+        "--dtype", "bfloat16",
+        "--max-model-len", str(serve.max_model_len),
+        "--gpu-memory-utilization", str(serve.gpu_memory_utilization),
+        "--max-num-seqs", str(serve.max_num_seqs),
+        "--limit-mm-per-prompt", compact_json(IMAGES_PER_PROMPT),
+        "--mm-processor-kwargs", compact_json({"min_pixels": recipe.images.min_pixels, "max_pixels": recipe.images.max_pixels}),
+        "--generation-config", "vllm",
+    ]
+    if serve.serve_adapter:
+        argv += ["--enable-lora", "--lora-modules", f"{name}={model_dir}", "--max-lora-rank", str(max_lora_rank(recipe.train.lora.r))]
+    if recipe.model.trust_remote_code:
+        argv.append("--trust-remote-code")
+    return argv
+
+
+def served_model_dir(run_path: Path, recipe: Recipe) -> Path:
+    """What vLLM loads from a run: the merged model, a full fine-tune's output, or the adapter."""
+    output = run_path / "output"
+    if recipe.serve.serve_adapter or recipe.train.method == "full":
+        return output  # the adapter folder, or the full model Axolotl saved (output/merged is only a link to it)
+    return output / "merged"
+
+
+def format_command(argv: list[str]) -> str:
+    """The command as a reader copies it: the program and model on the first line, then one flag per line."""
+    lines: list[list[str]] = [[]]
+    for arg in argv:
+        if arg.startswith("--"):
+            lines.append([])
+        lines[-1].append(arg)
+    return " \\\n  ".join(shlex.join(parts) for parts in lines) + "\n"
