@@ -27,7 +27,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 .PHONY: help install trainer-env tiny-model sample-data demo test test-fast golden validate check plan \
         prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
-        bench modal-train modal-train-dev clean
+        bench bench-judge judge-estimate deepeval modal-train modal-train-dev clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -107,6 +107,7 @@ modal-train-dev: install ## the same on 100 samples (the plan's train-dev run)
 # With ENDPOINT= the recipe's data is sent to that endpoint (vLLM on Modal, say; its key is read
 # from $VLM3_API_KEY, never passed on a command line); without it, the run's merged model is
 # served locally for the evaluation.
+EVAL ?= $(RUN)/eval/finetuned
 EVAL_TARGET = $(if $(ENDPOINT),$(RECIPE) --endpoint $(ENDPOINT),$(RUN))
 A ?= $(RUN)/eval/base
 B ?= $(RUN)/eval/finetuned
@@ -122,6 +123,15 @@ eval-probes: install ## eval on the probes only
 
 eval-compare: install ## paired comparison: make eval-compare A=RUN/eval/base B=RUN/eval/finetuned
 	$(VLM3) compare $(A) $(B)
+
+judge-estimate: install ## judge calls and dollars for an evaluation: make judge-estimate EVAL=runs/x/latest/eval/finetuned
+	$(VLM3) judge-estimate $(EVAL)
+
+deepeval: install ## DeepEval's test runner over saved predictions: make deepeval EVAL=... ARGS="-k procedure"
+	$(VLM3) deepeval $(EVAL) -- $(ARGS)
+
+bench-judge: install ## judge calls, tokens and cost per sample (see BENCHMARKS.md)
+	$(BIN)/python bench/bench_judge.py
 
 bench: install ## harness client throughput (see BENCHMARKS.md)
 	$(BIN)/python bench/bench_client.py

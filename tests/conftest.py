@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# No test reaches a real API: a developer's own key must not turn `make test` into paid judge calls.
+os.environ.pop("ANTHROPIC_API_KEY", None)
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
 TINY_MODEL = ROOT / ".cache" / "tiny-qwen2-vl"

@@ -13,6 +13,7 @@ next command. User mistakes exit non-zero with a readable message and no traceba
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -96,7 +97,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     run = prepare_run(recipe, root=Path(args.runs_root))
     console.print(f"run: {run.path}")
     check_rendered_config(run, env)
-    console.print("data checked and converted; Axolotl accepts the rendered config")
+    report = json.loads((run.data_dir / "data_report.json").read_text(encoding="utf-8"))
+    for warning in report["warnings"][:10]:
+        console.print(f"  warning: {warning}", markup=False)
+    dropped = f", {report['dropped']} over-long row(s) dropped" if report["dropped"] else ""
+    console.print(f"data checked and converted ({len(report['warnings'])} warning(s){dropped}); Axolotl accepts the rendered config")
     result = train_with_progress(run, env)
     first, final = result.log.to_dict()["first_loss"], result.log.to_dict()["final_loss"]
     console.print(f"trained {result.log.total_steps} steps: loss {first} -> {final}; adapter in {result.adapter_dir}")

@@ -106,7 +106,7 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
                 bar.update(task, completed=stats.skipped + stats.answered + stats.failed, note=f"{stats.failed} failed" if stats.failed else "")
 
             stats = generate_into(eval_dir, samples, settings, label=label, endpoint=base_url,
-                                  probe_threshold=recipe.eval.probe_pass_threshold, on_progress=show)
+                                  probe_threshold=recipe.eval.probe_pass_threshold, on_progress=show, judge=recipe.eval.judge)
     console().print(
         f"{label}: {stats.answered} answered, {stats.skipped} already saved, {stats.failed} failed "
         f"in {stats.seconds:.1f} s -> {eval_dir / 'predictions.jsonl'}"
@@ -128,7 +128,19 @@ def print_summary(summary: dict, eval_dir: Path) -> None:
         f"(threshold {pct(probes['threshold'])}: {'PASS' if probes['passed'] else 'FAIL'}); errors {summary['counts']['errors']}",
         markup=False,
     )
+    from harness.judge import format_judge_line
+
+    line = format_judge_line(summary.get("judge"))
+    if line:
+        console().print(line, markup=False)
     console().print(f"report: {eval_dir / 'report.html'}")
+
+
+def score_with_judge(eval_dir: Path, judge: bool | None, title: str | None = None) -> dict:
+    """Score, with the LLM judge when asked (default: when a key or judge endpoint is configured)."""
+    from harness.evaluation import score_eval_dir
+
+    return score_eval_dir(eval_dir, title=title, judge=judge, on_judge_estimate=lambda e: console().print(str(e), markup=False))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -138,19 +150,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from harness.evaluation import score_eval_dir
-
     eval_dir = Path(args.eval_dir)
-    summary = score_eval_dir(eval_dir)
+    summary = score_with_judge(eval_dir, args.judge)
     print_summary(summary, eval_dir)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from harness.evaluation import score_eval_dir
-
     eval_dir, _, _ = run_generation(args)
-    summary = score_eval_dir(eval_dir)
+    summary = score_with_judge(eval_dir, args.judge)
     print_summary(summary, eval_dir)
     console().print(f"next: vlm3 compare <other eval dir> {eval_dir}")
     return 0
@@ -201,7 +209,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on the tiny model: train, merge, serve base and fine-tuned, generate, score, compare."""
-    from harness.evaluation import score_eval_dir, write_json
+    from harness.evaluation import write_json
     from vlm3.cli import merge_and_report, train_with_progress
     from vlm3.steps import check_rendered_config, prepare_run
     from vlm3.trainer_env import TrainerEnv
@@ -222,7 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ns = argparse.Namespace(target=str(run.path), endpoint=None, api_key=None, model=None, label=label, base=base,
                                 only="all", max_samples=None, concurrency=None, out=None)
         eval_dir, _, _ = run_generation(ns)
-        summaries[label] = score_eval_dir(eval_dir, title=f"{recipe.name}: {label}")
+        summaries[label] = score_with_judge(eval_dir, None, title=f"{recipe.name}: {label}")
         print_summary(summaries[label], eval_dir)
     comparison, compare_html = compare_dirs(run.eval_dir("base"), run.eval_dir("finetuned"), run.path / "compare.html")
 
@@ -244,6 +252,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     console().print(f"wrote {run.path / 'summary.json'}, {run.path / 'report.html'}, {compare_html}")
     return 0 if final["demo"]["finetuned_beats_base"] else 1
+
+
+def cmd_judge_estimate(args: argparse.Namespace) -> int:
+    from harness.evaluation import estimate_judge
+
+    console().print(str(estimate_judge(Path(args.eval_dir))), markup=False)
+    return 0
+
+
+def cmd_deepeval(args: argparse.Namespace) -> int:
+    """DeepEval's own test runner over saved predictions (its -k, -c, -n, -i flags pass through)."""
+    import subprocess
+
+    from harness.judge import deepeval_command
+
+    extra = args.deepeval_args[1:] if args.deepeval_args[:1] == ["--"] else args.deepeval_args
+    argv, env = deepeval_command(Path(args.eval_dir), extra, args.max_samples)
+    return subprocess.run(argv, cwd=args.eval_dir, env={**os.environ, **env}).returncode
+
+
+def add_judge_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--judge", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the LLM judge (default: when ANTHROPIC_API_KEY or a judge endpoint is configured)")
 
 
 def add_endpoint_args(p: argparse.ArgumentParser) -> None:
@@ -272,11 +303,23 @@ def register(sub) -> None:
 
     p = sub.add_parser("eval", help="generate, then score and write the report")
     add_endpoint_args(p)
+    add_judge_flag(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("score", help="re-score saved predictions (no endpoint needed)")
     p.add_argument("eval_dir")
+    add_judge_flag(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("judge-estimate", help="judge calls, tokens and dollars for an evaluation, before paying")
+    p.add_argument("eval_dir")
+    p.set_defaults(func=cmd_judge_estimate)
+
+    p = sub.add_parser("deepeval", help="`deepeval test run` over saved predictions: vlm3 deepeval EVAL_DIR -- -k procedure -n 4")
+    p.add_argument("eval_dir")
+    p.add_argument("--max-samples", type=int)
+    p.add_argument("deepeval_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_deepeval)
 
     p = sub.add_parser("compare", help="paired comparison of two evaluations (bootstrap 95% CI)")
     p.add_argument("eval_a")

@@ -130,12 +130,11 @@ def judge_estimate_line(recipe: Recipe, report: dict) -> str | None:
     if recipe.eval.judge is None:
         return None
     try:
-        from harness.judge import estimate_judge_cost  # type: ignore[attr-defined]
-    except ImportError:
+        from harness.judge import estimate_judge_cost
+    except ImportError:  # the judge's extra (DeepEval) is not installed
         return None
     samples = report["counts"]["val_rows"] if not recipe.eval.max_samples else min(report["counts"]["val_rows"], recipe.eval.max_samples)
-    estimate = estimate_judge_cost(recipe.eval.judge, samples)
-    return f"judge ({recipe.eval.judge.model}, {', '.join(recipe.eval.judge.metrics)}) on {samples} samples: {estimate}"
+    return str(estimate_judge_cost(recipe.eval.judge, samples))
 
 
 def content_key(path: Path, max_pixels: int, min_pixels: int) -> str:

@@ -159,7 +159,7 @@ class ServeSpec(Strict):
 
 class JudgeSpec(Strict):
     provider: Literal["anthropic", "openai"] = "anthropic"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"  # the current Sonnet; claude-sonnet-4-5 retires 2026-11-30
     base_url: str | None = None  # an OpenAI-compatible judge endpoint when provider is openai
     metrics: list[Literal["answer_relevancy", "faithfulness", "correctness", "hallucination", "rubric"]] = Field(
         default_factory=lambda: ["answer_relevancy", "faithfulness", "correctness"]
