@@ -17,8 +17,8 @@ RUN ?= runs/tiny-cpu-demo/latest
 ENDPOINT ?=
 PORT ?= 8000
 
-# pip on these machines warns about every optional local index it cannot read; keep the output readable.
-# Telemetry off for the tools that send it; these machines may have no network at all.
+# pip warns about every configured local index it cannot read; keep the output readable.
+# Telemetry off for the tools that send it; a training box may have no network at all.
 export DEEPEVAL_TELEMETRY_OPT_OUT := 1
 export AXOLOTL_DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
@@ -30,7 +30,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
         bench bench-judge judge-estimate deepeval modal-train modal-train-dev clean
 
 help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-18s %s\n", $$1, $$2 }'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -92,7 +92,7 @@ train-dev: install trainer-env ## a quick run on 100 samples for 1 epoch
 merge: install trainer-env ## merge a run's adapter: make merge RUN=runs/x/latest
 	$(VLM3) merge $(RUN)
 
-serve-local: install trainer-env ## serve a run's merged model with transformers serve on 127.0.0.1:$(PORT)
+serve-local: install trainer-env ## serve a run's merged model with transformers serve on 127.0.0.1 (PORT=8000)
 	$(VLM3) serve $(RUN) --port $(PORT)
 
 serve: install ## deploy a run's vLLM endpoint on Modal: make serve RUN=runs/e30m3-lora/<time>
@@ -101,7 +101,7 @@ serve: install ## deploy a run's vLLM endpoint on Modal: make serve RUN=runs/e30
 modal-train: install ## check here, then train, merge and smoke-test on Modal: make modal-train RECIPE=recipes/e30m3_lora.yaml
 	$(BIN)/modal run modal_entry.py --recipe $(RECIPE)
 
-modal-train-dev: install ## the same on 100 samples (the plan's train-dev run)
+modal-train-dev: install ## the same on 100 samples (a train-dev run)
 	$(BIN)/modal run modal_entry.py --recipe $(RECIPE) --max-samples 100
 
 # With ENDPOINT= the recipe's data is sent to that endpoint (vLLM on Modal, say; its key is read
@@ -112,7 +112,7 @@ EVAL_TARGET = $(if $(ENDPOINT),$(RECIPE) --endpoint $(ENDPOINT),$(RUN))
 A ?= $(RUN)/eval/base
 B ?= $(RUN)/eval/finetuned
 
-eval: install ## generate and score: make eval RUN=... (or RECIPE=... ENDPOINT=https://.../v1, key in $$VLM3_API_KEY)
+eval: install ## generate and score: make eval RUN=... (or RECIPE=... ENDPOINT=https://.../v1, key in VLM3_API_KEY)
 	$(VLM3) eval $(EVAL_TARGET)
 
 eval-quick: install ## eval on the first 20 validation samples (and the probes)

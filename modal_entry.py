@@ -3,7 +3,7 @@
 Usage:
     modal run modal_entry.py --recipe recipes/e30m3_lora.yaml                    # check here, upload, train, merge, smoke test
     modal run --detach modal_entry.py --recipe recipes/e30m3_lora.yaml           # the same; closing the laptop does not stop it
-    modal run modal_entry.py --recipe recipes/e30m3_lora.yaml --max-samples 100  # the plan's train-dev run
+    modal run modal_entry.py --recipe recipes/e30m3_lora.yaml --max-samples 100  # a train-dev run
     modal run modal_entry.py --run e30m3-lora/20261125T170000Z                   # continue a run: training resumes from its last checkpoint
     modal run modal_entry.py --run e30m3-lora/20261125T170000Z --stage merge     # or smoke, eval, hub
     VLM3_RUN=runs/e30m3-lora/20261125T170000Z modal deploy modal_entry.py        # the OpenAI-compatible endpoint

@@ -18,6 +18,7 @@ from typing import Iterable
 
 from data_adapters.checks import check_dataset
 from data_adapters.pipeline import DataError, PipelineRow, Problem, read_pipeline, to_axolotl_row
+from data_adapters.tokens import load_tokenizer
 
 
 @dataclass
@@ -52,7 +53,8 @@ def load_data(recipe, decode_images: bool = True) -> LoadedData:
     train, train_problems = read_pipeline(recipe.data.train)
     val, val_problems = read_pipeline(recipe.data.val)
     problems = train_problems + val_problems
-    problems += check_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images)
+    tokenizer = load_tokenizer(recipe.model.base)  # the same token counts as `vlm3 check`
+    problems += check_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images, tokenizer=tokenizer)
     return LoadedData(train, val, problems)
 
 

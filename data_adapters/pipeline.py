@@ -161,8 +161,13 @@ def read_pipeline(path: str | Path) -> tuple[list[PipelineRow], list[Problem]]:
         return [], [Problem(name, None, "file not found; check data.train / data.val in the recipe", code="missing_file")]
     rows: list[PipelineRow] = []
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(Problem(name, number, f"not UTF-8 text (byte {exc.start + 1} of the line): save the file as UTF-8", code="encoding"))
+                continue
             if not text.strip():
                 continue
             try:

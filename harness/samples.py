@@ -45,7 +45,10 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
     seen: set[str] = set()
     if not path.is_file():
         return [], [Problem(str(path), None, "probes file not found; check data.probes in the recipe", code="missing_file")]
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if "\ufffd" in line:
+            problems.append(Problem(str(path), number, "not UTF-8 text: save the probes file as UTF-8", code="encoding"))
+            continue
         if not line.strip():
             continue
         where = (str(path), number)

@@ -150,16 +150,19 @@ BAD_INPUT = [
     ("empty answer", [{**GOOD_LINE, "conversations": [USER_Q, {"role": "assistant", "content": ""}]}], "empty answer"),
     ("malformed json", None, "not valid JSON"),
     ("empty file", [], "the file has no rows"),
+    ("not utf-8", "latin-1", "not UTF-8 text"),
 ]
 
 
 @pytest.mark.parametrize("case,rows,fragment", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
 def test_cli_bad_input_names_file_and_line_and_leaves_no_run(tmp_path, case, rows, fragment):
     data = tmp_path / "td"
-    write_data(data, rows or [])
+    write_data(data, rows if isinstance(rows, list) else [])
     (data / "images" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
     if rows is None:
         (data / "vlm_train.jsonl").write_text(json.dumps(GOOD_LINE) + "\n{\"image\": \n")
+    if rows == "latin-1":
+        (data / "vlm_train.jsonl").write_bytes(json.dumps(GOOD_LINE).encode() + b"\n" + json.dumps(GOOD_LINE).replace("torque", "Dreh\u00ffmoment").encode("latin-1") + b"\n")
     before = (data / "vlm_train.jsonl").read_bytes()
     runs = tmp_path / "runs"
     proc = run_cli("prepare", str(recipe_file(tmp_path)), "--runs-root", str(runs))

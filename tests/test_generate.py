@@ -249,3 +249,24 @@ def test_generate_into_keeps_the_api_key_out_of_every_file(tmp_path):
             assert SECRET not in path.read_text(encoding="utf-8"), path.name
     hashes = [json.loads(line)["prompt_hash"] for line in (eval_dir / "samples.jsonl").read_text().splitlines()]
     assert hashes == [prompt_hash(s, settings) for s in samples]
+
+
+def test_cli_eval_against_an_endpoint_scores_and_fails_loudly_when_answers_are_missing(tmp_path, sample_dir):
+    """`vlm3 eval RECIPE --endpoint URL`: the key comes from VLM3_API_KEY and is never written;
+    when the endpoint keeps failing, the command exits 1 and says how to resume."""
+    from tests.conftest import DEMO_RECIPE, run_cli
+
+    secret = "sk-test-never-written-0123456789"
+    with LoopbackOpenAI() as server:
+        ok = run_cli("eval", str(DEMO_RECIPE), "--endpoint", server.base_url, "--only", "probes", "--out", str(tmp_path / "ok"),
+                     "--model", "m", env={"VLM3_API_KEY": secret})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert (tmp_path / "ok" / "summary.json").exists() and (tmp_path / "ok" / "report.html").exists()
+    for path in (tmp_path / "ok").rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+    with LoopbackOpenAI(default=Reply.error(500)) as server:
+        bad = run_cli("eval", str(DEMO_RECIPE), "--endpoint", server.base_url, "--only", "probes", "--out", str(tmp_path / "bad"),
+                      "--concurrency", "4", env={"VLM3_API_KEY": secret})
+    assert bad.returncode == 1
+    assert "run the same command again" in bad.stdout and "Traceback" not in bad.stderr

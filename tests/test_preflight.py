@@ -193,3 +193,14 @@ def test_visual_token_estimate_equals_the_real_processor():
     ours = [visual_tokens(w, h, 3136, cap) for w, h, cap in cases]
     assert ours == real
     assert resized_size(2200, 1700, 3136, 1003520) == (1120, 868)
+
+
+def test_resize_refuses_to_write_into_the_images_root(tmp_path):
+    root, _ = dataset(tmp_path, [line()])
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}}}\n")
+    before = (root / "images" / "p.jpg").read_bytes()
+    for out in (root, root / "images", root.parent):
+        proc = run_cli("resize", str(recipe_file), "--out", str(out))
+        assert proc.returncode == 1 and "overlaps the images root" in proc.stderr
+    assert (root / "images" / "p.jpg").read_bytes() == before

@@ -58,6 +58,7 @@ BAD = [
     ({"name": "x", "images": {"min_pixels": 5000000}}, ["min_pixels (5000000) is above max_pixels"]),
     ({"name": "Bad Name"}, ["name: String should match pattern"]),
     ({}, ["name: Field required"]),
+    ({"name": "x", "train": {"lora": {"target_modules": ["qkv_proj"]}}}, ["train.lora.target_modules.0: Input should be 'q_proj'"]),
 ]
 
 
@@ -102,3 +103,26 @@ def test_unparseable_files(tmp_path, text, fragment):
 def test_missing_recipe_file():
     proc = run_cli("validate", "recipes/nope.yaml")
     assert proc.returncode == 2 and "file not found" in proc.stderr
+
+
+def test_help_lists_every_verb():
+    proc = run_cli("--help")
+    assert proc.returncode == 0, proc.stderr
+    for verb in ("validate", "check", "plan", "train", "merge", "serve", "generate", "eval", "score", "compare", "demo"):
+        assert verb in proc.stdout
+
+
+@pytest.mark.parametrize("make_path,fragment", [
+    (lambda tmp: tmp, "is a folder"),
+    (lambda tmp: (tmp / "r.yaml").write_bytes(b"name: \xff\xfe\n") and tmp / "r.yaml", "not UTF-8"),
+])
+def test_unreadable_recipe_paths(tmp_path, make_path, fragment):
+    proc = run_cli("validate", str(make_path(tmp_path)))
+    assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_override_into_an_empty_section(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\ndata:\n")
+    recipe = load_recipe(path, overrides={"data.max_samples": 5})
+    assert recipe.data.max_samples == 5

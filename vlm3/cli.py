@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(str(exc), markup=False)
         return EXIT_RECIPE
     except DataError as exc:
-        err_console.print(f"Error: {exc}\nNothing was trained; your files were not changed.", markup=False)
+        err_console.print(f"Error: {exc}\nNothing was run; your files were not changed.", markup=False)
         return EXIT_DATA
     except KeyboardInterrupt:
         err_console.print("interrupted")

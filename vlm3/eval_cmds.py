@@ -55,7 +55,8 @@ def model_dir_for(run: RunDir, recipe: Recipe, base: bool) -> Path:
 def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, label: str) -> Iterator[tuple[str, str, str]]:
     """(base_url, api_key, model): the given endpoint, or a local `transformers serve` for the run."""
     if args.endpoint:
-        api_key = args.api_key or os.environ.get("VLM3_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        # Only the endpoint's own key: a general OPENAI_API_KEY must never be sent to a third-party endpoint.
+        api_key = args.api_key or os.environ.get("VLM3_API_KEY") or "EMPTY"
         yield args.endpoint.rstrip("/"), api_key, args.model or recipe.served_name
         return
     if run is None:
@@ -124,8 +125,9 @@ def print_summary(summary: dict, eval_dir: Path) -> None:
 
     console().print(
         f"{summary['label']}: pass {pct(m['pass_rate'])}, specs {pct(m['spec_pass_rate'])}, keywords {pct(m['keyword_recall'])}, "
-        f"token F1 {m['token_f1'] if m['token_f1'] is not None else '-'}; probes {pct(probes['pass_rate'])} "
-        f"(threshold {pct(probes['threshold'])}: {'PASS' if probes['passed'] else 'FAIL'}); errors {summary['counts']['errors']}",
+        f"token F1 {m['token_f1'] if m['token_f1'] is not None else '-'}; "
+        + (f"probes {pct(probes['pass_rate'])} (threshold {pct(probes['threshold'])}: {'PASS' if probes['passed'] else 'FAIL'}); " if probes["n"] else "no probes; ")
+        + f"errors {summary['counts']['errors']}",
         markup=False,
     )
     from harness.judge import format_judge_line
@@ -144,7 +146,14 @@ def score_with_judge(eval_dir: Path, judge: bool | None, title: str | None = Non
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    from harness.generate import latest_answers
+
     eval_dir, _, _ = run_generation(args)
+    asked = sum(1 for line in (eval_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
+    missing = asked - len(latest_answers(eval_dir / "predictions.jsonl"))
+    if missing > 0:
+        console().print(f"{missing} sample(s) have no answer yet; run the same command again to ask only for those")
+        return 1
     console().print(f"next: vlm3 score {eval_dir}")
     return 0
 
@@ -160,7 +169,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     eval_dir, _, _ = run_generation(args)
     summary = score_with_judge(eval_dir, args.judge)
     print_summary(summary, eval_dir)
-    console().print(f"next: vlm3 compare <other eval dir> {eval_dir}")
+    return finish_generation(summary, eval_dir, f"vlm3 compare <other eval dir> {eval_dir}")
+
+
+def finish_generation(summary: dict, eval_dir: Path, next_command: str) -> int:
+    """Exit 1 when answers are missing: scripts must not take a half-answered evaluation for a result."""
+    errors = summary["counts"]["errors"]
+    if errors:
+        console().print(f"{errors} sample(s) have no answer (see predictions.jsonl); run the same command again to ask only for those")
+        return 1
+    console().print(f"next: {next_command}")
     return 0
 
 
@@ -169,8 +187,8 @@ def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
     from harness.evaluation import EvalError, load_jsonl
 
     for d in (dir_a, dir_b):
-        if not (d / "scores.jsonl").exists():
-            raise EvalError(f"{d} has no scores.jsonl; run `vlm3 score {d}` first")
+        if not (d / "scores.jsonl").exists() or not (d / "summary.json").exists():
+            raise EvalError(f"{d} has no scores.jsonl / summary.json; run `vlm3 score {d}` first")
     label_a = json.loads((dir_a / "summary.json").read_text())["label"]
     label_b = json.loads((dir_b / "summary.json").read_text())["label"]
     if label_a == label_b:
@@ -267,6 +285,10 @@ def cmd_deepeval(args: argparse.Namespace) -> int:
 
     from harness.judge import deepeval_command
 
+    from harness.evaluation import EvalError
+
+    if not (Path(args.eval_dir) / "meta.json").exists() or not (Path(args.eval_dir) / "samples.jsonl").exists():
+        raise EvalError(f"{args.eval_dir} is not an evaluation directory (no meta.json / samples.jsonl); run `vlm3 generate` first")
     extra = args.deepeval_args[1:] if args.deepeval_args[:1] == ["--"] else args.deepeval_args
     argv, env = deepeval_command(Path(args.eval_dir), extra, args.max_samples)
     return subprocess.run(argv, cwd=args.eval_dir, env={**os.environ, **env}).returncode
@@ -280,7 +302,7 @@ def add_judge_flag(p: argparse.ArgumentParser) -> None:
 def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", help="a run directory (serves its model locally) or a recipe (with --endpoint)")
     p.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. https://x--serve.modal.run/v1")
-    p.add_argument("--api-key", help="the endpoint's key (default: $VLM3_API_KEY, $OPENAI_API_KEY)")
+    p.add_argument("--api-key", help="the endpoint's key (default: $VLM3_API_KEY; prefer the variable: a flag lands in shell history)")
     p.add_argument("--model", help="model name to request (default: the recipe's served_model_name)")
     p.add_argument("--label", help="name of this evaluation (default: finetuned / base / endpoint)")
     p.add_argument("--base", action="store_true", help="serve the base model instead of the merged one")
@@ -321,7 +343,7 @@ def register(sub) -> None:
     p.add_argument("deepeval_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_deepeval)
 
-    p = sub.add_parser("compare", help="paired comparison of two evaluations (bootstrap 95% CI)")
+    p = sub.add_parser("compare", help="paired comparison of two evaluations (bootstrap 95%% CI)")
     p.add_argument("eval_a")
     p.add_argument("eval_b")
     p.add_argument("--out")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
+from vlm3.plan import GPUS
 from vlm3.recipe import PIXELS_PER_TOKEN, Recipe, ServeSpec, load_recipe
 
 APP_NAME = "vlm3"
@@ -90,8 +91,8 @@ STAGES = {
     "hub": ("hub",),
 }
 
-# Modal list prices (FACTS.md, mid-2026 third-party snapshots), per GPU-hour.
-GPU_USD_PER_HOUR = {"H100": 3.95, "A100-80GB": 2.50, "L40S": 1.95, "A10G": 1.10, "L4": 0.80}
+# Modal list prices per GPU-hour: the one table lives in vlm3.plan (with its date and source).
+GPU_USD_PER_HOUR = {name: gpu["usd_per_hour"] for name, gpu in GPUS.items() if gpu["usd_per_hour"]}
 # Memory a GPU reports to CUDA, in GiB (a "24 GB" A10G shows 22.5 GiB).
 GPU_MEMORY_GIB = {"H100": 79.6, "H200": 140.0, "B200": 179.0, "A100-80GB": 80.0, "A100-40GB": 40.0,
                   "L40S": 45.0, "A10G": 22.5, "L4": 22.5, "T4": 15.0}
@@ -192,7 +193,7 @@ def gpu_cost_cap_usd(gpu: str, hours: float) -> float | None:
 
 
 def cost_lines(recipe: Recipe) -> list[str]:
-    """What a run costs: the plan's estimate when vlm3.plan offers one, and the timeout's cap."""
+    """What a run costs: `vlm3 plan`'s estimate when it can count the data, and the timeout's cap."""
     lines = []
     estimate = plan_estimate(recipe)
     if estimate:

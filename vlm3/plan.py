@@ -197,15 +197,21 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
 
 
 def format_plan(plan: Plan) -> str:
+    epochs = max(plan.epochs, 1)
+    text = plan.tokens_per_epoch - plan.visual_tokens_per_epoch
     lines = [
-        f"{plan.recipe}: {plan.method}, {plan.epochs} epoch(s), {plan.samples_per_epoch:,} samples/epoch, {plan.steps:,} optimizer steps",
-        f"  tokens/epoch {plan.tokens_per_epoch:,} ({plan.visual_tokens_per_epoch:,} visual); "
-        f"total {plan.flops:.3g} FLOPs ({plan.flops_per_token:.3g} per token); memory ~{plan.memory_gb:.1f} GB per GPU",
-        f"  {'GPU':<12} {'hours':>15} {'dollars':>17}  fits   (MFU {MFU_BAND[0]:.0%}-{MFU_BAND[1]:.0%}; {PRICES_AS_OF})",
+        f"{plan.recipe}: {plan.method}, {plan.steps:,} optimizer steps; {plan.flops_per_token:.3g} FLOPs per token; memory ~{plan.memory_gb:.1f} GB per GPU",
+        f"  {'':<16} {'per epoch':>14} {'total (' + str(epochs) + ' epochs)':>20}",
+        f"  {'samples':<16} {plan.samples_per_epoch:>14,} {plan.samples_per_epoch * epochs:>20,}",
+        f"  {'text tokens':<16} {text:>14,} {text * epochs:>20,}",
+        f"  {'visual tokens':<16} {plan.visual_tokens_per_epoch:>14,} {plan.visual_tokens_per_epoch * epochs:>20,}",
+        f"  {'training FLOPs':<16} {plan.flops / epochs:>14.3g} {plan.flops:>20.3g}",
+        f"  {'GPU':<12} {'hours/epoch':>13} {'hours total':>15} {'dollars total':>19}  fits   (MFU {MFU_BAND[0]:.0%}-{MFU_BAND[1]:.0%}; {PRICES_AS_OF})",
     ]
     for est in plan.gpus:
         gpu = f"{est.gpu}:{est.count}" if est.count > 1 else est.gpu
         usd = f"${est.usd[0]:,.2f}-{est.usd[1]:,.2f}" if est.usd else "-"
-        lines.append(f"  {gpu:<12} {est.hours[0]:>6.2f}-{est.hours[1]:<7.2f}h {usd:>17}  {'yes' if est.fits else 'NO'}")
+        per_epoch = f"{est.hours[0] / epochs:.2f}-{est.hours[1] / epochs:.2f}"
+        lines.append(f"  {gpu:<12} {per_epoch:>13} {est.hours[0]:>7.2f}-{est.hours[1]:<7.2f} {usd:>19}  {'yes' if est.fits else 'NO'}")
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

@@ -134,6 +134,9 @@ def judge_estimate_line(recipe: Recipe, report: dict) -> str | None:
     except ImportError:  # the judge's extra (DeepEval) is not installed
         return None
     samples = report["counts"]["val_rows"] if not recipe.eval.max_samples else min(report["counts"]["val_rows"], recipe.eval.max_samples)
+    probes = Path(recipe.data.probes) if recipe.data.probes else None
+    if probes and probes.is_file():
+        samples += sum(1 for line in probes.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
     return str(estimate_judge_cost(recipe.eval.judge, samples))
 
 
@@ -149,6 +152,10 @@ def cmd_resize(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     root = Path(recipe.data.images_root)
     out = Path(args.out)
+    if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents or out.resolve() in root.resolve().parents:
+        from vlm3.cli import UserError
+
+        raise UserError(f"--out {out} overlaps the images root {root}: resized copies go to a separate folder, originals are never touched")
     cache = out / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
     images: set[str] = set()

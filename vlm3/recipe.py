@@ -22,6 +22,7 @@ DEFAULT_MIN_PIXELS = 56 * 56  # the Qwen2-VL processor's own default
 DEFAULT_MAX_PIXELS = 1280 * PIXELS_PER_TOKEN  # ~1 MP: 1,240 tokens for a 1700x2200 page
 
 LANGUAGE_MODEL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+Projection = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # Modal GPU names this project renders (https://modal.com/docs/guide/gpu); ":N" asks for N cards.
 GpuName = Literal["H100", "H200", "A100-80GB", "A100-40GB", "L40S", "A10G", "L4", "T4", "B200", "cpu"]
@@ -65,7 +66,7 @@ class LoraSpec(Strict):
     r: int = Field(default=64, ge=1)  # higher: more capacity, memory and adapter size
     alpha: int = Field(default=128, ge=1)
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: list(LANGUAGE_MODEL_PROJECTIONS))
+    target_modules: list[Projection] = Field(default_factory=lambda: list(LANGUAGE_MODEL_PROJECTIONS), min_length=1)
     # Language model only by default: vLLM drops LoRA on the vision tower unless merged.
     include_vision_tower: bool = False
     modules_to_save: list[str] = Field(default_factory=list)
@@ -234,6 +235,12 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(path, ["file not found: pass a path such as recipes/tiny_cpu_demo.yaml"]) from None
+    except IsADirectoryError:
+        raise RecipeError(path, ["is a folder: pass the recipe files, e.g. recipes/*.yaml"]) from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(path, [f"not UTF-8 text (byte {exc.start}): save the recipe as UTF-8"]) from None
+    except OSError as exc:
+        raise RecipeError(path, [f"cannot be read ({exc.strerror})"]) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -243,7 +250,10 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     if not isinstance(raw, dict):
         raise RecipeError(path, ["the file must be a mapping of keys (name:, model:, data:, ...)"])
     for dotted, value in (overrides or {}).items():
-        set_dotted(raw, dotted, value)
+        try:
+            set_dotted(raw, dotted, value)
+        except TypeError:
+            raise RecipeError(path, [f"{dotted.rsplit('.', 1)[0]}: must be a mapping to set {dotted} from the command line"]) from None
     return parse_recipe(raw, path)
 
 
@@ -258,7 +268,11 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node = raw
     *parents, leaf = dotted.split(".")
     for key in parents:
-        node = node.setdefault(key, {})
+        if node.get(key) is None:
+            node[key] = {}
+        node = node[key]
+        if not isinstance(node, dict):
+            raise TypeError(dotted)
     node[leaf] = value
 
 

@@ -56,10 +56,11 @@ def prepare_run(
         from data_adapters.pipeline import DataError
 
         raise DataError(errors)
+    # Rendered before the run exists: a recipe the renderer refuses leaves no half-made run behind.
+    config = render_axolotl_config(recipe, base_model=base, has_val=bool(data.val))
     run = RunDir.create(recipe, root=root)
     report = prepare_dataset(recipe, run.data_dir, image_dir=image_dir, data=data)
     (run.data_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    config = render_axolotl_config(recipe, base_model=base, has_val=report.val_rows > 0)
     run.config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     run.mark_stage("prepare", "done", train_rows=report.train_rows, val_rows=report.val_rows, dropped=report.dropped)
     return run

@@ -115,7 +115,7 @@ class TrainerEnv:
     def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-        env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")  # no telemetry; these machines may have no network
+        env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")  # no telemetry; training boxes may have no network
         env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
         env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(extra or {})

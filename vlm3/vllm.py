@@ -21,7 +21,7 @@ from vlm3.recipe import Recipe
 
 DEFAULT_PORT = 8000
 IMAGES_PER_PROMPT = {"image": 1, "video": 0}  # one page per question, as in training
-# vLLM accepts only these --max-lora-rank values; its default (16) is below the plan's r 64.
+# vLLM accepts only these --max-lora-rank values; its default (16) is below the reference recipes' r 64.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
