@@ -59,6 +59,7 @@ BAD = [
     ({"name": "Bad Name"}, ["name: String should match pattern"]),
     ({}, ["name: Field required"]),
     ({"name": "x", "train": {"lora": {"target_modules": ["qkv_proj"]}}}, ["train.lora.target_modules.0: Input should be 'q_proj'"]),
+    ({"name": "x", "eval": {"judge": {"model": "claude-3-5-sonnet-20241022"}}}, ["eval.judge.model: claude-3-5-sonnet-20241022 is retired"]),
 ]
 
 

@@ -141,3 +141,16 @@ def test_axolotl_schema_errors_are_reported(tmp_path):
     result = TrainerEnv.locate().run_json(["validate-config", str(config_file)])
     assert not result["ok"]
     assert any(e["field"] == "micro_batch_size" for e in result["errors"])
+
+
+@pytest.mark.parametrize("key,overridden,field", [
+    ("micro_batch_size", set(), "train.micro_batch_size"),
+    ("lora_r", set(), "train.lora.r"),
+    ("micro_batch_size", {"micro_batch_size"}, "axolotl.micro_batch_size"),
+    ("datasets.0.path", set(), "data.train"),
+    ("some_new_key", set(), "axolotl.some_new_key"),
+])
+def test_axolotl_errors_map_back_to_recipe_fields(key, overridden, field):
+    from vlm3.render import recipe_field
+
+    assert recipe_field(key, overridden) == field

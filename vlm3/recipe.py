@@ -158,6 +158,11 @@ class ServeSpec(Strict):
         return check_gpu_name(gpu)
 
 
+# Claude models Anthropic has retired: a judge run with one fails on its first call.
+RETIRED_JUDGES = {"claude-3-5-sonnet-20241022", "claude-3-5-sonnet-20240620", "claude-3-sonnet-20240229",
+                  "claude-3-opus-20240229", "claude-3-haiku-20240307", "claude-2.1", "claude-2.0", "claude-instant-1.2"}
+
+
 class JudgeSpec(Strict):
     provider: Literal["anthropic", "openai"] = "anthropic"
     model: str = "claude-sonnet-5-5"  # the current Sonnet; claude-sonnet-4-5 retires 2026-11-30
@@ -169,6 +174,13 @@ class JudgeSpec(Strict):
     max_unscored_fraction: float = Field(default=0.05, ge=0, le=1)
     concurrency: int = Field(default=4, ge=1)
     use_batch_api: bool = False
+
+    @field_validator("model")
+    @classmethod
+    def not_retired(cls, model: str) -> str:
+        if model in RETIRED_JUDGES:
+            raise ValueError(f"{model} is retired; use a current model such as 'claude-sonnet-5-5'")
+        return model
 
 
 class EvalSpec(Strict):

@@ -23,6 +23,32 @@ MLP = ("gate_proj", "up_proj", "down_proj")
 VISION = ("qkv", "proj", "fc1", "fc2")  # Qwen2-VL vision blocks: attn.qkv, attn.proj, mlp.fc1, mlp.fc2
 
 
+# Where each rendered Axolotl key comes from in the recipe, so Axolotl's schema errors can name the recipe field.
+RECIPE_FIELD = {
+    "base_model": "model.base", "trust_remote_code": "model.trust_remote_code",
+    "processor_kwargs": "images", "sequence_len": "train.sequence_len", "micro_batch_size": "train.micro_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps", "num_epochs": "train.epochs",
+    "max_steps": "train.max_steps", "learning_rate": "train.learning_rate", "lr_scheduler": "train.lr_scheduler",
+    "warmup_ratio": "train.warmup_ratio", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
+    "optimizer": "train.optimizer", "bf16": "train.precision", "fp16": "train.precision", "tf32": "compute.gpu",
+    "gradient_checkpointing": "train.gradient_checkpointing", "flash_attention": "train.flash_attention",
+    "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "eval_steps": "train.eval_steps",
+    "save_total_limit": "train.save_total_limit", "seed": "train.seed", "adapter": "train.method",
+    "load_in_4bit": "train.method", "lora_r": "train.lora.r", "lora_alpha": "train.lora.alpha",
+    "lora_dropout": "train.lora.dropout", "lora_target_modules": "train.lora.target_modules",
+    "lora_modules_to_save": "train.lora.modules_to_save", "merge_method": "train.merge_method",
+    "deepspeed": "train.deepspeed", "datasets": "data.train", "test_datasets": "data.val",
+}
+
+
+def recipe_field(axolotl_key: str, overridden: set[str]) -> str:
+    """The recipe field an Axolotl config key came from (`axolotl.<key>` for the raw override block)."""
+    top = axolotl_key.split(".", 1)[0]
+    if top in overridden or top not in RECIPE_FIELD:
+        return f"axolotl.{axolotl_key}"
+    return RECIPE_FIELD[top]
+
+
 def lora_target_regex(targets: list[str], include_vision_tower: bool = False) -> str:
     """A PEFT full-match regex over the language model's projections (and the vision tower's, if asked)."""
     unknown = [t for t in targets if t not in ATTENTION + MLP]

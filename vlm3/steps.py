@@ -72,7 +72,15 @@ def check_rendered_config(run: RunDir, env: TrainerEnv) -> None:
         ["validate-config", str(run.config_file), "--gpu", recipe.compute.gpu_type, "--gpu-count", str(max(recipe.compute.gpu_count, 1))]
     )
     if not result["ok"]:
-        lines = [f"  axolotl.{e['field']}: {e['message']}" if e["field"] else f"  {e['message']}" for e in result["errors"]]
+        from vlm3.render import recipe_field
+
+        overridden = set(recipe.axolotl)
+        lines = [
+            f"  {recipe_field(e['field'], overridden)}: {e['message']}" + (f" (Axolotl key {e['field']})" if e["field"] else "")
+            if e["field"] else f"  {e['message']}"
+            for e in result["errors"]
+        ]
+        run.mark_stage("validate", "failed", errors=result["errors"])
         raise StepError(
             f"Axolotl rejects the config rendered from {run.recipe_file} ({run.config_file}):\n"
             + "\n".join(lines)
