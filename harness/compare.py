@@ -38,6 +38,7 @@ class MetricDelta:
     delta: float  # mean of the paired differences b - a
     ci_low: float
     ci_high: float
+    unscored: int = 0  # judge metrics: pairs left out because either side is unscored
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,17 @@ def _metric_delta(name: str, extract: Callable[[dict], float | None], pairs: lis
         return None
     diffs = [vb - va for va, vb in values]
     ci_low, ci_high = paired_bootstrap_ci(diffs, resamples, seed, CI_LEVEL)
+    unscored = 0
+    if name.startswith("judge:"):
+        judge_name = name.split(":", 1)[1]
+        unscored = sum(1 for a, b in pairs if _is_unscored(a, judge_name) or _is_unscored(b, judge_name))
     return MetricDelta(name=name, n=len(values), mean_a=fmean(va for va, _ in values),
-                       mean_b=fmean(vb for _, vb in values), delta=fmean(diffs), ci_low=ci_low, ci_high=ci_high)
+                       mean_b=fmean(vb for _, vb in values), delta=fmean(diffs), ci_low=ci_low, ci_high=ci_high,
+                       unscored=unscored)
+
+
+def _is_unscored(sample: dict, judge_name: str) -> bool:
+    return bool(_dict(_dict(_dict(sample.get("judge")).get("metrics")).get(judge_name)).get("unscored"))
 
 
 def _flip(a: dict, b: dict) -> Flip | None:
@@ -211,7 +221,7 @@ def excludes_zero(m: MetricDelta) -> bool:
 
 
 def _metric_cells(c: Comparison) -> list[list[str]]:
-    return [[m.name, str(m.n), format_value(m.name, m.mean_a), format_value(m.name, m.mean_b),
+    return [[m.name, f"{m.n} ({m.unscored} unscored)" if m.unscored else str(m.n), format_value(m.name, m.mean_a), format_value(m.name, m.mean_b),
              format_delta(m.name, m.delta), format_ci(m.name, m.ci_low, m.ci_high)] for m in c.metrics]
 
 

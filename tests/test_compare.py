@@ -159,7 +159,7 @@ def test_to_dict_is_json_serialisable_and_complete():
     data = json.loads(json.dumps(c.to_dict()))
     assert data["label_b"] == "tuned" and data["paired"] == 1
     assert data["metrics"][1] == {"name": "token_f1", "n": 1, "mean_a": 0.5, "mean_b": 0.75, "delta": 0.25,
-                                  "ci_low": 0.25, "ci_high": 0.25}
+                                  "ci_low": 0.25, "ci_high": 0.25, "unscored": 0}
     assert data["flips"][0]["before"] is True and data["flips"][0]["after"] is False
 
 
@@ -215,3 +215,16 @@ def test_compare_html_escapes_data(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "&quot;&gt;&lt;img onerror=y&gt;" in text
     assert "judge:&lt;evil&gt;" in text
+
+
+def test_unscored_judge_pairs_are_counted_and_shown():
+    def rec(sample_id, score, unscored=False):
+        metric = {"score": None, "unscored": True, "raw": "??"} if unscored else {"score": score, "passed": score >= 0.7, "unscored": False}
+        return {"id": sample_id, "passed": None, "checks": {}, "judge": {"metrics": {"correctness": metric}}}
+
+    a = [rec("1", 0.5), rec("2", 0.6), rec("3", 0.4)]
+    b = [rec("1", 0.9), rec("2", 0.0, unscored=True), rec("3", 0.8)]
+    comparison = compare_scores(a, b, "a", "b", resamples=200)
+    judge = next(m for m in comparison.metrics if m.name == "judge:correctness")
+    assert (judge.n, judge.unscored) == (2, 1)
+    assert "2 (1 unscored)" in format_comparison(comparison)
