@@ -13,30 +13,31 @@ from data_adapters.checks import DatasetScan
 from harness.html import document, svg, svg_text, table, tag
 
 
-def svg_token_histogram(tokens: list[int], limit: int, bins: int = 24) -> str:
-    """Row lengths in tokens, with the recipe's sequence limit drawn as a red line."""
+def svg_length_histogram(tokens: list[int], label: str, limit: int | None = None, bins: int = 24) -> str:
+    """A histogram of lengths; a limit (the recipe's sequence length) is drawn as a red line."""
     width, height, left, bottom, top = 560, 220, 40, 30, 18
     plot_w, plot_h = width - left - 14, height - bottom - top
-    high = max([limit, *tokens]) * 1.05 if tokens else limit * 1.05
+    high = max([limit or 1, *tokens]) * 1.05
     counts = [0] * bins
     for value in tokens:
         counts[min(int(value / high * bins), bins - 1)] += 1
     tallest = max(counts) or 1
     bar_w = plot_w / bins
-    parts = [svg_text(left, 12, f"tokens per row (text + visual), n={len(tokens)}")]
+    parts = [svg_text(left, 12, f"{label}, n={len(tokens)}")]
     for i, count in enumerate(counts):
         bar_h = plot_h * count / tallest
         x, y = left + i * bar_w, top + plot_h - bar_h
-        parts.append(tag("rect", tag("title", f"{int(i * high / bins)}-{int((i + 1) * high / bins)} tokens: {count}"),
+        parts.append(tag("rect", tag("title", f"{int(i * high / bins)}-{int((i + 1) * high / bins)}: {count}"),
                          x=f"{x + 1:.1f}", y=f"{y:.1f}", width=f"{bar_w - 2:.1f}", height=f"{bar_h:.1f}", fill="#4a78c2"))
     axis_y = top + plot_h
     parts.append(tag("line", x1=left, y1=axis_y, x2=left + plot_w, y2=axis_y, stroke="#1d2330"))
     for tick in (0, 0.5, 1.0):
         parts.append(svg_text(left + tick * plot_w, axis_y + 14, f"{int(tick * high):,}", anchor="middle"))
-    limit_x = left + plot_w * limit / high
-    parts.append(tag("line", x1=f"{limit_x:.1f}", y1=top, x2=f"{limit_x:.1f}", y2=axis_y, stroke="#c0392b", stroke_width=2, stroke_dasharray="4 3"))
-    parts.append(svg_text(limit_x - 4, top + 10, f"sequence_len {limit:,}", anchor="end", fill="#c0392b"))
-    return svg(width, height, "token length histogram", parts)
+    if limit:
+        limit_x = left + plot_w * limit / high
+        parts.append(tag("line", x1=f"{limit_x:.1f}", y1=top, x2=f"{limit_x:.1f}", y2=axis_y, stroke="#c0392b", stroke_width=2, stroke_dasharray="4 3"))
+        parts.append(svg_text(limit_x - 4, top + 10, f"sequence_len {limit:,}", anchor="end", fill="#c0392b"))
+    return svg(width, height, label, parts)
 
 
 def counts_table(title: str, counter: Counter) -> str:
@@ -59,9 +60,10 @@ def render_dataset_card(report: dict, scan: DatasetScan, out_path: Path) -> Path
     problems = [[p["file"] + (f":{p['line']}" if p["line"] else ""), p["severity"], p["code"], p["message"]] for p in report["problems"][:500]]
     body = [
         tag("h1", f"Dataset card: {report['recipe']}"),
-        table(["", ""], summary),
-        tag("h2", "Token lengths"),
-        svg_token_histogram([r.tokens for r in rows], report["sequence_len"]),
+        table(["", "value"], summary),
+        tag("h2", "Lengths"),
+        tag("div", svg_length_histogram([r.tokens for r in rows], "tokens per row (text + visual)", report["sequence_len"]),
+            svg_length_histogram([r.answer_words for r in rows], "answer length in words"), class_="plots"),
         tag("h2", "Rows by content type and section"),
         tag("div", counts_table("content type", Counter(r.content_type for r in rows)),
             counts_table("section", Counter(r.section for r in rows)), class_="plots"),

@@ -3,7 +3,7 @@
 Usage:
     vlm3 check recipes/e30m3_lora.yaml [--strict] [--decode-images]   # exit 1 on errors
     vlm3 plan recipes/e30m3_lora.yaml                                 # tokens, hours, dollars, memory
-    vlm3 resize recipes/e30m3_lora.yaml --out resized/                # pre-resized copies, originals untouched
+    vlm3 resize recipes/e30m3_lora.yaml                               # pre-resized copies in runs/<recipe>/resized/, originals untouched
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ def cmd_resize(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     root = Path(recipe.data.images_root)
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path("runs") / recipe.name / "resized" / f"max{recipe.images.max_pixels}"
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents or out.resolve() in root.resolve().parents:
         from vlm3.cli import UserError
 
@@ -203,6 +203,6 @@ def register(sub) -> None:
 
     p = sub.add_parser("resize", help="write pre-resized images at the recipe's pixel cap (content-hash cached)")
     p.add_argument("recipe")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="folder for the copies (default runs/<recipe>/resized/max<max_pixels>)")
     p.set_defaults(func=cmd_resize)
 
