@@ -164,7 +164,7 @@ def read_pipeline(path: str | Path) -> tuple[list[PipelineRow], list[Problem]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM some editors write
             except UnicodeDecodeError as exc:
                 problems.append(Problem(name, number, f"not UTF-8 text (byte {exc.start + 1} of the line): save the file as UTF-8", code="encoding"))
                 continue
