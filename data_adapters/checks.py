@@ -39,12 +39,16 @@ def inspect_image(images_root: Path, image: str, decode: bool) -> ImageInfo:
     try:
         with Image.open(path) as img:
             width, height = img.size
+            transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
             if decode:
                 img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return ImageInfo(path, problem=f"image {image!r} cannot be decoded ({exc})", code="image_undecodable")
     if min(width, height) < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         return ImageInfo(path, width, height, f"image {image!r} is {width}x{height}: Qwen2-VL refuses an aspect ratio over {MAX_ASPECT_RATIO}", "image_aspect")
+    if transparent:
+        return ImageInfo(path, width, height, f"image {image!r} has an alpha channel: the processor drops it, so transparent "
+                         "pixels train as black; `vlm3 resize` writes copies flattened onto white", "image_alpha")
     return ImageInfo(path, width, height)
 
 
@@ -106,7 +110,9 @@ def scan_dataset(
         if row.image not in infos:
             infos[row.image] = inspect_image(images_root, row.image, decode_images)
         info = infos[row.image]
-        if info.problem:
+        if info.problem and info.code == "image_alpha":
+            problems.append(Problem(row.file, row.line, info.problem, "warning", info.code))
+        elif info.problem:
             problems.append(Problem(row.file, row.line, info.problem, code=info.code))
             continue
         if min(info.width, info.height) < MIN_IMAGE_SIDE or info.width * info.height > MAX_IMAGE_PIXELS:
@@ -122,7 +128,7 @@ def scan_dataset(
             severity = "error" if recipe.data.long_rows == "fail" else "warning"
             action = "raise train.sequence_len, lower images.max_pixels, or set data.long_rows: drop" if severity == "error" else "dropped"
             problems.append(Problem(row.file, row.line, f"~{tokens} tokens is over train.sequence_len {recipe.train.sequence_len} ({action})", severity, "too_long"))
-    scan.images = sum(1 for info in infos.values() if not info.problem)
+    scan.images = sum(1 for info in infos.values() if not info.problem or info.code == "image_alpha")
 
     for rows in (train, val):
         seen: dict[str, PipelineRow] = {}

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
+# Qwen2-VL's control tokens: in a row's text they break the chat template or the image placeholders.
+SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ def parse_row(obj: Any, file: str, line: int) -> tuple[PipelineRow | None, list[
         bad("'conversations' must be a non-empty list of {\"role\", \"content\"} turns", "conversations")
         return None, problems
     metadata = obj.get("metadata", {})
+    if metadata is None:
+        metadata = {}
     if not isinstance(metadata, dict):
         bad("'metadata' must be an object")
         metadata = {}
@@ -131,6 +137,9 @@ def parse_row(obj: Any, file: str, line: int) -> tuple[PipelineRow | None, list[
         if not content.strip():
             what = "an empty answer" if role == "assistant" else "empty"
             bad(f"conversations[{i}] ({role}) is {what}: write the text or drop the row", "empty_turn")
+        tokens = [t for t in SPECIAL_TOKENS if t in content]
+        if tokens:
+            bad(f"conversations[{i}] ({role}) contains the model's control token(s) {', '.join(tokens)}: remove them", "special_token")
         turns.append(Turn(str(role), content))
     problems.extend(check_turn_order(turns, file, line))
     if problems:
@@ -185,10 +194,12 @@ def read_pipeline(path: str | Path) -> tuple[list[PipelineRow], list[Problem]]:
 
 
 def resolve_image(images_root: Path, image: str) -> Path | None:
-    """The image's path under images_root, or None when it would escape it ("../", absolute paths)."""
-    root = images_root.resolve()
-    candidate = (root / image).resolve()
-    if candidate != root and root in candidate.parents:
+    """The image's path under images_root, or None when it would escape it ("../", absolute paths).
+
+    The test is on the path as written, so an images folder that is a symlink still works."""
+    root = Path(os.path.abspath(images_root))
+    candidate = Path(os.path.normpath(root / image))
+    if not Path(image).is_absolute() and candidate != root and root in candidate.parents:
         return candidate
     return None
 

@@ -60,6 +60,7 @@ class Comparison:
     only_b: int
     metrics: list[MetricDelta]
     flips: list[Flip]
+    errored: int = 0  # pairs left out because a side has no answer (a failed request is not a wrong answer)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,15 +192,16 @@ def _flip(a: dict, b: dict) -> Flip | None:
 def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a", label_b: str = "b",
                    resamples: int = 2000, seed: int = 0) -> Comparison:
     """Compare B against A on every metric both sides have; metrics with no usable pair are left out."""
-    pairs = pair_by_id(scores_a, scores_b)
+    all_pairs = pair_by_id(scores_a, scores_b)
+    pairs = [(a, b) for a, b in all_pairs if not a.get("error") and not b.get("error")]
     # Only a judge metric present on both sides of some pair can be compared.
     judge_names = _judge_metric_names([a for a, _ in pairs]) & _judge_metric_names([b for _, b in pairs])
     extractors = {**BASE_METRICS, **{f"judge:{name}": judge_score(name) for name in sorted(judge_names)}}
     metrics = [delta for name, extract in extractors.items()
                if (delta := _metric_delta(name, extract, pairs, resamples, seed)) is not None]
     flips = [flip for a, b in pairs if (flip := _flip(a, b)) is not None]
-    return Comparison(label_a=label_a, label_b=label_b, paired=len(pairs), only_a=len(scores_a) - len(pairs),
-                      only_b=len(scores_b) - len(pairs), metrics=metrics, flips=flips)
+    return Comparison(label_a=label_a, label_b=label_b, paired=len(pairs), only_a=len(scores_a) - len(all_pairs),
+                      only_b=len(scores_b) - len(all_pairs), metrics=metrics, flips=flips, errored=len(all_pairs) - len(pairs))
 
 
 def format_value(name: str, value: float) -> str:
@@ -256,12 +258,14 @@ def pass_to_fail(c: Comparison) -> list[Flip]:
 def format_comparison(c: Comparison) -> str:
     """A plain-text table of the metric deltas, then the flipped samples (at most 20 per direction)."""
     lines = [f"A = {_one_line(c.label_a)}, B = {_one_line(c.label_b)}: {c.paired} paired samples "
-             f"({c.only_a} only in A, {c.only_b} only in B)", ""]
+             f"({c.only_a} only in A, {c.only_b} only in B"
+             + (f"; {c.errored} left out: no answer on a side, run `vlm3 generate` again" if c.errored else "") + ")", ""]
     rows = [[_one_line(cell) for cell in row] for row in _metric_cells(c)]
     for row, m in zip(rows, c.metrics):
         row[-1] += " *" if excludes_zero(m) else ""
     lines += _text_table([_one_line(h) for h in _headers(c)], rows) if rows else ["no metric has a value on both sides"]
-    lines.append(f"* the {CI_LEVEL:.0%} interval excludes zero")
+    if any(excludes_zero(m) for m in c.metrics):
+        lines.append(f"* the {CI_LEVEL:.0%} interval excludes zero")
     for title, flips in (("fail -> pass", fail_to_pass(c)), ("pass -> fail", pass_to_fail(c))):
         lines += ["", f"{title}: {len(flips)}"]
         lines += [f"  {_one_line(f.id, 24)}  [{_one_line(f.kind or '-', 8)}/{_one_line(f.category or '-', 24)}]  "
@@ -283,7 +287,7 @@ def render_compare_html(c: Comparison, out_path: Path) -> Path:
     body = [
         tag("h1", title),
         tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
-                 f"{c.only_b} only in B. Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap.", class_="muted"),
+                 f"{c.only_b} only in B, {c.errored} left out for a missing answer. Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap.", class_="muted"),
         tag("section", tag("h2", "Metrics"), table(_headers(c), rows) if rows else tag("p", "No metric has a value on both sides."),
             svg_delta_whiskers(whiskers, "metric deltas with confidence intervals") if whiskers else None, id="metrics"),
         _flip_section("Fail → pass", fail_to_pass(c), "fail-to-pass"),

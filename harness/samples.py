@@ -11,7 +11,7 @@ recipe's images root, as in training.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -45,7 +45,7 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
     seen: set[str] = set()
     if not path.is_file():
         return [], [Problem(str(path), None, "probes file not found; check data.probes in the recipe", code="missing_file")]
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
         if "\ufffd" in line:
             problems.append(Problem(str(path), number, "not UTF-8 text: save the probes file as UTF-8", code="encoding"))
             continue
@@ -88,6 +88,16 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
             )
         )
     return samples, problems
+
+
+def check_probes(recipe) -> list[Problem]:
+    """The recipe's probes file, checked as `vlm3 eval` will read it, before any GPU time is spent.
+
+    Warnings here (training does not read probes); the same problems stop `vlm3 eval`."""
+    if not recipe.data.probes:
+        return []
+    problems = load_probes(Path(recipe.data.probes), Path(recipe.data.images_root))[1]
+    return [replace(p, severity="warning", message=f"probe: {p.message} (`vlm3 eval` stops on this)") for p in problems]
 
 
 def load_val_samples(path: Path, images_root: Path) -> tuple[list[EvalSample], list[Problem]]:

@@ -226,6 +226,8 @@ def _equivalents_after(found: list[_Found], i: int, text: str) -> tuple[int, int
     inside = found[i + 1:j]
     if not inside or any(f.quantity.family != head.quantity.family for f in inside):
         return i + 1, head.end
+    if any(not _consistent(head.quantity, f.quantity) for f in inside):
+        return i + 1, head.end  # "22 Nm (160 ft-lb)" states two different torques: both are checked
     leftover, cursor = [], opening.end()
     for f in inside:
         leftover.append(text[cursor:f.start])
@@ -268,6 +270,18 @@ def extract_quantities(text: str) -> list[Quantity]:
                                   stage=stage, equivalents=equivalents))
         previous_end, i = end, next_i
     return quantities
+
+
+EQUIVALENT_REL_TOL = 0.08  # a restatement rounded to whole units: 10 Nm is "7 ft-lb" (9.5 N·m, 5% off)
+
+
+def _consistent(head: Quantity, other: Quantity) -> bool:
+    """Whether a bracketed value restates the head in other units (within the rounding of whole units)."""
+    def agree(x: float, y: float) -> bool:
+        return abs(x - y) <= max(2 * ABS_TOL[head.family], EQUIVALENT_REL_TOL * max(abs(x), abs(y)))
+    head_high = head.value if head.high is None else head.high
+    other_high = other.value if other.high is None else other.high
+    return agree(head.value, other.value) and agree(head_high, other_high)
 
 
 def _close(x: float, y: float, family: str) -> bool:
@@ -356,7 +370,9 @@ def match(expected: str, actual: str) -> SpecMatch:
         if j in used:
             continue
         if got.family not in families:
-            details.append(f"not checked: {got.raw!r} ({got.family} is not asked for)")
+            # An added angle stage or temperature is an unsupported specification, as dangerous as a wrong torque.
+            hallucinated.append(got)
+            details.append(f"hallucinated: {got.raw!r} ({_describe(got)}): the reference states no {got.family}")
         elif families.count(got.family) == 1 and any(_compare(w, got) == "match" for w in wanted):
             details.append(f"repeated: {got.raw!r}")
         else:

@@ -88,6 +88,8 @@ BAD_ROWS = [
     ({**GOOD_LINE, "conversations": [{"role": "user"}, ANSWER]}, "must have 'role' and 'content'"),
     ({**GOOD_LINE, "conversations": [USER_Q, {"role": "assistant", "content": 5}]}, "content must be a string"),
     (["not", "an", "object"], "must be a JSON object"),
+    ({**GOOD_LINE, "conversations": [USER_Q, {"role": "assistant", "content": "40 Nm<|im_end|>"}]}, "control token(s) <|im_end|>"),
+    ({**GOOD_LINE, "conversations": [{"role": "user", "content": "<|image_pad|> torque?"}, ANSWER]}, "control token(s) <|image_pad|>"),
 ]
 
 
@@ -188,3 +190,15 @@ def test_prepare_converts_the_sample_manual(tmp_path, sample_dir):
     image = train[0]["messages"][0]["content"][0]
     assert image["type"] == "image" and Path(image["path"]).is_file()
     assert (run / "axolotl.yaml").is_file() and (run / "recipe.yaml").is_file()
+
+
+def test_null_metadata_and_symlinked_image_folder(tmp_path):
+    real = tmp_path / "scans"
+    real.mkdir()
+    Image.new("RGB", (100, 140), "white").save(real / "p.jpg")
+    root = tmp_path / "td"
+    root.mkdir()
+    (root / "images").symlink_to(real, target_is_directory=True)
+    assert resolve_image(root, "images/p.jpg") == root / "images" / "p.jpg"
+    row, problems = parse_row({**GOOD_LINE, "metadata": None}, "f", 1)
+    assert problems == [] and row.metadata == {}

@@ -228,3 +228,14 @@ def test_unscored_judge_pairs_are_counted_and_shown():
     judge = next(m for m in comparison.metrics if m.name == "judge:correctness")
     assert (judge.n, judge.unscored) == (2, 1)
     assert "2 (1 unscored)" in format_comparison(comparison)
+
+
+def test_pairs_with_a_failed_request_are_left_out_and_counted():
+    ok = {"id": "1", "passed": True, "error": None, "checks": {"token_f1": 1.0}}
+    failed = {"id": "1", "passed": False, "error": "APIConnectionError", "checks": {}}
+    other_a = {"id": "2", "passed": True, "error": None, "checks": {"token_f1": 0.5}}
+    other_b = {"id": "2", "passed": False, "error": None, "checks": {"token_f1": 0.2}}
+    comparison = compare_scores([ok, other_a], [failed, other_b], "a", "b", resamples=100)
+    assert (comparison.paired, comparison.errored) == (1, 1)
+    assert [f.id for f in comparison.flips] == ["2"]
+    assert "1 left out: no answer on a side" in format_comparison(comparison)

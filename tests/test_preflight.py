@@ -29,7 +29,7 @@ def dataset(tmp: Path, train: list[dict], val: list[dict] | None = None, sizes: 
     root = tmp / "td"
     (root / "images").mkdir(parents=True, exist_ok=True)
     for name, size in {"p.jpg": (850, 1100), "q.jpg": (850, 1100), **(sizes or {})}.items():
-        Image.new("RGB", size, "white").save(root / "images" / name)
+        Image.new("RGBA" if name.endswith(".png") else "RGB", size, (0, 0, 0, 0) if name.endswith(".png") else "white").save(root / "images" / name)
     (root / "vlm_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
     (root / "vlm_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (val if val is not None else [line("images/q.jpg")])))
     recipe = parse_recipe({"name": "t", "compute": {"gpu": "cpu"}, "train": {"sequence_len": seq},
@@ -58,6 +58,7 @@ CHECKS = [
     ("duplicate", [line(), line()], {}, "duplicate", "warning"),
     ("too long (fail)", [line()], {"seq": 300}, "too_long", "error"),
     ("too long (drop)", [line()], {"seq": 300, "long_rows": "drop"}, "too_long", "warning"),
+    ("transparent page", [line("images/clear.png")], {"sizes": {"clear.png": (850, 1100)}}, "image_alpha", "warning"),
 ]
 
 
@@ -204,3 +205,26 @@ def test_resize_refuses_to_write_into_the_images_root(tmp_path):
         proc = run_cli("resize", str(recipe_file), "--out", str(out))
         assert proc.returncode == 1 and "overlaps the images root" in proc.stderr
     assert (root / "images" / "p.jpg").read_bytes() == before
+
+
+def test_check_warns_about_probes_that_eval_would_refuse(tmp_path):
+    root, _ = dataset(tmp_path, [line()])
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text("\ufeff" + json.dumps({"id": "a", "category": "torque_spec", "image": "images/p.jpg", "question": "Q?", "expected_answer": "40 Nm"}) + "\n"
+                      + json.dumps({"id": "b", "category": "torque_spec", "image": "images/none.jpg", "question": "Q?", "expected_answer": "40 Nm"}) + "\n")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ncompute: {{gpu: cpu}}\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}, probes: {probes}}}\n")
+    proc = run_cli("check", str(recipe_file), "--out", str(tmp_path / "pf"))
+    assert proc.returncode == 0, proc.stdout  # a warning: training does not read probes
+    assert "probes.jsonl:2" in proc.stdout and "images/none.jpg" in proc.stdout and "vlm3 eval` stops" in proc.stdout
+    assert "probes.jsonl:1" not in proc.stdout  # the BOM is accepted
+
+
+def test_resize_flattens_transparent_pages_onto_white(tmp_path):
+    root, _ = dataset(tmp_path, [line("images/clear.png")], sizes={"clear.png": (850, 1100)})
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}}}\n")
+    out = tmp_path / "resized"
+    assert run_cli("resize", str(recipe_file), "--out", str(out)).returncode == 0
+    with Image.open(out / "images" / "clear.png") as img:
+        assert img.mode == "RGB" and img.getextrema() == ((255, 255),) * 3

@@ -152,7 +152,11 @@ STAGES = "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°"
         ("40 Nm", "50 Nm", False),
         ("40 Nm", "The torque is 40 Nm, so use 40 Nm.", True),  # plain repetition
         ("40 Nm", "40 Nm and 120 Nm", False),  # hallucinated extra torque
-        ("40 Nm", "40 Nm with the engine at 80 °C", True),  # temperature not asked for
+        ("40 Nm", "40 Nm with the engine at 80 °C", False),  # a temperature the reference does not state
+        ("Tighten to 22 Nm", "Tighten to 22 Nm, then 90°", False),  # an invented angle stage
+        ("22 Nm", "22 Nm (160 ft-lb)", False),  # the bracket states a different torque
+        ("90 Nm (66 ft-lb)", "90 Nm (80 ft-lb)", False),
+        ("10 Nm (7 ft-lb)", "10 Nm (7 ft-lb)", True),  # whole-unit rounding of an equivalent is fine
         ("40 Nm", "40°", False),
         ("40 Nm", "", False),
         ("2.5 Nm", "22 in-lb", True),
@@ -231,10 +235,11 @@ def test_match_missing_stage_scores_partially():
     assert any("missing" in line for line in result.details)
 
 
-def test_match_other_families_are_reported_not_judged():
+def test_match_quantities_of_other_families_are_hallucinations():
     result = match("40 Nm", "40 Nm at 80 °C")
-    assert result.passed
-    assert any(line.startswith("not checked: '80 °C'") for line in result.details)
+    assert not result.passed
+    assert [q.family for q in result.hallucinated] == ["temperature"]
+    assert any(line.startswith("hallucinated: '80 °C'") for line in result.details)
 
 
 @pytest.mark.parametrize("expected", ["Replace the gasket.", "Use two bolts", ""])

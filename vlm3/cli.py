@@ -103,8 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     dropped = f", {report['dropped']} over-long row(s) dropped" if report["dropped"] else ""
     console.print(f"data checked and converted ({len(report['warnings'])} warning(s){dropped}); Axolotl accepts the rendered config")
     result = train_with_progress(run, env)
-    first, final = result.log.to_dict()["first_loss"], result.log.to_dict()["final_loss"]
-    console.print(f"trained {result.log.total_steps} steps: loss {first} -> {final}; adapter in {result.adapter_dir}")
+    console.print(f"trained {describe_training(result.log)}; adapter in {result.adapter_dir}")
     if args.merge:
         merge_and_report(run, env)
     run.point_latest()
@@ -129,6 +128,17 @@ def train_with_progress(run: RunDir, env):
             bar.update(task, completed=watcher.step, total=watcher.total_steps or None, loss=loss)
 
         return train_run(run, env, on_output=show)
+
+
+def describe_training(log) -> str:
+    """'465 steps: loss 6.6 -> 0.03', saying so when too few losses were logged to show a trend."""
+    metrics = log.to_dict()
+    text = f"{log.total_steps} steps: loss {metrics['first_loss']} -> {metrics['final_loss']}"
+    if len(log.losses) < 2:
+        text += " (one loss logged: lower train.logging_steps to see the trend)"
+    if len(log.eval_losses) >= 2:
+        text += f"; eval loss {log.eval_losses[0]} -> {log.eval_losses[-1]}"
+    return text
 
 
 def merge_and_report(run: RunDir, env) -> None:

@@ -228,7 +228,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on the tiny model: train, merge, serve base and fine-tuned, generate, score, compare."""
     from harness.evaluation import write_json
-    from vlm3.cli import merge_and_report, train_with_progress
+    from vlm3.cli import describe_training, merge_and_report, train_with_progress
     from vlm3.steps import check_rendered_config, prepare_run
     from vlm3.trainer_env import TrainerEnv
 
@@ -239,7 +239,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_rendered_config(run, env)
     result = train_with_progress(run, env)
     metrics = result.log.to_dict()
-    console().print(f"trained {result.log.total_steps} steps: loss {metrics['first_loss']} -> {metrics['final_loss']}")
+    console().print(f"trained {describe_training(result.log)}")
     merge_and_report(run, env)
     run.point_latest()
 

@@ -35,7 +35,10 @@ def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetSca
     val, val_problems = read_pipeline(recipe.data.val)
     tokenizer = load_tokenizer(recipe.model.base)
     scan = scan_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images, tokenizer=tokenizer)
+    from harness.samples import check_probes
+
     scan.problems[:0] = train_problems + val_problems
+    scan.problems += check_probes(recipe)
     tokens = sorted(r.tokens for r in scan.rows) or [0]
     words = [r.answer_words for r in scan.rows] or [0]
     report = {
@@ -140,6 +143,18 @@ def judge_estimate_line(recipe: Recipe, report: dict) -> str | None:
     return str(estimate_judge_cost(recipe.eval.judge, samples))
 
 
+def flatten_on_white(img):
+    """RGB, with any transparency composited onto white (a page's background), not dropped to black."""
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA", "PA", "P") and (img.mode != "P" or "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        page = Image.new("RGB", rgba.size, "white")
+        page.paste(rgba, mask=rgba.getchannel("A"))
+        return page
+    return img.convert("RGB")
+
+
 def content_key(path: Path, max_pixels: int, min_pixels: int) -> str:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
     return f"{digest}-{min_pixels}-{max_pixels}"
@@ -175,7 +190,7 @@ def cmd_resize(args: argparse.Namespace) -> int:
             staging = cache / f".{key}.partial{source.suffix.lower()}"
             with Image.open(source) as img:
                 height, width = resized_size(img.height, img.width, recipe.images.min_pixels, recipe.images.max_pixels)
-                img.convert("RGB").resize((width, height), Image.Resampling.BICUBIC).save(staging, quality=90)
+                flatten_on_white(img).resize((width, height), Image.Resampling.BICUBIC).save(staging, quality=90)
             os.replace(staging, cached)
             written += 1
         target = out / image

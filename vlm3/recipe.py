@@ -41,7 +41,7 @@ class DataSpec(Strict):
     train: str = "training_data/vlm_train.jsonl"
     val: str = "training_data/vlm_val.jsonl"
     images_root: str = "training_data"  # the pipeline writes "images/21-03.jpg" relative to this
-    probes: str | None = "harness/probes/e30m3.jsonl"
+    probes: str | None = None  # hand-written probes (JSONL), e.g. harness/probes/e30m3.jsonl
     max_samples: int | None = Field(default=None, ge=1)  # cap training rows (train-dev runs)
     max_val_samples: int | None = Field(default=None, ge=1)
     system_prompt: str | None = None

@@ -50,8 +50,10 @@ def prepare_run(
     from data_adapters.convert import load_data
 
     base = base_model or resolve_base_model(recipe)
+    from harness.samples import check_probes
+
     data = load_data(recipe)  # raises nothing; errors are collected
-    errors = [p for p in data.problems if p.severity == "error"]
+    errors = [p for p in data.problems + check_probes(recipe) if p.severity == "error"]
     if errors:
         from data_adapters.pipeline import DataError
 
