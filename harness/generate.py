@@ -59,8 +59,9 @@ def image_data_url(path: str) -> str:
 
 
 def build_messages(sample: EvalSample, system_prompt: str | None = None) -> list[dict]:
-    """The image first, then the question: the order the model was trained on."""
+    """The image first, then the question: the order the model was trained on (with the row's own system turn)."""
     messages: list[dict] = []
+    system_prompt = getattr(sample, "system", None) or system_prompt
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
     messages.append(
@@ -79,7 +80,8 @@ def prompt_hash(sample: EvalSample, settings: GenerationSettings) -> str:
     """Changes when anything that shapes the answer changes: image bytes, question, system prompt, limits."""
     digest = hashlib.sha256()
     digest.update(hashlib.sha256(Path(sample.image).read_bytes()).digest())
-    digest.update(json.dumps([sample.question, settings.system_prompt, settings.max_tokens, TEMPERATURE]).encode())
+    system = getattr(sample, "system", None) or settings.system_prompt
+    digest.update(json.dumps([sample.question, system, settings.max_tokens, TEMPERATURE]).encode())
     return digest.hexdigest()[:16]
 
 

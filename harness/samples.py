@@ -33,6 +33,7 @@ class EvalSample:
     content_type: str | None = None
     source: str | None = None  # "train_page" / "val_page" for probes that say so
     page_text: str | None = None  # the page's text when the pipeline provides it (judge context)
+    system: str | None = None  # the row's own system turn, sent as in training (else the recipe's system_prompt)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -121,6 +122,7 @@ def load_val_samples(path: Path, images_root: Path) -> tuple[list[EvalSample], l
                 content_type=meta.get("content_type"),
                 source="val_page",
                 page_text=meta.get("page_text") if isinstance(meta.get("page_text"), str) else None,
+                system=row.turns[0].content if row.turns[0].role == "system" else None,
             )
         )
     return samples, problems

@@ -91,6 +91,16 @@ def test_system_prompt_goes_before_the_user_message(tmp_path):
     assert server.requests[0]["messages"][0]["content"] == "You read service manuals."
 
 
+def test_a_rows_own_system_turn_is_sent_as_in_training(tmp_path):
+    sample = replace(make_samples(tmp_path, 1)[0], system="Answer from the BMW manual only.")
+    with LoopbackOpenAI() as server:
+        run([sample], settings_for(server, system_prompt="recipe default"), tmp_path / "p.jsonl")
+    assert server.requests[0]["messages"][0] == {"role": "system", "content": "Answer from the BMW manual only."}
+    plain = make_samples(tmp_path, 1)[0]
+    settings = GenerationSettings(base_url="http://x", api_key="k", model="m")
+    assert prompt_hash(sample, settings) != prompt_hash(plain, settings)
+
+
 def test_concurrency_is_bounded(tmp_path):
     samples = make_samples(tmp_path, 9)
     with LoopbackOpenAI(default=Reply(delay=0.15)) as server:
