@@ -10,13 +10,11 @@ wrong; a DataError lists every problem with file and line otherwise.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from data_adapters.checks import check_dataset
+from data_adapters.jsonio import write_jsonl
 from data_adapters.pipeline import DataError, PipelineRow, Problem, read_pipeline, to_axolotl_row
 from data_adapters.tokens import load_tokenizer
 
@@ -90,15 +88,3 @@ def prepare_dataset(
         warnings=[p for p in data.problems if p.severity != "error"],
         files={"train": str(out_dir / "train.jsonl"), "val": str(out_dir / "val.jsonl")},
     )
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
-    """Write atomically: a crash leaves the old file or none, never half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(tmp, path)
-    return count

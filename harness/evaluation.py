@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from data_adapters.jsonio import write_json, write_jsonl
 from harness.generate import GenerationSettings, GenerationStats, generate, latest_answers, prompt_hash
 from harness.samples import EvalSample
 from harness.score import score_sample, summarize
@@ -36,20 +36,6 @@ class EvalError(Exception):
 
 
 _UNSET: Any = object()  # "not given": meta.json without a judge key means the recipe default (eval.judge)
-
-
-def write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_jsonl(path: Path, rows) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def generate_into(

@@ -12,7 +12,6 @@ import importlib.util
 import io
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys

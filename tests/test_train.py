@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-import yaml
 
 from tests.conftest import run_cli
 

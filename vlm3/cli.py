@@ -89,12 +89,20 @@ def overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from vlm3.steps import check_rendered_config, merge_run, prepare_run, train_run
+    recipe = load_recipe(args.recipe, overrides=overrides(args))
+    run, _ = train_recipe(recipe, Path(args.runs_root), merge=args.merge)
+    latest = run.path.parent / "latest"
+    console.print(f"next: {'vlm3 serve' if args.merge else 'vlm3 merge'} {latest}")
+    return 0
+
+
+def train_recipe(recipe, runs_root: Path, merge: bool):
+    """The local training path of `train` and `demo`: check and convert, validate, train, merge, point latest."""
+    from vlm3.steps import check_rendered_config, prepare_run
     from vlm3.trainer_env import TrainerEnv
 
-    recipe = load_recipe(args.recipe, overrides=overrides(args))
     env = TrainerEnv.locate()
-    run = prepare_run(recipe, root=Path(args.runs_root))
+    run = prepare_run(recipe, root=runs_root)
     console.print(f"run: {run.path}")
     check_rendered_config(run, env)
     report = json.loads((run.data_dir / "data_report.json").read_text(encoding="utf-8"))
@@ -104,12 +112,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"data checked and converted ({len(report['warnings'])} warning(s){dropped}); Axolotl accepts the rendered config")
     result = train_with_progress(run, env)
     console.print(f"trained {describe_training(result.log)}; adapter in {result.adapter_dir}")
-    if args.merge:
+    if merge:
         merge_and_report(run, env)
     run.point_latest()
-    latest = run.path.parent / "latest"
-    console.print(f"next: {'vlm3 serve' if args.merge else 'vlm3 merge'} {latest}")
-    return 0
+    return run, result
 
 
 def train_with_progress(run: RunDir, env):

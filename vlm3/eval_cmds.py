@@ -227,21 +227,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on the tiny model: train, merge, serve base and fine-tuned, generate, score, compare."""
-    from harness.evaluation import write_json
-    from vlm3.cli import describe_training, merge_and_report, train_with_progress
-    from vlm3.steps import check_rendered_config, prepare_run
-    from vlm3.trainer_env import TrainerEnv
+    from data_adapters.jsonio import write_json
+    from vlm3.cli import train_recipe
 
     recipe = load_recipe(args.recipe)
-    env = TrainerEnv.locate()
-    run = prepare_run(recipe, root=Path(args.runs_root))
-    console().print(f"run: {run.path}")
-    check_rendered_config(run, env)
-    result = train_with_progress(run, env)
+    run, result = train_recipe(recipe, Path(args.runs_root), merge=True)
     metrics = result.log.to_dict()
-    console().print(f"trained {describe_training(result.log)}")
-    merge_and_report(run, env)
-    run.point_latest()
 
     summaries = {}
     for label, base in (("base", True), ("finetuned", False)):

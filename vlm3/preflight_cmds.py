@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import statistics
 from pathlib import Path
@@ -66,7 +65,7 @@ def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetSca
 
 def cmd_check(args: argparse.Namespace) -> int:
     from data_adapters.card import render_dataset_card
-    from harness.evaluation import write_json
+    from data_adapters.jsonio import write_json
 
     recipe = load_recipe(args.recipe)
     scan, report = scan_recipe(recipe, decode_images=args.decode_images)

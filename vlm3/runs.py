@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from data_adapters.jsonio import write_json
 from vlm3.recipe import Recipe, RecipeError, parse_recipe
 
 RUNS_ROOT = Path("runs")
@@ -112,10 +113,7 @@ class RunDir:
         return json.loads(self.status_file.read_text(encoding="utf-8"))
 
     def write_status(self, **fields: Any) -> None:
-        status = {**self.status(), **fields} if self.status_file.exists() else fields
-        tmp = self.status_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.status_file)
+        write_json(self.status_file, {**self.status(), **fields} if self.status_file.exists() else fields)
 
     def mark_stage(self, stage: str, state: str, **details: Any) -> None:
         """Record a stage's outcome ("running", "done", "failed") with a UTC time."""

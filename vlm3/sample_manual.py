@@ -20,7 +20,6 @@ byte-identical files.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import textwrap
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 from PIL import Image, ImageDraw, ImageFont
+
+from data_adapters.jsonio import write_jsonl
 
 PAGE_SIZE = (850, 1100)
 JPEG_QUALITY = 85
@@ -697,12 +698,6 @@ def check_dataset(pages: list[Page], train_rows: list[dict], val_rows: list[dict
             assert len(qa.answer.split()) <= MAX_ANSWER_WORDS, f"answer too long: {qa.answer}"
             for keyword in qa.keywords:
                 assert keyword.lower() in qa.answer.lower(), f"keyword {keyword!r} not in answer"
-
-
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="\n") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def generate_sample_manual(out_dir: Path, seed: int = 0) -> dict:

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import httpx
 
-from vlm3.trainer_env import TrainerEnv
+from vlm3.trainer_env import TrainerEnv, log_tail
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 180.0
@@ -56,13 +56,6 @@ def port_is_free(port: int) -> bool:
 
 def serve_argv(env: TrainerEnv, model_dir: Path, port: int) -> list[str]:
     return [env.transformers_cli, "serve", str(model_dir), "--device", "cpu", "--host", HOST, "--port", str(port)]
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    if not path.exists():
-        return ""
-    kept = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()][-lines:]
-    return "\n".join(f"  | {ln[:240]}" for ln in kept)
 
 
 def wait_until_ready(server: LocalServer, timeout_s: float = START_TIMEOUT_S) -> None:

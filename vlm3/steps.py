@@ -12,7 +12,6 @@ so a step can be re-run alone (after a crash, or in another container).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,10 +19,11 @@ from typing import Callable
 import yaml
 
 from data_adapters.convert import prepare_dataset
+from data_adapters.jsonio import write_json
 from vlm3.recipe import Recipe
 from vlm3.render import render_axolotl_config
 from vlm3.runs import RUNS_ROOT, RunDir
-from vlm3.trainer_env import TrainerEnv, TrainingLog
+from vlm3.trainer_env import TrainerEnv, TrainingLog, log_tail
 
 
 class StepError(Exception):
@@ -62,7 +62,7 @@ def prepare_run(
     config = render_axolotl_config(recipe, base_model=base, has_val=bool(data.val))
     run = RunDir.create(recipe, root=root)
     report = prepare_dataset(recipe, run.data_dir, image_dir=image_dir, data=data)
-    (run.data_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_json(run.data_dir / "data_report.json", report.to_dict())
     run.config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     run.mark_stage("prepare", "done", train_rows=report.train_rows, val_rows=report.val_rows, dropped=report.dropped)
     return run
@@ -116,11 +116,11 @@ def train_run(run: RunDir, env: TrainerEnv, on_output: Callable[[str], None] | N
     run.mark_stage("train", "running")
     argv = [env.axolotl, "train", run.config_file.name, *launcher_args(run.recipe())]
     code = env.run_logged(argv, run.logs_dir / "train.log", cwd=run.path, on_output=feed)
-    (run.path / "train_metrics.json").write_text(json.dumps(log.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_json(run.path / "train_metrics.json", log.to_dict())
     saved = (run.output_dir / "adapter_model.safetensors").exists() or (run.output_dir / "model.safetensors").exists()
     if code != 0 or not saved:
         run.mark_stage("train", "failed", exit_code=code)
-        raise StepError(f"training failed (exit {code}); the whole log is {run.logs_dir / 'train.log'}\n{tail(run.logs_dir / 'train.log')}")
+        raise StepError(f"training failed (exit {code}); the whole log is {run.logs_dir / 'train.log'}\n{log_tail(run.logs_dir / 'train.log')}")
     run.mark_stage("train", "done", first_loss=log.to_dict()["first_loss"], final_loss=log.to_dict()["final_loss"], steps=log.total_steps)
     return TrainResult(log, run.output_dir)
 
@@ -136,24 +136,16 @@ def merge_run(run: RunDir, env: TrainerEnv) -> dict:
         )
         if code != 0:
             run.mark_stage("merge", "failed", exit_code=code)
-            raise StepError(f"axolotl merge-lora failed (exit {code}); see {run.logs_dir / 'merge.log'}\n{tail(run.logs_dir / 'merge.log')}")
+            raise StepError(f"axolotl merge-lora failed (exit {code}); see {run.logs_dir / 'merge.log'}\n{log_tail(run.logs_dir / 'merge.log')}")
     else:
         # A full fine-tune has nothing to merge: its output folder is the model.
         link = run.merged_dir
         if not link.exists():
             link.symlink_to(".", target_is_directory=True)
     result = env.run_json(["verify-merge", str(run.path)])
-    (run.path / "merge_check.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(run.path / "merge_check.json", result)
     if not result["ok"]:
         run.mark_stage("merge", "failed", problems=result["problems"])
         raise StepError("the merged model failed its checks:\n" + "\n".join(f"  {p}" for p in result["problems"]))
     run.mark_stage("merge", "done", max_abs_diff=result.get("max_abs_diff"))
     return result
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    if not path.exists():
-        return ""
-    text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
-    kept = [line for line in text.splitlines() if line.strip() and "posthog" not in line][-lines:]
-    return "\n".join(f"  | {line[:240]}" for line in kept)

@@ -74,6 +74,15 @@ class TrainingLog:
         }
 
 
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a subprocess log for an error message (progress-bar redraws split, telemetry noise dropped)."""
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
+    kept = [line for line in text.splitlines() if line.strip() and "posthog" not in line][-lines:]
+    return "\n".join(f"  | {line[:240]}" for line in kept)
+
+
 def _is_number(value) -> bool:
     try:
         float(value)
