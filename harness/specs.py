@@ -3,74 +3,274 @@
 Usage:
     from harness.specs import match
     result = match("Stage 1: 40 Nm, Stage 2: 90°", answer_text)
-    print(result.passed, result.score, *result.details, sep="\\n")
+    print(result.passed, result.applicable, *result.details, sep="\\n")
 
-Quantities are read from free text and normalised to one canonical unit per
-family: torque N·m, angle degrees, length mm, pressure bar, volume litres,
-temperature °C (°F is converted affinely; ranges convert end by end).
+What is read. A quantity is a number with a unit of one of the families torque, angle,
+length, pressure, volume, temperature and engine speed. Numbers: decimals with a point or
+a comma, thousands grouped by comma or space, fractions and mixed numbers (3/16, 2 1/2, ⅜),
+spelled-out numbers up to the hundreds ("sixty degrees") and the words of turns ("a quarter
+turn", "half a turn"). Ranges (-, –, to, ~, between … and …), tolerances (±, +/-,
++0.02/-0.01), one unit written once for several values ("15 then 30 Nm", "intake 0.25,
+exhaust 0.35 mm"), repeated stages ("2 x 90°", "90° twice").
 
-Tolerance: two values of a family agree when
-    |a - b| <= max(ABS_TOL[family], REL_TOL[family] * max(|a|, |b|)).
-REL_TOL is 2 % so rounded conversions pass (30 ft-lb = 40.7 N·m against
-40 N·m); ABS_TOL keeps small values from needing absurd precision (0.5 N·m,
-0.5°, 0.005 mm, 0.01 bar, 0.01 L). Temperature uses only its absolute
-tolerance of 1 °C, because a percentage of a Celsius reading means nothing.
+Units and conversions come from pint; the units workshop manuals use and pint lacks (kgm,
+mkg, kpm, kg/cm² meaning kgf/cm², ltr, cc, ...) are defined once, in UNIT_FORMS. Bare
+pints, quarts and gallons may be US or imperial: either reading may match.
 
-Ranges: an expected range matches only a range whose two ends both agree.
-A single value inside an expected range is not a match (the details say so);
-a range stated where a single value is expected is a wrong value.
+Decimal comma or thousands separator. A comma followed by exactly three digits ("22,990",
+"1,200") is read by the notation of the same text: a decimal comma elsewhere ("0,25") makes
+it decimal, a decimal point elsewhere makes it a thousands separator. If the answer alone
+does not say, the reference's notation decides; if neither says, both readings are kept and
+either may match. A point is always a decimal point. Digits grouped by a space ("1 200 kPa")
+are thousands.
 
-Equivalents: "40 Nm (30 ft-lb)" or "40 Nm / 30 ft-lb" is one quantity; the
-bracketed values are kept in Quantity.equivalents and either form may match,
-so an answer need not repeat the equivalent, and a conversion rounded in the
-manual ("10 Nm (7 ft-lb)") still matches an answer quoting either number.
+Agreement. Two values in the same unit must be equal. In different units, one value
+converted must round to the other at the other's printed precision (half a step of its last
+digit, plus 0.5 % for conversions quoted with rounded factors): 110 Nm = 81.1 ft-lb matches
+"81 ft-lb", not "80 ft-lb". Fractions and turn words are exact (1/4 turn = 90°). A range
+matches only a range whose two ends agree; a single value inside an expected range fails.
 
-Sequences: expected quantities are aligned to the answer greedily in order;
-equal values (two 90° stages) each need their own match; a match found only
-before the previous one makes order_ok False.
+Qualifiers (min, max, limit) and conditions are part of a spec. "max 0.10 mm" and "at least
+0.10 mm" differ; a qualifier the reference states must be stated; "limit" (wear or service
+limit) agrees with a limit, min or max. Conditions (at idle, cold, hot / at operating
+temperature, at 3000 rpm, at 80 °C) must agree when the reference states one: with one
+condition for the whole reference it may be stated anywhere in the answer; with different
+conditions for different values each value must carry its own. A condition the answer adds
+where the reference states none is not judged.
 
-Hallucination: an answer quantity left unaligned whose family occurs in the
-expected text is hallucinated, except a plain repetition of a value when the
-expected text has just one quantity of that family (an answer may restate
-"40 Nm" in a summary, but a fourth 90° stage is an error). Answer quantities
-of families the expected text never mentions are reported but not judged.
+Labels. When the reference labels its values (M8/M10, intake/exhaust, stage 1/2/3,
+front/rear, inner/outer, new/used, left/right, upper/lower), values pair by label: a swap
+fails, a reordering passes. Unlabelled values of a tightening sequence (torque and angle
+stages) pair in order: a missing, added or reordered stage fails.
 
-passed = applicable and every expected quantity matched and order_ok and
-nothing hallucinated.
+Equivalents. "45 Nm (33 ft-lb)", "45 Nm / 33 ft-lb": each equivalent an answer states must
+agree with its own main value at the equivalent's printed precision ("45 Nm (40 ft-lb)"
+fails), and the main value must match the reference whatever its equivalent says. A
+reference's own consistent equivalent may be matched in its place.
+
+Hedges. "30 or 35 Nm" states no single value: it fails.
+
+Spec hallucinations. Every quantity the answer states as a specification and the reference
+does not support fails the answer: a wrong or added torque, angle stage, capacity or
+temperature, a fourth 90° stage. A restatement of a matched value in another sentence is not
+one. Incidental numbers are not specifications: numbers without a unit ("bolt 4", "step 3",
+a year, a part number), sizes of tools and parts ("17 mm socket", "the 10 mm bolts", "M10 x
+1.25 mm"), and conditions ("at 3000 rpm" after a pressure).
+
+Not applicable. A reference with no quantity the checker can read gives applicable=False and
+the reason; such a sample is graded by keywords or the judge, never by this check.
+
+Bounds. Each text is read up to MAX_TEXT_CHARS; an answer over it fails with the reason, a
+reference over it is not applicable. Every pattern is linear: the check is a few regex scans
+and bounded look-arounds per number.
+
+passed = applicable and every expected value matched with its qualifier and conditions, the
+sequence in order, no hallucinated value, no inconsistent equivalent, no hedge.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import re
 import unicodedata
-from dataclasses import dataclass, replace
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
-CANONICAL_UNIT = {"torque": "N·m", "angle": "°", "length": "mm",
-                  "pressure": "bar", "volume": "L", "temperature": "°C"}
-REL_TOL = {"torque": 0.02, "angle": 0.02, "length": 0.02,
-           "pressure": 0.02, "volume": 0.02, "temperature": 0.0}
-ABS_TOL = {"torque": 0.5, "angle": 0.5, "length": 0.005,
-           "pressure": 0.01, "volume": 0.01, "temperature": 1.0}
+MAX_TEXT_CHARS = 20_000  # a specification answer is a few sentences; 20k characters is ~10 pages of text
+MORE_PRECISE_REL = 0.02  # an answer more precise than a coarse reference ("59 Nm" for "6 kpm") may differ by this much
+EQUIVALENT_SLACK = 0.01  # relative: a bracketed equivalent is often rounded from a rounded main value
 
-# Conversion factors, each from its definition.
-LBF_IN_N = 4.4482216152605
-INCH_IN_MM = 25.4
-FOOT_IN_MM = 12 * INCH_IN_MM
-PSI_IN_PA = 6894.757293168
-PA_PER_BAR = 100_000.0
-US_GALLON_IN_L = 231 * (INCH_IN_MM / 100) ** 3  # 231 in³; 1 in = 0.254 dm, 1 L = 1 dm³
-IMPERIAL_GALLON_IN_L = 4.54609
+CANONICAL_UNIT = {"torque": "newton * meter", "angle": "degree", "length": "millimeter",
+                  "pressure": "bar", "volume": "liter", "temperature": "degree_Celsius",
+                  "speed": "revolutions_per_minute"}
+UNIT_SYMBOL = {"torque": "N·m", "angle": "°", "length": "mm", "pressure": "bar", "volume": "L",
+               "temperature": "°C", "speed": "rpm"}
+SEQUENCE_FAMILIES = ("torque", "angle")  # a tightening sequence: order matters across both
+
+# Units pint lacks or reads otherwise, in the notation of older and non-English manuals.
+PINT_DEFINITIONS = (
+    "kilogram_force_meter = kilogram_force * meter = kgm = mkg = kpm",
+    "kilogram_force_centimeter = kilogram_force * centimeter = kgcm",
+    "kilogram_force_per_square_centimeter = kilogram_force / centimeter ** 2 = kgcm2",
+)
+
+_SP = r"[ \t]?"
+_B = r"(?![A-Za-z0-9µμ])"  # a unit must not run on into a longer word
+_NOT_INCH = (r"(?!\s+(?:the|a|an|each|every|one|two|three|four|five|six|several|stages?|steps?|sequence|"
+             r"order|total|turns?|increments?|this|that|place|addition|all|both|diameter|length|use)\b)")
+
+# (surface pattern, pint unit(s), family); first match wins, so longer forms come first.
+# A tuple of pint units means the notation is ambiguous (US or imperial pints): any may match.
+UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
+    (rf"(?i:in\.?{_SP}hg){_B}", "inch_Hg", "pressure"),
+    (rf"(?i:mm{_SP}hg){_B}", "millimeter_Hg", "pressure"),
+    (rf"(?i:kgf?|kp){_SP}/{_SP}(?i:cm){_SP}(?:2|\^2|\*\*2|²){_B}|(?i:kgf?/sq\.?{_SP}cm){_B}", "kgcm2", "pressure"),
+    (rf"(?i:°|deg(?:ree)?s?\.?){_SP}(?:C|(?i:celsius|centigrade)){_B}", "degree_Celsius", "temperature"),
+    (rf"(?i:°|deg(?:ree)?s?\.?){_SP}(?:F|(?i:fahrenheit)){_B}", "degree_Fahrenheit", "temperature"),
+    (rf"(?i:da{_SP}n{_SP}[·⋅•.*-]?{_SP}m){_B}", "decanewton * meter", "torque"),
+    (rf"(?i:n{_SP}[·⋅•.*-]?{_SP}m|newton[\s-]?met(?:er|re)s?){_B}", "newton * meter", "torque"),
+    (rf"(?i:kgf?{_SP}[·⋅•.*-]?{_SP}m|m{_SP}[·⋅•.*-]?{_SP}kgf?|kp{_SP}[·⋅•.*-]?{_SP}m|m{_SP}[·⋅•.*-]?{_SP}kp){_B}",
+     "kgm", "torque"),
+    (rf"(?i:kgf?{_SP}[·⋅•.*-]?{_SP}cm|cm{_SP}[·⋅•.*-]?{_SP}kgf?){_B}", "kgcm", "torque"),
+    (rf"(?i:(?:in|inch)\.?{_SP}[-·⋅/\s]?{_SP}(?:lbf?s?|pounds?)\.?|(?:lbf?s?|pounds?)\.?{_SP}[-·⋅\s]?{_SP}(?:inch(?:es)?|in)\.?){_B}",
+     "inch * force_pound", "torque"),
+    (rf"(?i:(?:ft|foot|feet)\.?{_SP}[-·⋅/\s]?{_SP}(?:lbf?s?|pounds?)\.?|(?:lbf?s?|pounds?)\.?{_SP}[-·⋅\s]?{_SP}(?:ft|foot|feet)\.?)(?![A-Za-z0-9])",
+     "foot * force_pound", "torque"),
+    (rf"(?i:turns?|revs?|revolutions?){_B}(?!{_SP}(?i:per|/))", "turn", "angle"),
+    (rf"(?i:rpm|r/min|rev/min|min-1|revs?{_SP}(?:per|/){_SP}min(?:ute)?){_B}", "revolutions_per_minute", "speed"),
+    (rf"(?:°|(?i:deg(?:ree)?s?){_B}|(?i:deg)\.)", "degree", "angle"),
+    # A bare C or F right after the number is a temperature ("80 C", "176F").
+    (rf"C{_B}(?![-/.]\w)", "degree_Celsius", "temperature"),
+    (rf"F{_B}(?![-/.]\w)", "degree_Fahrenheit", "temperature"),
+    (rf"(?i:mm|millimet(?:er|re)s?){_B}", "millimeter", "length"),
+    (rf"(?i:cm{_SP}(?:3|\^3|³)|cu\.?{_SP}cm|cc|ml|millilit(?:er|re)s?){_B}", "milliliter", "volume"),
+    (rf"(?i:cu\.?{_SP}in(?:ch(?:es)?)?\.?|in{_SP}(?:3|\^3|³)|cubic{_SP}inch(?:es)?){_B}", "cubic_inch", "volume"),
+    (rf"(?i:cm|centimet(?:er|re)s?){_B}(?![23²³])", "centimeter", "length"),
+    (rf"(?:[µμ]m|um|(?i:microns?|micromet(?:er|re)s?)){_B}", "micrometer", "length"),
+    (rf"(?i:inch(?:es)?){_B}|[\"″]|(?i:in)\.?{_B}{_NOT_INCH}", "inch", "length"),
+    (rf"(?i:bars?){_B}", "bar", "pressure"),
+    (rf"(?i:psi|lbf?s?/(?:sq\.?\s?in|in2|in²)){_B}", "psi", "pressure"),
+    (rf"(?i:kpa){_B}", "kilopascal", "pressure"),
+    (rf"(?i:mpa){_B}", "megapascal", "pressure"),
+    (rf"(?i:atm){_B}", "atmosphere", "pressure"),
+    (rf"(?i:lit(?:er|re)s?|ltrs?\.?|l){_B}", "liter", "volume"),
+    (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:qts?|quarts?)){_B}", "imperial_quart", "volume"),
+    (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:pts?|pints?)){_B}", "imperial_pint", "volume"),
+    (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:gals?|gallons?)){_B}", "imperial_gallon", "volume"),
+    (rf"(?i:us{_SP}(?:gals?|gallons?)){_B}", "gallon", "volume"),
+    (rf"(?i:us{_SP}(?:qts?|quarts?)){_B}", "quart", "volume"),
+    (rf"(?i:us{_SP}(?:pts?|pints?)){_B}", "pint", "volume"),
+    (rf"(?i:gals?|gallons?){_B}", ("gallon", "imperial_gallon"), "volume"),
+    (rf"(?i:qts?|quarts?){_B}", ("quart", "imperial_quart"), "volume"),
+    (rf"(?i:pts?|pints?){_B}", ("pint", "imperial_pint"), "volume"),
+]
+_UNIT_RE = re.compile("[ \t]{0,2}(?:" + "|".join(f"(?P<u{i}>{p})" for i, (p, _, _) in enumerate(UNIT_FORMS)) + ")")
+
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+         "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_WORD_VALUE = {w: i for i, w in enumerate(_ONES)} | {w: 10 * i for i, w in enumerate(_TENS) if w} | {"a": 1}
+_BELOW_100 = rf"(?:(?:{'|'.join(_TENS[2:])})(?:[\s-](?:{'|'.join(_ONES[1:10])}))?|{'|'.join(reversed(_ONES))})"
+_WORDS = rf"(?:(?:a|{'|'.join(_ONES[1:10])})\s+hundred(?:\s+(?:and\s+)?{_BELOW_100})?|{_BELOW_100})"
+
+# Numbers: a mixed number, a fraction, digits grouped in thousands, a plain decimal, words.
+_NUM_RE = re.compile(
+    r"(?<![\w.,/])(?:"
+    r"(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
+    r"|(?P<fn>\d{1,3})/(?P<fd>\d{1,3})(?![\d/])"
+    r"|(?P<g>\d{1,3}(?:(?P<gs>[, ])\d{3})(?:(?P=gs)\d{3})*(?:\.\d+)?)(?![\d,]\d)"
+    r"|(?P<p>\d{1,12}(?:[.,]\d{1,12})?|\.\d{1,12})"
+    rf"|(?P<w>(?i:\b{_WORDS}\b))"
+    r")(?!\d)(?(w)(?!\w))"
+)
+_TURN_WORDS = [
+    (r"(?:an?\s+|one\s+)?eighth(?:\s+of\s+a)?[\s-]+turn", 0.125),
+    (r"(?:a\s+|one\s+)?quarter(?:\s+of\s+a)?[\s-]+turn", 0.25),
+    (r"three[\s-]+quarters?(?:\s+of\s+a)?[\s-]+turn", 0.75),
+    (r"one\s+and\s+a\s+half\s+turns", 1.5),
+    (r"half\s+a\s+turn|(?:a\s+|one\s+)?half(?:\s+of\s+a)?[\s-]+turn", 0.5),
+    (r"(?:a|one)\s+(?:full|complete|whole)\s+turn|(?:a\s+)?full\s+turn", 1.0),
+]
+_TURN_RE = re.compile("(?i:" + "|".join(f"(?P<t{i}>\\b{p}s?\\b)" for i, (p, _) in enumerate(_TURN_WORDS)) + ")")
+
+_IDENTIFIER_BEFORE = re.compile(
+    r"(?i:\b(?:bolts?|nuts?|screws?|studs?|steps?|stages?|pass(?:es)?|phases?|no|nos|number|nr|cylinders?|cyl|"
+    r"items?|fig(?:ure)?s?|page|pp?|parts?|pos(?:ition)?|holes?|sequence|group|model|year|type|version|"
+    r"section|chapter|table|ref|key|reference)\.?\s*#?\s*|#\s*)$")
+_INCIDENTAL_AFTER = re.compile(
+    r"(?i:[\s-]{0,2}(?:spark[\s-]plug\s+|feeler\s+|deep\s+|long\s+|hex\s+|12[\s-]point\s+|6[\s-]point\s+|impact\s+|open[\s-]end(?:ed)?\s+|"
+    r"box[\s-]end\s+|ring\s+|combination\s+|allen\s+|socket[\s-]head\s+)?"
+    r"(?:sockets?|wrench(?:es)?|spanners?|hex|allen|keys?|bolts?|nuts?|screws?|studs?|bits?|drills?|taps?|"
+    r"dies|punch(?:es)?|pins?|washers?|hoses?|pipes?|lines?|banjo|fittings?|spacers?|heads?|ratchets?|"
+    r"extensions?|drive|thread|gauges?|blades?|feelers?|wheels?|tyres?|tires?|diameter\s+(?:bolt|pipe|hose)s?)\b)")
+_COUNT_AFTER = re.compile(r"(?i:\s*(?:bolts?|nuts?|screws?|studs?|times|places|stages|steps|passes|cylinders?|holes)\b)")
+_INCIDENTAL_BEFORE = re.compile(r"(?i:\bM\d{1,2}\s*[x×]\s*|\b(?:socket|wrench|spanner|drive|size)\s*(?:of\s*)?)$")
+
+_RANGE_GAP = re.compile(r"\s*(?:[-–—‒−~〜]|to|\.{2,3}|…)\s*")
+_BETWEEN_BEFORE = re.compile(r"(?i:\bbetween|\bfrom)\s*$")
+_TOL_GAP = re.compile(r"\s*(?:±|\+/-|\+/−|\+-|\+\s/\s-)\s*")
+_PLUS_GAP = re.compile(r"\s*\+\s*")
+_SLASH_MINUS_GAP = re.compile(r"\s*/?\s*[-−]\s*")
+_TIMES_GAP = re.compile(r"\s*[x×]\s*")
+_LABEL_WORDS = (r"intake|inlet|exhaust|front|rear|inner|outer|new|used|left|right|upper|lower|top|bottom|"
+                r"primary|secondary|first|second|third|final|(?:stage|step|pass)\s*\d{1,2}|M\d{1,2}")
+_LIST_GAP = re.compile(
+    rf"(?i:\s*(?:,|;|/|&)?\s*(?:(?:and|then|or|and\s+then|followed\s+by|finally)\s+)?"
+    rf"(?:(?:for\s+|the\s+)?(?:{_LABEL_WORDS})(?:\s+(?:valves?|bolts?|stage|step))?\s*[:=]?\s*)?)")
+_OR_GAP = re.compile(r"(?i:\s*,?\s*or\s*)")
+_EQUIV_GAP = re.compile(r"\s*(?:/|=|≈|(?i:or))\s*")
+_OPEN_GAP = re.compile(r"[\s*_]*[(\[]\s*(?:(?i:approx(?:imately)?\.?|about|ca\.?|~|≈)\s*)?")
+_EQUIV_FILL = re.compile(r"\s*(?:[,;/]|(?i:or))?\s*")
+_REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+times)|two\s+times(?P<two>)|[x×]\s*(?P<n>[2-4])(?!\d)))")
+
+_QUALIFIER_BEFORE = [
+    ("limit", re.compile(r"(?i:\b(?:wear|service|repair)\s+limit|\blimit)\b[^,;\n]{0,25}$")),
+    ("max", re.compile(r"(?i:\b(?:max(?:imum)?|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
+                       r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below)\b\.?|<=?|≤|=<)[^,;\n]{0,15}$")),
+    ("min", re.compile(r"(?i:\b(?:min(?:imum)?|at\s+least|no\s+less\s+than|not\s+less\s+than|(?<!not\s)(?<!no\s)more\s+than|over|above|"
+                       r"greater\s+than)\b\.?|>=?|≥|=>)[^,;\n]{0,15}$")),
+]
+_QUALIFIER_AFTER = [
+    ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum)?\b\.?|or\s+less\b|at\s+most\b|or\s+under\b))")),
+    ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum)?\b\.?|or\s+more\b|at\s+least\b|or\s+over\b))")),
+    ("limit", re.compile(r"(?i:\s*\(?\s*(?:(?:wear|service)\s+)?limit\b)")),
+]
+_CONDITION_BEFORE = re.compile(r"(?i:(?:\bat|@|\bwhen|\bwith|\babove|\bbelow|\bmeasured\s+at|\bengine\s+speed(?:\s+of)?|"
+                               r"\boil\s+temperature(?:\s+of)?|\bcoolant\s+temperature(?:\s+of)?)\s*(?:approx\.?\s*|about\s*)?|@\s*)$")
+_CONDITION_WORDS = re.compile(
+    r"(?i:(?:\bat|@)\s*(?P<idle>idle)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)|\b(?P<cold>cold)\b|\b(?P<hot>hot|warm|warmed[\s-]up|(?:normal\s+)?operating\s+temperature)\b)")
+_SENTENCE_END = re.compile(r"\n|;|[.!?](?=\s+[A-Z(]|\s*$)")
+_SEGMENT_END = re.compile(r"\n|;|,|(?<!min)(?<!max)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b)")
+_LABEL_RE = re.compile(
+    r"(?i:\b(?P<size>M\d{1,2})(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\b"
+    r"|\b(?:stage|step|pass)\s*#?\s*(?P<stage>\d{1,2})\b|\b(?P<stage_ord>\d)(?:st|nd|rd|th)\s+(?:stage|step|pass)\b"
+    r"|\b(?P<stage_word>first|second|third|fourth|fifth)\s+(?:stage|step|pass)\b"
+    r"|\b(?:stage|step|pass)\s+(?P<stage_after>one|two|three|four|five)\b"
+    r"|\b(?P<intake>intake|inlet)\b|\b(?P<exhaust>exhaust)\b"
+    r"|\b(?P<front>front)\b|\b(?P<rear>rear)\b|\b(?P<inner>inner)\b|\b(?P<outer>outer)\b"
+    r"|\b(?P<new>new)\b|\b(?P<used>used|reused|old)\b|\b(?P<left>left)\b|\b(?P<right>right)\b"
+    r"|\b(?P<upper>upper)\b|\b(?P<lower>lower)\b)")
+_LABEL_KIND = {"intake": "valve", "exhaust": "valve", "front": "axle", "rear": "axle", "inner": "side",
+               "outer": "side", "new": "wear", "used": "wear", "left": "hand", "right": "hand",
+               "upper": "height", "lower": "height"}
+_ORDINAL = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "one": 1, "two": 2, "three": 3,
+            "four": 4, "five": 5}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2028\u2029\ufeff]")
+_VULGAR = {"½": " 1/2", "¼": " 1/4", "¾": " 3/4", "⅛": " 1/8", "⅜": " 3/8", "⅝": " 5/8", "⅞": " 7/8",
+           "⅓": " 1/3", "⅔": " 2/3", "º": "°", "˚": "°", "⁄": "/", "∕": "/"}
+_VULGAR_RE = re.compile("|".join(_VULGAR))
+_DECIMAL_COMMA = re.compile(r"(?<![\d,])\d+,(?:\d{1,2}|\d{4,})(?![\d,])|(?<![\d,])0,\d+")
+_DECIMAL_POINT = re.compile(r"\d\.\d|\d{1,3}(?:,\d{3}){2,}")
+
+
+@dataclass(frozen=True)
+class Condition:
+    dimension: str  # "speed" (idle, rpm) or "temperature" (cold, hot, °C)
+    word: str | None  # idle, cold, hot; None for a stated value
+    quantity: Quantity | None = None
+    raw: str = ""
 
 
 @dataclass(frozen=True)
 class Quantity:
-    value: float  # canonical unit of the family; the low end of a range
+    value: float  # canonical unit of the family (UNIT_SYMBOL); the low end of a range
     high: float | None  # high end of a range, None for a single value
     family: str
     raw: str
     stage: int | None = None
     equivalents: tuple[Quantity, ...] = ()  # restatements in other units
+    labels: tuple[tuple[str, str], ...] = ()  # (kind, value): ("valve", "intake"), ("stage", "2")
+    qualifier: str | None = None  # "min", "max", "limit"
+    conditions: tuple[Condition, ...] = ()
+    unit: str = ""  # pint unit as printed; a tuple's first element when ambiguous
+    units: tuple[str, ...] = ()  # every reading of the unit (US or imperial pints)
+    readings: tuple[tuple[float, float | None], ...] = ()  # numbers as printed, each reading
+    precision: float = 0.0  # half a step of the last printed digit, in `unit`
+    role: str = "spec"  # "spec", "condition" or "incidental"
+    hedge: str | None = None  # raw text of the alternative value in "30 or 35 Nm"
+    start: int = field(default=0, compare=False)
+    end: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -92,298 +292,624 @@ class KeywordMatch:
     missing: tuple[str, ...]
 
 
-def _times(factor: float) -> Callable[[float], float]:
-    return lambda v: v * factor
+@lru_cache(maxsize=1)
+def _registry():
+    import pint  # imported on first use: the light CLI never pays for it unless it grades
+
+    registry = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    for definition in PINT_DEFINITIONS:
+        registry.define(definition)
+    return registry
 
 
-_SP = r"[ \t\u00a0\u202f]*"
-_END = r"(?![A-Za-zµμ³²])"  # a unit must not run on into a longer word
-# Words after which "in" is the preposition, not inches: "40 in two stages".
-_NOT_INCH = r"the|a|an|each|every|one|two|three|four|five|six|several|stages?|steps?|sequence|order|total|turns?|increments?|this|that|place|addition"
-
-# First alternative that matches wins, so °C/°F precede the bare degree sign
-# and in-lb precedes the inch.
-_UNITS: list[tuple[str, str, Callable[[float], float]]] = [
-    (rf"(?:[°˚]|(?i:deg(?:ree)?s?\.?)){_SP}(?:C|(?i:celsius|centigrade)){_END}", "temperature", _times(1.0)),
-    (rf"(?:[°˚]|(?i:deg(?:ree)?s?\.?)){_SP}(?:F|(?i:fahrenheit)){_END}", "temperature", lambda v: (v - 32) * 5 / 9),
-    (rf"(?i:n{_SP}[·⋅•.*-]?{_SP}m|newton[\s-]?met(?:er|re)s?){_END}", "torque", _times(1.0)),
-    (rf"(?i:(?:in|inch)\.?[\s·⋅-]?(?:lbf?s?|pounds?)|(?:lbf?s?|pounds?)\.?[\s·⋅-]?(?:inch(?:es)?|in)){_END}",
-     "torque", _times(LBF_IN_N * INCH_IN_MM / 1000)),
-    (rf"(?i:(?:ft|foot|feet)\.?[\s·⋅-]?(?:lbf?s?|pounds?)|(?:lbf?s?|pounds?)\.?[\s·⋅-]?(?:ft|foot|feet)){_END}",
-     "torque", _times(LBF_IN_N * FOOT_IN_MM / 1000)),
-    (rf"(?:[°˚]|(?i:deg(?:ree)?s?){_END})", "angle", _times(1.0)),
-    (rf"(?i:mm|millimet(?:er|re)s?){_END}", "length", _times(1.0)),
-    (rf"(?i:cm|centimet(?:er|re)s?){_END}", "length", _times(10.0)),
-    (rf"(?:[µμ]m|um|(?i:microns?|micromet(?:er|re)s?)){_END}", "length", _times(0.001)),
-    (rf"(?:(?i:inch(?:es)?){_END}|(?<=\d)[\"″]|in{_END}(?!\s+(?i:{_NOT_INCH})\b))", "length", _times(INCH_IN_MM)),
-    (rf"(?i:bars?){_END}", "pressure", _times(1.0)),
-    (rf"(?i:psi){_END}", "pressure", _times(PSI_IN_PA / PA_PER_BAR)),
-    (rf"(?i:kpa){_END}", "pressure", _times(1000 / PA_PER_BAR)),
-    (rf"(?i:mpa){_END}", "pressure", _times(1e6 / PA_PER_BAR)),
-    (rf"(?:(?i:ml|millilit(?:er|re)s?|cc)|cm³){_END}", "volume", _times(0.001)),
-    (rf"(?i:lit(?:er|re)s?|l){_END}", "volume", _times(1.0)),
-    (rf"(?i:(?:imp\.?|uk){_SP}(?:qts?|quarts?)){_END}", "volume", _times(IMPERIAL_GALLON_IN_L / 4)),
-    (rf"(?i:(?:imp\.?|uk){_SP}(?:pts?|pints?)){_END}", "volume", _times(IMPERIAL_GALLON_IN_L / 8)),
-    (rf"(?i:(?:us{_SP})?(?:gal(?:lon)?s?)){_END}", "volume", _times(US_GALLON_IN_L)),
-    (rf"(?i:(?:us{_SP})?(?:qts?|quarts?)){_END}", "volume", _times(US_GALLON_IN_L / 4)),
-    (rf"(?i:(?:us{_SP})?(?:pts?|pints?)){_END}", "volume", _times(US_GALLON_IN_L / 8)),
-]
+@lru_cache(maxsize=4096)
+def convert(value: float, unit: str, to_unit: str) -> float:
+    """`value` in pint `unit` expressed in `to_unit` (offsets included for temperatures)."""
+    if unit == to_unit:
+        return value
+    registry = _registry()
+    return registry.Quantity(value, unit).to(to_unit).magnitude
 
 
-def _unit_alternation(prefix: str) -> str:
-    return "|".join(f"(?P<{prefix}{i}>{pattern})" for i, (pattern, _, _) in enumerate(_UNITS))
+def _canonical(value: float, unit: str, family: str) -> float:
+    return convert(value, unit, CANONICAL_UNIT[family])
 
 
-# A decimal comma is taken only where it cannot be a thousands separator:
-# "0,150", "4,5", "12,25" are decimals, "1,000" is a thousand.
-_NUMBER = r"(?:0,\d+|[1-9]\d{0,2}(?:,\d{3})+(?!\d)|\d+(?:\.\d+|,\d{1,2}(?!\d))?|\.\d+)"
-_RANGE_SEP = r"(?:\s*[-–—‒−]\s*|\s*(?:\.{2,3}|…)\s*|\s+to\s+|(?(between)\s+and\s+|(?!)))"
-_QUANTITY_RE = re.compile(
-    rf"(?:(?P<between>(?i:\bbetween))\s+)?"
-    rf"(?<![\w.,])(?P<sign_a>[-−])?(?P<a>{_NUMBER})"
-    rf"(?:(?:{_SP}(?P<unit_a>{_unit_alternation('ua')}))?"
-    rf"(?:{_RANGE_SEP}(?P<sign_b>[-−])?(?P<b>{_NUMBER})|\s*(?:±|\+/-|\+-)\s*(?P<tol>{_NUMBER})))?"
-    rf"{_SP}(?P<unit_b>{_unit_alternation('ub')})"
-)
-
-_STAGE_WORDS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6,
-                "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
-_STAGE_RE = re.compile(
-    r"\b(?:stage|step)\s*#?\s*(?P<num>\d+)\b"
-    r"|\b(?P<ordinal>\d+)(?:st|nd|rd|th)\s+(?:stage|step)\b"
-    r"|\b(?P<before>first|second|third|fourth|fifth|sixth)\s+(?:stage|step)\b"
-    r"|\b(?:stage|step)\s+(?P<after>one|two|three|four|five|six)\b",
-    re.IGNORECASE,
-)
-# What may sit in brackets besides the equivalent values themselves.
-_EQUIVALENT_FILLER = re.compile(r"(?:[\s,;/=≈~*_]|\b(?:or|approx|approximately|about|ca)\b\.?)*", re.IGNORECASE)
+# ---- reading numbers -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Found:
+@dataclass
+class _Num:
     start: int
     end: int
-    quantity: Quantity
+    readings: list[tuple[float, float]]  # (value, precision) per reading
+    integer: bool = False
+    unit_index: int | None = None
+    unit_end: int = 0
+    propagated: bool = False
+    identifier: bool = False
+    repeat: int = 1  # "2 x 90°": stated twice
 
 
-def _parse_number(text: str) -> float:
-    if re.fullmatch(r"[1-9]\d{0,2}(?:,\d{3})+", text):
-        return float(text.replace(",", ""))
-    return float(text.replace(",", "."))
+def _prepare(text: str) -> str:
+    text = _VULGAR_RE.sub(lambda m: _VULGAR[m.group()], text)
+    text = unicodedata.normalize("NFKC", text)
+    return _CONTROL.sub(" ", text)
 
 
-def _unit_of(m: re.Match, prefix: str) -> int:
-    return next(i for i in range(len(_UNITS)) if m.group(f"{prefix}{i}") is not None)
+def _decimals(digits: str) -> float:
+    return 0.5 * 10 ** -len(digits) if digits else 0.5
 
 
-def _make(text: str, start: int, end: int, unit: int, low: float, high: float | None) -> _Found:
-    _, family, to_canonical = _UNITS[unit]
-    if family != "temperature":
-        # Only temperatures go below zero; a minus elsewhere is a stray dash.
-        low, high = abs(low), None if high is None else abs(high)
-    values = sorted(to_canonical(v) for v in ((low,) if high is None or high == low else (low, high)))
-    top = values[1] if len(values) == 2 else None
-    return _Found(start, end, Quantity(values[0], top, family, text[start:end].strip()))
+def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[float, float]], bool]:
+    if m.group("mw"):
+        den = int(m.group("md"))
+        if den == 0:
+            return [], False
+        return [(int(m.group("mw")) + int(m.group("mn")) / den, 0.0)], False
+    if m.group("fn"):
+        den = int(m.group("fd"))
+        return ([(int(m.group("fn")) / den, 0.0)], False) if den else ([], False)
+    if m.group("g"):
+        text = m.group("g")
+        whole, _, decimals = text.partition(".")
+        thousands = (float(whole.replace(m.group("gs"), "") + ("." + decimals if decimals else "")), _decimals(decimals))
+        if m.group("gs") == " " or decimals or text.count(",") > 1 or decimal_comma is False:
+            return [thousands], not decimals
+        head, tail = text.split(",")
+        comma_decimal = (float(f"{head}.{tail}"), _decimals(tail))
+        if decimal_comma is True:
+            return [comma_decimal], False
+        return [comma_decimal, thousands], False
+    if m.group("p"):
+        text = m.group("p")
+        whole, sep, decimals = text.replace(",", ".").partition(".")
+        return [(float(text.replace(",", ".")), _decimals(decimals))], not sep
+    words = m.group("w").lower().replace("-", " ").split()
+    total, current = 0, 0
+    for word in words:
+        if word == "hundred":
+            current = max(current, 1) * 100
+        elif word != "and":
+            current += _WORD_VALUE[word]
+    total += current
+    return [(float(total), 0.5)], True
 
 
-def _from_match(m: re.Match, text: str) -> list[_Found]:
-    def signed(name: str) -> float:
-        number = _parse_number(m.group(name))
-        return -number if m.group(f"sign_{name}") else number
-
-    unit_b = _unit_of(m, "ub")
-    start = m.start()
-    if m.group("unit_a") is not None and _unit_of(m, "ua") != unit_b:
-        # "40 Nm to 90°" or "0.15 mm - 0.006 in": two statements, not a range.
-        first = _make(text, m.start("sign_a") if m.group("sign_a") else m.start("a"),
-                      m.end("unit_a"), _unit_of(m, "ua"), signed("a"), None)
-        second_start = m.start("sign_b") if m.group("sign_b") else m.start("b" if m.group("b") else "tol")
-        second = _make(text, second_start, m.end(), unit_b,
-                       signed("b") if m.group("b") else _parse_number(m.group("tol")), None)
-        return [first, second]
-    if m.group("b") is not None:
-        return [_make(text, start, m.end(), unit_b, signed("a"), signed("b"))]
-    if m.group("tol") is not None:
-        tolerance = _parse_number(m.group("tol"))
-        return [_make(text, start, m.end(), unit_b, signed("a") - tolerance, signed("a") + tolerance)]
-    return [_make(text, start, m.end(), unit_b, signed("a"), None)]
+def _notation(text: str) -> bool | None:
+    """True: this text writes decimal commas; False: decimal points; None: it does not say."""
+    comma, point = bool(_DECIMAL_COMMA.search(text)), bool(_DECIMAL_POINT.search(text))
+    if comma != point:
+        return comma
+    return None
 
 
-def _equivalents_after(found: list[_Found], i: int, text: str) -> tuple[int, int]:
-    """Index of the first quantity after found[i]'s equivalents, and where they end."""
-    head = found[i]
-    slash = re.compile(r"[\s*_]*[/=≈][\s*_]*").match(text, head.end)
-    if slash and i + 1 < len(found) and found[i + 1].start == slash.end() \
-            and found[i + 1].quantity.family == head.quantity.family:
-        return i + 2, found[i + 1].end
-    opening = re.compile(r"[\s*_]*([(\[])").match(text, head.end)  # markdown may sit between
-    if not opening:
-        return i + 1, head.end
-    close = text.find(")" if opening.group(1) == "(" else "]", opening.end())
-    j = i + 1
-    while j < len(found) and close != -1 and found[j].end <= close:
-        j += 1
-    inside = found[i + 1:j]
-    if not inside or any(f.quantity.family != head.quantity.family for f in inside):
-        return i + 1, head.end
-    if any(not _consistent(head.quantity, f.quantity) for f in inside):
-        return i + 1, head.end  # "22 Nm (160 ft-lb)" states two different torques: both are checked
-    leftover, cursor = [], opening.end()
-    for f in inside:
-        leftover.append(text[cursor:f.start])
-        cursor = f.end
-    leftover.append(text[cursor:close])
-    if not _EQUIVALENT_FILLER.fullmatch("".join(leftover)):
-        return i + 1, head.end  # "(then 60 Nm)" is a further instruction, not an equivalent
-    return j, close + 1
+def _scan_numbers(text: str, decimal_comma: bool | None) -> list[_Num]:
+    nums: list[_Num] = []
+    for m in _NUM_RE.finditer(text):
+        if m.group("g") and m.group("gs") == " " and _IDENTIFIER_BEFORE.search(text, max(0, m.start() - 30), m.start()):
+            # "step 2 100 Nm": the identifier's number, then the value, not 2100.
+            first = text.index(" ", m.start())
+            nums.append(_Num(m.start(), first, [(float(text[m.start():first]), 0.5)], True))
+            rest = _NUM_RE.match(text, first + 1)
+            if rest:
+                readings, integer = _read_number(rest, decimal_comma)
+                nums.append(_Num(rest.start(), rest.end(), readings, integer))
+            continue
+        readings, integer = _read_number(m, decimal_comma)
+        if readings:
+            nums.append(_Num(m.start(), m.end(), readings, integer))
+    for m in _TURN_RE.finditer(text):
+        turns = _TURN_WORDS[int(m.lastgroup[1:])][1]
+        num = _Num(m.start(), m.end(), [(turns, 0.0)], False, unit_end=m.end())
+        num.unit_index = _TURN_UNIT
+        nums.append(num)
+    nums.sort(key=lambda n: n.start)
+    # Drop numbers inside a turn phrase ("one and a half turns" holds the word "one").
+    kept: list[_Num] = []
+    for num in nums:
+        if kept and num.start < kept[-1].end:
+            if num.unit_index == _TURN_UNIT:
+                kept[-1] = num
+            continue
+        kept.append(num)
+    for num in kept:
+        if num.unit_index is None:
+            unit = _UNIT_RE.match(text, num.end)
+            if unit:
+                num.unit_index = int(unit.lastgroup[1:])
+                num.unit_end = unit.end()
+                if UNIT_FORMS[num.unit_index][1] in ("degree_Celsius", "degree_Fahrenheit") \
+                        and unit.group().strip() in "CF" and num.end != unit.start():
+                    # "80 C" with a space: a temperature only after a whole number or a decimal point.
+                    pass
+        num.identifier = num.unit_index is None and bool(
+            _IDENTIFIER_BEFORE.search(text, max(0, num.start - 30), num.start) or _COUNT_AFTER.match(text, num.end))
+    for before, num in zip(kept, kept[1:]):
+        if before.identifier and num.unit_index is None and _RANGE_GAP.fullmatch(text[before.end:num.start]):
+            num.identifier = True  # "bolts 1 to 6"
+    return kept
 
 
-def _stage_markers(text: str) -> list[tuple[int, int, int]]:
-    markers = []
-    for m in _STAGE_RE.finditer(text):
-        number = m.group("num") or m.group("ordinal")
-        word = m.group("before") or m.group("after")
-        markers.append((m.start(), m.end(), int(number) if number else _STAGE_WORDS[word.lower()]))
-    return markers
+_TURN_UNIT = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "turn")
 
 
-def extract_quantities(text: str) -> list[Quantity]:
-    """Quantities with a recognised unit, in text order, equivalents folded in."""
-    markers = _stage_markers(text)
-    # Blank out stage labels so "Stage 1 - 40 Nm" is not read as the range 1-40 N·m.
-    scan = list(text)
-    for start, end, _ in markers:
-        scan[start:end] = " " * (end - start)
-    found = [f for m in _QUANTITY_RE.finditer("".join(scan)) for f in _from_match(m, text)]
+def _family(num: _Num) -> str | None:
+    return None if num.unit_index is None else UNIT_FORMS[num.unit_index][2]
 
-    quantities, previous_end, i = [], 0, 0
-    while i < len(found):
-        head = found[i]
-        next_i, end = _equivalents_after(found, i, text)
-        equivalents = tuple(f.quantity for f in found[i + 1:next_i])
-        # A stage label belongs to the quantity that follows it with no other quantity between.
-        stage = None
-        for marker_start, marker_end, number in markers:
-            if previous_end <= marker_start and marker_end <= head.start:
-                stage = number
-        quantities.append(replace(head.quantity, raw=text[head.start:end].strip(),
-                                  stage=stage, equivalents=equivalents))
-        previous_end, i = end, next_i
+
+def _end(num: _Num) -> int:
+    return num.unit_end if num.unit_index is not None and not num.propagated else num.end
+
+
+def _gap(text: str, a: _Num, b: _Num) -> str:
+    return text[_end(a):b.start] if b.start - _end(a) <= 60 else "\x00"
+
+
+def _propagate_units(text: str, nums: list[_Num]) -> None:
+    """A unit written once for several values: "15 then 30 Nm", "0.10 ~ 0.15 mm", "10 ± 1 Nm"."""
+    for i in range(len(nums) - 2, -1, -1):
+        num, after = nums[i], nums[i + 1]
+        if num.unit_index is not None or num.identifier or after.unit_index is None or after.identifier:
+            continue
+        gap = _gap(text, num, after)
+        if _RANGE_GAP.fullmatch(gap) or _TOL_GAP.fullmatch(gap) or _OR_GAP.fullmatch(gap) \
+                or (_BETWEEN_BEFORE.search(text, max(0, num.start - 12), num.start) and re.fullmatch(r"(?i:\s*and\s*)", gap)) \
+                or (_LIST_GAP.fullmatch(gap) and _family(after) in SEQUENCE_FAMILIES + ("length", "pressure", "volume")):
+            num.unit_index, num.unit_end, num.propagated = after.unit_index, after.unit_end, True
+
+
+# ---- building quantities ---------------------------------------------------------------
+
+
+def _build(text: str, start: int, end: int, unit_index: int, ends: list[list[tuple[float, float]]],
+           signs: tuple[float, ...] = ()) -> Quantity:
+    """A quantity from its numbers: ends[0] the low reading(s), ends[1] the high one(s) if a range."""
+    _, unit_spec, family = UNIT_FORMS[unit_index]
+    units = unit_spec if isinstance(unit_spec, tuple) else (unit_spec,)
+    readings: list[tuple[float, float | None]] = []
+    precision = 0.0
+    for low in ends[0]:
+        for high in (ends[1] if len(ends) > 1 else [None]):
+            lo = low[0] * (signs[0] if signs else 1)
+            hi = None if high is None else high[0] * (signs[1] if len(signs) > 1 else 1)
+            if hi is not None and hi < lo:
+                lo, hi = hi, lo
+            if hi == lo:
+                hi = None
+            readings.append((lo, hi))
+            precision = max(precision, low[1], 0 if high is None else high[1])
+    lo, hi = readings[0]
+    return Quantity(_canonical(lo, units[0], family), None if hi is None else _canonical(hi, units[0], family),
+                    family, text[start:end].strip(), unit=units[0], units=units, readings=tuple(readings),
+                    precision=precision, start=start, end=end)
+
+
+def _sign(text: str, num: _Num, family: str) -> float:
+    # Only temperatures go below zero; a minus elsewhere is a dash.
+    if family == "temperature" and num.start and text[num.start - 1] in "-−" \
+            and (num.start < 2 or not text[num.start - 2].isdigit()):
+        return -1.0
+    return 1.0
+
+
+def _group(text: str, nums: list[_Num]) -> list[Quantity]:
+    quantities: list[Quantity] = []
+    i = 0
+    while i < len(nums):
+        num = nums[i]
+        if num.unit_index is None:
+            if i + 1 < len(nums) and num.integer and 2 <= num.readings[0][0] <= 4 \
+                    and _TIMES_GAP.fullmatch(_gap(text, num, nums[i + 1])) and _family(nums[i + 1]) in SEQUENCE_FAMILIES:
+                nums[i + 1].repeat = int(num.readings[0][0])
+            i += 1
+            continue
+        family = _family(num)
+        nxt = nums[i + 1] if i + 1 < len(nums) else None
+        gap = _gap(text, num, nxt) if nxt else "\x00"
+        same_family = nxt is not None and _family(nxt) == family
+        same_unit = same_family and (nxt.unit_index == num.unit_index or nxt.unit_index is None)
+        between = _BETWEEN_BEFORE.search(text, max(0, num.start - 12), num.start)
+        unit_index = nxt.unit_index if nxt is not None and num.propagated and nxt.unit_index is not None else num.unit_index
+        if nxt and same_unit and (_RANGE_GAP.fullmatch(gap) or (between and re.fullmatch(r"(?i:\s*and\s*)", gap))):
+            start = text.rfind("between", max(0, num.start - 12), num.start) if between else num.start
+            q = _build(text, max(start, num.start if not between else start), _end(nxt), unit_index,
+                       [num.readings, nxt.readings], (_sign(text, num, family), _sign(text, nxt, family)))
+            i += 2
+        elif nxt and (same_unit or nxt.unit_index is None) and _TOL_GAP.fullmatch(gap):
+            q = _tolerance(text, num, [(nxt, 1.0), (nxt, -1.0)], _end(nxt), unit_index)
+            i += 2
+        elif nxt and i + 2 < len(nums) and (same_unit or nxt.unit_index is None) and _PLUS_GAP.fullmatch(gap) \
+                and _SLASH_MINUS_GAP.fullmatch(_gap(text, nxt, nums[i + 2])) \
+                and _family(nums[i + 2]) in (None, family):
+            q = _tolerance(text, num, [(nxt, 1.0), (nums[i + 2], -1.0)], _end(nums[i + 2]), unit_index)
+            i += 3
+        else:
+            q = _build(text, num.start, _end(num), num.unit_index, [num.readings], (_sign(text, num, family),))
+            i += 1
+        repeat = num.repeat
+        after = _REPEAT_AFTER.match(text, q.end)
+        if after and q.family in SEQUENCE_FAMILIES:
+            repeat = 3 if after.group("thrice") else int(after.group("n") or 2)
+            q = replace(q, raw=text[q.start:after.end()].strip(), end=after.end())
+        quantities.extend([q] * repeat)
     return quantities
 
 
-EQUIVALENT_REL_TOL = 0.08  # a restatement rounded to whole units: 10 Nm is "7 ft-lb" (9.5 N·m, 5% off)
+def _tolerance(text: str, num: _Num, parts: list[tuple[_Num, float]], end: int, unit_index: int) -> Quantity:
+    high = [(v + parts[0][0].readings[0][0], max(p, parts[0][0].readings[0][1])) for v, p in num.readings]
+    low = [(v - parts[1][0].readings[0][0], max(p, parts[1][0].readings[0][1])) for v, p in num.readings]
+    return _build(text, num.start, end, unit_index, [low, high])
 
 
-def _consistent(head: Quantity, other: Quantity) -> bool:
-    """Whether a bracketed value restates the head in other units (within the rounding of whole units)."""
-    def agree(x: float, y: float) -> bool:
-        return abs(x - y) <= max(2 * ABS_TOL[head.family], EQUIVALENT_REL_TOL * max(abs(x), abs(y)))
-    head_high = head.value if head.high is None else head.high
-    other_high = other.value if other.high is None else other.high
-    return agree(head.value, other.value) and agree(head_high, other_high)
+def _fold_equivalents(text: str, found: list[Quantity]) -> list[Quantity]:
+    """'45 Nm (33 ft-lb)' and '45 Nm / 33 ft-lb' are one quantity; '30 or 35 Nm' is a hedge."""
+    out: list[Quantity] = []
+    i = 0
+    while i < len(found):
+        head = found[i]
+        j = i + 1
+        equivalents: list[Quantity] = []
+        opening = _OPEN_GAP.match(text, head.end)
+        if opening and j < len(found) and found[j].start == opening.end():
+            close = text.find(")" if "(" in opening.group() else "]", opening.end(), opening.end() + 80)
+            while close != -1 and j < len(found) and found[j].end <= close and found[j].family == head.family \
+                    and found[j].unit != head.unit and _EQUIV_FILL.fullmatch(text[equivalents[-1].end if equivalents else found[j].start:found[j].start]):
+                equivalents.append(found[j])
+                j += 1
+            if equivalents:
+                head = replace(head, raw=text[head.start:close + 1].strip(), end=close + 1) \
+                    if not text[equivalents[-1].end:close].strip(" ,;") else head
+        elif j < len(found) and found[j].family == head.family and found[j].unit != head.unit \
+                and _EQUIV_GAP.fullmatch(text[head.end:found[j].start]):
+            equivalents.append(found[j])
+            j += 1
+        elif j < len(found) and found[j].family == head.family and found[j].role == head.role == "spec" \
+                and _OR_GAP.fullmatch(text[head.end:found[j].start]) and found[j].readings != head.readings:
+            out.append(replace(head, hedge=found[j].raw))
+            out.append(replace(found[j], hedge=head.raw))
+            i = j + 1
+            continue
+        out.append(replace(head, equivalents=tuple(equivalents)) if equivalents else head)
+        i = j
+    return out
 
 
-def _close(x: float, y: float, family: str) -> bool:
-    return abs(x - y) <= max(ABS_TOL[family], REL_TOL[family] * max(abs(x), abs(y)))
+def _roles(text: str, quantities: list[Quantity], sentence_ends: list[int]) -> list[Quantity]:
+    out = []
+    for q in quantities:
+        role = "spec"
+        if _INCIDENTAL_AFTER.match(text, q.end) or _INCIDENTAL_BEFORE.search(text, max(0, q.start - 20), q.start):
+            role = "incidental"
+        elif q.family in ("speed", "temperature") and _CONDITION_BEFORE.search(text, max(0, q.start - 30), q.start):
+            sentence = bisect.bisect_left(sentence_ends, q.start)
+            others = [o for o in quantities if o is not q and o.family not in ("speed", "temperature")
+                      and bisect.bisect_left(sentence_ends, o.start) == sentence]
+            if others:
+                role = "condition"
+        out.append(replace(q, role=role) if role != "spec" else q)
+    return out
 
 
-def _compare(expected: Quantity, actual: Quantity) -> str:
-    """'match', 'inside' (a single value within an expected range) or 'miss'."""
-    if expected.family != actual.family:
-        return "miss"
-    verdict = "miss"
-    for e in (expected, *expected.equivalents):
-        for a in (actual, *actual.equivalents):
-            e_high = e.value if e.high is None else e.high
-            a_high = a.value if a.high is None else a.high
-            if _close(e.value, a.value, e.family) and _close(e_high, a_high, e.family):
-                return "match"
-            if e.high is not None and a.high is None and \
-                    (e.value <= a.value <= e_high or _close(a.value, e.value, e.family) or _close(a.value, e_high, e.family)):
-                verdict = "inside"
-    return verdict
+def _qualifier(text: str, q: Quantity, clause_start: int) -> str | None:
+    before = text[max(clause_start, q.start - 40):q.start]
+    for name, pattern in _QUALIFIER_BEFORE:
+        if pattern.search(before):
+            return name
+    for name, pattern in _QUALIFIER_AFTER:
+        if pattern.match(text, q.end):
+            return name
+    return None
+
+
+def _attach(text: str, quantities: list[Quantity]) -> list[Quantity]:
+    """Labels, qualifiers and conditions, each bound to the spec values of its clause."""
+    sentence_ends = [m.start() for m in _SENTENCE_END.finditer(text)] + [len(text)]
+    quantities = _roles(text, quantities, sentence_ends)
+    segment_ends = [m.start() for m in _SEGMENT_END.finditer(text)] + [len(text)]
+    specs = [k for k, q in enumerate(quantities) if q.role == "spec"]
+
+    labels: dict[int, list[tuple[str, str]]] = {k: [] for k in specs}
+    spec_segments = {k: bisect.bisect_left(segment_ends, quantities[k].start) for k in specs}
+    for m in _LABEL_RE.finditer(text):
+        kind, value = _label(m)
+        if kind == "size" and any(q.start <= m.start() < q.end for q in quantities):
+            continue
+        segment = bisect.bisect_left(segment_ends, m.start())
+        sentence = bisect.bisect_left(sentence_ends, m.start())
+        targets = [k for k in specs if spec_segments[k] == segment]
+        if not targets:  # "For M10 bolts, 45 Nm": the next value of the sentence
+            later = [k for k in specs if quantities[k].start > m.end()
+                     and bisect.bisect_left(sentence_ends, quantities[k].start) == sentence]
+            targets = later[:1]
+            if targets and any(kd == kind for kd, _ in labels[targets[0]]):
+                targets = []
+        for k in targets:
+            if (kind, value) not in labels[k]:
+                labels[k].append((kind, value))
+
+    conditions: dict[int, list[Condition]] = {k: [] for k in specs}
+    mentions: list[tuple[int, int, Condition]] = []
+    for m in _CONDITION_WORDS.finditer(text):
+        word = {"idling": "idle", "idle2": "idle"}.get(m.lastgroup, m.lastgroup)
+        mentions.append((m.start(), m.end(), Condition("speed" if word == "idle" else "temperature", word, None, m.group())))
+    for q in quantities:
+        if q.role == "condition":
+            mentions.append((q.start, q.end, Condition(q.family, None, q, q.raw)))
+    for start, end, condition in mentions:
+        sentence = bisect.bisect_left(sentence_ends, start)
+        previous = [k for k in specs if quantities[k].end <= start
+                    and re.fullmatch(r"(?i:[\s,]*[(\[]?\s*(?:(?:at|@|with|when|measured|the|engine|oil|coolant|speed|temperature|of)\s*)*)",
+                                     text[quantities[k].end:start])]
+        if previous:
+            targets = previous[-1:]
+        else:
+            targets = [k for k in specs if bisect.bisect_left(sentence_ends, quantities[k].start) == sentence]
+        for k in targets:
+            conditions[k].append(condition)
+
+    out = list(quantities)
+    for k in specs:
+        q = quantities[k]
+        segment = spec_segments[k]
+        clause_start = segment_ends[segment - 1] if segment else 0
+        stage = next((int(v) for kind, v in labels[k] if kind == "stage" and v.isdigit()), None)
+        out[k] = replace(q, labels=tuple(sorted(labels[k])), qualifier=_qualifier(text, q, clause_start),
+                         conditions=tuple(conditions[k]), stage=stage)
+    return out
+
+
+def _label(m: re.Match) -> tuple[str, str]:
+    group = m.lastgroup
+    if group == "size":
+        return "size", m.group("size").upper()
+    if group in ("stage", "stage_ord"):
+        return "stage", str(int(m.group(group)))
+    if group in ("stage_word", "stage_after"):
+        return "stage", str(_ORDINAL[m.group(group).lower()])
+    return _LABEL_KIND[group], group
+
+
+def extract_quantities(text: str, decimal_comma: bool | None = None) -> list[Quantity]:
+    """Every quantity with a recognised unit, in text order, equivalents folded in, roles set.
+
+    `decimal_comma` is the notation to use when the text itself does not say (see the module docstring).
+    """
+    text = _prepare(text[:MAX_TEXT_CHARS])
+    notation = _notation(text)
+    nums = _scan_numbers(text, notation if notation is not None else decimal_comma)
+    _propagate_units(text, nums)
+    quantities = _attach(text, _group(text, nums))
+    return _fold_equivalents(text, quantities)
+
+
+# ---- comparing -------------------------------------------------------------------------
+
+
+def _ends(reading: tuple[float, float | None]) -> tuple[float, float]:
+    return reading[0], reading[0] if reading[1] is None else reading[1]
+
+
+_EPS = 1e-9  # relative: float noise of a conversion, not a tolerance
+
+
+def _value_close(a: float, unit_a: str, prec_a: float, b: float, unit_b: str, prec_b: float, equivalent: bool) -> bool:
+    """Whether answer value b states reference value a (or, `equivalent`, whether b restates a at all)."""
+    if unit_a == unit_b:
+        return math.isclose(a, b, rel_tol=_EPS, abs_tol=1e-12)
+    a_in_b = convert(a, unit_a, unit_b)
+    b_in_a = convert(b, unit_b, unit_a)
+    if equivalent:
+        return abs(a_in_b - b) <= prec_b + EQUIVALENT_SLACK * abs(b) or abs(b_in_a - a) <= prec_a + EQUIVALENT_SLACK * abs(a)
+    # The answer is the reference rounded to the answer's digits ...
+    if abs(a_in_b - b) <= prec_b * (1 + _EPS) + _EPS * abs(b):
+        return True
+    # ... or more precise than a coarsely printed reference, and close to it.
+    return abs(b_in_a - a) <= prec_a * (1 + _EPS) and abs(b_in_a - a) <= MORE_PRECISE_REL * abs(a)
+
+
+def _agree(a: Quantity, b: Quantity, equivalent: bool = False) -> bool:
+    """Whether b states a's value(s): every end agrees, for some reading of the numbers and of the units."""
+    if a.family != b.family:
+        return False
+    for unit_a in a.units:
+        for unit_b in b.units:
+            for ra in a.readings:
+                for rb in b.readings:
+                    if (ra[1] is None) != (rb[1] is None):
+                        continue
+                    if all(_value_close(x, unit_a, a.precision, y, unit_b, b.precision, equivalent)
+                           for x, y in zip(_ends(ra), _ends(rb))):
+                        return True
+    return False
+
+
+def _inside(want: Quantity, got: Quantity) -> bool:
+    if want.family != got.family or want.high is None or got.high is not None:
+        return False
+    return want.value - 1e-9 <= got.value <= want.high + 1e-9
+
+
+def consistent_equivalent(head: Quantity, equivalent: Quantity) -> bool:
+    """Whether `equivalent` restates `head` within the rounding their printed digits allow."""
+    return _agree(head, equivalent, equivalent=True)
+
 
 
 def _describe(q: Quantity) -> str:
     gap = "" if q.family == "angle" else " "
     span = f"{q.value:.4g}" if q.high is None else f"{q.value:.4g}–{q.high:.4g}"
-    return f"{span}{gap}{CANONICAL_UNIT[q.family]}"
+    return f"{span}{gap}{UNIT_SYMBOL[q.family]}"
 
 
-def _first(want: Quantity, given: list[Quantity], used: set[int], indices: range, verdict: str = "match") -> int | None:
-    return next((j for j in indices if j not in used and _compare(want, given[j]) == verdict), None)
+def _group_of(family: str) -> str:
+    return "sequence" if family in SEQUENCE_FAMILIES else family
+
+
+def _label_conflict(want: Quantity, got: Quantity) -> bool:
+    mine = dict(want.labels)
+    return any(kind in mine and mine[kind] != value for kind, value in got.labels)
+
+
+def _condition_agrees(a: Condition, b: Condition) -> bool:
+    if a.dimension != b.dimension:
+        return False
+    if a.word or b.word:
+        return a.word == b.word
+    return _agree(a.quantity, b.quantity)
+
+
+def _condition_problems(wanted: tuple[Condition, ...], given: tuple[Condition, ...]) -> list[str]:
+    problems = []
+    for w in wanted:
+        if not any(_condition_agrees(w, g) for g in given):
+            rival = next((g for g in given if g.dimension == w.dimension), None)
+            problems.append(f"condition {w.raw!r} " + (f"differs: answer says {rival.raw!r}" if rival else "is missing"))
+    for g in given:
+        if any(w.dimension == g.dimension for w in wanted) and not any(_condition_agrees(w, g) for w in wanted):
+            if not any(p.endswith(repr(g.raw)) for p in problems):
+                problems.append(f"condition {g.raw!r} contradicts the reference")
+    return problems
+
+
+def _fail(applicable: bool, reason: str) -> SpecMatch:
+    return SpecMatch(False, applicable, 0.0, [reason], (), (), True)
 
 
 def match(expected: str, actual: str) -> SpecMatch:
-    """Check that `actual` states the quantities of `expected`, in order, and no others."""
-    wanted = extract_quantities(expected)
+    """Check that `actual` states the specifications of `expected`, and no others (rules: module docstring)."""
+    expected, actual = expected if isinstance(expected, str) else "", actual if isinstance(actual, str) else ""
+    if len(expected) > MAX_TEXT_CHARS:
+        return _fail(False, f"not applicable: the reference is {len(expected):,} characters, over the "
+                            f"{MAX_TEXT_CHARS:,} the spec check reads")
+    every = extract_quantities(expected)
+    wanted = [q for q in every if q.role == "spec"]
     if not wanted:
-        return SpecMatch(False, False, 0.0, ["not applicable: the expected text states no quantity with a unit"],
-                         (), (), True)
-    given = extract_quantities(actual)
-
-    assigned: dict[int, int] = {}
-    out_of_order: set[int] = set()
-    used: set[int] = set()
-    cursor = 0
-    for i, want in enumerate(wanted):
-        j = _first(want, given, used, range(cursor, len(given)))
-        if j is not None:
-            cursor = j + 1
-        else:
-            j = _first(want, given, used, range(cursor))
-            if j is None:
-                continue
-            out_of_order.add(i)
-        assigned[i] = j
-        used.add(j)
+        why = ("only incidental sizes or conditions" if every else "no quantity with a unit the checker reads")
+        return _fail(False, f"not applicable: the reference states {why}")
+    if len(actual) > MAX_TEXT_CHARS:
+        return _fail(True, f"answer is {len(actual):,} characters, over the {MAX_TEXT_CHARS:,} the spec check "
+                           f"reads: not graded as correct")
+    found = extract_quantities(actual)
+    given = [q for q in found if q.role == "spec"]
+    sentence_of = _sentence_index(actual)
 
     details: list[str] = []
-    missing: list[Quantity] = []
+    problems = 0
+    for g in given:
+        for e in g.equivalents:
+            if not consistent_equivalent(g, e):
+                problems += 1
+                details.append(f"equivalent {e.raw!r} ({_describe(e)}) disagrees with its own main value "
+                               f"{_describe(g)} in {g.raw!r}")
+        if g.hedge:
+            problems += 1
+            details.append(f"hedge: {g.raw!r} or {g.hedge!r} states no single value")
+
+    ref_conditions = {tuple(sorted(c.raw.lower() for c in w.conditions)) for w in wanted if w.conditions}
+    global_conditions = len(ref_conditions) <= 1
+    if global_conditions and ref_conditions:
+        wanted_conditions = next(w.conditions for w in wanted if w.conditions)
+        all_given = tuple(c for g in given for c in g.conditions)
+        for problem in _condition_problems(wanted_conditions, all_given):
+            problems += 1
+            details.append(problem)
+
+    assigned: dict[int, int] = {}
+    used: set[int] = set()
+    cursor: dict[str, int] = {}
+    out_of_order: set[int] = set()
+    positional: set[int] = set()
     for i, want in enumerate(wanted):
-        label = f"expected {want.raw!r}" + (f" (stage {want.stage})" if want.stage else "")
+        pool = [j for j, g in enumerate(given) if j not in used and g.family == want.family and not _label_conflict(want, g)]
+        strong = [j for j in pool if want.labels and set(want.labels) <= set(given[j].labels)]
+        if strong:
+            pool = strong
+        grp = _group_of(want.family)
+        start = cursor.get(grp, -1)
+        choice = next((j for j in pool if j > start and _agrees_with(want, given[j])), None)
+        if choice is None:
+            choice = next((j for j in pool if _agrees_with(want, given[j])), None)
+            if choice is not None and not strong and not want.labels and grp == "sequence":
+                out_of_order.add(i)
+        if choice is None:
+            continue
+        assigned[i] = choice
+        used.add(choice)
+        if not strong:
+            positional.add(i)
+            cursor[grp] = max(cursor.get(grp, -1), choice)
+
+    missing: list[Quantity] = []
+    good = 0
+    for i, want in enumerate(wanted):
+        label = f"expected {want.raw!r}" + (f" ({_labels_text(want)})" if want.labels else "")
         if i in assigned:
             got = given[assigned[i]]
-            notes = " (out of order)" if i in out_of_order else ""
-            if want.stage and got.stage and want.stage != got.stage:
-                notes += f" (labelled stage {got.stage})"
-            details.append(f"{label}: matched {got.raw!r}{notes}")
+            notes = []
+            if i in out_of_order:
+                notes.append("out of order")
+            if want.qualifier != got.qualifier and not (want.qualifier and got.qualifier and "limit" in (want.qualifier, got.qualifier)):
+                notes.append(f"qualifier differs: reference {want.qualifier or 'none'}, answer {got.qualifier or 'none'}")
+            if not global_conditions:
+                notes.extend(_condition_problems(want.conditions, got.conditions))
+            if notes:
+                problems += 1
+                details.append(f"{label}: value matched {got.raw!r} but " + "; ".join(notes))
+            else:
+                good += 1
+                details.append(f"{label}: matched {got.raw!r}")
             continue
         missing.append(want)
-        j = _first(want, given, used, range(len(given)), verdict="inside")
-        if j is not None:
-            used.add(j)  # accounted for: not invented, just too vague
-            details.append(f"{label}: only the single value {given[j].raw!r} inside the range; the range is required")
+        pool = [j for j, g in enumerate(given) if j not in used and g.family == want.family]
+        inside = next((j for j in pool if _inside(want, given[j])), None)
+        if inside is not None:
+            used.add(inside)
+            details.append(f"{label}: only the single value {given[inside].raw!r} inside the range; the range is required")
             continue
-        rivals = [j for j in range(len(given)) if j not in used and given[j].family == want.family]
+        labelled = [j for j in pool if want.labels and set(want.labels) <= set(given[j].labels)]
+        rivals = labelled or [j for j in pool if not _label_conflict(want, given[j])] or pool
         if rivals:
-            nearest = min(rivals, key=lambda j: abs(given[j].value - want.value))
+            nearest = labelled[0] if labelled else min(rivals, key=lambda j: abs(given[j].value - want.value))
+            used.add(nearest)
             details.append(f"{label}: wrong value, answer says {given[nearest].raw!r} "
                            f"({_describe(given[nearest])} vs {_describe(want)})")
         else:
             details.append(f"{label}: missing")
 
-    families = [w.family for w in wanted]
     hallucinated: list[Quantity] = []
     for j, got in enumerate(given):
         if j in used:
             continue
-        if got.family not in families:
-            # An added angle stage or temperature is an unsupported specification, as dangerous as a wrong torque.
-            hallucinated.append(got)
-            details.append(f"hallucinated: {got.raw!r} ({_describe(got)}): the reference states no {got.family}")
-        elif families.count(got.family) == 1 and any(_compare(w, got) == "match" for w in wanted):
+        twin = next((i for i in assigned if _agrees_with(wanted[i], got)), None)
+        if twin is not None and sum(1 for w in wanted if _group_of(w.family) == _group_of(got.family)) == 1 \
+                and sentence_of(got.start) != sentence_of(given[assigned[twin]].start):
             details.append(f"repeated: {got.raw!r}")
-        else:
-            hallucinated.append(got)
-            details.append(f"hallucinated: {got.raw!r} ({_describe(got)}) matches no expected {got.family}")
+            continue
+        hallucinated.append(got)
+        details.append(f"hallucinated: {got.raw!r} ({_describe(got)}) is not a value the reference gives")
 
-    order = [assigned[i] for i in sorted(assigned)]
-    order_ok = all(a < b for a, b in zip(order, order[1:]))
-    passed = len(assigned) == len(wanted) and order_ok and not hallucinated
-    return SpecMatch(passed, True, len(assigned) / len(wanted), details,
-                     tuple(missing), tuple(hallucinated), order_ok)
+    order = [assigned[i] for i in sorted(assigned) if i in positional and _group_of(wanted[i].family) == "sequence"]
+    order_ok = not out_of_order and all(a < b for a, b in zip(order, order[1:]))
+    passed = good == len(wanted) and order_ok and not hallucinated and not problems
+    return SpecMatch(passed, True, good / len(wanted), details, tuple(missing), tuple(hallucinated), order_ok)
+
+
+def _agrees_with(want: Quantity, got: Quantity) -> bool:
+    """The answer's main value states the reference's value (or a consistent equivalent the reference gives)."""
+    if _agree(want, got):
+        return True
+    return any(_agree(e, got) for e in want.equivalents if consistent_equivalent(want, e))
+
+
+def _labels_text(q: Quantity) -> str:
+    return ", ".join(f"stage {v}" if kind == "stage" else v for kind, v in q.labels)
+
+
+def _sentence_index(text: str):
+    prepared = _prepare(text[:MAX_TEXT_CHARS])
+    ends = [m.start() for m in _SENTENCE_END.finditer(prepared)]
+    return lambda position: bisect.bisect_left(ends, position)
 
 
 def _normalise_words(text: str) -> str:
