@@ -74,10 +74,14 @@ import bisect
 import math
 import re
 import unicodedata
-from dataclasses import dataclass, field, replace
+from collections import defaultdict
+
+from dataclasses import dataclass, field
 from functools import lru_cache
 
-MAX_TEXT_CHARS = 20_000  # a specification answer is a few sentences; 20k characters is ~10 pages of text
+MAX_TEXT_CHARS = 8_000  # characters; a specification answer is a few sentences (512 tokens is ~2,500 characters)
+MAX_NUMBERS = 200  # numbers in one text; a specification answer states a handful
+
 MORE_PRECISE_REL = 0.02  # an answer more precise than a coarse reference ("59 Nm" for "6 kpm") may differ by this much
 EQUIVALENT_SLACK = 0.01  # relative: a bracketed equivalent is often rounded from a rounded main value
 
@@ -156,14 +160,15 @@ _WORDS = rf"(?:(?:a|{'|'.join(_ONES[1:10])})\s+hundred(?:\s+(?:and\s+)?{_BELOW_1
 
 # Numbers: a mixed number, a fraction, digits grouped in thousands, a plain decimal, words.
 _NUM_RE = re.compile(
-    r"(?<![\w.,/])(?:"
+    r"(?<![\w,/])(?<!\d\.)(?=[\d.])(?:"
     r"(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
     r"|(?P<fn>\d{1,3})/(?P<fd>\d{1,3})(?![\d/])"
     r"|(?P<g>\d{1,3}(?:(?P<gs>[, ])\d{3})(?:(?P=gs)\d{3})*(?:\.\d+)?)(?![\d,]\d)"
     r"|(?P<p>\d{1,12}(?:[.,]\d{1,12})?|\.\d{1,12})"
-    rf"|(?P<w>(?i:\b{_WORDS}\b))"
-    r")(?!\d)(?(w)(?!\w))"
+    r")(?!\d)"
 )
+# Spelled-out numbers, read in the lower-cased text; the lookahead lets the regex engine skip ahead fast.
+_WORD_NUM_RE = re.compile(rf"(?<![\w,/])(?=[aefnostz])\b(?P<w>{_WORDS})\b")
 _TURN_WORDS = [
     (r"(?:an?\s+|one\s+)?eighth(?:\s+of\s+a)?[\s-]+turn", 0.125),
     (r"(?:a\s+|one\s+)?quarter(?:\s+of\s+a)?[\s-]+turn", 0.25),
@@ -174,10 +179,10 @@ _TURN_WORDS = [
 ]
 _TURN_RE = re.compile("(?i:" + "|".join(f"(?P<t{i}>\\b{p}s?\\b)" for i, (p, _) in enumerate(_TURN_WORDS)) + ")")
 
-_IDENTIFIER_BEFORE = re.compile(
-    r"(?i:\b(?:bolts?|nuts?|screws?|studs?|steps?|stages?|pass(?:es)?|phases?|no|nos|number|nr|cylinders?|cyl|"
+_IDENTIFIER_WORD = re.compile(
+    r"(?=[bnscpifhgmytvrk#])(?i:\b(?:bolts?|nuts?|screws?|studs?|steps?|stages?|pass(?:es)?|phases?|no|nos|number|nr|cylinders?|cyl|"
     r"items?|fig(?:ure)?s?|page|pp?|parts?|pos(?:ition)?|holes?|sequence|group|model|year|type|version|"
-    r"section|chapter|table|ref|key|reference)\.?\s*#?\s*|#\s*)$")
+    r"section|chapter|table|ref|key|reference)\.?\s*#?\s*|#\s*)")
 _INCIDENTAL_AFTER = re.compile(
     r"(?i:[\s-]{0,2}(?:spark[\s-]plug\s+|feeler\s+|deep\s+|long\s+|hex\s+|12[\s-]point\s+|6[\s-]point\s+|impact\s+|open[\s-]end(?:ed)?\s+|"
     r"box[\s-]end\s+|ring\s+|combination\s+|allen\s+|socket[\s-]head\s+)?"
@@ -185,7 +190,8 @@ _INCIDENTAL_AFTER = re.compile(
     r"dies|punch(?:es)?|pins?|washers?|hoses?|pipes?|lines?|banjo|fittings?|spacers?|heads?|ratchets?|"
     r"extensions?|drive|thread|gauges?|blades?|feelers?|wheels?|tyres?|tires?|diameter\s+(?:bolt|pipe|hose)s?)\b)")
 _COUNT_AFTER = re.compile(r"(?i:\s*(?:bolts?|nuts?|screws?|studs?|times|places|stages|steps|passes|cylinders?|holes)\b)")
-_INCIDENTAL_BEFORE = re.compile(r"(?i:\bM\d{1,2}\s*[x×]\s*|\b(?:socket|wrench|spanner|drive|size)\s*(?:of\s*)?)$")
+_INCIDENTAL_BEFORE = re.compile(r"(?=[mswd])(?:\bm\d{1,2}\s*[x×]\s*|\b(?:socket|wrench|spanner|drive|size)\s*(?:of\s*)?)")
+_CLAUSE_BREAK = re.compile(r"[,;\n]")
 
 _RANGE_GAP = re.compile(r"\s*(?:[-–—‒−~〜]|to|\.{2,3}|…)\s*")
 _BETWEEN_BEFORE = re.compile(r"(?i:\bbetween|\bfrom)\s*$")
@@ -204,26 +210,28 @@ _OPEN_GAP = re.compile(r"[\s*_]*[(\[]\s*(?:(?i:approx(?:imately)?\.?|about|ca\.?
 _EQUIV_FILL = re.compile(r"\s*(?:[,;/]|(?i:or))?\s*")
 _REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+times)|two\s+times(?P<two>)|[x×]\s*(?P<n>[2-4])(?!\d)))")
 
-_QUALIFIER_BEFORE = [
-    ("limit", re.compile(r"(?i:\b(?:wear|service|repair)\s+limit|\blimit)\b[^,;\n]{0,25}$")),
-    ("max", re.compile(r"(?i:\b(?:max(?:imum)?|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
-                       r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below)\b\.?|<=?|≤|=<)[^,;\n]{0,15}$")),
-    ("min", re.compile(r"(?i:\b(?:min(?:imum)?|at\s+least|no\s+less\s+than|not\s+less\s+than|(?<!not\s)(?<!no\s)more\s+than|over|above|"
-                       r"greater\s+than)\b\.?|>=?|≥|=>)[^,;\n]{0,15}$")),
-]
+# A qualifier before a value: found once per text, then the nearest one in the value's clause applies.
+_QUALIFIER_BEFORE = re.compile(
+    r"(?=[wsrlmaniu<≤=>≥go])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit)\b"
+    r"|(?P<max>\b(?:max(?:imum)?|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
+    r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below)\b\.?|<=?|≤|=<)"
+    r"|(?P<min>\b(?:min(?:imum)?|at\s+least|no\s+less\s+than|not\s+less\s+than|(?<!not\s)(?<!no\s)more\s+than|over|above|"
+    r"greater\s+than)\b\.?|>=?|≥|=>))")
+QUALIFIER_REACH = {"limit": 25, "max": 15, "min": 15}  # characters between a qualifier and its value
 _QUALIFIER_AFTER = [
     ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum)?\b\.?|or\s+less\b|at\s+most\b|or\s+under\b))")),
     ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum)?\b\.?|or\s+more\b|at\s+least\b|or\s+over\b))")),
     ("limit", re.compile(r"(?i:\s*\(?\s*(?:(?:wear|service)\s+)?limit\b)")),
 ]
-_CONDITION_BEFORE = re.compile(r"(?i:(?:\bat|@|\bwhen|\bwith|\babove|\bbelow|\bmeasured\s+at|\bengine\s+speed(?:\s+of)?|"
-                               r"\boil\s+temperature(?:\s+of)?|\bcoolant\s+temperature(?:\s+of)?)\s*(?:approx\.?\s*|about\s*)?|@\s*)$")
+_CONDITION_BEFORE = re.compile(r"(?=[a@wbmeoc])(?:(?:\bat|@|\bwhen|\bwith|\babove|\bbelow|\bmeasured\s+at|\bengine\s+speed(?:\s+of)?|"
+                               r"\boil\s+temperature(?:\s+of)?|\bcoolant\s+temperature(?:\s+of)?)\s*(?:approx\.?\s*|about\s*)?|@\s*)")
 _CONDITION_WORDS = re.compile(
-    r"(?i:(?:\bat|@)\s*(?P<idle>idle)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)|\b(?P<cold>cold)\b|\b(?P<hot>hot|warm|warmed[\s-]up|(?:normal\s+)?operating\s+temperature)\b)")
+    r"(?=[a@i(chwon])(?i:(?:\bat|@)\s*(?P<idle>idle)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)|\b(?P<cold>cold)\b"
+    r"|\b(?P<hot>hot|warm|warmed[\s-]up|(?:normal\s+)?operating\s+temperature)\b)")
 _SENTENCE_END = re.compile(r"\n|;|[.!?](?=\s+[A-Z(]|\s*$)")
-_SEGMENT_END = re.compile(r"\n|;|,|(?<!min)(?<!max)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b)")
+_SEGMENT_END = re.compile(r"(?=[\n;,.!?atwb])(?:\n|;|,|(?<!min)(?<!max)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b))")
 _LABEL_RE = re.compile(
-    r"(?i:\b(?P<size>M\d{1,2})(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\b"
+    r"(?=[mspfiertnoul1-5])(?i:\b(?P<size>M\d{1,2})(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\b"
     r"|\b(?:stage|step|pass)\s*#?\s*(?P<stage>\d{1,2})\b|\b(?P<stage_ord>\d)(?:st|nd|rd|th)\s+(?:stage|step|pass)\b"
     r"|\b(?P<stage_word>first|second|third|fourth|fifth)\s+(?:stage|step|pass)\b"
     r"|\b(?:stage|step|pass)\s+(?P<stage_after>one|two|three|four|five)\b"
@@ -236,7 +244,10 @@ _LABEL_KIND = {"intake": "valve", "exhaust": "valve", "front": "axle", "rear": "
                "upper": "height", "lower": "height"}
 _ORDINAL = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "one": 1, "two": 2, "three": 3,
             "four": 4, "five": 5}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2028\u2029\ufeff]")
+# Words that make a repeated value a further stage rather than a restatement ("40 Nm, then 40 Nm again").
+_SEQUENCE_WORDS = re.compile(r"(?i:\b(?:then|again|further|another|followed|additional|twice|stages?|steps?|plus)\b|\+)")
+_CONTROL = re.compile(
+r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2028\u2029\ufeff]")
 _VULGAR = {"½": " 1/2", "¼": " 1/4", "¾": " 3/4", "⅛": " 1/8", "⅜": " 3/8", "⅝": " 5/8", "⅞": " 7/8",
            "⅓": " 1/3", "⅔": " 2/3", "º": "°", "˚": "°", "⁄": "/", "∕": "/"}
 _VULGAR_RE = re.compile("|".join(_VULGAR))
@@ -302,16 +313,32 @@ def _registry():
     return registry
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
+def _affine(unit: str, to_unit: str) -> tuple[float, float]:
+    """(scale, offset) of the conversion, from pint: every unit here converts affinely (°C to °F has an offset)."""
+    registry = _registry()
+    zero = registry.Quantity(0.0, unit).to(to_unit).magnitude
+    return registry.Quantity(1.0, unit).to(to_unit).magnitude - zero, zero
+
+
 def convert(value: float, unit: str, to_unit: str) -> float:
     """`value` in pint `unit` expressed in `to_unit` (offsets included for temperatures)."""
     if unit == to_unit:
         return value
-    registry = _registry()
-    return registry.Quantity(value, unit).to(to_unit).magnitude
+    scale, offset = _affine(unit, to_unit)
+    return value * scale + offset
+
+
+
+def _updated(q: Quantity, **changes) -> Quantity:
+    """Set fields of a Quantity this module has just built and nobody else holds (dataclasses.replace is ~10x slower)."""
+    for name, value in changes.items():
+        object.__setattr__(q, name, value)
+    return q
 
 
 def _canonical(value: float, unit: str, family: str) -> float:
+
     return convert(value, unit, CANONICAL_UNIT[family])
 
 
@@ -342,6 +369,8 @@ def _decimals(digits: str) -> float:
 
 
 def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[float, float]], bool]:
+    if m.re is _WORD_NUM_RE:
+        return _read_words(m)
     if m.group("mw"):
         den = int(m.group("md"))
         if den == 0:
@@ -365,7 +394,11 @@ def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[fl
         text = m.group("p")
         whole, sep, decimals = text.replace(",", ".").partition(".")
         return [(float(text.replace(",", ".")), _decimals(decimals))], not sep
-    words = m.group("w").lower().replace("-", " ").split()
+    raise AssertionError("unreachable: every alternative of _NUM_RE is handled above")
+
+
+def _read_words(m: re.Match) -> tuple[list[tuple[float, float]], bool]:
+    words = m.group("w").replace("-", " ").split()
     total, current = 0, 0
     for word in words:
         if word == "hundred":
@@ -384,10 +417,19 @@ def _notation(text: str) -> bool | None:
     return None
 
 
-def _scan_numbers(text: str, decimal_comma: bool | None) -> list[_Num]:
+def _scan_numbers(text: str, low: str, decimal_comma: bool | None) -> list[_Num]:
+    """Numbers in text order, each with its unit if one follows; at most MAX_NUMBERS + 1 of them."""
     nums: list[_Num] = []
-    for m in _NUM_RE.finditer(text):
-        if m.group("g") and m.group("gs") == " " and _IDENTIFIER_BEFORE.search(text, max(0, m.start() - 30), m.start()):
+    # Where an identifier word ("bolt", "step", "No.") ends: a number starting there names a thing.
+    identifier_ends = {m.end() for m in _IDENTIFIER_WORD.finditer(low)}
+    matches = [m for _, m in zip(range(MAX_NUMBERS + 1), _NUM_RE.finditer(text))]
+    words = [m for _, m in zip(range(MAX_NUMBERS + 1), _WORD_NUM_RE.finditer(low))]
+    if words:
+        matches = sorted(matches + words, key=lambda m: m.start())
+    for m in matches:
+        if len(nums) > MAX_NUMBERS:
+            break
+        if m.re is _NUM_RE and m.group("g") and m.group("gs") == " " and m.start() in identifier_ends:
             # "step 2 100 Nm": the identifier's number, then the value, not 2100.
             first = text.index(" ", m.start())
             nums.append(_Num(m.start(), first, [(float(text[m.start():first]), 0.5)], True))
@@ -399,7 +441,7 @@ def _scan_numbers(text: str, decimal_comma: bool | None) -> list[_Num]:
         readings, integer = _read_number(m, decimal_comma)
         if readings:
             nums.append(_Num(m.start(), m.end(), readings, integer))
-    for m in _TURN_RE.finditer(text):
+    for m in _TURN_RE.finditer(low) if "turn" in low else ():
         turns = _TURN_WORDS[int(m.lastgroup[1:])][1]
         num = _Num(m.start(), m.end(), [(turns, 0.0)], False, unit_end=m.end())
         num.unit_index = _TURN_UNIT
@@ -424,7 +466,7 @@ def _scan_numbers(text: str, decimal_comma: bool | None) -> list[_Num]:
                     # "80 C" with a space: a temperature only after a whole number or a decimal point.
                     pass
         num.identifier = num.unit_index is None and bool(
-            _IDENTIFIER_BEFORE.search(text, max(0, num.start - 30), num.start) or _COUNT_AFTER.match(text, num.end))
+            num.start in identifier_ends or _COUNT_AFTER.match(text, num.end))
     for before, num in zip(kept, kept[1:]):
         if before.identifier and num.unit_index is None and _RANGE_GAP.fullmatch(text[before.end:num.start]):
             num.identifier = True  # "bolts 1 to 6"
@@ -531,7 +573,7 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
         after = _REPEAT_AFTER.match(text, q.end)
         if after and q.family in SEQUENCE_FAMILIES:
             repeat = 3 if after.group("thrice") else int(after.group("n") or 2)
-            q = replace(q, raw=text[q.start:after.end()].strip(), end=after.end())
+            q = _updated(q, raw=text[q.start:after.end()].strip(), end=after.end())
         quantities.extend([q] * repeat)
     return quantities
 
@@ -558,43 +600,53 @@ def _fold_equivalents(text: str, found: list[Quantity]) -> list[Quantity]:
                 equivalents.append(found[j])
                 j += 1
             if equivalents:
-                head = replace(head, raw=text[head.start:close + 1].strip(), end=close + 1) \
+                head = _updated(head, raw=text[head.start:close + 1].strip(), end=close + 1) \
                     if not text[equivalents[-1].end:close].strip(" ,;") else head
         elif j < len(found) and found[j].family == head.family and found[j].unit != head.unit \
                 and _EQUIV_GAP.fullmatch(text[head.end:found[j].start]):
             equivalents.append(found[j])
+            head = _updated(head, raw=text[head.start:found[j].end].strip(), end=found[j].end)
             j += 1
         elif j < len(found) and found[j].family == head.family and found[j].role == head.role == "spec" \
                 and _OR_GAP.fullmatch(text[head.end:found[j].start]) and found[j].readings != head.readings:
-            out.append(replace(head, hedge=found[j].raw))
-            out.append(replace(found[j], hedge=head.raw))
+            out.append(_updated(head, hedge=found[j].raw))
+            out.append(_updated(found[j], hedge=head.raw))
             i = j + 1
             continue
-        out.append(replace(head, equivalents=tuple(equivalents)) if equivalents else head)
+        out.append(_updated(head, equivalents=tuple(equivalents)) if equivalents else head)
         i = j
     return out
 
 
-def _roles(text: str, quantities: list[Quantity], sentence_ends: list[int]) -> list[Quantity]:
+def _roles(text: str, low: str, quantities: list[Quantity], sentence_ends: list[int]) -> list[Quantity]:
+    # Per sentence, how many values of other families a speed or temperature could be the condition of.
+    others: dict[int, int] = defaultdict(int)
+    for q in quantities:
+        if q.family not in ("speed", "temperature"):
+            others[bisect.bisect_left(sentence_ends, q.start)] += 1
+    incidental_ends = {m.end() for m in _INCIDENTAL_BEFORE.finditer(low)}
+    condition_ends = {m.end() for m in _CONDITION_BEFORE.finditer(low)} if any(
+        q.family in ("speed", "temperature") for q in quantities) else set()
     out = []
     for q in quantities:
         role = "spec"
-        if _INCIDENTAL_AFTER.match(text, q.end) or _INCIDENTAL_BEFORE.search(text, max(0, q.start - 20), q.start):
+        if _INCIDENTAL_AFTER.match(text, q.end) or q.start in incidental_ends:
             role = "incidental"
-        elif q.family in ("speed", "temperature") and _CONDITION_BEFORE.search(text, max(0, q.start - 30), q.start):
-            sentence = bisect.bisect_left(sentence_ends, q.start)
-            others = [o for o in quantities if o is not q and o.family not in ("speed", "temperature")
-                      and bisect.bisect_left(sentence_ends, o.start) == sentence]
-            if others:
-                role = "condition"
-        out.append(replace(q, role=role) if role != "spec" else q)
+        elif q.family in ("speed", "temperature") and q.start in condition_ends \
+                and others[bisect.bisect_left(sentence_ends, q.start)]:
+            role = "condition"
+        out.append(_updated(q, role=role) if role != "spec" else q)
     return out
 
 
-def _qualifier(text: str, q: Quantity, clause_start: int) -> str | None:
-    before = text[max(clause_start, q.start - 40):q.start]
-    for name, pattern in _QUALIFIER_BEFORE:
-        if pattern.search(before):
+_CONDITION_GAP = re.compile(r"(?i:[\s,]*[(\[]?\s*(?:(?:at|@|with|when|measured|the|engine|oil|coolant|speed|temperature|of)\s*)*)")
+
+
+def _qualifier(text: str, q: Quantity, clause_start: int, before: list[tuple[int, int, str]], ends: list[int]) -> str | None:
+    n = bisect.bisect_right(ends, q.start) - 1
+    if n >= 0:
+        start, end, name = before[n]
+        if start >= clause_start and q.start - end <= QUALIFIER_REACH[name] and not _CLAUSE_BREAK.search(text, end, q.start):
             return name
     for name, pattern in _QUALIFIER_AFTER:
         if pattern.match(text, q.end):
@@ -602,59 +654,67 @@ def _qualifier(text: str, q: Quantity, clause_start: int) -> str | None:
     return None
 
 
-def _attach(text: str, quantities: list[Quantity]) -> list[Quantity]:
+def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
     """Labels, qualifiers and conditions, each bound to the spec values of its clause."""
     sentence_ends = [m.start() for m in _SENTENCE_END.finditer(text)] + [len(text)]
-    quantities = _roles(text, quantities, sentence_ends)
-    segment_ends = [m.start() for m in _SEGMENT_END.finditer(text)] + [len(text)]
+    quantities = _roles(text, low, quantities, sentence_ends)
+
+    segment_ends = [m.start() for m in _SEGMENT_END.finditer(low)] + [len(text)]
     specs = [k for k, q in enumerate(quantities) if q.role == "spec"]
 
     labels: dict[int, list[tuple[str, str]]] = {k: [] for k in specs}
     spec_segments = {k: bisect.bisect_left(segment_ends, quantities[k].start) for k in specs}
-    for m in _LABEL_RE.finditer(text):
+    spec_sentences = {k: bisect.bisect_left(sentence_ends, quantities[k].start) for k in specs}
+    by_segment: dict[int, list[int]] = defaultdict(list)
+    by_sentence: dict[int, list[int]] = defaultdict(list)
+    for k in specs:
+        by_segment[spec_segments[k]].append(k)
+        by_sentence[spec_sentences[k]].append(k)
+    spec_starts = [quantities[k].start for k in specs]
+    spec_ends = [quantities[k].end for k in specs]
+    all_starts = [q.start for q in quantities]
+    for m in _LABEL_RE.finditer(low):
         kind, value = _label(m)
-        if kind == "size" and any(q.start <= m.start() < q.end for q in quantities):
-            continue
+        inside = bisect.bisect_right(all_starts, m.start()) - 1
+        if kind == "size" and inside >= 0 and m.start() < quantities[inside].end:
+            continue  # the "M8" of "M8 x 1.25 mm" already read as an incidental size
         segment = bisect.bisect_left(segment_ends, m.start())
-        sentence = bisect.bisect_left(sentence_ends, m.start())
-        targets = [k for k in specs if spec_segments[k] == segment]
+        targets = by_segment.get(segment, [])
         if not targets:  # "For M10 bolts, 45 Nm": the next value of the sentence
-            later = [k for k in specs if quantities[k].start > m.end()
-                     and bisect.bisect_left(sentence_ends, quantities[k].start) == sentence]
-            targets = later[:1]
-            if targets and any(kd == kind for kd, _ in labels[targets[0]]):
-                targets = []
+            n = bisect.bisect_left(spec_starts, m.end())
+            if n < len(specs) and spec_sentences[specs[n]] == bisect.bisect_left(sentence_ends, m.start()) \
+                    and not any(kd == kind for kd, _ in labels[specs[n]]):
+                targets = [specs[n]]
         for k in targets:
             if (kind, value) not in labels[k]:
                 labels[k].append((kind, value))
 
     conditions: dict[int, list[Condition]] = {k: [] for k in specs}
     mentions: list[tuple[int, int, Condition]] = []
-    for m in _CONDITION_WORDS.finditer(text):
+    for m in _CONDITION_WORDS.finditer(low):
         word = {"idling": "idle", "idle2": "idle"}.get(m.lastgroup, m.lastgroup)
         mentions.append((m.start(), m.end(), Condition("speed" if word == "idle" else "temperature", word, None, m.group())))
     for q in quantities:
         if q.role == "condition":
             mentions.append((q.start, q.end, Condition(q.family, None, q, q.raw)))
     for start, end, condition in mentions:
-        sentence = bisect.bisect_left(sentence_ends, start)
-        previous = [k for k in specs if quantities[k].end <= start
-                    and re.fullmatch(r"(?i:[\s,]*[(\[]?\s*(?:(?:at|@|with|when|measured|the|engine|oil|coolant|speed|temperature|of)\s*)*)",
-                                     text[quantities[k].end:start])]
-        if previous:
-            targets = previous[-1:]
+        n = bisect.bisect_right(spec_ends, start) - 1  # the spec value ending last before the mention
+        if n >= 0 and start - spec_ends[n] <= 60 and _CONDITION_GAP.fullmatch(text, spec_ends[n], start):
+            targets = [specs[n]]
         else:
-            targets = [k for k in specs if bisect.bisect_left(sentence_ends, quantities[k].start) == sentence]
+            targets = by_sentence.get(bisect.bisect_left(sentence_ends, start), [])
         for k in targets:
             conditions[k].append(condition)
 
+    qualifiers = [(m.start(), m.end(), m.lastgroup) for m in _QUALIFIER_BEFORE.finditer(low)]
+    qualifier_ends = [end for _, end, _ in qualifiers]
     out = list(quantities)
     for k in specs:
         q = quantities[k]
         segment = spec_segments[k]
         clause_start = segment_ends[segment - 1] if segment else 0
         stage = next((int(v) for kind, v in labels[k] if kind == "stage" and v.isdigit()), None)
-        out[k] = replace(q, labels=tuple(sorted(labels[k])), qualifier=_qualifier(text, q, clause_start),
+        out[k] = _updated(q, labels=tuple(sorted(labels[k])), qualifier=_qualifier(text, q, clause_start, qualifiers, qualifier_ends),
                          conditions=tuple(conditions[k]), stage=stage)
     return out
 
@@ -675,12 +735,21 @@ def extract_quantities(text: str, decimal_comma: bool | None = None) -> list[Qua
 
     `decimal_comma` is the notation to use when the text itself does not say (see the module docstring).
     """
+    return _extract(text, decimal_comma)[0]
+
+
+def _extract(text: str, decimal_comma: bool | None = None) -> tuple[list[Quantity], bool]:
+    """The quantities, and whether the text holds more than MAX_NUMBERS numbers (then only those are read)."""
     text = _prepare(text[:MAX_TEXT_CHARS])
     notation = _notation(text)
-    nums = _scan_numbers(text, notation if notation is not None else decimal_comma)
+    low = text.lower()
+    if len(low) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
+        low = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    nums = _scan_numbers(text, low, notation if notation is not None else decimal_comma)
+    too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
-    quantities = _attach(text, _group(text, nums))
-    return _fold_equivalents(text, quantities)
+    quantities = _attach(text, low, _group(text, nums))
+    return _fold_equivalents(text, quantities), too_many
 
 
 # ---- comparing -------------------------------------------------------------------------
@@ -782,7 +851,9 @@ def match(expected: str, actual: str) -> SpecMatch:
     if len(expected) > MAX_TEXT_CHARS:
         return _fail(False, f"not applicable: the reference is {len(expected):,} characters, over the "
                             f"{MAX_TEXT_CHARS:,} the spec check reads")
-    every = extract_quantities(expected)
+    every, too_many = _extract(expected)
+    if too_many:
+        return _fail(False, f"not applicable: the reference holds more than {MAX_NUMBERS} numbers")
     wanted = [q for q in every if q.role == "spec"]
     if not wanted:
         why = ("only incidental sizes or conditions" if every else "no quantity with a unit the checker reads")
@@ -790,9 +861,12 @@ def match(expected: str, actual: str) -> SpecMatch:
     if len(actual) > MAX_TEXT_CHARS:
         return _fail(True, f"answer is {len(actual):,} characters, over the {MAX_TEXT_CHARS:,} the spec check "
                            f"reads: not graded as correct")
-    found = extract_quantities(actual)
+    found, too_many = _extract(actual)
+    if too_many:
+        return _fail(True, f"answer holds more than {MAX_NUMBERS} numbers: not graded as correct")
+
     given = [q for q in found if q.role == "spec"]
-    sentence_of = _sentence_index(actual)
+    prepared = _prepare(actual[:MAX_TEXT_CHARS])
 
     details: list[str] = []
     problems = 0
@@ -883,7 +957,7 @@ def match(expected: str, actual: str) -> SpecMatch:
             continue
         twin = next((i for i in assigned if _agrees_with(wanted[i], got)), None)
         if twin is not None and sum(1 for w in wanted if _group_of(w.family) == _group_of(got.family)) == 1 \
-                and sentence_of(got.start) != sentence_of(given[assigned[twin]].start):
+                and not _SEQUENCE_WORDS.search(prepared, min(got.start, given[assigned[twin]].end), max(got.start, given[assigned[twin]].end) + 1):
             details.append(f"repeated: {got.raw!r}")
             continue
         hallucinated.append(got)
@@ -905,11 +979,6 @@ def _agrees_with(want: Quantity, got: Quantity) -> bool:
 def _labels_text(q: Quantity) -> str:
     return ", ".join(f"stage {v}" if kind == "stage" else v for kind, v in q.labels)
 
-
-def _sentence_index(text: str):
-    prepared = _prepare(text[:MAX_TEXT_CHARS])
-    ends = [m.start() for m in _SENTENCE_END.finditer(prepared)]
-    return lambda position: bisect.bisect_left(ends, position)
 
 
 def _normalise_words(text: str) -> str:
