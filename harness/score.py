@@ -7,6 +7,8 @@ Usage:
 A sample's `passed` is decided by the checks that apply to it: the spec check when the
 reference states quantities with units, keyword recall for keyword probes. When neither
 applies (a free-text answer with no numbers) `passed` is None: only the judge can grade it.
+A reference with no quantity the spec check can read makes that check "not applicable": it is
+never a pass or a fail, and summary.json counts such samples apart (counts.spec_not_applicable).
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **
             "answered": sum(1 for r in records if r["answer"] is not None),
             "errors": sum(1 for r in records if r["error"]),
             "deterministic": sum(1 for r in records if r["passed"] is not None),
+            # Samples with a reference: graded by the spec check, or not applicable to it (no quantity it can
+            # read; graded by keywords or the judge). Never counted as a spec pass or fail.
+            "spec_checked": sum(1 for r in records if (r["checks"].get("spec") or {}).get("applicable") is True),
+            "spec_not_applicable": sum(1 for r in records if (r["checks"].get("spec") or {}).get("applicable") is False),
+
         },
         "metrics": group_metrics(records),
         "by_category": grouped(records, "category"),

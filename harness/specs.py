@@ -164,7 +164,7 @@ _NUM_RE = re.compile(
     r"(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
     r"|(?P<fn>\d{1,3})/(?P<fd>\d{1,3})(?![\d/])"
     r"|(?P<g>\d{1,3}(?:(?P<gs>[, ])\d{3})(?:(?P=gs)\d{3})*(?:\.\d+)?)(?![\d,]\d)"
-    r"|(?P<p>\d{1,12}(?:[.,]\d{1,12})?|\.\d{1,12})"
+    r"|(?P<p>\d{1,12}(?:[.,]\d{1,12})?|\.\d{1,12}(?![.,]\d))"
     r")(?!\d)"
 )
 # Spelled-out numbers, read in the lower-cased text; the lookahead lets the regex engine skip ahead fast.

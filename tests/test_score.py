@@ -64,3 +64,18 @@ def test_summary_groups_and_threshold():
     assert summary["probes"] == {**summary["probes"], "n": 2, "pass_rate": 0.5, "passed": False}
     assert summary["by_kind"]["val"]["n"] == 1
     assert summary["notes"] and "memorisation" in summary["notes"][0]
+
+
+def test_spec_not_applicable_is_counted_apart_and_graded_by_keywords():
+    records = [
+        score_sample(sample(id="a"), {"answer": "45 Nm"}),
+        score_sample(sample(id="b", expected="Replace the gasket."), {"answer": "Replace it."}),
+        score_sample(sample(id="c", expected="Remove the 13 mm bolts.", expected_keywords=["bolts"]), {"answer": "Remove the bolts."}),
+    ]
+    assert [r["checks"]["spec"]["applicable"] for r in records] == [True, False, False]
+    assert records[1]["passed"] is None  # only the judge can grade it
+    assert records[2]["passed"] is True  # keywords grade it; the spec check is not a verdict
+    assert records[2]["checks"]["spec"]["details"][0].startswith("not applicable: ")
+    summary = summarize(records, label="t")
+    assert summary["counts"]["spec_checked"] == 1 and summary["counts"]["spec_not_applicable"] == 2
+    assert summary["metrics"]["spec_pass_rate"] == 1.0  # the inapplicable samples are in neither count

@@ -1,6 +1,26 @@
+"""The spec checker: extraction, conversions from pint, the labelled corpus, bounds on any input."""
+
+import json
+import random
+import time
+from pathlib import Path
+
 import pytest
 
-from harness.specs import Quantity, extract_quantities, keyword_recall, match
+from harness.specs import (
+    MAX_NUMBERS,
+    MAX_TEXT_CHARS,
+    Quantity,
+    SpecMatch,
+    consistent_equivalent,
+    convert,
+    extract_quantities,
+    keyword_recall,
+    match,
+)
+
+CASES_PATH = Path(__file__).parent / "data" / "spec_cases.jsonl"
+CASES = [json.loads(line) for line in CASES_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @pytest.mark.parametrize(
@@ -43,7 +63,37 @@ from harness.specs import Quantity, extract_quantities, keyword_recall, match
         ("36 psi", "pressure", 2.48211, None),
         ("250 kPa", "pressure", 2.5, None),
         ("0.25 MPa", "pressure", 2.5, None),
-        ("1,000 psi", "pressure", 68.9476, None),
+        ("1 000 psi", "pressure", 68.9476, None),
+        ("4.5 kgm", "torque", 44.1299, None),
+        ("4.5 mkg", "torque", 44.1299, None),
+        ("4.5 kpm", "torque", 44.1299, None),
+        ("4.5 kgf·m", "torque", 44.1299, None),
+        ("4.5 daN·m", "torque", 45.0, None),
+        ("2.0 kg/cm²", "pressure", 1.96133, None),
+        ("2.0 kp/cm2", "pressure", 1.96133, None),
+        ("4.5 ltr", "volume", 4.5, None),
+        ("4.5 ℓ", "volume", 4.5, None),
+        ("250 cc", "volume", 0.25, None),
+        ("250 cm³", "volume", 0.25, None),
+        ("80 ℃", "temperature", 80.0, None),
+        ("80º C", "temperature", 80.0, None),
+        ("176F", "temperature", 80.0, None),
+        ("30 ft/lbs", "torque", 40.6745, None),
+        ("30 ft.lbs.", "torque", 40.6745, None),
+        ("3/16 in", "length", 4.7625, None),
+        ("2 1/2 in", "length", 63.5, None),
+        ("⅜ in", "length", 9.525, None),
+        ("sixty degrees", "angle", 60.0, None),
+        ("one hundred and twenty degrees", "angle", 120.0, None),
+        ("a quarter turn", "angle", 90.0, None),
+        ("half a turn", "angle", 180.0, None),
+        ("1/4 turn", "angle", 90.0, None),
+        ("1 200 kPa", "pressure", 12.0, None),
+        ("0.10 ~ 0.15 mm", "length", 0.10, 0.15),
+        ("10 Nm +/- 1", "torque", 9.0, 11.0),
+        ("22.990 mm +0.02/-0.01", "length", 22.98, 23.01),
+        ("850 ± 50 rpm", "speed", 800.0, 900.0),
+        ("18 in Hg", "pressure", 0.609553, None),
         ("4.5 L", "volume", 4.5, None),
         ("4.5 l", "volume", 4.5, None),
         ("4 litres", "volume", 4.0, None),
@@ -88,6 +138,7 @@ def test_extract_finds_nothing_without_units(text):
         ("1st stage 40 Nm; 2nd stage 90°", [1, 2]),
         ("First stage: 40 Nm. Second stage: turn a further 90°.", [1, 2]),
         ("Step 1 - 30 Nm, then 90°", [1, None]),
+        ("Stage 1: 30 Nm, Stage 2: 60 Nm, Stage 3: 90°", [1, 2, 3]),
         ("40 Nm then 90°", [None, None]),
     ],
 )
@@ -100,6 +151,7 @@ def test_extract_stage_numbers(text, stages):
     [
         ("40 Nm (30 ft-lb)", "40 Nm (30 ft-lb)", 1),
         ("40 Nm (approx. 30 ft-lb)", "40 Nm (approx. 30 ft-lb)", 1),
+        ("40 Nm or 30 ft-lb", "40 Nm or 30 ft-lb", 1),
         ("40 Nm / 30 ft-lb", "40 Nm / 30 ft-lb", 1),
         ("Torque: **40 Nm** (30 lb-ft)", "40 Nm** (30 lb-ft)", 1),
         ("0.15–0.20 mm (0.006–0.008 in)", "0.15–0.20 mm (0.006–0.008 in)", 1),
@@ -130,6 +182,26 @@ def test_extract_returns_quantities_in_text_order():
     assert isinstance(quantities[0], Quantity)
 
 
+def test_an_ambiguous_comma_keeps_both_readings_unless_the_text_says():
+    [both] = extract_quantities("1,000 psi")
+    assert {reading[0] for reading in both.readings} == {1.0, 1000.0}
+    [decimal] = extract_quantities("1,000 psi; 0,5 bar")[:1]
+    assert [r[0] for r in decimal.readings] == [1.0]
+    [thousands] = extract_quantities("1,000 psi; 0.5 bar")[:1]
+    assert [r[0] for r in thousands.readings] == [1000.0]
+
+
+def test_conversions_come_from_pint():
+    import pint
+
+    registry = pint.UnitRegistry()
+    assert convert(1.0, "kgm", "newton * meter") == pytest.approx(registry("kilogram_force * meter").to("N*m").magnitude, rel=1e-12)
+    assert convert(1.0, "kgcm2", "bar") == pytest.approx(registry("kilogram_force / cm**2").to("bar").magnitude, rel=1e-12)
+    assert convert(1.0, "foot * force_pound", "newton * meter") == pytest.approx(registry("ft*lbf").to("N*m").magnitude, rel=1e-12)
+    assert convert(100.0, "degree_Celsius", "degree_Fahrenheit") == pytest.approx(212.0, rel=1e-12)
+    assert convert(1.0, "turn", "degree") == pytest.approx(360.0, rel=1e-12)
+
+
 def test_conversion_factors_match_reference_values():
     assert extract_quantities("1 ft-lb")[0].value == pytest.approx(1.3558179483314004, rel=1e-12)
     assert extract_quantities("1 in-lb")[0].value == pytest.approx(0.1129848290276167, rel=1e-12)
@@ -143,6 +215,25 @@ def test_conversion_factors_match_reference_values():
 STAGES = "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°"
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_labelled_case(case):
+    result = match(case["expected"], case["actual"])
+    verdict = result.passed if result.applicable else None
+    assert verdict == case["passed"], f"{case['class']}: {case['note']}; details: {result.details}"
+
+
+def test_corpus_is_large_and_covers_each_class_both_ways():
+    assert len(CASES) >= 250
+    assert len({c["id"] for c in CASES}) == len(CASES)
+    classes = {c["class"] for c in CASES}
+    assert {"value", "unit", "notation", "equivalent", "hedge", "qualifier", "condition", "label", "sequence",
+            "hallucination", "not_applicable"} <= classes
+    for name in classes - {"not_applicable"}:
+        verdicts = {c["passed"] for c in CASES if c["class"] == name}
+        assert verdicts == {True, False}, name
+    assert all(c["note"].strip() for c in CASES)
+
+
 @pytest.mark.parametrize(
     "expected, actual, passed",
     [
@@ -151,8 +242,9 @@ STAGES = "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°"
         ("40 Nm", "30 ft-lb", True),
         ("40 Nm", "50 Nm", False),
         ("40 Nm", "The torque is 40 Nm, so use 40 Nm.", True),  # plain repetition
+        ("40 Nm", "40 Nm, then 40 Nm again", False),  # a repeated stage is a further stage
         ("40 Nm", "40 Nm and 120 Nm", False),  # hallucinated extra torque
-        ("40 Nm", "40 Nm with the engine at 80 °C", False),  # a temperature the reference does not state
+        ("40 Nm", "40 Nm with the engine at 80 °C", True),  # a condition the reference does not state is not judged
         ("Tighten to 22 Nm", "Tighten to 22 Nm, then 90°", False),  # an invented angle stage
         ("22 Nm", "22 Nm (160 ft-lb)", False),  # the bracket states a different torque
         ("90 Nm (66 ft-lb)", "90 Nm (80 ft-lb)", False),
@@ -169,27 +261,16 @@ STAGES = "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°"
         ("0.20 mm", "0.15–0.25 mm", False),  # a range where one value is expected
         ("1.5 mm", '0.06"', True),
         ("5 mm", "5 in", False),
-        ("0,15 mm", "0.15 mm", True),
-        ("0.15 mm", "0,15 mm", True),
         ("2.5 bar", "36 psi", True),
         ("2.5 bar", "250 kPa", True),
-        ("2.5 bar", "3.5 bar", False),
         ("4.5 L", "4.8 US qt", True),
-        ("4.5 L", "4.5 litres", True),
-        ("0.5 L", "500 ml", True),
-        ("4.5 L", "5.5 L", False),
         ("80 °C", "176 °F", True),
-        ("80 °C", "80 °F", False),
         ("-10 °C", "14 °F", True),
         ("60 ± 5 Nm", "55–65 Nm", True),
         ("60 ± 5 Nm", "60 Nm", False),
-        ("40 Nm (30 ft-lb)", "40 Nm", True),
-        ("40 Nm (30 ft-lb)", "30 ft-lb", True),
-        ("40 Nm", "40 Nm (30 ft-lb)", True),
-        ("10 Nm (7 ft-lb)", "7 ft-lb", True),  # the manual's rounded equivalent
         (STAGES, "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°", True),
         (STAGES, "Tighten to 30 ft-lb, then 90 degrees, then a further 90 degrees.", True),
-        (STAGES, "Stage 1: 90°, Stage 2: 40 Nm, Stage 3: 90°", False),  # swapped
+        (STAGES, "Stage 1: 90°, Stage 2: 40 Nm, Stage 3: 90°", False),  # labels swapped
         (STAGES, "Stage 1: 40 Nm, Stage 2: 90°", False),  # missing stage
         (STAGES, "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°, Stage 4: 90°", False),  # extra stage
         (STAGES, "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°, and 120 Nm", False),
@@ -203,7 +284,7 @@ def test_match_wrong_value_is_explained():
     result = match("40 Nm", "50 Nm")
     assert result.score == 0.0
     assert [q.raw for q in result.missing] == ["40 Nm"]
-    assert any("wrong value" in line and "50 Nm" in line for line in result.details)
+    assert any("wrong value" in line and "50 Nm" in line and "40 N·m" in line for line in result.details)
 
 
 def test_match_single_value_inside_range_is_explained_but_not_hallucinated():
@@ -220,12 +301,16 @@ def test_match_hallucination_is_listed():
     assert any(line.startswith("hallucinated: '120 Nm'") for line in result.details)
 
 
-def test_match_swapped_order_is_reported():
-    in_order = match(STAGES, "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°")
-    swapped = match(STAGES, "Stage 1: 90°, Stage 2: 40 Nm, Stage 3: 90°")
-    assert in_order.order_ok and in_order.score == 1.0
-    assert not swapped.order_ok and swapped.score == 1.0
-    assert any("out of order" in line for line in swapped.details)
+def test_match_unlabelled_stages_out_of_order_are_reported():
+    result = match("40 Nm, then 90°", "90°, then 40 Nm")
+    assert not result.passed and not result.order_ok
+    assert any("out of order" in line for line in result.details)
+
+
+def test_match_labels_pair_values_and_a_swap_names_both():
+    result = match("Intake 0.25 mm, exhaust 0.35 mm", "Intake 0.35 mm, exhaust 0.25 mm")
+    assert not result.passed and result.score == 0.0
+    assert any("intake" in line and "0.35 mm" in line and "wrong value" in line for line in result.details)
 
 
 def test_match_missing_stage_scores_partially():
@@ -236,18 +321,111 @@ def test_match_missing_stage_scores_partially():
 
 
 def test_match_quantities_of_other_families_are_hallucinations():
-    result = match("40 Nm", "40 Nm at 80 °C")
+    result = match("40 Nm", "40 Nm. Coolant capacity 7 L.")
     assert not result.passed
-    assert [q.family for q in result.hallucinated] == ["temperature"]
-    assert any(line.startswith("hallucinated: '80 °C'") for line in result.details)
+    assert [q.family for q in result.hallucinated] == ["volume"]
+    assert any(line.startswith("hallucinated: '7 L'") for line in result.details)
 
 
-@pytest.mark.parametrize("expected", ["Replace the gasket.", "Use two bolts", ""])
+def test_match_inconsistent_equivalent_is_named():
+    result = match("110 Nm (81 ft-lb)", "118 Nm (81 ft-lb).")
+    assert not result.passed
+    assert any("wrong value" in line and "118 Nm" in line for line in result.details)
+    result = match("45 Nm", "45 Nm (40 ft-lb)")
+    assert not result.passed
+    assert any("equivalent '40 ft-lb'" in line and "disagrees" in line for line in result.details)
+
+
+def test_consistent_equivalent_allows_the_printed_rounding_only():
+    [ten] = extract_quantities("10 Nm (7 ft-lb)")
+    [forty_five] = extract_quantities("45 Nm (40 ft-lb)")
+    assert consistent_equivalent(ten, ten.equivalents[0])
+    assert not consistent_equivalent(forty_five, forty_five.equivalents[0])
+
+
+def test_match_qualifier_and_condition_details_name_both_sides():
+    qualifier = match("max 0.10 mm", "at least 0.10 mm")
+    assert any("qualifier differs: reference max, answer min" in line for line in qualifier.details)
+    condition = match("1.5 bar at idle", "1.5 bar at 3000 rpm")
+    assert not condition.passed
+    assert any("at idle" in line and "3000 rpm" in line for line in condition.details)
+
+
+@pytest.mark.parametrize("expected", ["Replace the gasket.", "Use two bolts", "", "Remove the 13 mm bolts.", "Step 3"])
 def test_match_without_units_is_not_applicable(expected):
     result = match(expected, "40 Nm")
     assert result.applicable is False
     assert result.passed is False
-    assert "not applicable" in result.details[0]
+    assert result.details[0].startswith("not applicable: ")
+
+
+_RNG = random.Random(10)
+HOSTILE = {
+    "empty": "",
+    "spaces": " " * 1000,
+    "control characters": "".join(chr(c) for c in range(32)) * 30 + "40 Nm\x00\x1b[31m",
+    "other scripts": "扭矩 ٤٠ нм 四十牛米 ４０ Ｎｍ トルク 40 Нм 🔩 ελληνικά İstanbul ß",
+    "lone surrogate": "40 Nm \ud800 90°",
+    "random unicode": "".join(chr(_RNG.randrange(0x20, 0x3000)) for _ in range(5000)),
+    "random ascii": "".join(chr(_RNG.randrange(0x20, 0x7F)) for _ in range(7900)),
+    "dense numbers": "40 Nm, " * 1100,
+    "dense ranges": "1-" * 3900,
+    "dense brackets": "40 Nm (" * 1100,
+    "dense sequence": "Stage 1: 40 Nm (30 ft-lb), then 90° at 3000 rpm; intake 0.25, exhaust 0.35 mm max. " * 90,
+    "digits": "1" * 7900,
+    "grouped digits": "1 000 " * 1300,
+    "number words": "one hundred and twenty " * 330,
+    "1 MB": "Tighten to 40 Nm. " * 58_000,
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_any_string_gets_a_verdict(name):
+    text = HOSTILE[name]
+    for expected, actual in ((STAGES, text), (text, STAGES), (text, text)):
+        result = match(expected, actual)
+        assert isinstance(result, SpecMatch)
+        assert isinstance(result.passed, bool) and isinstance(result.applicable, bool)
+        assert result.details and all(isinstance(line, str) and line for line in result.details)
+
+
+def _best_seconds(expected: str, actual: str, runs: int = 3) -> float:
+    match(expected, actual)  # warm the caches (pint registry, conversions) once
+    best = float("inf")
+    for _ in range(runs):
+        start = time.process_time()  # CPU time: other processes on a shared box do not count
+        match(expected, actual)
+        best = min(best, time.process_time() - start)
+    return best
+
+
+@pytest.mark.parametrize("name", ["dense numbers", "dense ranges", "dense brackets", "dense sequence", "digits",
+                                  "grouped digits", "number words", "random ascii"])
+def test_hostile_text_at_the_cap_is_graded_in_under_50_ms(name):
+    text = HOSTILE[name][:MAX_TEXT_CHARS]
+    assert _best_seconds(STAGES, text) < 0.050
+    assert _best_seconds(text, text) < 0.050
+
+
+def test_a_100_kb_answer_is_graded_in_under_50_ms_and_10_mb_in_under_1_s():
+    hundred_kb = ("Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°. " * 2400)[:100_000]
+    assert _best_seconds(STAGES, hundred_kb) < 0.050
+    ten_mb = "40 Nm " * 1_750_000
+    assert _best_seconds(STAGES, ten_mb, runs=1) < 1.0
+
+
+def test_an_answer_over_the_cap_fails_with_the_reason():
+    result = match(STAGES, "Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°. " + "x" * MAX_TEXT_CHARS)
+    assert result.applicable and not result.passed
+    assert f"{MAX_TEXT_CHARS:,}" in result.details[0]
+    reference = match("40 Nm " + "x" * MAX_TEXT_CHARS, "40 Nm")
+    assert not reference.applicable and "not applicable" in reference.details[0]
+
+
+def test_an_answer_with_too_many_numbers_fails_with_the_reason():
+    result = match("40 Nm", "40 Nm " + "1 " * (MAX_NUMBERS + 5))
+    assert result.applicable and not result.passed
+    assert str(MAX_NUMBERS) in result.details[0]
 
 
 @pytest.mark.parametrize(
