@@ -85,10 +85,10 @@ MAX_NUMBERS = 200  # numbers in one text; a specification answer states a handfu
 MORE_PRECISE_REL = 0.02  # an answer more precise than a coarse reference ("59 Nm" for "6 kpm") may differ by this much
 EQUIVALENT_SLACK = 0.01  # relative: a bracketed equivalent is often rounded from a rounded main value
 
-CANONICAL_UNIT = {"torque": "newton * meter", "angle": "degree", "length": "millimeter",
+CANONICAL_UNIT = {"distance": "kilometer", "torque": "newton * meter", "angle": "degree", "length": "millimeter",
                   "pressure": "bar", "volume": "liter", "temperature": "degree_Celsius",
                   "speed": "revolutions_per_minute"}
-UNIT_SYMBOL = {"torque": "N·m", "angle": "°", "length": "mm", "pressure": "bar", "volume": "L",
+UNIT_SYMBOL = {"distance": "km", "torque": "N·m", "angle": "°", "length": "mm", "pressure": "bar", "volume": "L",
                "temperature": "°C", "speed": "rpm"}
 SEQUENCE_FAMILIES = ("torque", "angle")  # a tightening sequence: order matters across both
 
@@ -101,7 +101,9 @@ PINT_DEFINITIONS = (
 
 _SP = r"[ \t]?"
 _B = r"(?![A-Za-z0-9µμ])"  # a unit must not run on into a longer word
-_NOT_INCH = (r"(?!\s+(?:the|a|an|each|every|one|two|three|four|five|six|several|stages?|steps?|sequence|"
+_NOT_INCH = (r"(?!\s+(?:\d|my|his|her|our|your|their|its?|there|here|which|what|this|these|those|front|rear|"
+             r"case|stock|general|service|good|turn|line|use|"
+             r"the|a|an|each|every|one|two|three|four|five|six|several|stages?|steps?|sequence|"
              r"order|total|turns?|increments?|this|that|place|addition|all|both|diameter|length|use)\b)")
 
 # (surface pattern, pint unit(s), family); first match wins, so longer forms come first.
@@ -132,7 +134,11 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:cu\.?{_SP}in(?:ch(?:es)?)?\.?|in{_SP}(?:3|\^3|³)|cubic{_SP}inch(?:es)?){_B}", "cubic_inch", "volume"),
     (rf"(?i:cm|centimet(?:er|re)s?){_B}(?![23²³])", "centimeter", "length"),
     (rf"(?:[µμ]m|um|(?i:microns?|micromet(?:er|re)s?)){_B}", "micrometer", "length"),
-    (rf"(?i:inch(?:es)?){_B}|[\"″]|(?i:in)\.?{_B}{_NOT_INCH}", "inch", "length"),
+    (rf"(?i:inch(?:es)?){_B}|(?<=\d)[\"″]|(?i:in)\.?{_B}{_NOT_INCH}", "inch", "length"),
+    # Distances (service intervals, cable lengths): judged only where the reference states one.
+    (rf"(?i:km|kilomet(?:er|re)s?){_B}", "kilometer", "distance"),
+    (rf"(?i:miles?|mi){_B}", "mile", "distance"),
+    (rf"(?i:met(?:er|re)s?){_B}|m{_B}(?![-/·.]?\s?(?:kg|kp))", "meter", "distance"),
     (rf"(?i:bars?){_B}", "bar", "pressure"),
     (rf"(?i:psi|lbf?s?/(?:sq\.?\s?in|in2|in²)){_B}", "psi", "pressure"),
     (rf"(?i:kpa){_B}", "kilopascal", "pressure"),
@@ -149,7 +155,10 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:qts?|quarts?){_B}", ("quart", "imperial_quart"), "volume"),
     (rf"(?i:pts?|pints?){_B}", ("pint", "imperial_pint"), "volume"),
 ]
-_UNIT_RE = re.compile("[ \t]{0,2}(?:" + "|".join(f"(?P<u{i}>{p})" for i, (p, _, _) in enumerate(UNIT_FORMS)) + ")")
+# A unit follows the number after at most two spaces, or a hyphen before a word ("16-meter", "a 10-mm socket");
+# a unit followed by "/" and a letter is part of a rate ("10 l/km"), not one of these.
+_UNIT_RE = re.compile("(?:[ \t]{0,2}|-(?=[A-Za-zµ°]))(?:" + "|".join(f"(?P<u{i}>{p})" for i, (p, _, _) in enumerate(UNIT_FORMS))
+                      + r")(?!\s?/\s?[A-Za-z])")
 
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
          "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
@@ -168,7 +177,11 @@ _NUM_RE = re.compile(
     r")(?!\d)"
 )
 # Spelled-out numbers, read in the lower-cased text; the lookahead lets the regex engine skip ahead fast.
-_WORD_NUM_RE = re.compile(rf"(?<![\w,/])(?=[aefnostz])\b(?P<w>{_WORDS})\b")
+_WORD_NUM_RE = re.compile(
+    rf"(?<![\w,/])(?=[aefnostz])\b(?:(?P<onehalf>one[\s-]half)|(?P<w>{_WORDS})(?P<half>\s+and\s+a\s+half)?"
+
+    r"|(?P<one>an?)(?=\s+(?:gallon|quart|pint|lit(?:er|re)|inch|met(?:er|re)|mile|kilomet(?:er|re)|millimet(?:er|re)|"
+    r"centimet(?:er|re))s?\b))\b")
 _TURN_WORDS = [
     (r"(?:an?\s+|one\s+)?eighth(?:\s+of\s+a)?[\s-]+turn", 0.125),
     (r"(?:a\s+|one\s+)?quarter(?:\s+of\s+a)?[\s-]+turn", 0.25),
@@ -193,7 +206,7 @@ _COUNT_AFTER = re.compile(r"(?i:\s*(?:bolts?|nuts?|screws?|studs?|times|places|s
 _INCIDENTAL_BEFORE = re.compile(r"(?=[mswd])(?:\bm\d{1,2}\s*[x×]\s*|\b(?:socket|wrench|spanner|drive|size)\s*(?:of\s*)?)")
 _CLAUSE_BREAK = re.compile(r"[,;\n]")
 
-_RANGE_GAP = re.compile(r"\s*(?:[-–—‒−~〜]|to|\.{2,3}|…)\s*")
+_RANGE_GAP = re.compile(r"-?\s*(?:[-–—‒−~〜]|to|\.{2,3}|…)\s*[-−]?")  # "8- to 16-meter", "-18 °C to -34 °C"
 _BETWEEN_BEFORE = re.compile(r"(?i:\bbetween|\bfrom)\s*$")
 _TOL_GAP = re.compile(r"\s*(?:±|\+/-|\+/−|\+-|\+\s/\s-)\s*")
 _PLUS_GAP = re.compile(r"\s*\+\s*")
@@ -276,7 +289,7 @@ class Quantity:
     conditions: tuple[Condition, ...] = ()
     unit: str = ""  # pint unit as printed; a tuple's first element when ambiguous
     units: tuple[str, ...] = ()  # every reading of the unit (US or imperial pints)
-    readings: tuple[tuple[float, float | None], ...] = ()  # numbers as printed, each reading
+    readings: tuple[tuple[float, float | None, float], ...] = ()  # (low, high, precision) as printed, each reading
     precision: float = 0.0  # half a step of the last printed digit, in `unit`
     role: str = "spec"  # "spec", "condition" or "incidental"
     hedge: str | None = None  # raw text of the alternative value in "30 or 35 Nm"
@@ -364,8 +377,13 @@ def _prepare(text: str) -> str:
     return _CONTROL.sub(" ", text)
 
 
-def _decimals(digits: str) -> float:
-    return 0.5 * 10 ** -len(digits) if digits else 0.5
+def _decimals(digits: str, whole: str = "") -> float:
+    """Half a step of the last printed digit. A whole number ending in three or more zeros ("60,000 km")
+    is a round figure: its last zero is taken as printed, the others as rounding (60,000 is ±500)."""
+    if digits:
+        return 0.5 * 10 ** -len(digits)
+    zeros = len(whole) - len(whole.rstrip("0"))
+    return 0.5 * 10 ** (zeros - 1) if zeros >= 3 and whole.strip("0") else 0.5
 
 
 def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[float, float]], bool]:
@@ -382,7 +400,8 @@ def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[fl
     if m.group("g"):
         text = m.group("g")
         whole, _, decimals = text.partition(".")
-        thousands = (float(whole.replace(m.group("gs"), "") + ("." + decimals if decimals else "")), _decimals(decimals))
+        thousands = (float(whole.replace(m.group("gs"), "") + ("." + decimals if decimals else "")),
+                     _decimals(decimals, whole.replace(m.group("gs"), "")))
         if m.group("gs") == " " or decimals or text.count(",") > 1 or decimal_comma is False:
             return [thousands], not decimals
         head, tail = text.split(",")
@@ -393,11 +412,16 @@ def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[fl
     if m.group("p"):
         text = m.group("p")
         whole, sep, decimals = text.replace(",", ".").partition(".")
-        return [(float(text.replace(",", ".")), _decimals(decimals))], not sep
+        return [(float(text.replace(",", ".")), _decimals(decimals, whole))], not sep
+
     raise AssertionError("unreachable: every alternative of _NUM_RE is handled above")
 
 
 def _read_words(m: re.Match) -> tuple[list[tuple[float, float]], bool]:
+    if m.group("one"):
+        return [(1.0, 0.5)], True  # "a gallon"
+    if m.group("onehalf"):
+        return [(0.5, 0.0)], False
     words = m.group("w").replace("-", " ").split()
     total, current = 0, 0
     for word in words:
@@ -406,6 +430,8 @@ def _read_words(m: re.Match) -> tuple[list[tuple[float, float]], bool]:
         elif word != "and":
             current += _WORD_VALUE[word]
     total += current
+    if m.group("half"):
+        return [(total + 0.5, 0.0)], False
     return [(float(total), 0.5)], True
 
 
@@ -458,13 +484,12 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None) -> list[_Num]
     for num in kept:
         if num.unit_index is None:
             unit = _UNIT_RE.match(text, num.end)
+            if unit and unit.group() == '"' and text.count('"', 0, num.start) % 2:
+                unit = None  # the closing quote of '"English 101"', not inches
             if unit:
                 num.unit_index = int(unit.lastgroup[1:])
                 num.unit_end = unit.end()
-                if UNIT_FORMS[num.unit_index][1] in ("degree_Celsius", "degree_Fahrenheit") \
-                        and unit.group().strip() in "CF" and num.end != unit.start():
-                    # "80 C" with a space: a temperature only after a whole number or a decimal point.
-                    pass
+
         num.identifier = num.unit_index is None and bool(
             num.start in identifier_ends or _COUNT_AFTER.match(text, num.end))
     for before, num in zip(kept, kept[1:]):
@@ -510,7 +535,6 @@ def _build(text: str, start: int, end: int, unit_index: int, ends: list[list[tup
     _, unit_spec, family = UNIT_FORMS[unit_index]
     units = unit_spec if isinstance(unit_spec, tuple) else (unit_spec,)
     readings: list[tuple[float, float | None]] = []
-    precision = 0.0
     for low in ends[0]:
         for high in (ends[1] if len(ends) > 1 else [None]):
             lo = low[0] * (signs[0] if signs else 1)
@@ -519,9 +543,8 @@ def _build(text: str, start: int, end: int, unit_index: int, ends: list[list[tup
                 lo, hi = hi, lo
             if hi == lo:
                 hi = None
-            readings.append((lo, hi))
-            precision = max(precision, low[1], 0 if high is None else high[1])
-    lo, hi = readings[0]
+            readings.append((lo, hi, max(low[1], 0 if high is None else high[1])))
+    lo, hi, precision = readings[0]
     return Quantity(_canonical(lo, units[0], family), None if hi is None else _canonical(hi, units[0], family),
                     family, text[start:end].strip(), unit=units[0], units=units, readings=tuple(readings),
                     precision=precision, start=start, end=end)
@@ -787,7 +810,7 @@ def _agree(a: Quantity, b: Quantity, equivalent: bool = False) -> bool:
                 for rb in b.readings:
                     if (ra[1] is None) != (rb[1] is None):
                         continue
-                    if all(_value_close(x, unit_a, a.precision, y, unit_b, b.precision, equivalent)
+                    if all(_value_close(x, unit_a, ra[2], y, unit_b, rb[2], equivalent)
                            for x, y in zip(_ends(ra), _ends(rb))):
                         return True
     return False
@@ -865,12 +888,14 @@ def match(expected: str, actual: str) -> SpecMatch:
     if too_many:
         return _fail(True, f"answer holds more than {MAX_NUMBERS} numbers: not graded as correct")
 
-    given = [q for q in found if q.role == "spec"]
+    # Spec values of the answer; incidental sizes follow, matched only where they state an expected value.
+    given = [q for q in found if q.role == "spec"] + [q for q in found if q.role == "incidental"]
+
     prepared = _prepare(actual[:MAX_TEXT_CHARS])
 
     details: list[str] = []
     problems = 0
-    for g in given:
+    for g in (q for q in given if q.role == "spec"):
         for e in g.equivalents:
             if not consistent_equivalent(g, e):
                 problems += 1
@@ -895,7 +920,7 @@ def match(expected: str, actual: str) -> SpecMatch:
     out_of_order: set[int] = set()
     positional: set[int] = set()
     for i, want in enumerate(wanted):
-        pool = [j for j, g in enumerate(given) if j not in used and g.family == want.family and not _label_conflict(want, g)]
+        pool = [j for j, g in enumerate(given) if j not in used and g.role == "spec" and g.family == want.family and not _label_conflict(want, g)]
         strong = [j for j in pool if want.labels and set(want.labels) <= set(given[j].labels)]
         if strong:
             pool = strong
@@ -906,6 +931,10 @@ def match(expected: str, actual: str) -> SpecMatch:
             choice = next((j for j in pool if _agrees_with(want, given[j])), None)
             if choice is not None and not strong and not want.labels and grp == "sequence":
                 out_of_order.add(i)
+        if choice is None:
+            # "a 16-meter hose" states the hose length the reference asks for, in the form of a size.
+            choice = next((j for j, g in enumerate(given) if j not in used and g.role == "incidental"
+                           and g.family == want.family and _agrees_with(want, g)), None)
         if choice is None:
             continue
         assigned[i] = choice
@@ -935,7 +964,7 @@ def match(expected: str, actual: str) -> SpecMatch:
                 details.append(f"{label}: matched {got.raw!r}")
             continue
         missing.append(want)
-        pool = [j for j, g in enumerate(given) if j not in used and g.family == want.family]
+        pool = [j for j, g in enumerate(given) if j not in used and g.role == "spec" and g.family == want.family]
         inside = next((j for j in pool if _inside(want, given[j])), None)
         if inside is not None:
             used.add(inside)
@@ -953,9 +982,12 @@ def match(expected: str, actual: str) -> SpecMatch:
 
     hallucinated: list[Quantity] = []
     for j, got in enumerate(given):
-        if j in used:
+        if j in used or got.role != "spec":
             continue
         twin = next((i for i in assigned if _agrees_with(wanted[i], got)), None)
+        if got.family == "distance" and all(w.family != "distance" for w in wanted):
+            details.append(f"not judged: {got.raw!r}, a distance where the reference states none")
+            continue
         if twin is not None and sum(1 for w in wanted if _group_of(w.family) == _group_of(got.family)) == 1 \
                 and not _SEQUENCE_WORDS.search(prepared, min(got.start, given[assigned[twin]].end), max(got.start, given[assigned[twin]].end) + 1):
             details.append(f"repeated: {got.raw!r}")
