@@ -6,29 +6,36 @@ Usage:
     print(result.passed, result.applicable, *result.details, sep="\\n")
 
 What is read. A quantity is a number with a unit of one of the families torque, angle,
-length, pressure, volume, temperature and engine speed. Numbers: decimals with a point or
+length, pressure, volume, temperature, engine speed and distance (m, km, miles: intervals
+and cable lengths). Numbers: decimals with a point or
 a comma, thousands grouped by comma or space, fractions and mixed numbers (3/16, 2 1/2, ⅜),
 spelled-out numbers up to the hundreds ("sixty degrees") and the words of turns ("a quarter
 turn", "half a turn"). Ranges (-, –, to, ~, between … and …), tolerances (±, +/-,
 +0.02/-0.01), one unit written once for several values ("15 then 30 Nm", "intake 0.25,
 exhaust 0.35 mm"), repeated stages ("2 x 90°", "90° twice").
 
-Units and conversions come from pint; the units workshop manuals use and pint lacks (kgm,
-mkg, kpm, kg/cm² meaning kgf/cm², ltr, cc, ...) are defined once, in UNIT_FORMS. Bare
-pints, quarts and gallons may be US or imperial: either reading may match.
+Units and conversions come from pint. The notations of workshop manuals (kgm, mkg, kpm,
+kgf·m, daN·m, kg/cm² meaning kgf/cm², kp/cm², ltr, ℓ, cc, cm³, ℃, º, a bare C/F after a
+temperature, ft/lbs, ft.lbs.) map to pint units in one table, UNIT_FORMS; the few units
+pint lacks are defined from pint's own in PINT_DEFINITIONS. No conversion constant is
+written here. Bare pints, quarts and gallons may be US or imperial: either reading may match.
 
 Decimal comma or thousands separator. A comma followed by exactly three digits ("22,990",
 "1,200") is read by the notation of the same text: a decimal comma elsewhere ("0,25") makes
-it decimal, a decimal point elsewhere makes it a thousands separator. If the answer alone
-does not say, the reference's notation decides; if neither says, both readings are kept and
-either may match. A point is always a decimal point. Digits grouped by a space ("1 200 kPa")
-are thousands.
+it decimal, a decimal point elsewhere makes it a thousands separator. If the text does not
+say, both readings are kept and the one that agrees with the other side counts: an answer's
+"22,990 mm" states the reference's "22.990 mm", and its "1,200 kPa" the reference's
+"1200 kPa". A point is always a decimal point. Digits grouped by a space ("1 200 kPa") are
+thousands.
 
-Agreement. Two values in the same unit must be equal. In different units, one value
-converted must round to the other at the other's printed precision (half a step of its last
-digit, plus 0.5 % for conversions quoted with rounded factors): 110 Nm = 81.1 ft-lb matches
-"81 ft-lb", not "80 ft-lb". Fractions and turn words are exact (1/4 turn = 90°). A range
-matches only a range whose two ends agree; a single value inside an expected range fails.
+Agreement. Two values in the same unit must be equal. In different units, the reference
+converted into the answer's unit must round to the answer's printed value (half a step of
+its last digit): 110 Nm = 81.1 ft-lb matches "81 ft-lb", not "80 ft-lb"; 21 Nm = 15.49
+ft-lb matches "15 ft-lb", not "16 ft-lb". An answer more precise than a coarse reference may also be the
+reference rounded ("59 Nm" for "6 kpm" = 58.8 Nm), within 2 %. A whole number ending in three
+or more zeros is a round figure ("60,000 km" = "37,000 miles"). Fractions and turn words are
+exact (1/4 turn = 90°). A range matches only a range whose two ends agree; a single value
+inside an expected range fails, and so does a nominal value without the reference's tolerance.
 
 Qualifiers (min, max, limit) and conditions are part of a spec. "max 0.10 mm" and "at least
 0.10 mm" differ; a qualifier the reference states must be stated; "limit" (wear or service
@@ -52,17 +59,22 @@ Hedges. "30 or 35 Nm" states no single value: it fails.
 
 Spec hallucinations. Every quantity the answer states as a specification and the reference
 does not support fails the answer: a wrong or added torque, angle stage, capacity or
-temperature, a fourth 90° stage. A restatement of a matched value in another sentence is not
-one. Incidental numbers are not specifications: numbers without a unit ("bolt 4", "step 3",
+temperature, a fourth 90° stage ("40 Nm, then 90°" answered "40 Nm, then 90° twice"). A
+restatement of a matched value is not one ("The torque is 40 Nm, so use 40 Nm") when the
+reference gives one value of that kind and no sequence word (then, again, further, +, twice)
+joins the two ("40 Nm, then 40 Nm again" is a second stage). Incidental numbers are not specifications: numbers without a unit ("bolt 4", "step 3",
 a year, a part number), sizes of tools and parts ("17 mm socket", "the 10 mm bolts", "M10 x
-1.25 mm"), and conditions ("at 3000 rpm" after a pressure).
+1.25 mm"; such a size still matches an expected value it states: "a 16-meter hose"), conditions
+("at 3000 rpm" after a pressure), and distances where the reference states none ("recheck
+after 1000 km").
 
 Not applicable. A reference with no quantity the checker can read gives applicable=False and
 the reason; such a sample is graded by keywords or the judge, never by this check.
 
-Bounds. Each text is read up to MAX_TEXT_CHARS; an answer over it fails with the reason, a
-reference over it is not applicable. Every pattern is linear: the check is a few regex scans
-and bounded look-arounds per number.
+Bounds. Each text is read up to MAX_TEXT_CHARS and MAX_NUMBERS numbers; an answer over either
+fails with the reason, a reference over either is not applicable. Each pattern is scanned
+once per text, and each number looks at a bounded window around it, so the time is linear in
+the text and capped (tests/test_specs.py: hostile texts at the cap under 50 ms).
 
 passed = applicable and every expected value matched with its qualifier and conditions, the
 sequence in order, no hallucinated value, no inconsistent equivalent, no hedge.
@@ -101,7 +113,7 @@ PINT_DEFINITIONS = (
 
 _SP = r"[ \t]?"
 _B = r"(?![A-Za-z0-9µμ])"  # a unit must not run on into a longer word
-_NOT_INCH = (r"(?!\s+(?:\d|my|his|her|our|your|their|its?|there|here|which|what|this|these|those|front|rear|"
+_NOT_INCH = (r"(?!\s+\d)(?!\s+(?:my|his|her|our|your|their|its?|there|here|which|what|this|these|those|front|rear|"
              r"case|stock|general|service|good|turn|line|use|"
              r"the|a|an|each|every|one|two|three|four|five|six|several|stages?|steps?|sequence|"
              r"order|total|turns?|increments?|this|that|place|addition|all|both|diameter|length|use)\b)")
@@ -130,6 +142,9 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"C{_B}(?![-/.]\w)", "degree_Celsius", "temperature"),
     (rf"F{_B}(?![-/.]\w)", "degree_Fahrenheit", "temperature"),
     (rf"(?i:mm|millimet(?:er|re)s?){_B}", "millimeter", "length"),
+    (rf"(?i:nanomet(?:er|re)s?){_B}", "nanometer", "length"),  # spelled out only: "nm" is a torque in a manual
+    (rf"(?i:cl|centilit(?:er|re)s?){_B}", "centiliter", "volume"),
+
     (rf"(?i:cm{_SP}(?:3|\^3|³)|cu\.?{_SP}cm|cc|ml|millilit(?:er|re)s?){_B}", "milliliter", "volume"),
     (rf"(?i:cu\.?{_SP}in(?:ch(?:es)?)?\.?|in{_SP}(?:3|\^3|³)|cubic{_SP}inch(?:es)?){_B}", "cubic_inch", "volume"),
     (rf"(?i:cm|centimet(?:er|re)s?){_B}(?![23²³])", "centimeter", "length"),
@@ -158,7 +173,7 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
 # A unit follows the number after at most two spaces, or a hyphen before a word ("16-meter", "a 10-mm socket");
 # a unit followed by "/" and a letter is part of a rate ("10 l/km"), not one of these.
 _UNIT_RE = re.compile("(?:[ \t]{0,2}|-(?=[A-Za-zµ°]))(?:" + "|".join(f"(?P<u{i}>{p})" for i, (p, _, _) in enumerate(UNIT_FORMS))
-                      + r")(?!\s?/\s?[A-Za-z])")
+                      + r")(?!\s?/\s?[A-Za-z]|\^|\s?(?:cubed|squared|per)\b)")
 
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
          "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
