@@ -27,7 +27,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 .PHONY: help install trainer-env tiny-model sample-data demo test test-fast golden validate check plan \
         prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
-        bench bench-judge judge-estimate deepeval modal-train modal-train-dev clean
+        bench bench-judge bench-specs judge-estimate deepeval modal-train modal-train-dev clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-18s %s\n", $$1, $$2 }'
@@ -132,6 +132,9 @@ deepeval: install ## DeepEval's test runner over saved predictions: make deepeva
 
 bench-judge: install ## judge calls, tokens and cost per sample (see BENCHMARKS.md)
 	$(BIN)/python bench/bench_judge.py
+
+bench-specs: install ## spec checker: labelled corpus, quantulum3 precision/recall, pairs/s (see BENCHMARKS.md)
+	$(BIN)/python bench/bench_specs.py --baseline 3d703a3
 
 bench: install ## harness client throughput (see BENCHMARKS.md)
 	$(BIN)/python bench/bench_client.py

@@ -62,8 +62,10 @@ WORKSHOP_UNITS = {"inch", "metre", "kilometre", "mile", "litre", "cubic centimet
 def load_checker(revision: str | None) -> ModuleType:
     if revision is None:
         return specs
-    source = subprocess.run(["git", "show", f"{revision}:harness/specs.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
+    shown = subprocess.run(["git", "show", f"{revision}:harness/specs.py"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode != 0:
+        sys.exit(f"--baseline {revision}: git cannot show harness/specs.py at that revision ({shown.stderr.strip()}).")
+    source = shown.stdout
     path = Path(tempfile.mkdtemp()) / f"specs_{revision}.py"
     path.write_text(source, encoding="utf-8")
     spec = importlib.util.spec_from_file_location(path.stem, path)
