@@ -221,11 +221,12 @@ _COUNT_AFTER = re.compile(r"(?i:\s*(?:bolts?|nuts?|screws?|studs?|times|places|s
 _INCIDENTAL_BEFORE = re.compile(r"(?=[mswd])(?:\bm\d{1,2}\s*[x×]\s*|\b(?:socket|wrench|spanner|drive|size)\s*(?:of\s*)?)")
 _CLAUSE_BREAK = re.compile(r"[,;\n]")
 
-_RANGE_GAP = re.compile(r"-?\s*(?:[-–—‒−~〜]|to|\.{2,3}|…)\s*[-−]?")  # "8- to 16-meter", "-18 °C to -34 °C"
+# A range or tolerance stays on one line: "- 30 Nm\n- 60 Nm" is a list, not 30–60 Nm.
+_RANGE_GAP = re.compile(r"-?[ \t]*(?:[-–—‒−~〜]|to|\.{2,3}|…)[ \t]*[-−]?")  # "8- to 16-meter", "-18 °C to -34 °C"
 _BETWEEN_BEFORE = re.compile(r"(?i:\bbetween|\bfrom)\s*$")
-_TOL_GAP = re.compile(r"\s*(?:±|\+/-|\+/−|\+-|\+\s/\s-)\s*")
-_PLUS_GAP = re.compile(r"\s*\+\s*")
-_SLASH_MINUS_GAP = re.compile(r"\s*/?\s*[-−]\s*")
+_TOL_GAP = re.compile(r"[ \t]*(?:±|\+/-|\+/−|\+-|\+ / -)[ \t]*")
+_PLUS_GAP = re.compile(r"[ \t]*\+[ \t]*")
+_SLASH_MINUS_GAP = re.compile(r"[ \t]*/?[ \t]*[-−][ \t]*")
 _TIMES_GAP = re.compile(r"\s*[x×]\s*")
 _LABEL_WORDS = (r"intake|inlet|exhaust|front|rear|inner|outer|new|used|left|right|upper|lower|top|bottom|"
                 r"primary|secondary|first|second|third|final|(?:stage|step|pass)\s*\d{1,2}|M\d{1,2}")
@@ -245,7 +246,8 @@ _QUALIFIER_BEFORE = re.compile(
     r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below)\b\.?|<=?|≤|=<)"
     r"|(?P<min>\b(?:min(?:imum)?|at\s+least|no\s+less\s+than|not\s+less\s+than|(?<!not\s)(?<!no\s)more\s+than|over|above|"
     r"greater\s+than)\b\.?|>=?|≥|=>))")
-QUALIFIER_REACH = {"limit": 25, "max": 15, "min": 15}  # characters between a qualifier and its value
+QUALIFIER_REACH = {"limit": 40, "max": 40, "min": 40}  # characters between a qualifier and its value, in one clause
+
 _QUALIFIER_AFTER = [
     ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum)?\b\.?|or\s+less\b|at\s+most\b|or\s+under\b))")),
     ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum)?\b\.?|or\s+more\b|at\s+least\b|or\s+over\b))")),
