@@ -87,7 +87,6 @@ import math
 import re
 import unicodedata
 from collections import defaultdict
-
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -372,7 +371,7 @@ def _canonical(value: float, unit: str, family: str) -> float:
     return convert(value, unit, CANONICAL_UNIT[family])
 
 
-# ---- reading numbers -------------------------------------------------------------------
+# Reading numbers.
 
 
 @dataclass
@@ -543,7 +542,7 @@ def _propagate_units(text: str, nums: list[_Num]) -> None:
             num.unit_index, num.unit_end, num.propagated = after.unit_index, after.unit_end, True
 
 
-# ---- building quantities ---------------------------------------------------------------
+# Building quantities from numbers.
 
 
 def _build(text: str, start: int, end: int, unit_index: int, ends: list[list[tuple[float, float]]],
@@ -792,7 +791,7 @@ def _extract(text: str, decimal_comma: bool | None = None) -> tuple[list[Quantit
     return _fold_equivalents(text, quantities), too_many
 
 
-# ---- comparing -------------------------------------------------------------------------
+# Comparing the reference with the answer.
 
 
 def _ends(reading: tuple[float, float | None]) -> tuple[float, float]:
