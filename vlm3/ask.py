@@ -147,11 +147,12 @@ def describe_failure(exc: BaseException, where: str, key_set: bool, model: str, 
     if isinstance(exc, openai.NotFoundError):
         return (f"{where} has no model {model!r} or no chat-completions route (HTTP 404: {server_message(exc)}); "
                 "pass --model with the served model name (`modal deploy` prints it; `GET /v1/models` lists it).")
-    if isinstance(exc, openai.APITimeoutError):
+    cause = exc.__cause__ or exc.__context__
+    # The client's aiohttp transport reports a refused connection as a ConnectTimeout: not a slow server.
+    if isinstance(exc, openai.APITimeoutError) and type(cause).__name__ != "ConnectTimeout":
         return (f"{where} did not answer within {timeout_s:.0f} s. A scaled-down Modal endpoint starts a container and loads "
                 "the model before it answers (the run's smoke_test.json has vLLM's load_s); try again, or raise --timeout.")
     if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
         return f"cannot reach {where} ({cause or exc}); check the URL (`modal deploy` prints it) and that the server is up."
     if isinstance(exc, openai.APIStatusError):
         return f"{where} answered HTTP {exc.status_code}: {server_message(exc)}"
@@ -219,7 +220,16 @@ async def ask_endpoint(base_url: str, api_key: str, model: str | None, build: Ca
     client = make_client(settings)
     try:
         if model is None:
-            names = await served_models(client)
+            import openai
+
+            try:
+                names = await served_models(client)
+            except openai.APIStatusError as exc:
+                if isinstance(exc, openai.AuthenticationError):
+                    raise
+                # transformers serve cannot list models without a Hugging Face cache folder.
+                raise AskError(f"{base_url} did not list its models (HTTP {exc.status_code}: {server_message(exc)}); "
+                               "pass --model with the served model name") from None
             if len(names) != 1:
                 listed = ", ".join(names) or "none"
                 raise AskError(f"{base_url} serves {len(names)} models ({terminal_text(listed)}); pass --model with the one to ask")
