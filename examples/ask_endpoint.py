@@ -2,7 +2,7 @@
 
 Usage:
     export VLM3_API_KEY=...   # the endpoint's key (the VLLM_API_KEY in the Modal secret vlm3-endpoint)
-    python examples/ask_endpoint.py https://<workspace>--vlm3-serve.modal.run/v1 e30m3-lora page.jpg "What is the torque of the head bolts?"
+    python examples/ask_endpoint.py https://<workspace>--vlm3-serve.modal.run/v1 e30m3 page.jpg "What is the torque of the head bolts?"
     python examples/ask_endpoint.py URL MODEL https://example.com/page-042.jpg "..." --stream
 
 Needs only `pip install openai`. The tests run this file against the tiny model served by

@@ -164,6 +164,47 @@ def test_deploy_is_told_apart_from_run_and_serve(command, deploying):
     assert not ask.deploy_command_running(["pytest", "deploy"])
 
 
+def import_modal_entry(monkeypatch, command: str, recipe_file: Path) -> tuple[object, list[tuple]]:
+    """modal_entry.py imported as `modal <command>` imports it, recording what it hands to atexit."""
+    import atexit
+    import importlib.util
+    import time
+
+    from vlm3 import modal_support as ms
+
+    registered: list[tuple] = []
+    monkeypatch.setattr(atexit, "register", lambda func, *args: registered.append((func, args)))
+    for name in ("VLM3_RUN", "VLM3_RECIPE", ms.SERVE_TARGET_ENV, ms.MOUNT_ROOT_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VLM3_RUN", "runs/e30m3-lora/20261125T170000Z")
+    monkeypatch.setenv("VLM3_RECIPE", str(recipe_file))
+    spec = importlib.util.spec_from_file_location(f"modal_entry_ask_{time.monotonic_ns()}", ROOT / "modal_entry.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    with click.Context(click.Command(command)):
+        spec.loader.exec_module(module)
+    return module, registered
+
+
+def test_modal_deploy_registers_the_endpoint_banner(monkeypatch, tmp_path):
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "recipes" / "e30m3_lora.yaml").read_text())
+    raw["serve"].update(scaledown_window_s=120, api_key_secret="my-endpoint-key")
+    recipe_file = tmp_path / "serve.yaml"
+    for served_name, expected in ((raw["serve"]["served_model_name"], "e30m3"), (None, "e30m3-lora")):  # default: the run's recipe name
+        raw["serve"]["served_model_name"] = served_name
+        recipe_file.write_text(yaml.safe_dump(raw))
+        entry, registered = import_modal_entry(monkeypatch, "deploy", recipe_file)
+        [(func, args)] = [(f, a) for f, a in registered if f is ask.print_deployed_endpoint]  # modal registers its own too
+        assert args == (entry.serve, expected, "my-endpoint-key", 120)
+    # Before a deploy has created it, the real web function has no URL: nothing is printed.
+    printed: list[str] = []
+    assert not func(*args, out=printed.append) and printed == []
+    _, on_run = import_modal_entry(monkeypatch, "run", recipe_file)
+    assert [f for f, _ in on_run if f is ask.print_deployed_endpoint] == []
+
+
 # The key: a loopback server that checks it as vLLM does
 
 

@@ -2,7 +2,7 @@
 
 Usage:
     vlm3 ask runs/tiny-cpu-demo/latest page.png "What is the tightening torque of the head bolts?"
-    VLM3_API_KEY=... vlm3 ask https://<workspace>--vlm3-serve.modal.run/v1 page.jpg "..." --model e30m3-lora --stream
+    VLM3_API_KEY=... vlm3 ask https://<workspace>--vlm3-serve.modal.run/v1 page.jpg "..." --model e30m3 --stream
 
 The request is the one the harness sends and an app should send: the page first (a local file
 as a base64 data URL, or an http(s) URL passed through for the server to fetch), then the
