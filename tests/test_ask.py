@@ -436,10 +436,9 @@ def test_ask_a_run_serves_it_for_the_call_and_answers_as_the_evaluation_did(trai
     samples = [json.loads(line) for line in (trained_run / "eval" / "finetuned" / "samples.jsonl").read_text().splitlines()]
     predictions = {json.loads(line)["id"]: json.loads(line) for line in (trained_run / "eval" / "finetuned" / "predictions.jsonl").read_text().splitlines()}
     sample = next(s for s in samples if s["kind"] == "val")
-    settings = json.loads((trained_run / "eval" / "finetuned" / "meta.json").read_text())["settings"]
-    system = sample.get("system") or settings["system_prompt"]
-    proc = run_cli("ask", str(trained_run), sample["image"], sample["question"], "--max-tokens", str(settings["max_tokens"]), "--json",
-                   *(["--system", system] if system else []), timeout=300)
+    system = sample.get("system")  # a row's own system turn (the recipe's system_prompt is vlm3 ask's default too)
+    # No --max-tokens: a run's default is its recipe's eval.max_tokens, as in the evaluation.
+    proc = run_cli("ask", str(trained_run), sample["image"], sample["question"], "--json", *(["--system", system] if system else []), timeout=300)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     # The same merged weights, request and greedy decoding as `vlm3 eval`: the same answer.

@@ -253,7 +253,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     try:
         question = check_question(args.question)
         image_url = image_url_for(args.image)
-        if not 1 <= args.max_tokens <= MAX_TOKENS_LIMIT:
+        if args.max_tokens is not None and not 1 <= args.max_tokens <= MAX_TOKENS_LIMIT:
             raise AskError(f"--max-tokens {args.max_tokens}: pass 1 to {MAX_TOKENS_LIMIT}")
         if not 0.0 <= args.temperature <= 2.0:
             raise AskError(f"--temperature {args.temperature}: pass 0 to 2 (0 answers the same every time)")
@@ -284,7 +284,7 @@ def answer_target(args: argparse.Namespace, question: str, image_url: str, err_c
         key = os.environ.get(KEY_VAR) or ""
 
         def build(model: str) -> dict[str, Any]:
-            return chat_request(model, image_url, question, system=args.system, max_tokens=args.max_tokens,
+            return chat_request(model, image_url, question, system=args.system, max_tokens=args.max_tokens or DEFAULT_MAX_TOKENS,
                                 temperature=args.temperature, stream=args.stream)
 
         try:
@@ -313,7 +313,8 @@ def answer_from_run(args: argparse.Namespace, question: str, image_url: str, err
     err_console.print(f"serving {model_dir} locally for this question (log {run.logs_dir / 'serve-ask.log'}) ...", markup=False)
     try:
         with local_server(model_dir, log_file=run.logs_dir / "serve-ask.log") as server:
-            request = chat_request(args.model or server.model, image_url, question, system=system, max_tokens=args.max_tokens,
+            request = chat_request(args.model or server.model, image_url, question, system=system,
+                                   max_tokens=args.max_tokens or recipe.eval.max_tokens,
                                    temperature=args.temperature, stream=args.stream)
             try:
                 return asyncio.run(ask_endpoint(server.base_url, NO_KEY, request["model"], lambda _: request, args.timeout, on_token))
@@ -330,7 +331,7 @@ def register(sub) -> None:
     p.add_argument("question")
     p.add_argument("--model", help="model name to request (default: the one the endpoint serves; a run's own model)")
     p.add_argument("--stream", action="store_true", help="print tokens as they arrive")
-    p.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
+    p.add_argument("--max-tokens", type=int, help=f"answer length cap (default: {DEFAULT_MAX_TOKENS}; a run's own eval.max_tokens)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--system", help="system prompt (default for a run: its recipe's data.system_prompt)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the answer (a cold endpoint takes minutes)")
