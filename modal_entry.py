@@ -357,6 +357,16 @@ if SERVE_TARGET is not None:
 
         subprocess.Popen(serve_argv(SERVE_TARGET))
 
+    if modal.is_local():
+        from vlm3.ask import deploy_command_running, print_deployed_endpoint
+
+        if deploy_command_running():
+            import atexit
+
+            # Modal builds and deploys after this file is imported; at exit the web function has its URL.
+            atexit.register(print_deployed_endpoint, serve, SERVE_SPEC.served_model_name or SERVE_TARGET.run.split("/")[0],
+                            SERVE_SPEC.api_key_secret, SERVE_SPEC.scaledown_window_s)
+
 
 def serve_argv(target: ms.ServeTarget) -> list[str]:
     from vlm3.vllm import served_model_dir, vllm_argv

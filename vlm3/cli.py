@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_preflight(sub)
     register_eval(sub)
+    from vlm3.ask import register as register_ask
+
+    register_ask(sub)
     return parser
 
 
