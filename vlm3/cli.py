@@ -224,12 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted")
         return 130
     except Exception as exc:  # user-facing errors of the steps; anything else is a bug and tracebacks
+        from data_adapters.jsonio import FolderBusy
         from harness.evaluation import EvalError
         from vlm3.serve import ServeError
         from vlm3.steps import StepError
         from vlm3.trainer_env import TrainerEnvMissing
 
-        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError, ServeError, EvalError)):
+        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError, ServeError, EvalError, FolderBusy)):
             err_console.print(f"Error: {exc}", markup=False)
             return 1
         raise
