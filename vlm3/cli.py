@@ -148,9 +148,11 @@ def describe_training(log) -> str:
 
 
 def merge_and_report(run: RunDir, env) -> None:
+    from data_adapters.jsonio import folder_lock
     from vlm3.steps import merge_run
 
-    result = merge_run(run, env)
+    with folder_lock(run.path, "merging"):  # two merges of one run would write output/merged at once
+        result = merge_run(run, env)
     diff = result.get("max_abs_diff")
     check = f"; merged logits equal base+adapter (max |diff| {diff:.1e})" if diff is not None else ""
     console.print(f"merged -> {run.merged_dir}{check}")

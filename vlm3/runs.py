@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,10 +26,11 @@ from typing import Any
 
 import yaml
 
-from data_adapters.jsonio import write_json
+from data_adapters.jsonio import write_json, write_text_atomic
 from vlm3.recipe import Recipe, RecipeError, parse_recipe
 
 RUNS_ROOT = Path("runs")
+MAX_SAME_SECOND = 1000  # runs of one recipe started within one second (suffixes -2, -3, ...)
 
 
 class RunError(Exception):
@@ -46,15 +48,19 @@ class RunDir:
     @classmethod
     def create(cls, recipe: Recipe, root: Path = RUNS_ROOT, name: str | None = None) -> "RunDir":
         base = root / recipe.name
+        base.mkdir(parents=True, exist_ok=True)
         stamp = name or utc_stamp()
-        path = base / stamp
-        suffix = 1
-        while path.exists():  # two runs in the same second
-            suffix += 1
-            path = base / f"{stamp}-{suffix}"
-        path.mkdir(parents=True)
+        for suffix in range(1, MAX_SAME_SECOND + 1):
+            path = base / (stamp if suffix == 1 else f"{stamp}-{suffix}")
+            try:
+                path.mkdir()  # the claim itself: mkdir is atomic, so two runs in the same second get two folders
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise RunError(f"{base} already has {MAX_SAME_SECOND} runs named {stamp}*; wait a second and try again")
         run = cls(path)
-        run.recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        write_text_atomic(run.recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         run.write_status(state="created", stages={})
         return run
 
@@ -128,8 +134,6 @@ class RunDir:
     def point_latest(self) -> None:
         """runs/<recipe>/latest -> this run (a relative symlink, replaced atomically)."""
         link = self.path.parent / "latest"
-        tmp = self.path.parent / f".latest-{os.getpid()}"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
+        tmp = self.path.parent / f".latest-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: two processes never share it
         tmp.symlink_to(self.path.name)
         os.replace(tmp, link)
