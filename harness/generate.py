@@ -194,6 +194,10 @@ def describe_error(exc: BaseException) -> str:
             break
         root = root.__cause__
     text = f"{type(exc).__name__}: {exc}"
+    body = getattr(exc, "body", None)
+    if isinstance(body, str) and body.strip():
+        # A body that is not JSON (an HTML error page from a proxy) is not in the client's message: add its start.
+        text += f" - {body[:ERROR_CHARS]}"
     return text if root is exc else f"{text} ({type(root).__name__}: {root})"
 
 
@@ -237,6 +241,7 @@ async def ask(client, sample: EvalSample, settings: GenerationSettings, key_hash
             served = getattr(response, "model", None)
             record.update(
                 answer=redact(answer[:MAX_ANSWER_CHARS], secrets),
+                answer_chars=len(answer),  # more than the answer's length: it was cut at MAX_ANSWER_CHARS
                 served_model=clean_server_text(served, secrets) if isinstance(served, str) else None,
                 finish_reason=choice.finish_reason,
                 usage=response.usage.model_dump() if getattr(response, "usage", None) else None,
