@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         err_console.print(f"Error: {exc}\nNothing was run; your files were not changed.", markup=False)
         return EXIT_DATA
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
+    except KeyboardInterrupt as exc:
+        err_console.print(f"interrupted: {exc}" if str(exc) else "interrupted", markup=False)  # how to resume, where there is a way
         return 130
     except Exception as exc:  # user-facing errors of the steps; anything else is a bug and tracebacks
         from data_adapters.jsonio import FolderBusy

@@ -197,6 +197,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     eval_dir = Path(args.eval_dir)
+    if args.cancel_batches:
+        from data_adapters.jsonio import folder_lock
+        from harness.evaluation import judge_spec_of, read_eval_dir
+        from harness.judge import cancel_saved_batches
+
+        with folder_lock(eval_dir, "cancelling judge batches"):
+            meta = read_eval_dir(eval_dir)[0]
+            cancelled = cancel_saved_batches(judge_spec_of(meta), eval_dir)
+        console().print(f"cancelled {len(cancelled)} message batch(es): {', '.join(cancelled) or 'none was saved'}")
+        console().print(f"next: vlm3 score {eval_dir}")
+        return 0
     summary = score_with_judge(eval_dir, args.judge)
     print_summary(summary, eval_dir)
     if summary["counts"]["errors"]:
@@ -370,6 +381,8 @@ def register(sub) -> None:
     p = sub.add_parser("score", help="re-score saved predictions (no endpoint needed)")
     p.add_argument("eval_dir")
     add_judge_flag(p)
+    p.add_argument("--cancel-batches", action="store_true",
+                   help="cancel the judge's message batches an interrupted score left running (instead of collecting them)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("judge-estimate", help="judge calls, tokens and dollars for an evaluation, before paying")
