@@ -249,6 +249,11 @@ def smoke_test(run_name: str) -> dict:
             time.sleep(2)
         result["load_s"] = round(time.monotonic() - started, 1)
         result["unauthenticated_status"] = httpx.get(f"{root}/v1/models", timeout=10).status_code
+        # Every route but /health must refuse a request without the key (vLLM's --api-key guards only /v1/*).
+        openapi = httpx.get(f"{root}/openapi.json", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        routes = ms.auth_probe_routes(openapi.json() if openapi.status_code == 200 else {})
+        statuses = {f"{method} {path}": httpx.request(method, root + path, timeout=10).status_code for method, path in routes}
+        result["unguarded_routes"] = ms.unguarded_routes(statuses)
         image, question = first_example(run.path)
         request = ms.smoke_request(recipe.served_name, image_data_url(image), question)
         answered = time.monotonic()
@@ -259,7 +264,7 @@ def smoke_test(run_name: str) -> dict:
             answer=response.json()["choices"][0]["message"]["content"],
             answer_s=round(time.monotonic() - answered, 2),
         )
-        result["ok"] = bool(result["answer"].strip()) and result["unauthenticated_status"] == 401
+        result["ok"] = bool(result["answer"].strip()) and result["unauthenticated_status"] == 401 and not result["unguarded_routes"]
     except Exception as exc:
         result.update(ok=False, error=str(exc))
     finally:

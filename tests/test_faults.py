@@ -473,3 +473,36 @@ def test_the_key_guard_answers_401_everywhere_but_health():
     got = asyncio.run(statuses())
     assert got == {"/health": 200, "/v1/models": 401, "/v1/chat/completions": 401, "/metrics": 401, "/tokenize": 401,
                    "/docs": 401, "keyed": 200, "wrong": 401}
+
+
+def test_the_smoke_test_probes_every_route_but_health():
+    from vlm3.modal_support import auth_probe_routes, unguarded_routes
+
+    openapi = {"paths": {"/health": {"get": {}}, "/v1/models": {"get": {}}, "/tokenize": {"post": {}},
+                         "/v1/models/{model_id}": {"get": {}, "delete": {}}, "/metrics": {"get": {}}}}
+    routes = auth_probe_routes(openapi)
+    assert ("GET", "/health") not in routes
+    assert {("GET", "/v1/models"), ("POST", "/tokenize"), ("GET", "/v1/models/x"), ("DELETE", "/v1/models/x"),
+            ("GET", "/metrics"), ("GET", "/docs"), ("GET", "/openapi.json")} <= set(routes)
+    assert unguarded_routes({"GET /v1/models": 401, "POST /tokenize": 200, "GET /metrics": 404}) == ["GET /metrics", "POST /tokenize"]
+
+
+def test_the_vllm_middleware_class_guards_like_the_wrapper(monkeypatch):
+    import asyncio
+
+    import httpx
+
+    from vlm3.serve_guard import KeyGuard
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    monkeypatch.setenv("VLLM_API_KEY", SECRET)
+
+    async def codes() -> list[int]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=KeyGuard(app)), base_url="http://g") as client:
+            return [(await client.get("/tokenize")).status_code, (await client.get("/health")).status_code,
+                    (await client.get("/tokenize", headers={"Authorization": f"Bearer {SECRET}"})).status_code]
+
+    assert asyncio.run(codes()) == [401, 200, 200]

@@ -36,6 +36,21 @@ def require_key(app, key: str):
     return guarded
 
 
+class KeyGuard:
+    """The same check as an ASGI middleware class, for servers that take one by import path
+    (vLLM: `--middleware vlm3.serve_guard.KeyGuard`); the key is read from VLLM_API_KEY or VLM3_SERVE_API_KEY.
+    vLLM's own --api-key guards only /v1/*: this guards every route but /health."""
+
+    def __init__(self, app):
+        key = os.environ.get("VLLM_API_KEY") or os.environ.get(KEY_ENV)
+        if not key:
+            raise RuntimeError("KeyGuard needs VLLM_API_KEY (or VLM3_SERVE_API_KEY) in the environment")
+        self.guarded = require_key(app, key)
+
+    async def __call__(self, scope, receive, send):
+        await self.guarded(scope, receive, send)
+
+
 def main(argv: list[str]) -> int:
     key = os.environ.pop(KEY_ENV, "")
     if not key:
