@@ -291,8 +291,9 @@ def healthy(root: str) -> bool:
 @app.function(image=eval_image, volumes={str(MOUNTS.data): data_volume, str(MOUNTS.runs): runs_volume}, cpu=2.0, memory=4096,
               timeout=ms.EVAL_TIMEOUT_S)
 def evaluate(run_name: str, endpoint: str, label: str = "endpoint", only: str = "all", max_samples: int = 0) -> dict:
-    """`vlm3 eval RUN --endpoint URL` in the cloud: the same verb, writing the same files under RUN/eval/LABEL."""
+    """`vlm3 eval RUN --endpoint URL` in the cloud: the same verb, writing the same files under RUN/eval/<endpoint>/LABEL."""
     from vlm3.cli import main as vlm3_main
+    from vlm3.eval_cmds import endpoint_folder
 
     run = open_run(run_name)
     os.chdir(MOUNTS.data)  # recipes name data relative to the project root; the data volume mirrors that layout
@@ -304,7 +305,7 @@ def evaluate(run_name: str, endpoint: str, label: str = "endpoint", only: str = 
         code = vlm3_main(argv)
     finally:
         commit(runs_volume)
-    return {"run": run_name, "exit_code": code, "eval_dir": f"{run_name}/eval/{label}"}
+    return {"run": run_name, "exit_code": code, "eval_dir": f"{run_name}/eval/{endpoint_folder(endpoint)}/{label}"}
 
 
 @app.function(image=trainer_image, volumes=VOLUMES, secrets=[secret(HF_SECRET)], cpu=2.0, memory=8192, timeout=ms.HUB_TIMEOUT_S,
