@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from data_adapters.jsonio import write_json, write_text_atomic
-from vlm3.recipe import Recipe, RecipeError, parse_recipe
+from vlm3.recipe import Recipe, RecipeError, YamlTooBig, load_yaml_bounded, parse_recipe
 
 RUNS_ROOT = Path("runs")
 MAX_SAME_SECOND = 1000  # runs of one recipe started within one second (suffixes -2, -3, ...)
@@ -103,11 +103,13 @@ class RunDir:
         return self.eval_root / label
 
     def recipe(self) -> Recipe:
-        raw = yaml.safe_load(self.recipe_file.read_text(encoding="utf-8"))
         try:
+            raw = load_yaml_bounded(self.recipe_file.read_text(encoding="utf-8"))  # a hand-edited copy is still bounded
             return parse_recipe(raw, self.recipe_file)
         except RecipeError as exc:
             raise RunError(str(exc)) from None
+        except (YamlTooBig, yaml.YAMLError, RecursionError) as exc:
+            raise RunError(f"{self.recipe_file} cannot be read as a recipe ({exc})") from None
 
     @property
     def status_file(self) -> Path:
