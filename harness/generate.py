@@ -153,7 +153,7 @@ def read_predictions(path: Path) -> list[dict]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # torn, or not ours
             continue
         if isinstance(record, dict) and {"id", "model", "prompt_hash"} <= record.keys():
             records.append(record)
