@@ -249,6 +249,11 @@ def smoke_test(run_name: str) -> dict:
             time.sleep(2)
         result["load_s"] = round(time.monotonic() - started, 1)
         result["unauthenticated_status"] = httpx.get(f"{root}/v1/models", timeout=10).status_code
+        # Every route but /health must refuse a request without the key (vLLM's --api-key guards only /v1/*).
+        openapi = httpx.get(f"{root}/openapi.json", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        routes = ms.auth_probe_routes(openapi.json() if openapi.status_code == 200 else {})
+        statuses = {f"{method} {path}": httpx.request(method, root + path, timeout=10).status_code for method, path in routes}
+        result["unguarded_routes"] = ms.unguarded_routes(statuses)
         image, question = first_example(run.path)
         request = ms.smoke_request(recipe.served_name, image_data_url(image), question)
         answered = time.monotonic()
@@ -259,7 +264,7 @@ def smoke_test(run_name: str) -> dict:
             answer=response.json()["choices"][0]["message"]["content"],
             answer_s=round(time.monotonic() - answered, 2),
         )
-        result["ok"] = bool(result["answer"].strip()) and result["unauthenticated_status"] == 401
+        result["ok"] = bool(result["answer"].strip()) and result["unauthenticated_status"] == 401 and not result["unguarded_routes"]
     except Exception as exc:
         result.update(ok=False, error=str(exc))
     finally:
@@ -286,8 +291,9 @@ def healthy(root: str) -> bool:
 @app.function(image=eval_image, volumes={str(MOUNTS.data): data_volume, str(MOUNTS.runs): runs_volume}, cpu=2.0, memory=4096,
               timeout=ms.EVAL_TIMEOUT_S)
 def evaluate(run_name: str, endpoint: str, label: str = "endpoint", only: str = "all", max_samples: int = 0) -> dict:
-    """`vlm3 eval RUN --endpoint URL` in the cloud: the same verb, writing the same files under RUN/eval/LABEL."""
+    """`vlm3 eval RUN --endpoint URL` in the cloud: the same verb, writing the same files under RUN/eval/<endpoint>/LABEL."""
     from vlm3.cli import main as vlm3_main
+    from vlm3.eval_cmds import endpoint_folder
 
     run = open_run(run_name)
     os.chdir(MOUNTS.data)  # recipes name data relative to the project root; the data volume mirrors that layout
@@ -299,7 +305,7 @@ def evaluate(run_name: str, endpoint: str, label: str = "endpoint", only: str = 
         code = vlm3_main(argv)
     finally:
         commit(runs_volume)
-    return {"run": run_name, "exit_code": code, "eval_dir": f"{run_name}/eval/{label}"}
+    return {"run": run_name, "exit_code": code, "eval_dir": f"{run_name}/eval/{endpoint_folder(endpoint)}/{label}"}
 
 
 @app.function(image=trainer_image, volumes=VOLUMES, secrets=[secret(HF_SECRET)], cpu=2.0, memory=8192, timeout=ms.HUB_TIMEOUT_S,

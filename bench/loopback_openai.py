@@ -12,7 +12,9 @@ Usage:
 with it; once the script is used up, every request gets `default`. A reply can be an HTTP
 error, a delay, a dropped connection or given content; content left as None is
 `answer(request_body)`, by default "answer to: <question>", so each answer says which
-question it belongs to. Every request body is recorded (unless record=False), and so is
+question it belongs to. Faults a hostile server shows can be scripted too: a raw body (an HTML
+error page, a completion without choices), null content, a body trickled a byte at a time, an
+error that echoes the caller's key with terminal escape codes, another reported model. Every request body is recorded (unless record=False), and so is
 the largest number of requests in flight at once. A request is in flight from its arrival to
 its answer, so requests answered at once rarely overlap: there the number of distinct client
 connections shows the client's concurrency. `GET /stats` reports these counts; `GET /v1/models`
@@ -48,6 +50,12 @@ class Reply:
     drop: bool = False  # close the connection without sending a response
     headers: Mapping[str, str] = field(default_factory=dict)
     match: str | None = None  # only a request whose question contains this string takes this reply
+    raw: str | None = None  # send this body as is (an HTML error page, `{"choices": []}`) with content_type
+    content_type: str = "application/json"
+    null_content: bool = False  # a completion whose message content is null
+    trickle_s: float = 0.0  # send the body one byte at a time, this many seconds apart (a stalled proxy)
+    echo_key: bool = False  # an error whose message repeats the request's Authorization header, escape codes and all
+    served_model: str | None = None  # the `model` the completion reports (default: the one requested)
 
     @classmethod
     def error(cls, status: int, *, retry_after_ms: int | None = 1, match: str | None = None) -> Reply:
@@ -144,10 +152,35 @@ def make_app(state: ServerState) -> web.Application:
                 # Abort (RST, no response bytes): the client sees a dropped connection, as when a server dies.
                 request.transport.abort()
                 return web.Response()
-            if reply.status != 200:
-                return web.json_response(error_body(reply.status), status=reply.status, headers=dict(reply.headers))
-            content = reply.content if reply.content is not None else state.answer(body)
-            return web.json_response(completion(body, content), headers=dict(reply.headers))
+            if reply.echo_key:
+                text = f"\x1b[31mdenied\x1b[0m\x1b]0;pwned\x07 for {request.headers.get('Authorization', '')}"
+                payload = {"error": {"message": text, "type": "authentication_error", "param": None, "code": reply.status}}
+                return web.json_response(payload, status=reply.status, headers=dict(reply.headers))
+            if reply.raw is not None:
+                data = reply.raw.encode()
+            elif reply.status != 200:
+                data = json.dumps(error_body(reply.status)).encode()
+            else:
+                content = reply.content if reply.content is not None else state.answer(body)
+                payload = completion(body, content)
+                if reply.null_content:
+                    payload["choices"][0]["message"]["content"] = None
+                if reply.served_model is not None:
+                    payload["model"] = reply.served_model
+                data = json.dumps(payload).encode()
+            if not reply.trickle_s:
+                return web.Response(body=data, status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+            response = web.StreamResponse(status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers})
+            response.content_length = len(data)
+            await response.prepare(request)
+            try:
+                for i in range(len(data)):
+                    await response.write(data[i:i + 1])
+                    await asyncio.sleep(reply.trickle_s)
+                await response.write_eof()
+            except ConnectionError:  # the client gave up (its deadline): nothing more to send
+                pass
+            return response
         finally:
             with state.lock:
                 state.in_flight -= 1

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from data_adapters.checks import DatasetScan
+from data_adapters.jsonio import write_text_atomic
 from harness.html import document, svg, svg_text, table, tag
 
 
@@ -71,5 +72,5 @@ def render_dataset_card(report: dict, scan: DatasetScan, out_path: Path) -> Path
         table(["where", "severity", "check", "message"], problems) if problems else tag("p", "None found."),
     ]
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(document(f"Dataset card: {report['recipe']}", *body), encoding="utf-8")
+    write_text_atomic(out_path, document(f"Dataset card: {report['recipe']}", *body))  # never half a card
     return out_path

@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_adapters.pipeline import PipelineRow, Problem, resolve_image
+from data_adapters.pipeline import PipelineRow, Problem, is_regular_file, resolve_image
 from data_adapters.tokens import MAX_ASPECT_RATIO, estimate_text_tokens, visual_tokens
 
 MIN_IMAGE_SIDE = 28  # px: smaller than one merged patch says the file is not a page
 MAX_IMAGE_PIXELS = 60_000_000  # ~ a 600-dpi A3 scan; beyond this the file is probably not a page image
+REFUSED_IMAGE_PIXELS = 200_000_000  # px: past this an image is refused before decoding (a decompression bomb
+# decodes to gigabytes: 20000x20000 RGB is 1.2 GB); PIL's own bomb check refuses 2x its default 89.5 MP
+MAX_IMAGE_BYTES = 64 * 1024 * 1024  # one page image as a file; larger is not a page (and fills the request)
 
 
 @dataclass(frozen=True)
@@ -33,16 +36,30 @@ def inspect_image(images_root: Path, image: str, decode: bool) -> ImageInfo:
 
     path = resolve_image(images_root, image)
     if path is None:
+        if image and not Path(image).is_absolute() and ".." not in Path(image).parts:
+            return ImageInfo(None, problem=f"image {image!r} is a symlink (or under one) to a file outside the images root "
+                             f"{images_root}: only files inside it are sent; point data.images_root at the real folder", code="image_outside_root")
         return ImageInfo(None, problem=f"image {image!r} points outside the images root {images_root}", code="image_outside_root")
-    if not path.is_file():
+    if not path.exists():
         return ImageInfo(path, problem=f"image {image!r} not found under {images_root}", code="image_missing")
+    if not is_regular_file(path):
+        return ImageInfo(path, problem=f"image {image!r} is not a regular file (a folder, device or pipe): point it at an image file", code="image_not_file")
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        return ImageInfo(path, problem=f"image {image!r} is {path.stat().st_size:,} bytes, over the {MAX_IMAGE_BYTES:,}-byte limit "
+                         "for a page image: save it as a smaller JPEG or PNG", code="image_too_large")
     try:
         with Image.open(path) as img:
             width, height = img.size
+            if width * height > REFUSED_IMAGE_PIXELS:
+                return ImageInfo(path, width, height, f"image {image!r} is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+                                 f"{REFUSED_IMAGE_PIXELS / 1e6:.0f} MP limit (a decompression bomb or a scan at absurd dpi): "
+                                 "resize it", "image_too_large")
             transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
             if decode:
                 img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        return ImageInfo(path, problem=f"image {image!r} is a decompression bomb ({exc}): resize it", code="image_too_large")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         return ImageInfo(path, problem=f"image {image!r} cannot be decoded ({exc})", code="image_undecodable")
     if min(width, height) < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         return ImageInfo(path, width, height, f"image {image!r} is {width}x{height}: Qwen2-VL refuses an aspect ratio over {MAX_ASPECT_RATIO}", "image_aspect")

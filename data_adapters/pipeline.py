@@ -16,11 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROLES = ("system", "user", "assistant")
+MAX_LINE_BYTES = 4 * 1024 * 1024  # one Q&A row; a page's text plus long answers stay far below
+MAX_JSON_DEPTH = 32  # nesting levels in a row (a row uses 4: row, conversations, turn, metadata)
+TOO_DEEP = object()  # json.loads gave up (RecursionError) on a line nested thousands of levels deep
 # Qwen2-VL's control tokens: in a row's text they break the chat template or the image placeholders.
 SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>",
                   "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
@@ -171,7 +175,11 @@ def read_pipeline(path: str | Path) -> tuple[list[PipelineRow], list[Problem]]:
     rows: list[PipelineRow] = []
     problems: list[Problem] = []
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in enumerate(bounded_lines(handle), start=1):
+            if raw is None:
+                problems.append(Problem(name, number, f"line longer than {MAX_LINE_BYTES:,} bytes: is this a pipeline JSONL file? "
+                                        "(one conversation per line)", code="line_too_long"))
+                continue
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM some editors write
             except UnicodeDecodeError as exc:
@@ -184,6 +192,11 @@ def read_pipeline(path: str | Path) -> tuple[list[PipelineRow], list[Problem]]:
             except json.JSONDecodeError as exc:
                 problems.append(Problem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})", code="json"))
                 continue
+            except RecursionError:
+                obj = TOO_DEEP
+            if obj is TOO_DEEP or json_depth(obj) > MAX_JSON_DEPTH:
+                problems.append(Problem(name, number, f"nested more than {MAX_JSON_DEPTH} levels deep: keep metadata flat", code="too_deep"))
+                continue
             row, found = parse_row(obj, name, number)
             problems.extend(found)
             if row is not None:
@@ -193,15 +206,58 @@ def read_pipeline(path: str | Path) -> tuple[list[PipelineRow], list[Problem]]:
     return rows, problems
 
 
-def resolve_image(images_root: Path, image: str) -> Path | None:
-    """The image's path under images_root, or None when it would escape it ("../", absolute paths).
+def bounded_lines(handle, limit: int = MAX_LINE_BYTES):
+    """The lines of a binary file, each at most `limit` bytes; None stands for a longer line, which
+    is skipped without being held in memory (a file with no newline at all is one such line)."""
+    while True:
+        raw = handle.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = handle.readline(limit + 1)
+            yield None
+            continue
+        yield raw
 
-    The test is on the path as written, so an images folder that is a symlink still works."""
+
+def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """Nesting depth of decoded JSON, counted without recursion and stopping past `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if isinstance(current, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth + 1) for child in (current.values() if isinstance(current, dict) else current))
+    return deepest
+
+
+def resolve_image(images_root: Path, image: str) -> Path | None:
+    """The image's path under images_root, or None when it would escape it ("../", absolute paths,
+    or a symlink inside the root that points outside it).
+
+    The test is on the real paths (symlinks followed on both sides), so an images folder that is
+    itself a symlink still works, and a symlink to another image inside the root is accepted."""
+    if not image or Path(image).is_absolute():
+        return None
     root = Path(os.path.abspath(images_root))
     candidate = Path(os.path.normpath(root / image))
-    if not Path(image).is_absolute() and candidate != root and root in candidate.parents:
-        return candidate
-    return None
+    if candidate == root or root not in candidate.parents:
+        return None
+    real_root, real = Path(os.path.realpath(root)), Path(os.path.realpath(candidate))
+    if real == real_root or real_root not in real.parents:
+        return None
+    return candidate
+
+
+def is_regular_file(path: Path) -> bool:
+    """A regular file after following symlinks: never a device (/dev/zero), a FIFO or a folder."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def to_axolotl_row(row: PipelineRow, image_dir: str, system_prompt: str | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from data_adapters.jsonio import write_text_atomic
 from harness.html import Html, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
 
 CI_LEVEL = 0.95
@@ -61,6 +62,8 @@ class Comparison:
     metrics: list[MetricDelta]
     flips: list[Flip]
     errored: int = 0  # pairs left out because a side has no answer (a failed request is not a wrong answer)
+    errors_a: int = 0  # samples of A with no answer to score (failed after retries or never answered)
+    errors_b: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -201,7 +204,8 @@ def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a
                if (delta := _metric_delta(name, extract, pairs, resamples, seed)) is not None]
     flips = [flip for a, b in pairs if (flip := _flip(a, b)) is not None]
     return Comparison(label_a=label_a, label_b=label_b, paired=len(pairs), only_a=len(scores_a) - len(all_pairs),
-                      only_b=len(scores_b) - len(all_pairs), metrics=metrics, flips=flips, errored=len(all_pairs) - len(pairs))
+                      only_b=len(scores_b) - len(all_pairs), metrics=metrics, flips=flips, errored=len(all_pairs) - len(pairs),
+                      errors_a=sum(1 for a in scores_a if a.get("error")), errors_b=sum(1 for b in scores_b if b.get("error")))
 
 
 def format_value(name: str, value: float) -> str:
@@ -259,7 +263,8 @@ def format_comparison(c: Comparison) -> str:
     """A plain-text table of the metric deltas, then the flipped samples (at most 20 per direction)."""
     lines = [f"A = {_one_line(c.label_a)}, B = {_one_line(c.label_b)}: {c.paired} paired samples "
              f"({c.only_a} only in A, {c.only_b} only in B"
-             + (f"; {c.errored} left out: no answer on a side, run `vlm3 generate` again" if c.errored else "") + ")", ""]
+             + (f"; {c.errored} left out: no answer on a side, run `vlm3 generate` again" if c.errored else "") + ")"
+             + (f"; errors (no answer, not scored): A {c.errors_a}, B {c.errors_b}" if c.errors_a or c.errors_b else ""), ""]
     rows = [[_one_line(cell) for cell in row] for row in _metric_cells(c)]
     for row, m in zip(rows, c.metrics):
         row[-1] += " *" if excludes_zero(m) else ""
@@ -287,7 +292,7 @@ def render_compare_html(c: Comparison, out_path: Path) -> Path:
     body = [
         tag("h1", title),
         tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
-                 f"{c.only_b} only in B, {c.errored} left out for a missing answer. Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap.", class_="muted"),
+                 f"{c.only_b} only in B, {c.errored} left out for a missing answer (errors, not scored: A {c.errors_a}, B {c.errors_b}). Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap.", class_="muted"),
         tag("section", tag("h2", "Metrics"), table(_headers(c), rows) if rows else tag("p", "No metric has a value on both sides."),
             svg_delta_whiskers(whiskers, "metric deltas with confidence intervals") if whiskers else None, id="metrics"),
         _flip_section("Fail → pass", fail_to_pass(c), "fail-to-pass"),
@@ -295,7 +300,7 @@ def render_compare_html(c: Comparison, out_path: Path) -> Path:
     ]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(document(title, body), encoding="utf-8")
+    write_text_atomic(out_path, document(title, body))  # never a half-written comparison
     return out_path
 
 

@@ -6,7 +6,7 @@ Usage:
     summary = score_eval_dir(eval_dir, judge=False)   # deterministic checks only (--no-judge)
 
 Layout of eval/<label>/:
-    meta.json          label, model, endpoint, generation settings, judge spec (never an API key)
+    meta.json          label, model, endpoint, weights identity, generation settings, judge spec (never an API key)
     samples.jsonl      the samples asked, each with the prompt hash its answer is keyed by
     predictions.jsonl  one record per answer, appended as answers arrive
     scores.jsonl       one score record per sample
@@ -14,6 +14,10 @@ Layout of eval/<label>/:
     report.html        tables, plots and the failure gallery
     judge_cache.sqlite the judge's validated replies: an unchanged re-score makes no judge calls
     .deepeval/         DeepEval's own files (`vlm3 deepeval`), telemetry off
+    .vlm3.lock         held while a process generates or scores here: a second one stops with a message
+
+Answers are read for the endpoint, model and weights in meta.json (the last generation's):
+answers another endpoint gave, in the same file, are counted (`foreign_answers`) and never scored.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from data_adapters.jsonio import write_json, write_jsonl
+from data_adapters.jsonio import folder_lock, write_json, write_jsonl
 from harness.generate import GenerationSettings, GenerationStats, generate, latest_answers, prompt_hash
 from harness.samples import EvalSample
 from harness.score import score_sample, summarize
@@ -48,16 +52,18 @@ def generate_into(
     on_progress: Callable[[GenerationStats], None] | None = None,
     judge: Any = _UNSET,
 ) -> GenerationStats:
-    """judge: the recipe's eval.judge (a JudgeSpec, its dict, or None for no judge), kept for `vlm3 score`."""
-    eval_dir.mkdir(parents=True, exist_ok=True)
+    """judge: the recipe's eval.judge (a JudgeSpec, its dict, or None for no judge), kept for `vlm3 score`.
+    FolderBusy when another process is writing eval_dir."""
     settings_record = {k: v for k, v in asdict(settings).items() if k != "api_key"}  # secrets stay out of files
-    meta = {"label": label, "model": settings.model, "endpoint": endpoint, "settings": settings_record,
+    meta = {"label": label, "model": settings.model, "endpoint": endpoint, "endpoint_id": settings.endpoint,
+            "weights": settings.weights_id, "settings": settings_record,
             "probe_threshold": probe_threshold, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if judge is not _UNSET:
         meta["judge"] = judge.model_dump() if hasattr(judge, "model_dump") else judge
-    write_json(eval_dir / "meta.json", meta)
-    write_jsonl(eval_dir / "samples.jsonl", ({**s.to_dict(), "prompt_hash": prompt_hash(s, settings)} for s in samples))
-    return asyncio.run(generate(samples, settings, eval_dir / "predictions.jsonl", on_progress=on_progress))
+    with folder_lock(eval_dir, "generating"):
+        write_json(eval_dir / "meta.json", meta)
+        write_jsonl(eval_dir / "samples.jsonl", ({**s.to_dict(), "prompt_hash": prompt_hash(s, settings)} for s in samples))
+        return asyncio.run(generate(samples, settings, eval_dir / "predictions.jsonl", on_progress=on_progress))
 
 
 def load_jsonl(path: Path) -> list[dict]:
@@ -71,9 +77,40 @@ def read_eval_dir(eval_dir: Path) -> tuple[dict, list[dict], list[dict]]:
             raise EvalError(f"{eval_dir} has no {name}: it is not an evaluation directory (run `vlm3 generate` first)")
     meta = json.loads((eval_dir / "meta.json").read_text(encoding="utf-8"))
     samples = load_jsonl(eval_dir / "samples.jsonl")
-    answers = latest_answers(eval_dir / "predictions.jsonl")
-    records = [score_sample(s, answers.get((s["id"], meta["model"], s["prompt_hash"]))) for s in samples]
+    records, _ = score_records(meta, samples, eval_dir / "predictions.jsonl")
     return meta, samples, records
+
+
+def eval_identity(meta: dict) -> tuple[str, str, str]:
+    """(endpoint, model, weights) whose answers this directory scores; folders from before endpoints
+    were recorded (no endpoint_id) read their answers as the old key did."""
+    return meta.get("endpoint_id") or meta.get("endpoint") or "", meta["model"], meta.get("weights") or ""
+
+
+def score_records(meta: dict, samples: list[dict], predictions: Path) -> tuple[list[dict], int]:
+    """(one score record per sample, how many samples have saved answers only from another identity).
+
+    A sample's latest record for this identity decides: an answer is scored; a failure after
+    retries is an error record (passed None, never a wrong answer); nothing at all is missing."""
+    from harness.generate import read_predictions
+
+    endpoint, model, weights = eval_identity(meta)
+    legacy = "endpoint_id" not in meta
+    latest: dict[tuple[str, str], dict] = {}
+    elsewhere: set[tuple[str, str]] = set()
+    for record in read_predictions(predictions):
+        key = (record["id"], record["prompt_hash"])
+        mine = record["model"] == model and (legacy or ((record.get("endpoint") or "") == endpoint and (record.get("weights") or "") == weights))
+        if not mine:
+            if record.get("error") is None:
+                elsewhere.add(key)
+            continue
+        # A success is never superseded by a later failure of the same sample (a re-run that failed).
+        if record.get("error") is None or key not in latest or latest[key].get("error") is not None:
+            latest[key] = record
+    records = [score_sample(s, latest.get((s["id"], s["prompt_hash"]))) for s in samples]
+    foreign = sum(1 for s in samples if (s["id"], s["prompt_hash"]) in elsewhere and (s["id"], s["prompt_hash"]) not in latest)
+    return records, foreign
 
 
 def judge_spec_of(meta: dict, judge_spec: Any = _UNSET):
@@ -116,10 +153,16 @@ def score_eval_dir(
     how to reach the judge, for tests and proxies. on_judge_estimate(estimate) comes before the first
     judge call (a JudgeEstimate: print it); on_judge_progress(done, total) after each.
     Raises JudgeError after everything is written when more samples are unscored than
-    eval.judge.max_unscored_fraction allows."""
+    eval.judge.max_unscored_fraction allows; FolderBusy when another process is writing eval_dir."""
+    with folder_lock(eval_dir, "scoring"):
+        return _score_locked(eval_dir, title, judge, judge_spec, judge_settings, on_judge_progress, on_judge_estimate)
+
+
+def _score_locked(eval_dir, title, judge, judge_spec, judge_settings, on_judge_progress, on_judge_estimate) -> dict:
     from harness.judge import JudgeError, JudgeOutcome, judge_records, judge_status, skipped_summary
 
-    meta, samples, records = read_eval_dir(eval_dir)
+    meta, samples, _ = read_eval_dir(eval_dir)
+    records, foreign = score_records(meta, samples, eval_dir / "predictions.jsonl")
     spec = judge_spec_of(meta, judge_spec)
     cannot_run = None
     if judge is False:
@@ -141,6 +184,10 @@ def score_eval_dir(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     summary["judge"] = outcome.summary
+    summary["counts"]["foreign_answers"] = foreign
+    if foreign:
+        summary["notes"].append(f"{foreign} sample(s) have saved answers only from another endpoint, model or weights "
+                                f"than {meta.get('endpoint')} ({meta['model']}): kept in predictions.jsonl, not scored here")
     if outcome.summary.get("skipped_reason"):
         summary["notes"].append(outcome.summary["skipped_reason"])
     write_jsonl(eval_dir / "scores.jsonl", records)

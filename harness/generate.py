@@ -4,9 +4,19 @@ Usage:
     stats = asyncio.run(generate(samples, GenerationSettings(base_url, api_key, model), Path("eval/x/predictions.jsonl")))
 
 Each answer is appended to predictions.jsonl the moment it arrives, keyed by sample id,
-model and prompt hash: a run that is interrupted and started again asks only for what is
-missing (or failed) and loses nothing. Retries with backoff on 429, 5xx, timeouts and
-dropped connections are the official `openai` client's own (max_retries).
+endpoint, model name, weights identity and prompt hash, and stamped with the model the server
+says answered: a run that is interrupted and started again asks only for what is missing (or
+failed) and loses nothing, and an answer from another endpoint or other weights is never reused
+(it stays in the file, counted in `foreign`). When there is something to ask and saved answers
+to reuse, the first request goes alone: a saved answer whose server-reported model differs from
+the one this request reports is asked again.
+
+Retries with backoff on 429, 5xx, timeouts and dropped connections are the official `openai`
+client's own (max_retries); a whole request, retries included, is bounded in wall-clock time
+(`request_deadline_s`), so a server that trickles a byte at a time cannot hold a run.
+A request that fails after retries, or answers without usable content, is an error record
+with the server's message (control characters stripped, the key redacted, truncated): never
+an answer, so it is never scored as a wrong one.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import base64
 import hashlib
 import json
 import mimetypes
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,6 +36,11 @@ from typing import Callable
 from harness.samples import EvalSample
 
 TEMPERATURE = 0.0  # deterministic answers: scores compare models, not sampling luck
+ERROR_CHARS = 500  # an error message kept in predictions.jsonl: the server's first words say what went wrong
+MAX_BACKOFF_S = 8.0  # the openai client's longest wait between retries (openai/_constants.py MAX_RETRY_DELAY)
+MAX_ANSWER_CHARS = 1_000_000  # longer server text is cut: no page question has a megabyte of answer
+# ANSI/VT escape sequences (CSI, OSC, two-byte ESC x) and every other C0/C1 control except tab and newline.
+CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -37,12 +53,25 @@ class GenerationSettings:
     timeout_s: float = 120.0
     max_retries: int = 5
     system_prompt: str | None = None
+    endpoint_id: str | None = None  # what the answers belong to: base_url, or "local:<model dir>" for a local server
+    weights_id: str | None = None  # the weights' identity where known (local runs: files, sizes, mtimes)
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoint_id or self.base_url.rstrip("/")
+
+    @property
+    def request_deadline_s(self) -> float:
+        """Wall-clock bound on one request with every retry: each attempt's timeout plus the longest backoffs."""
+        return self.timeout_s * (self.max_retries + 1) + MAX_BACKOFF_S * self.max_retries
 
 
 @dataclass
 class GenerationStats:
     total: int = 0
     skipped: int = 0  # already answered by an earlier run
+    foreign: int = 0  # saved answers for these samples from another endpoint, model or weights: kept, not reused
+    reasked: int = 0  # saved answers whose server-reported model differs from today's: asked again
     requested: int = 0
     answered: int = 0
     failed: int = 0
@@ -85,8 +114,35 @@ def prompt_hash(sample: EvalSample, settings: GenerationSettings) -> str:
     return digest.hexdigest()[:16]
 
 
-def prediction_key(record: dict) -> tuple[str, str, str]:
-    return record["id"], record["model"], record["prompt_hash"]
+Key = tuple[str, str, str, str, str]  # (sample id, endpoint, model name, weights identity, prompt hash)
+
+
+def prediction_key(record: dict) -> Key:
+    """Records written before endpoints were part of the key read as endpoint "" and are never reused."""
+    return (record["id"], record.get("endpoint") or "", record["model"], record.get("weights") or "", record["prompt_hash"])
+
+
+def settings_key(sample_id: str, settings: GenerationSettings, key_hash: str) -> Key:
+    return (sample_id, settings.endpoint, settings.model, settings.weights_id or "", key_hash)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """Every occurrence of a configured key replaced: a server that echoes the request's key must not get it written down."""
+    for secret in secrets:
+        if secret and len(secret) >= 8:  # "EMPTY" and other placeholders are no secret; short strings would redact words
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def strip_controls(text: str) -> str:
+    """Terminal control sequences removed: server text must not move a user's cursor or retitle the terminal."""
+    return CONTROL.sub("", text)
+
+
+def clean_server_text(text: str, secrets: tuple[str, ...] = (), limit: int = ERROR_CHARS) -> str:
+    """Server text made safe to store and print: keys redacted, control sequences stripped, cut to limit."""
+    text = strip_controls(redact(text, secrets))
+    return text if limit is None or len(text) <= limit else text[:limit] + " [...]"
 
 
 def read_predictions(path: Path) -> list[dict]:
@@ -97,16 +153,16 @@ def read_predictions(path: Path) -> list[dict]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # torn, or not ours
             continue
         if isinstance(record, dict) and {"id", "model", "prompt_hash"} <= record.keys():
             records.append(record)
     return records
 
 
-def latest_answers(path: Path) -> dict[tuple[str, str, str], dict]:
+def latest_answers(path: Path) -> dict[Key, dict]:
     """The newest successful record per key (a later retry supersedes an earlier error)."""
-    answers: dict[tuple[str, str, str], dict] = {}
+    answers: dict[Key, dict] = {}
     for record in read_predictions(path):
         if record.get("error") is None and record.get("answer") is not None:
             answers[prediction_key(record)] = record
@@ -138,27 +194,62 @@ def describe_error(exc: BaseException) -> str:
             break
         root = root.__cause__
     text = f"{type(exc).__name__}: {exc}"
+    body = getattr(exc, "body", None)
+    if isinstance(body, str) and body.strip():
+        # A body that is not JSON (an HTML error page from a proxy) is not in the client's message: add its start.
+        text += f" - {body[:ERROR_CHARS]}"
     return text if root is exc else f"{text} ({type(root).__name__}: {root})"
+
+
+def usable_content(response) -> tuple[str | None, str | None]:
+    """(answer, None) from a chat completion, or (None, why) when the server gave nothing to score."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list):
+        shown = response if isinstance(response, str) else type(response).__name__
+        return None, f"the server's reply is not a chat completion: {shown}"
+    if not choices:
+        return None, "the server returned no choices"
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    if not isinstance(content, str):
+        refusal = getattr(message, "refusal", None)
+        why = f"refusal: {refusal}" if refusal else f"finish_reason {getattr(choices[0], 'finish_reason', None)!r}"
+        return None, f"the server returned no content ({why})"
+    return content, None
 
 
 async def ask(client, sample: EvalSample, settings: GenerationSettings, key_hash: str) -> dict:
     started = time.perf_counter()
-    record = {"id": sample.id, "model": settings.model, "prompt_hash": key_hash, "answer": None, "error": None}
+    record = {"id": sample.id, "endpoint": settings.endpoint, "model": settings.model, "weights": settings.weights_id,
+              "prompt_hash": key_hash, "served_model": None, "answer": None, "error": None}
+    secrets = (settings.api_key,)
     try:
-        response = await client.chat.completions.create(
-            model=settings.model,
-            messages=build_messages(sample, settings.system_prompt),
-            temperature=TEMPERATURE,
-            max_tokens=settings.max_tokens,
+        response = await asyncio.wait_for(
+            client.chat.completions.create(
+                model=settings.model,
+                messages=build_messages(sample, settings.system_prompt),
+                temperature=TEMPERATURE,
+                max_tokens=settings.max_tokens,
+            ),
+            timeout=settings.request_deadline_s,
         )
-        choice = response.choices[0]
-        record.update(
-            answer=choice.message.content or "",
-            finish_reason=choice.finish_reason,
-            usage=response.usage.model_dump() if response.usage else None,
-        )
+        answer, why = usable_content(response)
+        if why is not None:
+            record["error"] = clean_server_text(why, secrets)
+        else:
+            choice = response.choices[0]
+            served = getattr(response, "model", None)
+            record.update(
+                answer=redact(answer[:MAX_ANSWER_CHARS], secrets),
+                answer_chars=len(answer),  # more than the answer's length: it was cut at MAX_ANSWER_CHARS
+                served_model=clean_server_text(served, secrets) if isinstance(served, str) else None,
+                finish_reason=choice.finish_reason,
+                usage=response.usage.model_dump() if getattr(response, "usage", None) else None,
+            )
+    except asyncio.TimeoutError:
+        record["error"] = f"no complete answer within {settings.request_deadline_s:.0f} s (timeout {settings.timeout_s:g} s per attempt, {settings.max_retries} retries)"
     except Exception as exc:  # noqa: BLE001 - after the client's retries, any failure is recorded, not raised
-        record["error"] = describe_error(exc)[:500]
+        record["error"] = clean_server_text(describe_error(exc), secrets)
     record["latency_s"] = round(time.perf_counter() - started, 3)
     record["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
@@ -187,43 +278,41 @@ def make_client(settings: GenerationSettings):
     )
 
 
+def plan_generation(samples: list[EvalSample], settings: GenerationSettings, out_path: Path, stats: GenerationStats):
+    """(saved answers this endpoint may reuse, samples to ask), each with its prompt hash; counts foreign answers."""
+    done = latest_answers(out_path)
+    saved_elsewhere = {(key[0], key[4]) for key in done}
+    reusable: list[tuple[EvalSample, str, dict]] = []
+    todo: list[tuple[EvalSample, str]] = []
+    for sample in samples:
+        key_hash = prompt_hash(sample, settings)
+        record = done.get(settings_key(sample.id, settings, key_hash))
+        if record is not None:
+            reusable.append((sample, key_hash, record))
+            continue
+        if (sample.id, key_hash) in saved_elsewhere:
+            stats.foreign += 1
+        todo.append((sample, key_hash))
+    return reusable, todo
+
+
 async def generate(
     samples: list[EvalSample],
     settings: GenerationSettings,
     out_path: Path,
     on_progress: Callable[[GenerationStats], None] | None = None,
 ) -> GenerationStats:
-    """Ask for every sample not yet answered; append each record as it arrives."""
+    """Ask for every sample not yet answered by this endpoint and model; append each record as it arrives."""
     started = time.perf_counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     repair_torn_tail(out_path)
-    done = latest_answers(out_path)
     stats = GenerationStats(total=len(samples))
-    todo: list[tuple[EvalSample, str]] = []
-    for sample in samples:
-        key_hash = prompt_hash(sample, settings)
-        if (sample.id, settings.model, key_hash) in done:
-            stats.skipped += 1
-        else:
-            todo.append((sample, key_hash))
-    stats.requested = len(todo)
-    if on_progress:
-        on_progress(stats)
-    if not todo:
-        stats.seconds = time.perf_counter() - started
-        return stats
-
-    client = make_client(settings)
-    gate = asyncio.Semaphore(settings.concurrency)
-
-    async def bounded(sample: EvalSample, key_hash: str) -> dict:
-        async with gate:
-            return await ask(client, sample, settings, key_hash)
-
+    reusable, todo = plan_generation(samples, settings, out_path, stats)
+    client = None
     try:
         with out_path.open("a", encoding="utf-8") as out:
-            for finished in asyncio.as_completed([bounded(s, h) for s, h in todo]):
-                record = await finished
+
+            def keep(record: dict) -> None:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()
                 if record["error"] is None:
@@ -233,7 +322,37 @@ async def generate(
                     stats.errors.append(f"{record['id']}: {record['error']}")
                 if on_progress:
                     on_progress(stats)
+
+            if todo:
+                client = make_client(settings)
+            if reusable and todo:
+                # Which saved answers still belong to this server: the first request goes alone and the
+                # model it reports decides (with nothing to ask, nothing new can mix in, and nothing is asked).
+                sample, key_hash = todo.pop(0)
+                first = await ask(client, sample, settings, key_hash)
+                stats.requested += 1
+                keep(first)
+                served = first.get("served_model")
+                if first["error"] is None and served is not None:
+                    stale = [(s, h) for s, h, r in reusable if r.get("served_model") != served]
+                    stats.reasked = len(stale)
+                    reusable = [(s, h, r) for s, h, r in reusable if r.get("served_model") == served]
+                    todo += stale
+            stats.skipped = len(reusable)
+            stats.requested += len(todo)
+            if on_progress:
+                on_progress(stats)
+            if todo:
+                gate = asyncio.Semaphore(settings.concurrency)
+
+                async def bounded(sample: EvalSample, key_hash: str) -> dict:
+                    async with gate:
+                        return await ask(client, sample, settings, key_hash)
+
+                for finished in asyncio.as_completed([bounded(s, h) for s, h in todo]):
+                    keep(await finished)
     finally:
-        await client.close()
+        if client is not None:
+            await client.close()
     stats.seconds = time.perf_counter() - started
     return stats

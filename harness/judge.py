@@ -37,6 +37,7 @@ from harness.evaluation import EvalError
 from harness.judge_client import (
     BATCH_DISCOUNT,
     PRICE_SOURCE,
+    BatchWaitStopped,
     PRICES_AS_OF,
     JudgeCache,
     JudgeClient,
@@ -137,6 +138,30 @@ def run_coroutine(coroutine):
         return pool.submit(asyncio.run, coroutine).result()
 
 
+class JudgeInterrupted(KeyboardInterrupt):
+    """Ctrl-C while message batches were running; str() says how to collect or cancel them."""
+
+
+def cancel_saved_batches(spec, cache_dir: Path, settings: JudgeSettings | None = None,
+                         client_factory: Callable[[JudgeSettings], Any] | None = None) -> list[str]:
+    """Cancel the batches an interrupted `vlm3 score` left running (asked for with --cancel-batches)."""
+    from harness.judge_client import make_transport
+
+    spec = load_judge_spec(spec)
+    if settings is None:
+        api_key, reason = judge_status(spec)
+        if reason:
+            raise JudgeError(f"cannot cancel batches: {reason.removeprefix('judge skipped: ')}")
+        settings = judge_settings_for(spec, api_key)
+    client = JudgeClient(settings, JudgeCache(Path(cache_dir) / CACHE_FILE),
+                         make_transport(settings, client_factory(settings) if client_factory else None))
+    try:
+        return client.cancel_saved_batches()
+    finally:
+        client.close()
+        client.cache.close()
+
+
 def judge_records(
     records: list[dict],
     samples: list[dict],
@@ -181,6 +206,15 @@ def judge_records(
         on_estimate(estimate)
     try:
         run_coroutine(_judge_all(records, samples, spec, client, on_progress))
+    except (KeyboardInterrupt, BatchWaitStopped):
+        client.stop_waiting()
+        if client.waiting_on:
+            raise JudgeInterrupted(
+                f"stopped waiting for message batch(es) {', '.join(client.waiting_on)}: they keep running at the "
+                f"provider and are saved in {cache_dir / CACHE_FILE}. Run `vlm3 score {cache_dir}` again to collect "
+                f"them (nothing is submitted or paid twice), or `vlm3 score {cache_dir} --cancel-batches` to cancel them"
+            ) from None
+        raise
     finally:
         client.close()
         client.cache.close()
@@ -213,9 +247,13 @@ async def _judge_all(records, samples, spec, client: JudgeClient, on_progress) -
         test_cases[record["id"]] = to_test_case(case, image)
 
     if "rubric" in spec.metrics and spec.use_batch_api and client.settings.provider == "anthropic":
-        await asyncio.get_running_loop().run_in_executor(
-            None, client.prefill_batch, [rubric_request(tc) for tc in test_cases.values()]
-        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                None, client.prefill_batch, [rubric_request(tc) for tc in test_cases.values()]
+            )
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task; the polling thread must stop too
+            client.stop_waiting()
+            raise
 
     total = len(test_cases) * len(spec.metrics)
     done = 0

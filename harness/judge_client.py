@@ -252,6 +252,22 @@ class JudgeCache:
                 "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, metric TEXT, text TEXT, "
                 "input_tokens INTEGER, output_tokens INTEGER, stop_reason TEXT, source TEXT, created TEXT)"
             )
+            # Message batches submitted and not yet collected: a restart polls these instead of paying again.
+            self._db.execute("CREATE TABLE IF NOT EXISTS batches (batch_id TEXT PRIMARY KEY, keys TEXT, created TEXT)")
+
+    def save_batch(self, batch_id: str, keys: list[str]) -> None:
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", (batch_id, json.dumps(keys), created))
+
+    def pending_batches(self) -> list[tuple[str, list[str]]]:
+        with self._lock:
+            rows = self._db.execute("SELECT batch_id, keys FROM batches ORDER BY created").fetchall()
+        return [(batch_id, json.loads(keys)) for batch_id, keys in rows]
+
+    def forget_batch(self, batch_id: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
 
     def get(self, key: str) -> Reply | None:
         with self._lock:
@@ -433,6 +449,14 @@ class AnthropicTransport:
                 yield item.custom_id, JudgeCallError(f"the batch request was {result.type}")
 
 
+class BatchWaitStopped(Exception):
+    """The wait for message batches was stopped (Ctrl-C); they run on and are saved for a restart."""
+
+    def __init__(self, batch_ids: list[str]):
+        self.batch_ids = list(batch_ids)
+        super().__init__(f"stopped waiting for message batch(es) {', '.join(self.batch_ids) or '-'}")
+
+
 def reply_from_message(message) -> Reply:
     """The text blocks of a Claude message (thinking blocks skipped) and its usage."""
     text = "".join(block.text for block in message.content or [] if getattr(block, "type", None) == "text")
@@ -512,6 +536,18 @@ class JudgeClient:
         self._slots = threading.BoundedSemaphore(settings.concurrency)
         self._executor = ThreadPoolExecutor(max_workers=settings.concurrency + 2, thread_name_prefix="judge")
         self._preloaded: dict[str, Reply | JudgeUnscored] = {}  # answers fetched by a batch in this run
+        self._stop = threading.Event()  # set by stop_waiting(): a batch wait ends at once (Ctrl-C)
+        self.waiting_on: list[str] = []  # batch ids submitted or resumed and not yet collected
+
+    def stop_waiting(self) -> None:
+        """End any batch wait now; the batches keep running at the provider and stay saved for a restart."""
+        self._stop.set()
+
+    def _wait(self, seconds: float) -> None:
+        if self._stop.wait(seconds if self._sleep is time.sleep else 0):
+            raise BatchWaitStopped(self.waiting_on)
+        if self._sleep is not time.sleep:
+            self._sleep(seconds)
 
     @property
     def sees_images(self) -> bool:
@@ -606,35 +642,52 @@ class JudgeClient:
             key = self.key(request)
             if key not in self._preloaded and key not in todo and not (self.cache is not None and self.cache.get(key)):
                 todo[key] = request
+        asked = len(todo)
+        # Batches an interrupted run submitted and never collected: collect them, never pay for them twice.
+        for batch_id, keys in self.cache.pending_batches() if self.cache is not None else []:
+            chunk = [(key, todo.pop(key)) for key in keys if key in todo]
+            if not chunk:
+                self.cache.forget_batch(batch_id)  # nothing of it is still needed
+                continue
+            if on_progress:
+                on_progress(f"batch {batch_id}: resuming, {len(chunk)} requests")
+            self._run_batch(chunk, on_progress, batch_id=batch_id)
         for chunk in _batch_chunks(list(todo.items()), lambda r: self.transport.params(r)):
             self._run_batch(chunk, on_progress)
-        return len(todo)
+        return asked
 
-    def _run_batch(self, chunk: list[tuple[str, JudgeRequest]], on_progress) -> None:
+    def _run_batch(self, chunk: list[tuple[str, JudgeRequest]], on_progress, batch_id: str | None = None) -> None:
+        """Submit (or, with batch_id, resume) one batch, wait for it and read its results. The batch id and
+        its request keys are saved before any wait, and forgotten only once the results are in."""
         transport = self.transport
-        try:
-            batch_id = self.with_retries(lambda: transport.submit_batch(chunk), "creating a message batch")
-        except JudgeCallError as exc:
-            for key, _ in chunk:
-                self._preloaded[key] = exc
-            return
-        with self._lock:
-            self.usage.batches += 1
-            self.usage.batch_requests += len(chunk)
-        if on_progress:
-            on_progress(f"batch {batch_id}: {len(chunk)} requests submitted")
+        if batch_id is None:
+            try:
+                batch_id = self.with_retries(lambda: transport.submit_batch(chunk), "creating a message batch")
+            except JudgeCallError as exc:
+                for key, _ in chunk:
+                    self._preloaded[key] = exc
+                return
+            if self.cache is not None:
+                self.cache.save_batch(batch_id, [key for key, _ in chunk])
+            with self._lock:
+                self.usage.batches += 1
+                self.usage.batch_requests += len(chunk)
+            if on_progress:
+                on_progress(f"batch {batch_id}: {len(chunk)} requests submitted")
+        self.waiting_on.append(batch_id)
         started = time.monotonic()
         try:
             while not self.with_retries(lambda: transport.batch_ended(batch_id), "polling a message batch"):
                 if time.monotonic() - started > self.settings.batch_max_wait_s:
                     self.with_retries(lambda: transport.cancel_batch(batch_id), "cancelling a message batch")
                     raise JudgeCallError(f"batch {batch_id} did not end within {self.settings.batch_max_wait_s:.0f} s")
-                self._sleep(self.settings.batch_poll_s)
+                self._wait(self.settings.batch_poll_s)
             results = self.with_retries(lambda: list(transport.batch_results(batch_id)), "reading batch results")
         except JudgeCallError as exc:
             for key, _ in chunk:
                 self._preloaded[key] = exc
             return
+        self.waiting_on.remove(batch_id)
         requests = dict(chunk)
         for key, outcome in results:
             request = requests.get(key)
@@ -657,6 +710,17 @@ class JudgeClient:
             self._preloaded[key] = outcome
         for key in requests.keys() - {key for key, _ in results}:
             self._preloaded[key] = JudgeCallError(f"batch {batch_id} returned no result for this request")
+        if self.cache is not None:
+            self.cache.forget_batch(batch_id)  # its answers are in the cache now
+
+    def cancel_saved_batches(self) -> list[str]:
+        """Cancel every batch an interrupted run left running (only when the user asks); returns their ids."""
+        cancelled = []
+        for batch_id, _ in self.cache.pending_batches() if self.cache is not None else []:
+            self.with_retries(lambda: self.transport.cancel_batch(batch_id), "cancelling a message batch")
+            self.cache.forget_batch(batch_id)
+            cancelled.append(batch_id)
+        return cancelled
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

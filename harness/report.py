@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from data_adapters.jsonio import write_text_atomic
 from harness.html import (
     Html,
     badge,
@@ -40,6 +41,7 @@ THUMBNAIL_WIDTH = 360
 DEFAULT_PROBE_THRESHOLD = 0.85
 # A raw judge reply can be long; the gallery shows its start.
 RAW_JUDGE_LIMIT = 600
+TEXT_LIMIT = 4000  # characters of a question, answer or error shown per sample (~a page of text)
 METRIC_COLUMNS = ["n", "pass rate", "spec pass rate", "keyword recall", "token F1"]
 
 
@@ -61,7 +63,7 @@ def render_report(summary: dict, scores: list[dict], out_path: Path, title: str 
     ]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(document(title, body), encoding="utf-8")
+    write_text_atomic(out_path, document(title, body))  # a kill leaves the old report or the new one, never half
     return out_path
 
 
@@ -79,7 +81,7 @@ def _header(summary: dict, title: str) -> Html:
         ("created", summary.get("created")),
         ("samples", counts.get("samples")),
         ("answered", counts.get("answered")),
-        ("errors", counts.get("errors")),
+        ("errors (not scored)", _errors_line(counts)),
         ("deterministic checks", counts.get("deterministic")),
     ]
     probes = _dict(summary.get("probes"))
@@ -90,6 +92,23 @@ def _header(summary: dict, title: str) -> Html:
         items.append(("judge", judge_counts))
     return tag("header", tag("h1", title, " ", badge(summary.get("passed"))),
                definition_list((key, "—" if value is None else value) for key, value in items))
+
+
+def _errors_line(counts: dict) -> Any:
+    """Failed requests and missing answers, apart: neither is in any rate."""
+    if not is_number(counts.get("failed")) and not is_number(counts.get("missing")):
+        return counts.get("errors")
+    line = f"{counts.get('errors')}: {counts.get('failed') or 0} failed after retries, {counts.get('missing') or 0} never answered"
+    if counts.get("foreign_answers"):
+        line += f"; {counts['foreign_answers']} saved from another endpoint (kept, not used)"
+    return line
+
+
+def _capped(text: Any) -> Any:
+    """A long text cut for the page (a browser chokes on megabytes); the full text stays in the data files."""
+    if isinstance(text, str) and len(text) > TEXT_LIMIT:
+        return f"{text[:TEXT_LIMIT]}\n[... {len(text) - TEXT_LIMIT:,} more characters; the full text is in predictions.jsonl / scores.jsonl]"
+    return text
 
 
 def _probe_threshold(probes: dict) -> float:
@@ -227,7 +246,7 @@ def _sample_card(sample: dict, thumbnails: dict[str, str | None]) -> Html:
 
 
 def _labelled(label: str, text: Any, css: str = "text") -> Html:
-    return fragment(tag("div", label, class_="label"), tag("pre", "—" if text is None else text, class_=css))
+    return fragment(tag("div", label, class_="label"), tag("pre", "—" if text is None else _capped(text), class_=css))
 
 
 def _checks(checks: dict, judge_metrics: dict) -> Html:

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from data_adapters.pipeline import DataError, Problem, read_pipeline, resolve_image, sample_id
+from data_adapters.checks import inspect_image
+from data_adapters.pipeline import DataError, Problem, read_pipeline, sample_id
 
 Only = Literal["all", "val", "probes"]
 
@@ -70,10 +71,11 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
             problems.append(Problem(*where, f"duplicate id {probe['id']!r}", code="probe"))
             continue
         seen.add(probe["id"])
-        image = resolve_image(images_root, probe["image"])
-        if image is None or not image.is_file():
-            problems.append(Problem(*where, f"image {probe['image']!r} not found under {images_root}", code="image_missing"))
+        info = inspect_image(images_root, probe["image"], decode=False)  # probes are checked like training images
+        if info.problem and info.code != "image_alpha":
+            problems.append(Problem(*where, info.problem, code=info.code))
             continue
+        image = info.path
         samples.append(
             EvalSample(
                 id=f"probe:{probe['id']}",
@@ -105,10 +107,11 @@ def load_val_samples(path: Path, images_root: Path) -> tuple[list[EvalSample], l
     rows, problems = read_pipeline(path)
     samples = []
     for row in rows:
-        image = resolve_image(images_root, row.image)
-        if image is None or not image.is_file():
-            problems.append(Problem(row.file, row.line, f"image {row.image!r} not found under {images_root}", code="image_missing"))
+        info = inspect_image(images_root, row.image, decode=False)
+        if info.problem and info.code != "image_alpha":
+            problems.append(Problem(row.file, row.line, info.problem, code=info.code))
             continue
+        image = info.path
         meta = row.metadata
         samples.append(
             EvalSample(

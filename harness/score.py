@@ -46,12 +46,15 @@ def score_sample(sample: dict, prediction: dict | None) -> dict[str, Any]:
     record = {k: sample.get(k) for k in ("id", "kind", "category", "content_type", "source", "image", "image_ref", "question", "expected", "expected_keywords")}
     answer = prediction.get("answer") if prediction else None
     error = None if prediction else "no prediction (run `vlm3 generate` again)"
-    if prediction and prediction.get("error"):
-        error = prediction["error"]
-    record.update(answer=answer, error=error, judge=None, finish_reason=(prediction or {}).get("finish_reason"))
+    error_kind = None if prediction else "missing"
+    if prediction and (prediction.get("error") or not isinstance(answer, str)):
+        error = prediction.get("error") or "the saved record has no answer"
+        error_kind, answer = "request", None
+    record.update(answer=answer, error=error, error_kind=error_kind, judge=None, finish_reason=(prediction or {}).get("finish_reason"))
     checks: dict[str, Any] = {"spec": None, "keywords": None, "token_f1": None}
     if answer is None:
-        record.update(checks=checks, passed=False if error else None)
+        # A failed request is not a wrong answer: no verdict, counted apart, left out of every rate.
+        record.update(checks=checks, passed=None)
         return record
 
     verdicts: list[bool] = []
@@ -111,7 +114,9 @@ def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **
         "counts": {
             "samples": len(records),
             "answered": sum(1 for r in records if r["answer"] is not None),
-            "errors": sum(1 for r in records if r["error"]),
+            "errors": sum(1 for r in records if r["error"]),  # no answer to score: failed + missing
+            "failed": sum(1 for r in records if r["error"] and r.get("error_kind") != "missing"),  # asked, failed after retries
+            "missing": sum(1 for r in records if r.get("error_kind") == "missing"),  # never answered (not asked yet)
             "deterministic": sum(1 for r in records if r["passed"] is not None),
             # Samples with a reference: graded by the spec check, or not applicable to it (no quantity it can
             # read; graded by keywords or the judge). Never counted as a spec pass or fail.
@@ -128,11 +133,14 @@ def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **
             "pass_rate": probe_rate,
             "threshold": probe_threshold,
             "passed": probe_rate is not None and probe_rate >= probe_threshold,
+            "errors": sum(1 for r in probes if r["error"]),  # not in pass_rate: a failure is not a wrong answer
             "by_source": grouped(probes, "source"),
         },
         "thresholds": {"probe_pass_rate": probe_threshold},
         "judge": None,
         "notes": [MEMORISATION_NOTE] if any(r.get("source") == "train_page" for r in probes) else [],
     }
+    # Rates and thresholds cover answered samples only; `complete` says whether that is all of them.
+    summary["complete"] = summary["counts"]["errors"] == 0
     summary["passed"] = bool(summary["probes"]["passed"]) if probes else bool(summary["metrics"]["pass_rate"] and summary["metrics"]["pass_rate"] >= probe_threshold)
     return summary

@@ -149,6 +149,7 @@ class LoopbackJudge:
         self.in_flight = self.max_in_flight = 0  # Messages / chat requests being answered at once
         self._rules: list[tuple[Any, deque]] = []
         self._batches: dict[str, dict] = {}
+        self.cancelled: list[str] = []  # batch ids a client asked to cancel
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -291,7 +292,10 @@ class LoopbackJudge:
                 elif self.path == "/v1/messages/batches":
                     self._create_batch(body)
                 elif self.path.endswith("/cancel"):
-                    self._send(200, json.dumps(server._batch_object(server._batches[self.path.split("/")[-2]])))
+                    batch_id = self.path.split("/")[-2]
+                    with server._lock:
+                        server.cancelled.append(batch_id)
+                    self._send(200, json.dumps(server._batch_object(server._batches[batch_id])))
                 else:
                     self._send(404, json.dumps({"type": "error", "error": {"type": "not_found_error", "message": self.path}}))
 

@@ -197,8 +197,11 @@ def test_null_metadata_and_symlinked_image_folder(tmp_path):
     real.mkdir()
     Image.new("RGB", (100, 140), "white").save(real / "p.jpg")
     root = tmp_path / "td"
-    root.mkdir()
-    (root / "images").symlink_to(real, target_is_directory=True)
-    assert resolve_image(root, "images/p.jpg") == root / "images" / "p.jpg"
+    root.symlink_to(real, target_is_directory=True)  # the images root itself may be a symlink
+    assert resolve_image(root, "p.jpg") == root / "p.jpg"
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    (inside / "images").symlink_to(real, target_is_directory=True)  # a symlink in the root pointing out is not
+    assert resolve_image(inside, "images/p.jpg") is None
     row, problems = parse_row({**GOOD_LINE, "metadata": None}, "f", 1)
     assert problems == [] and row.metadata == {}

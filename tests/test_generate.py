@@ -55,8 +55,8 @@ def records(out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
-def successful_keys(out: Path) -> list[tuple[str, str, str]]:
-    return [(r["id"], r["model"], r["prompt_hash"]) for r in records(out) if r["error"] is None]
+def successful_keys(out: Path) -> list[tuple]:
+    return [(r["id"], r["endpoint"], r["model"], r["weights"], r["prompt_hash"]) for r in records(out) if r["error"] is None]
 
 
 def test_request_is_the_image_then_the_question_at_temperature_zero(tmp_path):
@@ -80,7 +80,9 @@ def test_request_is_the_image_then_the_question_at_temperature_zero(tmp_path):
     [record] = records(out)
     assert record["answer"] == "answer to: question 00" and record["error"] is None
     assert record["finish_reason"] == "stop" and record["usage"]["total_tokens"] > 0
-    assert (record["id"], record["model"], record["prompt_hash"]) == ("val:00", MODEL, prompt_hash(samples[0], settings_for(server, max_tokens=77)))
+    assert (record["id"], record["endpoint"], record["model"], record["prompt_hash"]) == (
+        "val:00", server.base_url, MODEL, prompt_hash(samples[0], settings_for(server, max_tokens=77)))
+    assert record["served_model"] == MODEL  # what the server says answered (the loopback echoes the request)
 
 
 def test_system_prompt_goes_before_the_user_message(tmp_path):
@@ -144,7 +146,7 @@ def test_answer_slower_than_the_timeout_is_asked_again(tmp_path):
 def test_failure_beyond_max_retries_is_recorded_then_asked_again(tmp_path):
     samples = make_samples(tmp_path, 3)
     out = tmp_path / "p.jsonl"
-    settings_kw = {"concurrency": 2}
+    settings_kw = {"concurrency": 2, "endpoint_id": "https://one-endpoint.example/v1"}  # the same endpoint, restarted
     # max_retries=3: four attempts, all refused, for the one question.
     with LoopbackOpenAI(script=[Reply.error(503, match="question 01")] * 4) as server:
         first = run(samples, settings_for(server, **settings_kw), out)
@@ -157,7 +159,7 @@ def test_failure_beyond_max_retries_is_recorded_then_asked_again(tmp_path):
     with LoopbackOpenAI() as server:
         second = run(samples, settings_for(server, **settings_kw), out)
     assert server.questions == ["question 01"]
-    assert (second.skipped, second.requested, second.answered, second.failed) == (2, 1, 1, 0)
+    assert (second.skipped, second.requested, second.answered, second.failed, second.foreign) == (2, 1, 1, 0, 0)
     answers = latest_answers(out)
     assert sorted(key[0] for key in answers) == ["val:00", "val:01", "val:02"]
     assert len(records(out)) == 4  # the error record stays as history; the new answer supersedes it
@@ -253,7 +255,7 @@ def test_generate_into_keeps_the_api_key_out_of_every_file(tmp_path):
     assert meta["model"] == MODEL and meta["endpoint"] == server.base_url and meta["label"] == "finetuned"
     assert "api_key" not in meta["settings"] and meta["settings"]["max_tokens"] == 32
     written = sorted(p.name for p in eval_dir.rglob("*") if p.is_file())
-    assert written == ["meta.json", "predictions.jsonl", "samples.jsonl"]
+    assert written == [".vlm3.lock", "meta.json", "predictions.jsonl", "samples.jsonl"]
     for path in eval_dir.rglob("*"):
         if path.is_file():
             assert SECRET not in path.read_text(encoding="utf-8"), path.name

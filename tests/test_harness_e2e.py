@@ -124,3 +124,45 @@ def test_serve_answers_and_stops_on_ctrl_c(trained_run):
         assert proc.wait(timeout=60) == 0
     with socket.socket() as again, pytest.raises(ConnectionRefusedError):
         again.connect(("127.0.0.1", port))  # the server is gone with the CLI
+
+
+def test_serve_with_a_key_guards_every_route_and_dies_with_a_killed_cli(trained_run):
+    """`vlm3 serve --api-key`: 401 everywhere but /health without the key; kill -9 of the CLI takes the server with it."""
+    import httpx
+
+    key = "sk-serve-guard-0123456789"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "vlm3.cli", "serve", str(trained_run), "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**__import__("os").environ, "VLM3_API_KEY": key})
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C" in line or proc.poll() is not None:
+                break
+        assert any("key:      required" in ln for ln in lines), "".join(lines)
+        model = next(ln.split("model:", 1)[1].strip() for ln in lines if "model:" in ln)
+        root = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{root}/health").status_code == 200
+        for path in ("/v1/models", "/docs", "/openapi.json"):
+            assert httpx.get(root + path).status_code == 401, path
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert httpx.post(f"{root}/v1/chat/completions", json=body).status_code == 401
+        assert httpx.post(f"{root}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        assert key not in "".join(lines)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as again:
+            if again.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the server outlived the killed `vlm3 serve`")

@@ -105,7 +105,7 @@ def test_header_metrics_and_probes_are_shown(tmp_path, scores, expected):
 
 def test_counts_show_errors(tmp_path, scores):
     _, text = render(tmp_path, summary(), scores)
-    assert re.search(r"<dt>errors</dt><dd>1</dd>", text)
+    assert re.search(r"<dt>errors \(not scored\)</dt><dd>1</dd>", text)
     assert re.search(r"<dt>samples</dt><dd>4</dd>", text)
 
 

@@ -48,7 +48,21 @@ def test_score_sample_verdicts(smp, answer, passed):
 def test_missing_and_failed_predictions():
     assert score_sample(sample(), None)["error"].startswith("no prediction")
     failed = score_sample(sample(), {"answer": None, "error": "APITimeoutError"})
-    assert failed["passed"] is False and failed["error"] == "APITimeoutError"
+    # A failed request is not a wrong answer: no verdict, counted apart.
+    assert failed["passed"] is None and failed["error"] == "APITimeoutError" and failed["error_kind"] == "request"
+    assert score_sample(sample(), None)["error_kind"] == "missing"
+
+
+def test_failures_stay_out_of_pass_rates_and_thresholds():
+    """25 probes right, 3 failed requests: the rate is 25/25 over what was answered, the errors counted apart."""
+    records = [score_sample(sample(id=f"ok{i}"), {"answer": "45 Nm"}) for i in range(25)]
+    records += [score_sample(sample(id=f"bad{i}"), {"answer": None, "error": "InternalServerError: HTTP 500"}) for i in range(3)]
+    records.append(score_sample(sample(id="never"), None))
+    summary = summarize(records, label="t", probe_threshold=0.85)
+    assert summary["probes"]["pass_rate"] == 1.0 and summary["probes"]["passed"] is True
+    assert summary["metrics"]["pass_rate"] == 1.0
+    assert summary["counts"].items() >= {"errors": 4, "failed": 3, "missing": 1, "answered": 25}.items()
+    assert summary["probes"]["errors"] == 4 and summary["complete"] is False
 
 
 def test_summary_groups_and_threshold():

@@ -148,9 +148,11 @@ def describe_training(log) -> str:
 
 
 def merge_and_report(run: RunDir, env) -> None:
+    from data_adapters.jsonio import folder_lock
     from vlm3.steps import merge_run
 
-    result = merge_run(run, env)
+    with folder_lock(run.path, "merging"):  # two merges of one run would write output/merged at once
+        result = merge_run(run, env)
     diff = result.get("max_abs_diff")
     check = f"; merged logits equal base+adapter (max |diff| {diff:.1e})" if diff is not None else ""
     console.print(f"merged -> {run.merged_dir}{check}")
@@ -223,16 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         err_console.print(f"Error: {exc}\nNothing was run; your files were not changed.", markup=False)
         return EXIT_DATA
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
+    except KeyboardInterrupt as exc:
+        err_console.print(f"interrupted: {exc}" if str(exc) else "interrupted", markup=False)  # how to resume, where there is a way
         return 130
     except Exception as exc:  # user-facing errors of the steps; anything else is a bug and tracebacks
+        from data_adapters.jsonio import FolderBusy
         from harness.evaluation import EvalError
         from vlm3.serve import ServeError
         from vlm3.steps import StepError
         from vlm3.trainer_env import TrainerEnvMissing
 
-        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError, ServeError, EvalError)):
+        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError, ServeError, EvalError, FolderBusy)):
             err_console.print(f"Error: {exc}", markup=False)
             return 1
         raise

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Iterator
 
 from vlm3.recipe import Recipe, load_recipe
@@ -51,30 +55,49 @@ def model_dir_for(run: RunDir, recipe: Recipe, base: bool) -> Path:
     return run.merged_dir
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    api_key: str
+    model: str
+    endpoint_id: str  # what answers belong to: the base URL, or "local:<model dir>" for a local server (its port changes)
+    weights_id: str | None = None
+
+
 @contextlib.contextmanager
-def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, label: str) -> Iterator[tuple[str, str, str]]:
-    """(base_url, api_key, model): the given endpoint, or a local `transformers serve` for the run."""
+def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, label: str) -> Iterator[Endpoint]:
+    """The given endpoint, or a local `transformers serve` for the run."""
     if args.endpoint:
         # Only the endpoint's own key: a general OPENAI_API_KEY must never be sent to a third-party endpoint.
         api_key = args.api_key or os.environ.get("VLM3_API_KEY") or "EMPTY"
-        yield args.endpoint.rstrip("/"), api_key, args.model or recipe.served_name
+        base_url = args.endpoint.rstrip("/")
+        yield Endpoint(base_url, api_key, args.model or recipe.served_name, base_url)
         return
     if run is None:
         raise RunError("pass --endpoint URL (and --api-key) to evaluate a recipe without a local run")
-    from vlm3.serve import local_server
+    from vlm3.serve import local_server, weights_identity
 
     model_dir = model_dir_for(run, recipe, args.base)
     console().print(f"serving {model_dir} locally for {label} ...")
     with local_server(model_dir, log_file=run.logs_dir / f"serve-{label}.log") as server:
-        yield server.base_url, "EMPTY", server.model
+        yield Endpoint(server.base_url, "EMPTY", server.model, f"local:{Path(model_dir).resolve()}", weights_identity(model_dir))
+
+
+def endpoint_folder(base_url: str) -> str:
+    """A folder name per endpoint, readable and unique: host, port and path, then a hash of the whole URL."""
+    parsed = urlsplit(base_url.rstrip("/"))
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{parsed.netloc}{parsed.path}").strip("-.")[:60] or "endpoint"
+    return f"{readable}-{hashlib.sha256(base_url.rstrip('/').encode()).hexdigest()[:8]}"
 
 
 def eval_dir_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, label: str) -> Path:
+    """--out, else one folder per endpoint: answers from two endpoints never share a default folder."""
     if getattr(args, "out", None):
         return Path(args.out)
-    if run is not None:
-        return run.eval_dir(label)
-    return Path("evals") / recipe.name / label
+    if args.endpoint:
+        root = run.eval_root if run is not None else Path("evals") / recipe.name
+        return root / endpoint_folder(args.endpoint) / label
+    return run.eval_dir(label)
 
 
 def default_label(args: argparse.Namespace) -> str:
@@ -92,9 +115,11 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
     label = default_label(args)
     samples = load_eval_samples(recipe, only=args.only, max_samples=args.max_samples)
     eval_dir = eval_dir_for(args, recipe, run, label)
-    with endpoint_for(args, recipe, run, label) as (base_url, api_key, model):
+    with endpoint_for(args, recipe, run, label) as endpoint:
+        base_url = endpoint.base_url
         settings = GenerationSettings(
-            base_url=base_url, api_key=api_key, model=model,
+            base_url=base_url, api_key=endpoint.api_key, model=endpoint.model,
+            endpoint_id=endpoint.endpoint_id, weights_id=endpoint.weights_id,
             max_tokens=recipe.eval.max_tokens, concurrency=args.concurrency or recipe.eval.concurrency,
             timeout_s=recipe.eval.request_timeout_s, max_retries=recipe.eval.max_retries,
             system_prompt=recipe.data.system_prompt,
@@ -106,15 +131,25 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
             def show(stats) -> None:
                 bar.update(task, completed=stats.skipped + stats.answered + stats.failed, note=f"{stats.failed} failed" if stats.failed else "")
 
-            stats = generate_into(eval_dir, samples, settings, label=label, endpoint=base_url,
+            stats = generate_into(eval_dir, samples, settings, label=label, endpoint=endpoint.endpoint_id,
                                   probe_threshold=recipe.eval.probe_pass_threshold, on_progress=show, judge=recipe.eval.judge)
     console().print(
         f"{label}: {stats.answered} answered, {stats.skipped} already saved, {stats.failed} failed "
         f"in {stats.seconds:.1f} s -> {eval_dir / 'predictions.jsonl'}"
     )
+    if stats.foreign:
+        console().print(f"  {stats.foreign} saved answers belong to another endpoint, model or weights: kept, not reused")
+    if stats.reasked:
+        console().print(f"  {stats.reasked} saved answers came from another server-reported model: asked again")
     for line in stats.errors[:5]:
-        console().print(f"  {line}", markup=False)
+        console().print(f"  {strip_controls(line)}", markup=False)
     return eval_dir, recipe, run
+
+
+def strip_controls(text: str) -> str:
+    from harness.generate import strip_controls as strip
+
+    return strip(text)
 
 
 def print_summary(summary: dict, eval_dir: Path) -> None:
@@ -127,7 +162,9 @@ def print_summary(summary: dict, eval_dir: Path) -> None:
         f"{summary['label']}: pass {pct(m['pass_rate'])}, specs {pct(m['spec_pass_rate'])}, keywords {pct(m['keyword_recall'])}, "
         f"token F1 {m['token_f1'] if m['token_f1'] is not None else '-'}; "
         + (f"probes {pct(probes['pass_rate'])} (threshold {pct(probes['threshold'])}: {'PASS' if probes['passed'] else 'FAIL'}); " if probes["n"] else "no probes; ")
-        + f"errors {summary['counts']['errors']}",
+        + f"errors {summary['counts']['errors']} (not scored"
+        + (f": {summary['counts']['failed']} failed, {summary['counts']['missing']} never answered" if "failed" in summary["counts"] else "")
+        + ")",
         markup=False,
     )
     from harness.judge import format_judge_line
@@ -160,8 +197,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     eval_dir = Path(args.eval_dir)
+    if args.cancel_batches:
+        from data_adapters.jsonio import folder_lock
+        from harness.evaluation import judge_spec_of, read_eval_dir
+        from harness.judge import cancel_saved_batches
+
+        with folder_lock(eval_dir, "cancelling judge batches"):
+            meta = read_eval_dir(eval_dir)[0]
+            cancelled = cancel_saved_batches(judge_spec_of(meta), eval_dir)
+        console().print(f"cancelled {len(cancelled)} message batch(es): {', '.join(cancelled) or 'none was saved'}")
+        console().print(f"next: vlm3 score {eval_dir}")
+        return 0
     summary = score_with_judge(eval_dir, args.judge)
     print_summary(summary, eval_dir)
+    if summary["counts"]["errors"]:
+        console().print(f"{summary['counts']['errors']} sample(s) have no answer and are not scored; "
+                        f"`vlm3 generate` with the same arguments asks for them, then `vlm3 score {eval_dir}`")
+        return 1
+    console().print(f"next: vlm3 compare <other eval dir> {eval_dir}")
     return 0
 
 
@@ -176,7 +229,8 @@ def finish_generation(summary: dict, eval_dir: Path, next_command: str) -> int:
     """Exit 1 when answers are missing: scripts must not take a half-answered evaluation for a result."""
     errors = summary["counts"]["errors"]
     if errors:
-        console().print(f"{errors} sample(s) have no answer (see predictions.jsonl); run the same command again to ask only for those")
+        console().print(f"{errors} sample(s) have no answer (failed requests are in predictions.jsonl and the report; "
+                        "they are not scored); run the same command again to ask only for those")
         return 1
     console().print(f"next: {next_command}")
     return 0
@@ -212,9 +266,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run)
     recipe = run.recipe()
     model_dir = model_dir_for(run, recipe, args.base)
-    with local_server(model_dir, log_file=run.logs_dir / "serve.log", port=args.port) as server:
-        console().print(f"serving {model_dir}\n  base URL: {server.base_url}\n  model:    {server.model}")
-        console().print(f"next (another terminal): vlm3 eval {args.run} --endpoint {server.base_url} --model {server.model}")
+    api_key = args.api_key or os.environ.get("VLM3_API_KEY") or None
+    with local_server(model_dir, log_file=run.logs_dir / "serve.log", port=args.port, api_key=api_key) as server:
+        console().print(f"serving {model_dir}\n  base URL: {server.base_url}\n  model:    {server.model}"
+                        + ("\n  key:      required (every route but /health answers 401 without it)" if api_key else ""))
+        key_hint = "VLM3_API_KEY=<the key> " if api_key else ""
+        console().print(f"next (another terminal): {key_hint}vlm3 eval {args.run} --endpoint {server.base_url} --model {server.model}")
         console().print("Ctrl-C stops the server")
         try:
             while server.process.poll() is None:
@@ -227,7 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on the tiny model: train, merge, serve base and fine-tuned, generate, score, compare."""
-    from data_adapters.jsonio import write_json
+    from data_adapters.jsonio import write_json, write_text_atomic
     from vlm3.cli import train_recipe
 
     recipe = load_recipe(args.recipe)
@@ -254,7 +311,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "train": {"first_loss": metrics["first_loss"], "final_loss": metrics["final_loss"], "steps": metrics["steps"]},
     }
     write_json(run.path / "summary.json", final)
-    (run.path / "report.html").write_bytes((run.eval_dir("finetuned") / "report.html").read_bytes())
+    write_text_atomic(run.path / "report.html", (run.eval_dir("finetuned") / "report.html").read_text(encoding="utf-8"))
     console().print(
         f"memorised probes (training pages): base {memorised['base']}, fine-tuned {memorised['finetuned']} "
         f"-> {'fine-tuned beats base' if final['demo']['finetuned_beats_base'] else 'NO CLEAR GAIN'}"
@@ -308,6 +365,8 @@ def register(sub) -> None:
     p.add_argument("run")
     p.add_argument("--base", action="store_true")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", help="require this key (Authorization: Bearer) on every route but /health "
+                   "(default: $VLM3_API_KEY if set; prefer the variable: a flag lands in shell history)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("generate", help="ask the validation set and probes; save predictions (resumable)")
@@ -322,6 +381,8 @@ def register(sub) -> None:
     p = sub.add_parser("score", help="re-score saved predictions (no endpoint needed)")
     p.add_argument("eval_dir")
     add_judge_flag(p)
+    p.add_argument("--cancel-batches", action="store_true",
+                   help="cancel the judge's message batches an interrupted score left running (instead of collecting them)")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("judge-estimate", help="judge calls, tokens and dollars for an evaluation, before paying")

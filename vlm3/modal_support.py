@@ -581,6 +581,27 @@ def endpoint_url(web_url: str) -> str:
     return web_url.rstrip("/") + "/v1"
 
 
+OPEN_ROUTES = ("/health",)  # the only route an endpoint may answer without its key (readiness checks)
+DOC_ROUTES = ("/openapi.json", "/docs", "/redoc")  # FastAPI's own pages, not listed in the OpenAPI paths
+
+
+def auth_probe_routes(openapi: dict) -> list[tuple[str, str]]:
+    """(method, path) of every route a server lists in its OpenAPI document, plus FastAPI's doc pages,
+    except /health: each must answer 401 without the key. Path parameters get a placeholder value."""
+    routes = {("GET", path) for path in DOC_ROUTES}
+    for path, operations in (openapi.get("paths") or {}).items():
+        if path in OPEN_ROUTES or not isinstance(operations, dict):
+            continue
+        concrete = re.sub(r"\{[^}]*\}", "x", path)
+        routes |= {(method.upper(), concrete) for method in operations if method.lower() in ("get", "post", "put", "delete", "patch")}
+    return sorted(routes, key=lambda r: (r[1], r[0]))
+
+
+def unguarded_routes(statuses: dict[str, int]) -> list[str]:
+    """The "METHOD /path" entries that did not answer 401 without the key."""
+    return sorted(route for route, code in statuses.items() if code != 401)
+
+
 def smoke_request(model: str, image_url: str, question: str, max_tokens: int = 128) -> dict[str, Any]:
     """One chat completion with the image first, as the harness and the training data put it."""
     return {

@@ -244,6 +244,9 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     """Read and validate a recipe file; every problem is reported at once."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(path, [f"is {path.stat().st_size:,} bytes, over the {MAX_RECIPE_BYTES:,}-byte limit for a recipe: "
+                                     "put long prompts and templates in files the recipe points to"])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(path, ["file not found: pass a path such as recipes/tiny_cpu_demo.yaml"]) from None
@@ -254,7 +257,11 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     except OSError as exc:
         raise RecipeError(path, [f"cannot be read ({exc.strerror})"]) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml_bounded(text)
+    except YamlTooBig as exc:
+        raise RecipeError(path, [str(exc)]) from None
+    except RecursionError:
+        raise RecipeError(path, [f"nested more than {MAX_YAML_DEPTH} levels deep: a recipe is a few levels of keys"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -267,6 +274,49 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         except TypeError:
             raise RecipeError(path, [f"{dotted.rsplit('.', 1)[0]}: must be a mapping to set {dotted} from the command line"]) from None
     return parse_recipe(raw, path)
+
+
+MAX_RECIPE_BYTES = 1_000_000  # a recipe is a page of settings; a megabyte is already absurd
+MAX_YAML_NODES = 100_000  # scalars, lists and mappings after aliases are expanded (a recipe has ~200)
+MAX_YAML_DEPTH = 50  # nesting levels (a recipe has ~5)
+
+
+class YamlTooBig(ValueError):
+    """A YAML document that would expand past the node or depth limits (an alias bomb)."""
+
+
+def load_yaml_bounded(text: str) -> Any:
+    """yaml.safe_load, but the composed node graph is measured first: aliases share nodes, so a few
+    lines can stand for billions of values once anything walks them ("billion laughs"). Measuring
+    costs one visit per distinct node (sizes are memoised), and nothing is constructed past the limits."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return None
+    sizes: dict[int, int] = {}
+
+    def expanded(current: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise YamlTooBig(f"nested more than {MAX_YAML_DEPTH} levels deep: a recipe is a few levels of keys")
+        if id(current) in sizes:
+            return sizes[id(current)]
+        sizes[id(current)] = MAX_YAML_NODES + 1  # a node met again while measuring itself: a cycle
+        if isinstance(current, yaml.SequenceNode):
+            children = current.value
+        elif isinstance(current, yaml.MappingNode):
+            children = [part for pair in current.value for part in pair]
+        else:
+            children = []
+        total = 1
+        for child in children:
+            total += expanded(child, depth + 1)
+            if total > MAX_YAML_NODES:
+                raise YamlTooBig(f"expands to more than {MAX_YAML_NODES:,} values (YAML aliases such as *a repeat "
+                                 "whole blocks): write the values out, or use fewer aliases")
+        sizes[id(current)] = total
+        return total
+
+    expanded(node, 0)
+    return yaml.SafeLoader(text).get_single_data()
 
 
 def parse_recipe(raw: dict[str, Any], path: str | Path = "<recipe>") -> Recipe:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,10 +26,11 @@ from typing import Any
 
 import yaml
 
-from data_adapters.jsonio import write_json
-from vlm3.recipe import Recipe, RecipeError, parse_recipe
+from data_adapters.jsonio import write_json, write_text_atomic
+from vlm3.recipe import Recipe, RecipeError, YamlTooBig, load_yaml_bounded, parse_recipe
 
 RUNS_ROOT = Path("runs")
+MAX_SAME_SECOND = 1000  # runs of one recipe started within one second (suffixes -2, -3, ...)
 
 
 class RunError(Exception):
@@ -46,15 +48,19 @@ class RunDir:
     @classmethod
     def create(cls, recipe: Recipe, root: Path = RUNS_ROOT, name: str | None = None) -> "RunDir":
         base = root / recipe.name
+        base.mkdir(parents=True, exist_ok=True)
         stamp = name or utc_stamp()
-        path = base / stamp
-        suffix = 1
-        while path.exists():  # two runs in the same second
-            suffix += 1
-            path = base / f"{stamp}-{suffix}"
-        path.mkdir(parents=True)
+        for suffix in range(1, MAX_SAME_SECOND + 1):
+            path = base / (stamp if suffix == 1 else f"{stamp}-{suffix}")
+            try:
+                path.mkdir()  # the claim itself: mkdir is atomic, so two runs in the same second get two folders
+            except FileExistsError:
+                continue
+            break
+        else:
+            raise RunError(f"{base} already has {MAX_SAME_SECOND} runs named {stamp}*; wait a second and try again")
         run = cls(path)
-        run.recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        write_text_atomic(run.recipe_file, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         run.write_status(state="created", stages={})
         return run
 
@@ -97,11 +103,13 @@ class RunDir:
         return self.eval_root / label
 
     def recipe(self) -> Recipe:
-        raw = yaml.safe_load(self.recipe_file.read_text(encoding="utf-8"))
         try:
+            raw = load_yaml_bounded(self.recipe_file.read_text(encoding="utf-8"))  # a hand-edited copy is still bounded
             return parse_recipe(raw, self.recipe_file)
         except RecipeError as exc:
             raise RunError(str(exc)) from None
+        except (YamlTooBig, yaml.YAMLError, RecursionError) as exc:
+            raise RunError(f"{self.recipe_file} cannot be read as a recipe ({exc})") from None
 
     @property
     def status_file(self) -> Path:
@@ -128,8 +136,6 @@ class RunDir:
     def point_latest(self) -> None:
         """runs/<recipe>/latest -> this run (a relative symlink, replaced atomically)."""
         link = self.path.parent / "latest"
-        tmp = self.path.parent / f".latest-{os.getpid()}"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
+        tmp = self.path.parent / f".latest-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: two processes never share it
         tmp.symlink_to(self.path.name)
         os.replace(tmp, link)

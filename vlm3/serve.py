@@ -4,16 +4,23 @@ Usage:
     with local_server(Path("runs/tiny-cpu-demo/latest/output/merged"), log_file=Path("serve.log")) as server:
         server.base_url, server.model     # e.g. http://127.0.0.1:41234/v1 and the model id to request
 
-The server binds 127.0.0.1 only. It is ready when /health answers and one tiny chat
-completion succeeds (which also loads the weights, so a model that cannot load fails here,
-with the server's log, instead of during generation).
+The server binds 127.0.0.1 only; with api_key it answers 401 on every route but /health
+without `Authorization: Bearer <key>` (vlm3.serve_guard). It is ready when /health answers and
+one tiny chat completion succeeds (which also loads the weights, so a model that cannot load
+fails here, with the server's log, instead of during generation). The server ends with vlm3:
+its whole process group is stopped on exit, and the kernel sends it SIGTERM if vlm3 dies
+(kill -9 included; Linux PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +44,7 @@ class LocalServer:
     model: str
     process: subprocess.Popen
     log_file: Path
+    api_key: str | None = None
 
 
 def free_port() -> int:
@@ -54,8 +62,35 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def serve_argv(env: TrainerEnv, model_dir: Path, port: int) -> list[str]:
-    return [env.transformers_cli, "serve", str(model_dir), "--device", "cpu", "--host", HOST, "--port", str(port)]
+def serve_argv(env: TrainerEnv, model_dir: Path, port: int, guarded: bool = False) -> list[str]:
+    args = [str(model_dir), "--device", "cpu", "--host", HOST, "--port", str(port)]
+    if guarded:  # the same CLI behind a key check; the key travels in the environment, not argv (ps shows argv)
+        return [str(env.python), "-m", "vlm3.serve_guard", *args]
+    return [env.transformers_cli, "serve", *args]
+
+
+def weights_identity(model_dir: Path) -> str:
+    """Which weights a folder holds, cheaply: a hash of config.json and each weight file's name, size
+    and modification time (hashing 15 GB of weights would take minutes). New weights, a new identity."""
+    model_dir = Path(model_dir).resolve()
+    digest = hashlib.sha256()
+    config = model_dir / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    for path in sorted(model_dir.glob("*")):
+        if path.suffix in (".safetensors", ".bin", ".pt", ".gguf") and path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"weights:{digest.hexdigest()[:16]}"
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies, however it dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_until_ready(server: LocalServer, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -73,13 +108,15 @@ def wait_until_ready(server: LocalServer, timeout_s: float = START_TIMEOUT_S) ->
     else:
         raise ServeError(f"the server did not answer /health within {timeout_s:.0f} s; log {server.log_file}:\n{log_tail(server.log_file)}")
     probe = {"model": server.model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
-    response = httpx.post(f"{server.base_url}/chat/completions", json=probe, timeout=max(5.0, deadline - time.monotonic()))
+    headers = {"Authorization": f"Bearer {server.api_key}"} if server.api_key else {}
+    response = httpx.post(f"{server.base_url}/chat/completions", json=probe, headers=headers, timeout=max(5.0, deadline - time.monotonic()))
     if response.status_code != 200:
         raise ServeError(f"the server cannot answer with {server.model} (HTTP {response.status_code}); log {server.log_file}:\n{log_tail(server.log_file)}")
 
 
 @contextlib.contextmanager
-def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: TrainerEnv | None = None) -> Iterator[LocalServer]:
+def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: TrainerEnv | None = None,
+                 api_key: str | None = None) -> Iterator[LocalServer]:
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").exists():
         raise ServeError(f"{model_dir} holds no model (config.json missing); run `vlm3 merge RUN` first")
@@ -88,12 +125,14 @@ def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: 
     if not port_is_free(port):
         raise ServeError(f"port {port} on {HOST} is busy; pass --port with a free one (or stop what is using it)")
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    extra = {"HF_HUB_OFFLINE": "1"} | ({"VLM3_SERVE_API_KEY": api_key} if api_key else {})
     with log_file.open("ab") as log:
+        # Its own process group, so stop() reaches every process it starts; die_with_parent for a kill -9 of vlm3.
         process = subprocess.Popen(
-            serve_argv(env, model_dir, port), stdout=log, stderr=subprocess.STDOUT,
-            env=env.environ({"HF_HUB_OFFLINE": "1"}), start_new_session=True,
+            serve_argv(env, model_dir, port, guarded=bool(api_key)), stdout=log, stderr=subprocess.STDOUT,
+            env=env.environ(extra), start_new_session=True, preexec_fn=die_with_parent,
         )
-    server = LocalServer(f"http://{HOST}:{port}/v1", str(model_dir), process, log_file)
+    server = LocalServer(f"http://{HOST}:{port}/v1", str(model_dir), process, log_file, api_key)
     try:
         wait_until_ready(server)
         yield server
@@ -102,10 +141,17 @@ def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: 
 
 
 def stop(process: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 20 s."""
+
+    def signal_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)  # start_new_session: the group id is the server's pid
+
     if process.poll() is None:
-        process.terminate()
+        signal_group(signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            signal_group(signal.SIGKILL)
             process.wait()
+    signal_group(signal.SIGKILL)  # anything it left behind in its group

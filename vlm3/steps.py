@@ -19,7 +19,7 @@ from typing import Callable
 import yaml
 
 from data_adapters.convert import prepare_dataset
-from data_adapters.jsonio import write_json
+from data_adapters.jsonio import write_json, write_text_atomic
 from vlm3.recipe import Recipe
 from vlm3.render import render_axolotl_config
 from vlm3.runs import RUNS_ROOT, RunDir
@@ -63,7 +63,7 @@ def prepare_run(
     run = RunDir.create(recipe, root=root)
     report = prepare_dataset(recipe, run.data_dir, image_dir=image_dir, data=data)
     write_json(run.data_dir / "data_report.json", report.to_dict())
-    run.config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    write_text_atomic(run.config_file, yaml.safe_dump(config, sort_keys=False))
     run.mark_stage("prepare", "done", train_rows=report.train_rows, val_rows=report.val_rows, dropped=report.dropped)
     return run
 
