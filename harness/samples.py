@@ -3,9 +3,12 @@
 Usage:
     samples = load_eval_samples(recipe, only="all", max_samples=None)
 
-A validation row becomes one sample (its first question and answer); a probe becomes one
-sample with `expected_answer` or `expected_keywords`. Image paths resolve against the
-recipe's images root, as in training.
+Every assistant turn of a validation row becomes a sample, asked with the conversation before
+it (the reference answers of the earlier turns, as in training: teacher forcing); a probe
+becomes one sample with `expected_answer` or `expected_keywords`. Each sample keeps the
+pipeline's metadata (section, page, content type and every other key) so scores can be
+broken down and weak pages found. Image paths resolve against the recipe's images root, as
+in training.
 """
 
 from __future__ import annotations
@@ -35,6 +38,13 @@ class EvalSample:
     page_text: str | None = None  # the page's text when the pipeline provides it (judge context)
     system: str | None = None  # the row's own system turn, sent as in training (else the recipe's system_prompt)
     extra: dict = field(default_factory=dict)
+    section: str | None = None
+    page: str | None = None  # the metadata's page, else the image's file stem
+    metadata: dict = field(default_factory=dict)  # every metadata key of the row or probe except page_text
+    turn: int = 1  # which assistant turn of its row this sample asks (1-based)
+    turns: int = 1  # assistant turns in the row
+    history: list = field(default_factory=list)  # turns before the question: [{"role", "content"}], first user turn first
+    row_ref: str | None = None  # "file:line" of the row or probe it came from
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,6 +84,8 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
         if image is None or not image.is_file():
             problems.append(Problem(*where, f"image {probe['image']!r} not found under {images_root}", code="image_missing"))
             continue
+        metadata = probe.get("metadata") if isinstance(probe.get("metadata"), dict) else {}
+        metadata = {**{k: v for k, v in probe.items() if k not in PROBE_FIELDS}, **metadata}
         samples.append(
             EvalSample(
                 id=f"probe:{probe['id']}",
@@ -86,9 +98,21 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
                 category=probe.get("category"),
                 content_type=probe.get("content_type"),
                 source=probe.get("source"),
+                section=_text(metadata.get("section")),
+                page=_text(metadata.get("page")) or Path(probe["image"]).stem,
+                metadata=metadata,
+                row_ref=f"{path}:{number}",
             )
         )
     return samples, problems
+
+
+# A probe's own fields; every other key of a probe line is its metadata.
+PROBE_FIELDS = ("id", "image", "question", "expected_answer", "expected_keywords", "category", "content_type", "source", "metadata")
+
+
+def _text(value) -> str | None:
+    return None if value is None or value == "" else str(value)
 
 
 def check_probes(recipe) -> list[Problem]:
@@ -109,23 +133,46 @@ def load_val_samples(path: Path, images_root: Path) -> tuple[list[EvalSample], l
         if image is None or not image.is_file():
             problems.append(Problem(row.file, row.line, f"image {row.image!r} not found under {images_root}", code="image_missing"))
             continue
-        meta = row.metadata
+        samples.extend(row_samples(row, image))
+    return samples, problems
+
+
+def row_samples(row, image: Path) -> list[EvalSample]:
+    """One sample per assistant turn; turn k is asked after turns 1..k-1 with their reference answers.
+
+    Turn 1 keeps the row's plain id (saved answers of earlier versions still pair); later turns add `#tK`."""
+    meta = row.metadata
+    system = row.turns[0].content if row.turns[0].role == "system" else None
+    dialogue = [t for t in row.turns if t.role != "system"]
+    exchanges = [(dialogue[i].content, dialogue[i + 1].content) for i in range(0, len(dialogue) - 1, 2)]
+    base_id = f"val:{sample_id(row.image, row.question)}"
+    metadata = {k: v for k, v in meta.items() if k != "page_text"}  # page_text has its own field
+    samples = []
+    for number, (question, answer) in enumerate(exchanges, start=1):
+        history = [{"role": role, "content": text} for q, a in exchanges[: number - 1] for role, text in (("user", q), ("assistant", a))]
         samples.append(
             EvalSample(
-                id=f"val:{sample_id(row.image, row.question)}",
+                id=base_id if number == 1 else f"{base_id}#t{number}",
                 kind="val",
                 image=str(image),
                 image_ref=row.image,
-                question=row.question,
-                expected=row.answer,
-                category=meta.get("category") or meta.get("content_type"),
-                content_type=meta.get("content_type"),
+                question=question,
+                expected=answer,
+                category=_text(meta.get("category")) or _text(meta.get("content_type")),
+                content_type=_text(meta.get("content_type")),
                 source="val_page",
                 page_text=meta.get("page_text") if isinstance(meta.get("page_text"), str) else None,
-                system=row.turns[0].content if row.turns[0].role == "system" else None,
+                system=system,
+                section=_text(meta.get("section")),
+                page=row.page,
+                metadata=metadata,
+                turn=number,
+                turns=len(exchanges),
+                history=history,
+                row_ref=f"{row.file}:{row.line}",
             )
         )
-    return samples, problems
+    return samples
 
 
 def load_eval_samples(recipe, only: Only = "all", max_samples: int | None = None) -> list[EvalSample]:

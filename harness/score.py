@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from statistics import mean
 from typing import Any, Iterable
 
+from harness.breakdown import breakdowns, carried_fields, turn_counts
 from harness.specs import keyword_recall, match
 
 WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?")
@@ -42,6 +43,7 @@ def token_f1(expected: str, actual: str) -> float:
 def score_sample(sample: dict, prediction: dict | None) -> dict[str, Any]:
     """One score record: the sample, the model's answer, each check's verdict and the overall one."""
     record = {k: sample.get(k) for k in ("id", "kind", "category", "content_type", "source", "image", "image_ref", "question", "expected", "expected_keywords")}
+    record.update(carried_fields(sample))
     answer = prediction.get("answer") if prediction else None
     error = None if prediction else "no prediction (run `vlm3 generate` again)"
     if prediction and prediction.get("error"):
@@ -127,5 +129,7 @@ def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **
         "judge": None,
         "notes": [MEMORISATION_NOTE] if any(r.get("source") == "train_page" for r in probes) else [],
     }
+    summary["breakdowns"] = breakdowns(records)
+    summary["turns"] = turn_counts(records)
     summary["passed"] = bool(summary["probes"]["passed"]) if probes else bool(summary["metrics"]["pass_rate"] and summary["metrics"]["pass_rate"] >= probe_threshold)
     return summary

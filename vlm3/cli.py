@@ -205,8 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     from vlm3.eval_cmds import register as register_eval
     from vlm3.preflight_cmds import register as register_preflight
 
+    from vlm3.iterate_cmds import register as register_iterate
+
     register_preflight(sub)
     register_eval(sub)
+    register_iterate(sub)
     return parser
 
 

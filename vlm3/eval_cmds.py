@@ -183,7 +183,7 @@ def finish_generation(summary: dict, eval_dir: Path, next_command: str) -> int:
 
 
 def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
-    from harness.compare import compare_scores, format_comparison, render_compare_html
+    from harness.compare import comparison_file_stem, compare_scores, format_comparison, render_compare_html
     from harness.evaluation import EvalError, load_jsonl
 
     for d in (dir_a, dir_b):
@@ -194,15 +194,34 @@ def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
     if label_a == label_b:
         label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
     comparison = compare_scores(load_jsonl(dir_a / "scores.jsonl"), load_jsonl(dir_b / "scores.jsonl"), label_a, label_b)
-    out = out or dir_b / f"compare-{dir_a.name}.html"
+    # The name says which two evaluations it compares; it sits beside them (RUN/eval/).
+    out = out or dir_b.parent / f"{comparison_file_stem(label_a, label_b)}.html"
     render_compare_html(comparison, out)
+    from data_adapters.jsonio import write_json
+
+    write_json(out.with_suffix(".json"), comparison.to_dict())
     console().print(format_comparison(comparison), markup=False)
-    console().print(f"comparison: {out}")
+    console().print(f"comparison: {out} (and {out.with_suffix('.json').name})")
     return comparison, out
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    compare_dirs(Path(args.eval_a), Path(args.eval_b), Path(args.out) if args.out else None)
+    from harness.compare import format_ci, format_delta, worse_with_confidence
+    from harness.evaluation import EvalError
+
+    comparison, _ = compare_dirs(Path(args.eval_a), Path(args.eval_b), Path(args.out) if args.out else None)
+    if args.fail_if_worse:
+        from harness.compare import UnknownMetric
+
+        try:
+            worse = worse_with_confidence(comparison, args.fail_if_worse)
+        except UnknownMetric as exc:
+            raise EvalError(str(exc)) from None
+        if worse is not None:
+            console().print(f"FAIL: B is worse on {worse.name}: {format_delta(worse.name, worse.delta)} "
+                            f"{format_ci(worse.name, worse.ci_low, worse.ci_high)} (the interval excludes zero)", markup=False)
+            return 1
+        console().print(f"--fail-if-worse {args.fail_if_worse}: B is not worse with confidence", markup=False)
     return 0
 
 
@@ -337,7 +356,10 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="paired comparison of two evaluations (bootstrap 95%% CI)")
     p.add_argument("eval_a")
     p.add_argument("eval_b")
-    p.add_argument("--out")
+    p.add_argument("--out", help="HTML file (default: compare-<A>-vs-<B>.html beside EVAL_B; a .json beside it)")
+    p.add_argument("--fail-if-worse", metavar="METRIC",
+                   help="exit 1 when B is worse than A on METRIC (e.g. pass_rate, spec_score, judge:correctness) "
+                        "and the 95%% interval excludes zero: a CI gate")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="the whole pipeline on the tiny CPU model")
