@@ -45,6 +45,11 @@ class MetricDelta:
     ci_low: float
     ci_high: float
     unscored: int = 0  # judge metrics: pairs left out because either side is unscored
+    pages: int = 0  # distinct pages among the pairs (0: not recorded); with one page there is no interval to resample
+
+    @property
+    def has_interval(self) -> bool:
+        return self.pages != 1
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,7 @@ def _metric_delta(name: str, extract: Callable[[dict], float | None], pairs: lis
         unscored = sum(1 for a, b in pairs if _is_unscored(a, judge_name) or _is_unscored(b, judge_name))
     return MetricDelta(name=name, n=len(values), mean_a=fmean(va for va, _ in values),
                        mean_b=fmean(vb for _, vb in values), delta=fmean(diffs), ci_low=ci_low, ci_high=ci_high,
-                       unscored=unscored)
+                       unscored=unscored, pages=len(set(pages)))
 
 
 def _is_unscored(sample: dict, judge_name: str) -> bool:
@@ -268,7 +273,7 @@ def worse_with_confidence(c: Comparison, metric: str) -> MetricDelta | None:
         names = ", ".join(m.name for m in c.metrics) or "none"
         raise UnknownMetric(f"--fail-if-worse {metric}: no such metric in this comparison (it has: {names})")
     m = found[0]
-    return m if m.delta < 0 and m.ci_high < 0 else None
+    return m if m.delta < 0 and excludes_zero(m) else None
 
 
 def format_value(name: str, value: float) -> str:
@@ -285,13 +290,18 @@ def format_ci(name: str, low: float, high: float) -> str:
     return f"[{low:+.3f}, {high:+.3f}]"
 
 
+def interval_text(m: MetricDelta) -> str:
+    return format_ci(m.name, m.ci_low, m.ci_high) if m.has_interval else "one page: no interval"
+
+
 def excludes_zero(m: MetricDelta) -> bool:
-    return m.ci_low > 0 or m.ci_high < 0
+    # Questions about a single page are one draw: resampling them says nothing about another page.
+    return m.has_interval and (m.ci_low > 0 or m.ci_high < 0)
 
 
 def _metric_cells(c: Comparison) -> list[list[str]]:
     return [[m.name, f"{m.n} ({m.unscored} unscored)" if m.unscored else str(m.n), format_value(m.name, m.mean_a), format_value(m.name, m.mean_b),
-             format_delta(m.name, m.delta), format_ci(m.name, m.ci_low, m.ci_high)] for m in c.metrics]
+             format_delta(m.name, m.delta), interval_text(m)] for m in c.metrics]
 
 
 def _headers(c: Comparison) -> list[str]:
@@ -357,7 +367,7 @@ AXIS_NAMES = {"section": "section", "content_type": "content type", "probe_categ
 def _group_cells(c: Comparison) -> list[list[str]]:
     return [[f"{AXIS_NAMES.get(g.axis, g.axis)}: {g.name}", g.metric.name, str(g.metric.n), format_value(g.metric.name, g.metric.mean_a),
              format_value(g.metric.name, g.metric.mean_b), format_delta(g.metric.name, g.metric.delta)
-             + (" *" if excludes_zero(g.metric) else ""), format_ci(g.metric.name, g.metric.ci_low, g.metric.ci_high)]
+             + (" *" if excludes_zero(g.metric) else ""), interval_text(g.metric)]
             for g in c.groups]
 
 
@@ -378,12 +388,13 @@ def render_compare_html(c: Comparison, out_path: Path) -> Path:
     for cells, m in zip(_metric_cells(c), c.metrics):
         sign = ("num pos" if m.delta > 0 else "num neg") if excludes_zero(m) else "num"
         rows.append([cells[0], *(num_cell(cell) for cell in cells[1:4]), num_cell(cells[4], class_=sign), num_cell(cells[5])])
-    whiskers = [(m.name, m.delta, m.ci_low, m.ci_high, f"{format_delta(m.name, m.delta)} {format_ci(m.name, m.ci_low, m.ci_high)}")
+    whiskers = [(m.name, m.delta, m.ci_low, m.ci_high, f"{format_delta(m.name, m.delta)} {interval_text(m)}")
                 for m in c.metrics]
     body = [
         tag("h1", title),
         tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
-                 f"{c.only_b} only in B, {c.errored} left out for a missing answer. Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap.", class_="muted"),
+                 f"{c.only_b} only in B, {c.errored} left out for a missing answer. Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap resampling the {c.pages} page(s): "
+                 "all questions about one page together.", class_="muted"),
         tag("section", tag("h2", "Metrics"), table(_headers(c), rows) if rows else tag("p", "No metric has a value on both sides."),
             svg_delta_whiskers(whiskers, "metric deltas with confidence intervals") if whiskers else None, id="metrics"),
         _groups_section(c),

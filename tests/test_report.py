@@ -86,7 +86,7 @@ def test_writes_one_self_contained_file_with_all_sections(tmp_path, scores):
     assert text.count("<svg") >= 4  # two histograms, category bars, probe bars
     assert "data:image/jpeg;base64," in text
     # Self-contained: nothing fetched from elsewhere.
-    assert not re.search(r'(src|href)="(?!data:)', text)
+    assert not re.search(r'(src|href)="(?!data:|#)', text)
 
 
 @pytest.mark.parametrize("expected", [
