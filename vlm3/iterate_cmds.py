@@ -38,8 +38,34 @@ def cmd_weak(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_report(args: argparse.Namespace) -> int:
+    from vlm3.runs import RunError
+    from vlm3.train_report import TrainReportError, describe, write_train_report
+
+    run = Path(args.run)
+    if not run.is_dir():
+        raise RunError(f"{run} is not a run directory; pass one such as runs/tiny-cpu-demo/latest")
+    try:
+        report, html = write_train_report(run)
+    except TrainReportError as exc:
+        raise RunError(str(exc)) from None
+    console().print(describe(report), markup=False)
+    for warning in report["warnings"]:
+        console().print(f"warning: {warning}", markup=False)
+    console().print(f"wrote {html} and {run / 'train_report.json'}")
+    if report["better_checkpoint"]:
+        console().print(f"next: evaluate {run / report['better_checkpoint']} too, or train again with fewer epochs")
+    else:
+        console().print(f"next: vlm3 eval {run}" if (run / "output" / "merged").exists() else f"next: vlm3 merge {run}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("weak", help="rank sections and pages by failures; write weak_pages.jsonl for regenerating Q&A")
     p.add_argument("eval_dir")
     p.add_argument("--top", type=int, default=5, help="sections and pages to print (the file has all)")
     p.set_defaults(func=cmd_weak)
+
+    p = sub.add_parser("train-report", help="a run's loss curves, best eval loss and its step, the checkpoint kept")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_train_report)
