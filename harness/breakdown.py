@@ -4,7 +4,8 @@ Usage:
     from harness.breakdown import breakdowns
     summary["breakdowns"] = breakdowns(score_records)
     # {"val": {"by_section": {...}, "by_page": {...}, "by_content_type": {...}},
-    #  "probes": {"by_category": {...}}, "interval": "..."}
+    #  "probes": {"by_category": {...}}, "general": {"overall": {...}, "by_category": {...}} or None,
+    #  "interval": "..."}
 
 Probe categories and content types are different axes (a probe's category is what it tests, a
 row's content type is what kind of page it is about), so probes and validation rows are kept
@@ -102,6 +103,7 @@ def group_by(records: list[dict], key: str, seed: int = 0) -> dict[str, dict]:
 def breakdowns(records: list[dict], seed: int = 0) -> dict[str, Any]:
     val = [r for r in records if r.get("kind") == "val"]
     probes = [r for r in records if r.get("kind") == "probe"]
+    general = [r for r in records if r.get("kind") == "general"]
     return {
         "val": {
             "by_section": group_by(val, "section", seed),
@@ -109,6 +111,8 @@ def breakdowns(records: list[dict], seed: int = 0) -> dict[str, Any]:
             "by_content_type": group_by(val, "content_type", seed),
         },
         "probes": {"by_category": group_by(probes, "category", seed)},
+        # vlm3's own general probes (reading, counting, transcribing): what a fine-tune must not forget.
+        "general": {"overall": group_stats(general, seed), "by_category": group_by(general, "category", seed)} if general else None,
         "interval": INTERVAL_NOTE,
     }
 

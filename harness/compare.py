@@ -91,6 +91,7 @@ class Comparison:
     errored: int = 0  # pairs left out because a side has no answer (a failed request is not a wrong answer)
     groups: list[GroupDelta] = field(default_factory=list)
     pages: int = 0  # distinct page images among the pairs: the bootstrap's resampling unit
+    general: dict | None = None  # vlm3's general probes: did B keep what A could do? (general_verdict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -235,12 +236,39 @@ def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a
                if (delta := _metric_delta(name, extract, pairs, resamples, seed)) is not None]
     flips = [flip for a, b in pairs if (flip := _flip(a, b)) is not None]
     groups = group_deltas(pairs, judge_names, resamples, seed)
+    general = general_verdict(pairs, resamples, seed)
     return Comparison(label_a=label_a, label_b=label_b, paired=len(pairs), only_a=len(scores_a) - len(all_pairs),
                       only_b=len(scores_b) - len(all_pairs), metrics=metrics, flips=flips, errored=len(all_pairs) - len(pairs),
-                      groups=groups, pages=len(set(clusters_of([a for a, _ in pairs]))))
+                      groups=groups, pages=len(set(clusters_of([a for a, _ in pairs]))), general=general)
 
 
-GROUP_AXES = (("section", "val", "section"), ("content_type", "val", "content_type"), ("probe_category", "probe", "category"))
+def general_verdict(pairs: list[tuple[dict, dict]], resamples: int, seed: int) -> dict | None:
+    """Whether B kept the general abilities A had (vlm3's general probes); None when neither side asked them.
+
+    Lost when B's pass rate on them is lower and the interval excludes zero; B failing probes
+    that A passed is listed either way."""
+    general = [(a, b) for a, b in pairs if a.get("kind") == "general"]
+    if not general:
+        return None
+    delta = _metric_delta("pass_rate", passed_value, general, resamples, seed)
+    lost = [str(a.get("id")) for a, b in general if a.get("passed") is True and b.get("passed") is False]
+    return {"n": len(general), "a_passed": sum(1 for a, _ in general if a.get("passed") is True),
+            "b_passed": sum(1 for _, b in general if b.get("passed") is True),
+            "kept": not (delta is not None and delta.delta < 0 and excludes_zero(delta)), "lost": lost,
+            "delta": None if delta is None else asdict(delta)}
+
+
+def format_general(c: Comparison) -> str | None:
+    g = c.general
+    if not g:
+        return None
+    verdict = "kept" if g["kept"] else "LOST (lower pass rate, the interval excludes zero)"
+    text = f"general ability (vlm3's reading, counting, transcribing probes): A {g['a_passed']}/{g['n']}, B {g['b_passed']}/{g['n']} passed -> {verdict}"
+    return text + (f"; B fails what A passed: {', '.join(g['lost'])}" if g["lost"] else "")
+
+
+GROUP_AXES = (("section", "val", "section"), ("content_type", "val", "content_type"), ("probe_category", "probe", "category"),
+             ("general", "general", "category"))
 GROUP_METRICS = ("pass_rate", "spec_score")
 
 
@@ -337,7 +365,10 @@ def format_comparison(c: Comparison) -> str:
     lines = [f"A = {_one_line(c.label_a)}, B = {_one_line(c.label_b)}: {c.paired} paired samples "
              f"({c.only_a} only in A, {c.only_b} only in B"
              + (f"; {c.errored} left out: no answer on a side, run `vlm3 generate` again" if c.errored else "") + ")",
-             f"intervals resample the {c.pages} page(s) (all questions about one page together)", ""]
+             f"intervals resample the {c.pages} page(s) (all questions about one page together)"]
+    if format_general(c):
+        lines.append(format_general(c))
+    lines.append("")
     rows = [[_one_line(cell) for cell in row] for row in _metric_cells(c)]
     for row, m in zip(rows, c.metrics):
         row[-1] += " *" if excludes_zero(m) else ""
@@ -361,7 +392,7 @@ def format_comparison(c: Comparison) -> str:
     return "\n".join(lines)
 
 
-AXIS_NAMES = {"section": "section", "content_type": "content type", "probe_category": "probe category"}
+AXIS_NAMES = {"section": "section", "content_type": "content type", "probe_category": "probe category", "general": "general"}
 
 
 def _group_cells(c: Comparison) -> list[list[str]]:
@@ -390,8 +421,10 @@ def render_compare_html(c: Comparison, out_path: Path) -> Path:
         rows.append([cells[0], *(num_cell(cell) for cell in cells[1:4]), num_cell(cells[4], class_=sign), num_cell(cells[5])])
     whiskers = [(m.name, m.delta, m.ci_low, m.ci_high, f"{format_delta(m.name, m.delta)} {interval_text(m)}")
                 for m in c.metrics]
+    general = format_general(c)
     body = [
         tag("h1", title),
+        tag("p", general, class_="notes" if c.general and not c.general["kept"] else "muted", id="general") if general else None,
         tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
                  f"{c.only_b} only in B, {c.errored} left out for a missing answer. Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap resampling the {c.pages} page(s): "
                  "all questions about one page together.", class_="muted"),

@@ -213,6 +213,15 @@ def answer_from(val_path: Path, wrong_pages: set[str]):
         right = probe.get("expected_answer") or " ".join(probe.get("expected_keywords") or [])
         answers.setdefault(probe["question"], "I cannot read that." if probe.get("page") in wrong_pages else right)
 
+    from harness.general_probes import PROBES_FILE
+
+    for line in PROBES_FILE.read_text(encoding="utf-8").splitlines():
+        probe = json.loads(line)
+        right = probe.get("expected_answer") or " ".join(probe.get("expected_keywords") or [])
+        # The two transcription probes share a question: one answer holds both lines' keywords.
+        answers[probe["question"]] = "I cannot read that." if "general" in wrong_pages else " / ".join(
+            filter(None, [answers.get(probe["question"]), right]))
+
     def reply(body: dict) -> str:
         return answers.get(question_of(body), "I cannot read that.")
 
@@ -267,6 +276,12 @@ def test_eval_weak_and_compare_on_the_sample_manual(tmp_path, sample_dir):
     proc = run_cli("compare", str(good), str(worse), "--fail-if-worse", "pass_rate")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL: B is worse on pass_rate" in proc.stdout
+    assert "general ability (vlm3's reading, counting, transcribing probes): A 6/6, B 6/6 passed -> kept" in proc.stdout
+    # A model that still knows the manual but no longer reads, counts or transcribes is caught.
+    forgot = eval_against(tmp_path, sample_dir, "v4", wrong_pages={"general"})
+    proc = run_cli("compare", str(good), str(forgot))
+    assert "A 6/6, B 0/6 passed -> LOST" in proc.stdout and "general:count-circles" in proc.stdout
+    assert json.loads((tmp_path / "evals" / "compare-v1-vs-v4.json").read_text())["general"]["kept"] is False
     same = run_cli("compare", str(good), str(good), "--fail-if-worse", "spec_score")
     assert same.returncode == 0 and "B is not worse with confidence" in same.stdout
     unknown = run_cli("compare", str(good), str(bad), "--fail-if-worse", "accuracy")
@@ -277,3 +292,19 @@ def test_eval_weak_and_compare_on_the_sample_manual(tmp_path, sample_dir):
 def test_weak_without_scores_is_a_clear_error(tmp_path):
     proc = run_cli("weak", str(tmp_path))
     assert proc.returncode == 1 and "has no scores.jsonl; run `vlm3 score" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_general_probes_are_drawn_the_same_each_time_and_each_has_a_check(tmp_path):
+    from harness.general_probes import load_general_probes
+
+    first = load_general_probes(tmp_path / "a")
+    second = load_general_probes(tmp_path / "b")
+    assert {s.category for s in first} == {"read_value", "count", "transcribe"}
+    assert [Path(s.image).read_bytes() for s in first] == [Path(s.image).read_bytes() for s in second]
+    for s in first:
+        right = s.expected or " ".join(s.expected_keywords)
+        assert score_sample(s.to_dict(), {"answer": right})["passed"] is True, s.id
+        assert score_sample(s.to_dict(), {"answer": "I cannot read that."})["passed"] is False, s.id
+    # The distractor on the page is a wrong answer, not a pass.
+    width = next(s for s in first if s.id == "general:read-parcel-width")
+    assert score_sample(width.to_dict(), {"answer": "350 mm"})["passed"] is False

@@ -90,8 +90,9 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
 
     recipe, run = resolve_target(args.target)
     label = default_label(args)
-    samples = load_eval_samples(recipe, only=args.only, max_samples=args.max_samples)
     eval_dir = eval_dir_for(args, recipe, run, label)
+    # vlm3's general probes (reading, counting, transcribing) are drawn into the evaluation directory.
+    samples = load_eval_samples(recipe, only=args.only, max_samples=args.max_samples, general_dir=eval_dir / "general_probes")
     with endpoint_for(args, recipe, run, label) as (base_url, api_key, model):
         settings = GenerationSettings(
             base_url=base_url, api_key=api_key, model=model,
@@ -316,7 +317,8 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name to request (default: the recipe's served_model_name)")
     p.add_argument("--label", help="name of this evaluation (default: finetuned / base / endpoint)")
     p.add_argument("--base", action="store_true", help="serve the base model instead of the merged one")
-    p.add_argument("--only", choices=["all", "val", "probes"], default="all")
+    p.add_argument("--only", choices=["all", "val", "probes", "general"], default="all",
+                   help="probes: the recipe's probes and vlm3's general ones; general: those only")
     p.add_argument("--max-samples", type=int, help="first N validation samples only (probes are always all)")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--out", help="evaluation directory (default: RUN/eval/LABEL)")
