@@ -68,22 +68,28 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
         except json.JSONDecodeError as exc:
             problems.append(Problem(*where, f"not valid JSON ({exc.msg})", code="json"))
             continue
+        if not isinstance(probe, dict):
+            problems.append(Problem(*where, "each line must be a JSON object with id, image, question and an expected answer", code="probe"))
+            continue
+        # Every problem of the line at once: the user fixes it in one pass.
+        found: list[Problem] = []
         missing = [k for k in ("id", "image", "question") if not isinstance(probe.get(k), str) or not probe[k].strip()]
         if missing:
-            problems.append(Problem(*where, f"missing {', '.join(missing)}", code="probe"))
-            continue
+            found.append(Problem(*where, f"missing {', '.join(missing)}", code="probe"))
         answer, keywords = probe.get("expected_answer"), probe.get("expected_keywords")
         if (answer is None) == (keywords is None):
-            problems.append(Problem(*where, "give exactly one of expected_answer and expected_keywords", code="probe"))
-            continue
-        if probe["id"] in seen:
-            problems.append(Problem(*where, f"duplicate id {probe['id']!r}", code="probe"))
+            found.append(Problem(*where, "give exactly one of expected_answer and expected_keywords", code="probe"))
+        if isinstance(probe.get("id"), str) and probe["id"] in seen:
+            found.append(Problem(*where, f"duplicate id {probe['id']!r}", code="probe"))
+        image = None
+        if "image" not in missing:
+            image = resolve_image(images_root, probe["image"])
+            if image is None or not image.is_file():
+                found.append(Problem(*where, f"image {probe['image']!r} not found under {images_root}", code="image_missing"))
+        if found:
+            problems += found
             continue
         seen.add(probe["id"])
-        image = resolve_image(images_root, probe["image"])
-        if image is None or not image.is_file():
-            problems.append(Problem(*where, f"image {probe['image']!r} not found under {images_root}", code="image_missing"))
-            continue
         metadata = probe.get("metadata") if isinstance(probe.get("metadata"), dict) else {}
         metadata = {**{k: v for k, v in probe.items() if k not in PROBE_FIELDS}, **metadata}
         samples.append(
@@ -118,11 +124,12 @@ def _text(value) -> str | None:
 def check_probes(recipe) -> list[Problem]:
     """The recipe's probes file, checked as `vlm3 eval` will read it, before any GPU time is spent.
 
-    Warnings here (training does not read probes); the same problems stop `vlm3 eval`."""
+    Errors: a recipe that names probes evaluates with them, and `vlm3 eval` stops on these, so
+    `check` and `train` stop before training rather than after the GPU was paid for."""
     if not recipe.data.probes:
         return []
     problems = load_probes(Path(recipe.data.probes), Path(recipe.data.images_root))[1]
-    return [replace(p, severity="warning", message=f"probe: {p.message} (`vlm3 eval` stops on this)") for p in problems]
+    return [replace(p, message=f"probe: {p.message} (`vlm3 eval` stops on this; fix it or remove data.probes)") for p in problems]
 
 
 def load_val_samples(path: Path, images_root: Path) -> tuple[list[EvalSample], list[Problem]]:
