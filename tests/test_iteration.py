@@ -308,3 +308,86 @@ def test_general_probes_are_drawn_the_same_each_time_and_each_has_a_check(tmp_pa
     # The distractor on the page is a wrong answer, not a pass.
     width = next(s for s in first if s.id == "general:read-parcel-width")
     assert score_sample(width.to_dict(), {"answer": "350 mm"})["passed"] is False
+
+
+def test_eval_judge_without_a_key_stops_before_generating(tmp_path):
+    with LoopbackOpenAI() as server:
+        proc = run_cli("eval", str(DEMO_RECIPE), "--endpoint", server.base_url, "--model", "m", "--judge", "--out", str(tmp_path / "e"))
+        asked = server.request_count
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "cannot run: no ANTHROPIC_API_KEY" in proc.stderr and "Nothing was generated" in proc.stderr
+    assert asked == 0 and not (tmp_path / "e" / "predictions.jsonl").exists()
+
+
+def test_eval_fail_under_and_strict_gate_on_the_probes(tmp_path, sample_dir):
+    answer = answer_from(sample_dir / "training_data" / "vlm_val.jsonl", wrong_pages={"11-03"})  # one probe page wrong
+    with LoopbackOpenAI(answer=answer) as server:
+        common = ["eval", str(DEMO_RECIPE), "--endpoint", server.base_url, "--model", "m", "--only", "probes", "--no-judge"]
+        strict = run_cli(*common, "--out", str(tmp_path / "a"), "--strict")
+        lenient = run_cli(*common, "--out", str(tmp_path / "a"), "--fail-under", "0.5")
+        plain = run_cli(*common, "--out", str(tmp_path / "a"))
+    # The probes pass 17 of 18 (vlm3's general six included) = 94%: above the recipe's 85%...
+    assert strict.returncode == 0, strict.stdout + strict.stderr
+    assert lenient.returncode == 0 and plain.returncode == 0
+    with LoopbackOpenAI(answer=answer_from(sample_dir / "training_data" / "vlm_val.jsonl", wrong_pages={"11-03", "11-12", "11-18", "13-02"})) as server:
+        common = ["eval", str(DEMO_RECIPE), "--endpoint", server.base_url, "--model", "m", "--only", "probes", "--no-judge"]
+        strict = run_cli(*common, "--out", str(tmp_path / "b"), "--strict")
+        under = run_cli(*common, "--out", str(tmp_path / "b"), "--fail-under", "0.99")
+        plain = run_cli(*common, "--out", str(tmp_path / "b"))
+    # ...and below it when four probe pages are wrong: --strict and --fail-under exit 1, a plain eval does not.
+    assert strict.returncode == 1 and "FAIL: probes passed" in strict.stdout and "below 85.0%" in strict.stdout
+    assert under.returncode == 1 and "below 99.0%" in under.stdout
+    assert plain.returncode == 0
+
+
+def test_deepeval_without_a_judge_key_exits_non_zero(tmp_path, sample_dir):
+    with LoopbackOpenAI(answer=answer_from(sample_dir / "training_data" / "vlm_val.jsonl", set())) as server:
+        assert run_cli("eval", str(DEMO_RECIPE), "--endpoint", server.base_url, "--model", "m", "--only", "general",
+                       "--out", str(tmp_path / "g"), "--no-judge").returncode == 0
+    proc = run_cli("deepeval", str(tmp_path / "g"))
+    assert proc.returncode == 1 and "no DeepEval test would run: no ANTHROPIC_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_junit_counts_tests_that_ran(tmp_path):
+    from vlm3.eval_cmds import tests_that_ran
+
+    junit = tmp_path / "j.xml"
+    junit.write_text('<testsuites><testsuite tests="3" skipped="3" failures="0"/></testsuites>')
+    assert tests_that_ran(junit) == 0
+    junit.write_text('<testsuite tests="3" skipped="1"/>')
+    assert tests_that_ran(junit) == 2
+    assert tests_that_ran(tmp_path / "missing.xml") is None
+
+
+def test_default_model_is_the_one_the_endpoint_serves(tmp_path):
+    from vlm3.eval_cmds import default_model_name
+    from vlm3.recipe import load_recipe
+
+    recipe = load_recipe(DEMO_RECIPE)
+    with LoopbackOpenAI() as server:
+        import httpx
+
+        httpx.post(f"{server.base_url}/chat/completions", json={"model": "served-x", "messages": [{"role": "user", "content": "hi"}]})
+        assert default_model_name(server.base_url, "k", recipe, None, False) == "served-x"
+    # No answer at /models: the recipe's served name.
+    assert default_model_name("http://127.0.0.1:9/v1", "k", recipe, None, False) == recipe.served_name
+
+
+@pytest.mark.trainer
+def test_transformers_serve_answers_v1_models_and_eval_defaults_to_the_served_model(tmp_path, trained_run):
+    import httpx
+
+    from vlm3.eval_cmds import default_model_name
+    from vlm3.runs import RunDir
+    from vlm3.serve import local_server
+
+    run = RunDir.open(trained_run)
+    # HOME without a Hugging Face cache: vlm3 gives the server an empty one, so /v1/models answers.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp_path))
+        mp.delenv("HF_HOME", raising=False)
+        mp.delenv("HF_HUB_CACHE", raising=False)
+        with local_server(run.merged_dir, log_file=tmp_path / "serve.log") as server:
+            response = httpx.get(f"{server.base_url}/models", timeout=30)
+            assert response.status_code == 200 and response.json()["object"] == "list"
+            assert default_model_name(server.base_url, "EMPTY", run.recipe(), run, False) == server.model

@@ -12,6 +12,7 @@ with the server's log, instead of during generation).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import time
@@ -54,6 +55,23 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def hub_cache_env(folder: Path, environ: dict | None = None) -> dict[str, str]:
+    """HF_HUB_CACHE for the server when the user has no Hugging Face cache folder.
+
+    `transformers serve` answers /v1/models by scanning the hub cache and fails (HTTP 500) when the
+    folder does not exist; an empty folder beside the server's log makes it answer. An existing
+    cache is left as it is."""
+    environ = os.environ if environ is None else environ
+    if environ.get("HF_HUB_CACHE"):
+        return {}
+    home = Path(environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    if (home / "hub").is_dir():
+        return {}
+    cache = folder / "hf-hub-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"HF_HUB_CACHE": str(cache.resolve())}
+
+
 def serve_argv(env: TrainerEnv, model_dir: Path, port: int) -> list[str]:
     return [env.transformers_cli, "serve", str(model_dir), "--device", "cpu", "--host", HOST, "--port", str(port)]
 
@@ -91,7 +109,7 @@ def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: 
     with log_file.open("ab") as log:
         process = subprocess.Popen(
             serve_argv(env, model_dir, port), stdout=log, stderr=subprocess.STDOUT,
-            env=env.environ({"HF_HUB_OFFLINE": "1"}), start_new_session=True,
+            env=env.environ({"HF_HUB_OFFLINE": "1", **hub_cache_env(log_file.parent)}), start_new_session=True,
         )
     server = LocalServer(f"http://{HOST}:{port}/v1", str(model_dir), process, log_file)
     try:
