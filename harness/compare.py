@@ -8,7 +8,11 @@ Usage:
 Samples are paired by `id`; the n-th occurrence of an id in A pairs with the
 n-th in B, and samples without an id are never paired. Each metric is compared
 over the pairs where both sides have a value, as delta = B - A with a paired
-percentile-bootstrap interval of the mean difference.
+percentile-bootstrap interval of the mean difference that resamples pages (every
+question about one page image together, harness.bootstrap): questions sharing a
+page are not independent. The same deltas come per section and content type
+(validation rows) and per probe category; flipped samples carry both answers,
+the reference and the page image.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import fmean
 from typing import Any
 
 from data_adapters.jsonio import write_text_atomic
-from harness.html import Html, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
+from harness.bootstrap import cluster_bootstrap_ci, clusters_of
+from harness.html import Html, badge, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
+from harness.page_images import PageImages
 
 CI_LEVEL = 0.95
 # Metrics whose values are 0/1 outcomes: shown as percentages, deltas in percentage points.
@@ -40,6 +46,11 @@ class MetricDelta:
     ci_low: float
     ci_high: float
     unscored: int = 0  # judge metrics: pairs left out because either side is unscored
+    pages: int = 0  # distinct pages among the pairs (0: not recorded); with one page there is no interval to resample
+
+    @property
+    def has_interval(self) -> bool:
+        return self.pages != 1
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,23 @@ class Flip:
     kind: str | None
     before: bool
     after: bool
+    section: str | None = None
+    page: str | None = None
+    image: str | None = None  # the page image's path (as scored), for the comparison page
+    image_ref: str | None = None
+    expected: str | None = None
+    answer_a: str | None = None
+    answer_b: str | None = None
+    turn: int = 1
+
+
+@dataclass(frozen=True)
+class GroupDelta:
+    """One metric's delta within a group: axis is "section", "content_type" (validation rows) or "probe_category"."""
+
+    axis: str
+    name: str
+    metric: MetricDelta
 
 
 @dataclass(frozen=True)
@@ -64,6 +92,9 @@ class Comparison:
     errored: int = 0  # pairs left out because a side has no answer (a failed request is not a wrong answer)
     errors_a: int = 0  # samples of A with no answer to score (failed after retries or never answered)
     errors_b: int = 0
+    groups: list[GroupDelta] = field(default_factory=list)
+    pages: int = 0  # distinct page images among the pairs: the bootstrap's resampling unit
+    general: dict | None = None  # vlm3's general probes: did B keep what A could do? (general_verdict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,14 +200,15 @@ def _metric_delta(name: str, extract: Callable[[dict], float | None], pairs: lis
     if not values:
         return None
     diffs = [vb - va for va, vb in values]
-    ci_low, ci_high = paired_bootstrap_ci(diffs, resamples, seed, CI_LEVEL)
+    pages = clusters_of([a for (a, b) in pairs if extract(a) is not None and extract(b) is not None])
+    ci_low, ci_high = cluster_bootstrap_ci(diffs, pages, resamples, seed, CI_LEVEL)
     unscored = 0
     if name.startswith("judge:"):
         judge_name = name.split(":", 1)[1]
         unscored = sum(1 for a, b in pairs if _is_unscored(a, judge_name) or _is_unscored(b, judge_name))
     return MetricDelta(name=name, n=len(values), mean_a=fmean(va for va, _ in values),
                        mean_b=fmean(vb for _, vb in values), delta=fmean(diffs), ci_low=ci_low, ci_high=ci_high,
-                       unscored=unscored)
+                       unscored=unscored, pages=len(set(pages)))
 
 
 def _is_unscored(sample: dict, judge_name: str) -> bool:
@@ -189,7 +221,10 @@ def _flip(a: dict, b: dict) -> Flip | None:
         return None
     return Flip(id=str(a.get("id")), question=str(a.get("question") or b.get("question") or ""),
                 category=a.get("category") or b.get("category"), kind=a.get("kind") or b.get("kind"),
-                before=before, after=after)
+                before=before, after=after, section=a.get("section") or b.get("section"),
+                page=a.get("page") or b.get("page"), image=b.get("image") or a.get("image"),
+                image_ref=a.get("image_ref") or b.get("image_ref"), expected=a.get("expected") or b.get("expected"),
+                answer_a=a.get("answer"), answer_b=b.get("answer"), turn=int(a.get("turn") or 1))
 
 
 def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a", label_b: str = "b",
@@ -203,9 +238,74 @@ def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a
     metrics = [delta for name, extract in extractors.items()
                if (delta := _metric_delta(name, extract, pairs, resamples, seed)) is not None]
     flips = [flip for a, b in pairs if (flip := _flip(a, b)) is not None]
+    groups = group_deltas(pairs, judge_names, resamples, seed)
+    general = general_verdict(pairs, resamples, seed)
     return Comparison(label_a=label_a, label_b=label_b, paired=len(pairs), only_a=len(scores_a) - len(all_pairs),
                       only_b=len(scores_b) - len(all_pairs), metrics=metrics, flips=flips, errored=len(all_pairs) - len(pairs),
-                      errors_a=sum(1 for a in scores_a if a.get("error")), errors_b=sum(1 for b in scores_b if b.get("error")))
+                      errors_a=sum(1 for a in scores_a if a.get("error")), errors_b=sum(1 for b in scores_b if b.get("error")),
+                      groups=groups, pages=len(set(clusters_of([a for a, _ in pairs]))), general=general)
+
+
+def general_verdict(pairs: list[tuple[dict, dict]], resamples: int, seed: int) -> dict | None:
+    """Whether B kept the general abilities A had (vlm3's general probes); None when neither side asked them.
+
+    Lost when B's pass rate on them is lower and the interval excludes zero; B failing probes
+    that A passed is listed either way."""
+    general = [(a, b) for a, b in pairs if a.get("kind") == "general"]
+    if not general:
+        return None
+    delta = _metric_delta("pass_rate", passed_value, general, resamples, seed)
+    lost = [str(a.get("id")) for a, b in general if a.get("passed") is True and b.get("passed") is False]
+    return {"n": len(general), "a_passed": sum(1 for a, _ in general if a.get("passed") is True),
+            "b_passed": sum(1 for _, b in general if b.get("passed") is True),
+            "kept": not (delta is not None and delta.delta < 0 and excludes_zero(delta)), "lost": lost,
+            "delta": None if delta is None else asdict(delta)}
+
+
+def format_general(c: Comparison) -> str | None:
+    g = c.general
+    if not g:
+        return None
+    verdict = "kept" if g["kept"] else "LOST (lower pass rate, the interval excludes zero)"
+    text = f"general ability (vlm3's reading, counting, transcribing probes): A {g['a_passed']}/{g['n']}, B {g['b_passed']}/{g['n']} passed -> {verdict}"
+    return text + (f"; B fails what A passed: {', '.join(g['lost'])}" if g["lost"] else "")
+
+
+GROUP_AXES = (("section", "val", "section"), ("content_type", "val", "content_type"), ("probe_category", "probe", "category"),
+             ("general", "general", "category"))
+GROUP_METRICS = ("pass_rate", "spec_score")
+
+
+def group_deltas(pairs: list[tuple[dict, dict]], judge_names: set[str], resamples: int, seed: int) -> list[GroupDelta]:
+    """Pass rate, spec score and judge deltas per section and content type (validation) and per probe category."""
+    extractors = {**{name: BASE_METRICS[name] for name in GROUP_METRICS},
+                  **{f"judge:{name}": judge_score(name) for name in sorted(judge_names)}}
+    out = []
+    for axis, kind, key in GROUP_AXES:
+        buckets: dict[str, list[tuple[dict, dict]]] = {}
+        for a, b in pairs:
+            if a.get("kind") == kind:
+                buckets.setdefault(str(a.get(key) or b.get(key) or "unknown"), []).append((a, b))
+        for name in sorted(buckets):
+            for metric_name, extract in extractors.items():
+                delta = _metric_delta(metric_name, extract, buckets[name], resamples, seed)
+                if delta is not None:
+                    out.append(GroupDelta(axis=axis, name=name, metric=delta))
+    return out
+
+
+class UnknownMetric(ValueError):
+    """--fail-if-worse names a metric the comparison does not have."""
+
+
+def worse_with_confidence(c: Comparison, metric: str) -> MetricDelta | None:
+    """The metric's delta when B is worse than A and the interval excludes zero, else None (every metric: higher is better)."""
+    found = [m for m in c.metrics if m.name == metric]
+    if not found:
+        names = ", ".join(m.name for m in c.metrics) or "none"
+        raise UnknownMetric(f"--fail-if-worse {metric}: no such metric in this comparison (it has: {names})")
+    m = found[0]
+    return m if m.delta < 0 and excludes_zero(m) else None
 
 
 def format_value(name: str, value: float) -> str:
@@ -222,13 +322,18 @@ def format_ci(name: str, low: float, high: float) -> str:
     return f"[{low:+.3f}, {high:+.3f}]"
 
 
+def interval_text(m: MetricDelta) -> str:
+    return format_ci(m.name, m.ci_low, m.ci_high) if m.has_interval else "one page: no interval"
+
+
 def excludes_zero(m: MetricDelta) -> bool:
-    return m.ci_low > 0 or m.ci_high < 0
+    # Questions about a single page are one draw: resampling them says nothing about another page.
+    return m.has_interval and (m.ci_low > 0 or m.ci_high < 0)
 
 
 def _metric_cells(c: Comparison) -> list[list[str]]:
     return [[m.name, f"{m.n} ({m.unscored} unscored)" if m.unscored else str(m.n), format_value(m.name, m.mean_a), format_value(m.name, m.mean_b),
-             format_delta(m.name, m.delta), format_ci(m.name, m.ci_low, m.ci_high)] for m in c.metrics]
+             format_delta(m.name, m.delta), interval_text(m)] for m in c.metrics]
 
 
 def _headers(c: Comparison) -> list[str]:
@@ -264,47 +369,111 @@ def format_comparison(c: Comparison) -> str:
     lines = [f"A = {_one_line(c.label_a)}, B = {_one_line(c.label_b)}: {c.paired} paired samples "
              f"({c.only_a} only in A, {c.only_b} only in B"
              + (f"; {c.errored} left out: no answer on a side, run `vlm3 generate` again" if c.errored else "") + ")"
-             + (f"; errors (no answer, not scored): A {c.errors_a}, B {c.errors_b}" if c.errors_a or c.errors_b else ""), ""]
+             + (f"; errors (no answer, not scored): A {c.errors_a}, B {c.errors_b}" if c.errors_a or c.errors_b else ""),
+             f"intervals resample the {c.pages} page(s) (all questions about one page together)"]
+    if format_general(c):
+        lines.append(format_general(c))
+    lines.append("")
     rows = [[_one_line(cell) for cell in row] for row in _metric_cells(c)]
     for row, m in zip(rows, c.metrics):
         row[-1] += " *" if excludes_zero(m) else ""
     lines += _text_table([_one_line(h) for h in _headers(c)], rows) if rows else ["no metric has a value on both sides"]
     if any(excludes_zero(m) for m in c.metrics):
         lines.append(f"* the {CI_LEVEL:.0%} interval excludes zero")
+    group_rows = [[_one_line(cell) for cell in row] for row in _group_cells(c)]
+    if group_rows:
+        lines += ["", "by section, content type and probe category:"]
+        lines += _text_table(["group", "metric", "n", "A", "B", "delta (B-A)", f"{CI_LEVEL:.0%} CI"], group_rows)
     for title, flips in (("fail -> pass", fail_to_pass(c)), ("pass -> fail", pass_to_fail(c))):
         lines += ["", f"{title}: {len(flips)}"]
-        lines += [f"  {_one_line(f.id, 24)}  [{_one_line(f.kind or '-', 8)}/{_one_line(f.category or '-', 24)}]  "
-                  f"{_one_line(f.question)}" for f in flips[:TEXT_FLIP_LIMIT]]
+        for f in flips[:TEXT_FLIP_LIMIT]:
+            where = "/".join(_one_line(v, 24) for v in (f.kind or "-", f.section or f.category or "-", f"page {f.page or f.image_ref or '-'}"))
+            lines.append(f"  {_one_line(f.id, 24)}  [{where}]  {_one_line(f.question)}")
+            lines.append(f"      reference: {_one_line(f.expected if f.expected is not None else '-', 100)}")
+            lines.append(f"      A ({'pass' if f.before else 'fail'}): {_one_line(f.answer_a if f.answer_a is not None else '-', 100)}")
+            lines.append(f"      B ({'pass' if f.after else 'fail'}): {_one_line(f.answer_b if f.answer_b is not None else '-', 100)}")
         if len(flips) > TEXT_FLIP_LIMIT:
             lines.append(f"  ... and {len(flips) - TEXT_FLIP_LIMIT} more")
     return "\n".join(lines)
 
 
+AXIS_NAMES = {"section": "section", "content_type": "content type", "probe_category": "probe category", "general": "general"}
+
+
+def _group_cells(c: Comparison) -> list[list[str]]:
+    return [[f"{AXIS_NAMES.get(g.axis, g.axis)}: {g.name}", g.metric.name, str(g.metric.n), format_value(g.metric.name, g.metric.mean_a),
+             format_value(g.metric.name, g.metric.mean_b), format_delta(g.metric.name, g.metric.delta)
+             + (" *" if excludes_zero(g.metric) else ""), interval_text(g.metric)]
+            for g in c.groups]
+
+
+def comparison_file_stem(label_a: str, label_b: str) -> str:
+    """compare-<A>-vs-<B>: the file says which two evaluations it compares (names made file-safe)."""
+    def safe(label: str) -> str:
+        cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label).strip("._") or "eval"
+        return cleaned[:60]
+
+    return f"compare-{safe(label_a)}-vs-{safe(label_b)}"
+
+
 def render_compare_html(c: Comparison, out_path: Path) -> Path:
     """Write a self-contained comparison page (table, delta plot with CI whiskers, flip lists) and return its path."""
     title = f"vlm3 comparison: {c.label_a} vs {c.label_b}"
+    pages = PageImages()
     rows = []
     for cells, m in zip(_metric_cells(c), c.metrics):
         sign = ("num pos" if m.delta > 0 else "num neg") if excludes_zero(m) else "num"
         rows.append([cells[0], *(num_cell(cell) for cell in cells[1:4]), num_cell(cells[4], class_=sign), num_cell(cells[5])])
-    whiskers = [(m.name, m.delta, m.ci_low, m.ci_high, f"{format_delta(m.name, m.delta)} {format_ci(m.name, m.ci_low, m.ci_high)}")
+    whiskers = [(m.name, m.delta, m.ci_low, m.ci_high, f"{format_delta(m.name, m.delta)} {interval_text(m)}")
                 for m in c.metrics]
+    general = format_general(c)
     body = [
         tag("h1", title),
+        tag("p", general, class_="notes" if c.general and not c.general["kept"] else "muted", id="general") if general else None,
         tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
-                 f"{c.only_b} only in B, {c.errored} left out for a missing answer (errors, not scored: A {c.errors_a}, B {c.errors_b}). Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap.", class_="muted"),
+                 f"{c.only_b} only in B, {c.errored} left out for a missing answer (errors, not scored: A {c.errors_a}, B {c.errors_b}). "
+                 f"Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap resampling the {c.pages} page(s): "
+                 "all questions about one page together.", class_="muted"),
         tag("section", tag("h2", "Metrics"), table(_headers(c), rows) if rows else tag("p", "No metric has a value on both sides."),
             svg_delta_whiskers(whiskers, "metric deltas with confidence intervals") if whiskers else None, id="metrics"),
-        _flip_section("Fail → pass", fail_to_pass(c), "fail-to-pass"),
-        _flip_section("Pass → fail", pass_to_fail(c), "pass-to-fail"),
+        _groups_section(c),
+        _flip_section("Fail → pass", fail_to_pass(c), "fail-to-pass", c, pages),
+        _flip_section("Pass → fail", pass_to_fail(c), "pass-to-fail", c, pages),
     ]
+    body.append(pages.embedded())
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_path, document(title, body))  # never a half-written comparison
     return out_path
 
 
-def _flip_section(title: str, flips: list[Flip], anchor: str) -> Html:
-    content = (table(["id", "kind", "category", "question"], [[f.id, f.kind, f.category, f.question] for f in flips])
-               if flips else tag("p", "none", class_="muted"))
+def _groups_section(c: Comparison) -> Html | None:
+    if not c.groups:
+        return None
+    rows = []
+    for cells, g in zip(_group_cells(c), c.groups):
+        sign = ("num pos" if g.metric.delta > 0 else "num neg") if excludes_zero(g.metric) else "num"
+        rows.append([cells[0], cells[1], *(num_cell(cell) for cell in cells[2:5]), num_cell(cells[5], class_=sign), num_cell(cells[6])])
+    return tag("section", tag("h2", "By section, content type and probe category"),
+               tag("p", "Validation rows by section and content type; probes by category (a different axis). "
+                        "Intervals resample pages within the group.", class_="muted"),
+               table(["group", "metric", "n", f"A: {c.label_a}", f"B: {c.label_b}", "delta (B-A)", f"{CI_LEVEL:.0%} CI"], rows),
+               id="groups")
+
+
+def _flip_card(f: Flip, c: Comparison, pages: PageImages) -> Html:
+    heading = " · ".join(str(v) for v in (f.id, f.kind, f.section or f.category, f"page {f.page}" if f.page else None,
+                                          f"turn {f.turn}" if f.turn > 1 else None) if v)
+    parts = [tag("h3", heading),
+             tag("div", "question", class_="label"), tag("pre", f.question, class_="text"),
+             tag("div", "reference", class_="label"), tag("pre", "—" if f.expected is None else f.expected, class_="text"),
+             tag("div", f"A: {c.label_a} ", badge(f.before), class_="label"),
+             tag("pre", "—" if f.answer_a is None else f.answer_a, class_="text"),
+             tag("div", f"B: {c.label_b} ", badge(f.after), class_="label"),
+             tag("pre", "—" if f.answer_b is None else f.answer_b, class_="text")]
+    return tag("article", tag("div", pages.thumbnail(f.image, f.image_ref)), tag("div", parts), class_="sample")
+
+
+def _flip_section(title: str, flips: list[Flip], anchor: str, c: Comparison, pages: PageImages) -> Html:
+    content = [_flip_card(f, c, pages) for f in flips] if flips else tag("p", "none", class_="muted")
     return tag("section", tag("h2", f"{title} ({len(flips)})"), content, id=anchor)

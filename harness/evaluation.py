@@ -10,7 +10,9 @@ Layout of eval/<label>/:
     samples.jsonl      the samples asked, each with the prompt hash its answer is keyed by
     predictions.jsonl  one record per answer, appended as answers arrive
     scores.jsonl       one score record per sample
-    summary.json       metrics overall / by category / by content type, probes vs threshold
+    summary.json       metrics overall / by category / by content type, probes vs threshold;
+                       breakdowns by section, page and content type (harness.breakdown)
+    weak_pages.jsonl   pages with failures, worst first, for regenerating Q&A (harness.weak)
     report.html        tables, plots and the failure gallery
     judge_cache.sqlite the judge's validated replies: an unchanged re-score makes no judge calls
     .deepeval/         DeepEval's own files (`vlm3 deepeval`), telemetry off
@@ -192,6 +194,9 @@ def _score_locked(eval_dir, title, judge, judge_spec, judge_settings, on_judge_p
         summary["notes"].append(outcome.summary["skipped_reason"])
     write_jsonl(eval_dir / "scores.jsonl", records)
     write_json(eval_dir / "summary.json", summary)
+    from harness.weak import write_weak_pages
+
+    write_weak_pages(eval_dir, records)
     from harness.report import render_report
 
     render_report(summary, records, eval_dir / "report.html", title=title)

@@ -93,15 +93,21 @@ def build_messages(sample: EvalSample, system_prompt: str | None = None) -> list
     system_prompt = getattr(sample, "system", None) or system_prompt
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
+    # A later turn of a multi-turn row: the earlier exchanges come first, the image in the first user turn.
+    history = list(getattr(sample, "history", None) or [])
+    first_question = history[0]["content"] if history else sample.question
     messages.append(
         {
             "role": "user",
             "content": [
                 {"type": "image_url", "image_url": {"url": image_data_url(sample.image)}},
-                {"type": "text", "text": sample.question},
+                {"type": "text", "text": first_question},
             ],
         }
     )
+    if history:
+        messages += [{"role": turn["role"], "content": turn["content"]} for turn in history[1:]]
+        messages.append({"role": "user", "content": sample.question})
     return messages
 
 
@@ -110,7 +116,9 @@ def prompt_hash(sample: EvalSample, settings: GenerationSettings) -> str:
     digest = hashlib.sha256()
     digest.update(hashlib.sha256(Path(sample.image).read_bytes()).digest())
     system = getattr(sample, "system", None) or settings.system_prompt
-    digest.update(json.dumps([sample.question, system, settings.max_tokens, TEMPERATURE]).encode())
+    history = list(getattr(sample, "history", None) or [])
+    # The earlier turns shape the answer too; a first turn hashes as before, so saved answers still match.
+    digest.update(json.dumps([sample.question, system, settings.max_tokens, TEMPERATURE] + ([history] if history else [])).encode())
     return digest.hexdigest()[:16]
 
 

@@ -21,6 +21,7 @@ from typing import Any
 VOID_ELEMENTS = {"area", "br", "col", "hr", "img", "input", "meta", "wbr"}
 
 PLACEHOLDER = "—"
+MIN_BAR_PX = 3  # px: the smallest drawn histogram bar for a non-empty bin
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2330; margin: 0 auto; max-width: 1180px; padding: 1.5rem; }
@@ -191,13 +192,15 @@ def svg_text(x: float, y: float, text: Any, anchor: str = "start", **attrs: Any)
 def svg_histogram(values: Sequence[float], label: str, bins: int = 10, color: str = "#4a78c2") -> Html:
     """A histogram of scores in [0, 1]: bar heights are counts, each bar labelled with its count."""
     counts = histogram_counts(values, bins)
-    width, height, left, bottom, top = 340, 190, 30, 28, 16
+    # top leaves room for the title (baseline 13 px) and the count above the tallest bar (13 px more).
+    width, height, left, bottom, top = 340, 200, 30, 28, 32
     plot_w, plot_h = width - left - 10, height - bottom - top
     tallest = max(counts) or 1
     bar_w = plot_w / bins
-    parts: list[Html] = [svg_text(left, 11, f"{label} (n={sum(counts)})")]
+    parts: list[Html] = [svg_text(left, 13, f"{label} (n={sum(counts)})")]
     for i, count in enumerate(counts):
-        bar_h = plot_h * count / tallest
+        # A non-empty bin stays visible next to one outlier bin of many (its count is printed above it).
+        bar_h = max(plot_h * count / tallest, MIN_BAR_PX) if count else 0.0
         x = left + i * bar_w
         y = top + plot_h - bar_h
         parts.append(tag("rect", tag("title", f"{i / bins:.1f}–{(i + 1) / bins:.1f}: {count}"),

@@ -37,6 +37,9 @@ from harness.html import (
     tag,
 )
 
+from harness.page_images import PageImages
+from harness.report_sections import breakdown_section, weak_section
+
 THUMBNAIL_WIDTH = 360
 DEFAULT_PROBE_THRESHOLD = 0.85
 # A raw judge reply can be long; the gallery shows its start.
@@ -52,6 +55,7 @@ def render_report(summary: dict, scores: list[dict], out_path: Path, title: str 
     scores = [s for s in scores or [] if isinstance(s, dict)]
     label = summary.get("label") or "evaluation"
     title = title or f"vlm3 evaluation: {label}"
+    pages = PageImages()  # each page image embedded once, referenced by every card that shows it
     body = [
         _header(summary, title),
         _notes(summary.get("notes")),
@@ -59,7 +63,10 @@ def render_report(summary: dict, scores: list[dict], out_path: Path, title: str 
         _probes_section(summary.get("probes")),
         _plots_section(summary, scores),
         _judge_section(summary.get("judge")),
-        _gallery_section(scores, max_gallery),
+        breakdown_section(summary),
+        weak_section(scores),
+        _gallery_section(scores, max_gallery, pages),
+        pages.embedded(),
     ]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,23 +218,26 @@ def _is_failure(sample: dict) -> bool:
     return sample.get("passed") is False or bool(sample.get("error"))
 
 
-def _gallery_section(scores: list[dict], max_gallery: int) -> Html:
+def _gallery_section(scores: list[dict], max_gallery: int, pages: PageImages) -> Html:
     failures = [s for s in scores if _is_failure(s)]
     # Probes are the hand-written checks a reader looks at first; sorted() is stable, so order is kept otherwise.
     failures = sorted(failures, key=lambda s: s.get("kind") != "probe")
     shown = failures[: max(max_gallery, 0)]
     intro = f"{len(failures)} failed or errored samples" + (f", showing the first {len(shown)}" if len(shown) < len(failures) else "")
-    thumbnails: dict[str, str | None] = {}
-    cards = [_sample_card(sample, thumbnails) for sample in shown]
+    cards = [_sample_card(sample, pages) for sample in shown]
     return tag("section", tag("h2", "Failure gallery"), tag("p", intro, class_="muted"), cards, id="gallery")
 
 
-def _sample_card(sample: dict, thumbnails: dict[str, str | None]) -> Html:
+def _sample_card(sample: dict, pages: PageImages) -> Html:
     heading = " · ".join(str(v) for v in (sample.get("id"), sample.get("kind"), sample.get("category"),
                                           sample.get("content_type"), sample.get("source")) if v)
+    where = " · ".join(str(v) for v in (sample.get("section"), f"page {sample['page']}" if sample.get("page") else None,
+                                        f"turn {sample['turn']} of {sample.get('turns')}" if (sample.get("turns") or 1) > 1 else None) if v)
     verdict = badge(False, no="ERROR") if sample.get("error") else badge(sample.get("passed"), unknown="NO CHECK")
-    parts = [tag("h3", heading or "sample", " ", verdict),
-             _labelled("question", sample.get("question"))]
+    parts = [tag("h3", heading or "sample", " ", verdict)]
+    if where:
+        parts.append(tag("p", where, class_="muted where"))
+    parts.append(_labelled("question", sample.get("question")))
     if sample.get("expected") is not None:
         parts.append(_labelled("expected", sample.get("expected")))
     keywords = sample.get("expected_keywords")
@@ -242,7 +252,8 @@ def _sample_card(sample: dict, thumbnails: dict[str, str | None]) -> Html:
         parts.append(tag("p", f"finish reason: {sample['finish_reason']}", class_="muted"))
     parts.append(tag("div", "checks", class_="label"))
     parts.append(_checks(_dict(sample.get("checks")), _dict(_dict(sample.get("judge")).get("metrics"))))
-    return tag("article", tag("div", _page_image(sample, thumbnails)), tag("div", parts), class_="sample")
+    # `image` is the path the scorer read; `image_ref` (relative to training_data/) only names it.
+    return tag("article", tag("div", pages.thumbnail(sample.get("image"), sample.get("image_ref"))), tag("div", parts), class_="sample")
 
 
 def _labelled(label: str, text: Any, css: str = "text") -> Html:
@@ -288,21 +299,6 @@ def _details(details: Any) -> Html | None:
         return None
     details = details if isinstance(details, list) else [details]
     return tag("ul", [tag("li", d) for d in details], class_="details")
-
-
-def _page_image(sample: dict, thumbnails: dict[str, str | None]) -> Html:
-    # `image` is the path the scorer read; `image_ref` (relative to training_data/) only names it.
-    path = sample.get("image")
-    name = sample.get("image_ref") or path
-    if not path:
-        return tag("div", f"no page image {name or ''}".strip(), class_="placeholder")
-    path = str(path)
-    if path not in thumbnails:
-        # Several questions often share a page: encode each image once.
-        thumbnails[path] = thumbnail_data_uri(Path(path))
-    if thumbnails[path] is None:
-        return tag("div", f"image unavailable: {name}", class_="placeholder")
-    return tag("img", src=thumbnails[path], alt=f"page {name}", loading="lazy")
 
 
 def thumbnail_data_uri(path: Path, width: int = THUMBNAIL_WIDTH) -> str | None:

@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from statistics import mean
 from typing import Any, Iterable
 
+from harness.breakdown import breakdowns, carried_fields, turn_counts
 from harness.specs import keyword_recall, match
 
 WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?")
@@ -44,6 +45,7 @@ def token_f1(expected: str, actual: str) -> float:
 def score_sample(sample: dict, prediction: dict | None) -> dict[str, Any]:
     """One score record: the sample, the model's answer, each check's verdict and the overall one."""
     record = {k: sample.get(k) for k in ("id", "kind", "category", "content_type", "source", "image", "image_ref", "question", "expected", "expected_keywords")}
+    record.update(carried_fields(sample))
     answer = prediction.get("answer") if prediction else None
     error = None if prediction else "no prediction (run `vlm3 generate` again)"
     error_kind = None if prediction else "missing"
@@ -142,5 +144,7 @@ def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **
     }
     # Rates and thresholds cover answered samples only; `complete` says whether that is all of them.
     summary["complete"] = summary["counts"]["errors"] == 0
+    summary["breakdowns"] = breakdowns(records)
+    summary["turns"] = turn_counts(records)
     summary["passed"] = bool(summary["probes"]["passed"]) if probes else bool(summary["metrics"]["pass_rate"] and summary["metrics"]["pass_rate"] >= probe_threshold)
     return summary

@@ -159,7 +159,7 @@ def test_to_dict_is_json_serialisable_and_complete():
     data = json.loads(json.dumps(c.to_dict()))
     assert data["label_b"] == "tuned" and data["paired"] == 1
     assert data["metrics"][1] == {"name": "token_f1", "n": 1, "mean_a": 0.5, "mean_b": 0.75, "delta": 0.25,
-                                  "ci_low": 0.25, "ci_high": 0.25, "unscored": 0}
+                                  "ci_low": 0.25, "ci_high": 0.25, "unscored": 0, "pages": 1}
     assert data["flips"][0]["before"] is True and data["flips"][0]["after"] is False
 
 

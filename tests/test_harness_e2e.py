@@ -29,18 +29,20 @@ def test_demo_finetuned_beats_base_on_memorised_probes(demo):
     assert memorised["base"] <= 0.2
     assert memorised["finetuned"] - memorised["base"] >= 0.5
     assert summary["demo"]["finetuned_beats_base"] is True
-    assert summary["counts"]["errors"] == 0 and summary["counts"]["samples"] == 32
+    assert summary["counts"]["errors"] == 0 and summary["counts"]["samples"] == 41  # 20 rows (3 with a second turn) + 12 probes + 6 general
     for key in ("by_category", "by_content_type", "probes", "thresholds"):
         assert summary[key]
     report = (demo.run / "report.html").read_text()
     assert "memorisation" in report
     assert (demo.run / "compare.html").exists()
     assert "fail -> pass" in demo.stdout
+    # Base and fine-tuned were both asked vlm3's general probes; the comparison says whether they were kept.
+    assert summary["demo"]["compare"]["general"]["n"] == 6 and "general ability" in demo.stdout
 
 
 def test_predictions_are_keyed_and_carry_no_secret(trained_run):
     records = [json.loads(line) for line in (trained_run / "eval" / "finetuned" / "predictions.jsonl").read_text().splitlines()]
-    assert len({(r["id"], r["model"], r["prompt_hash"]) for r in records}) == len(records) == 32
+    assert len({(r["id"], r["model"], r["prompt_hash"]) for r in records}) == len(records) == 41
     assert all(r["model"].endswith("output/merged") for r in records)
     meta = read_json(trained_run / "eval" / "finetuned" / "meta.json")
     assert "api_key" not in json.dumps(meta)
@@ -57,7 +59,7 @@ def test_rescore_without_regenerating(trained_run):
 
 
 def test_interrupted_generation_asks_only_for_the_missing(trained_run):
-    """Keep the probe answers of a finished run, drop the rest: a new run asks exactly for the 20 missing."""
+    """Keep the probe answers of a finished run, drop the rest: a new run asks exactly for the 29 missing (20 rows, 3 second turns, 6 general probes)."""
     done = trained_run / "eval" / "finetuned" / "predictions.jsonl"
     resume = trained_run / "eval" / "resume"
     resume.mkdir(exist_ok=True)
@@ -65,9 +67,9 @@ def test_interrupted_generation_asks_only_for_the_missing(trained_run):
     (resume / "predictions.jsonl").write_text("\n".join(kept) + "\n" + kept[0][: len(kept[0]) // 2])  # and a torn line
     proc = run_cli("generate", str(trained_run), "--label", "resume", timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "20 answered, 12 already saved, 0 failed" in proc.stdout
+    assert "29 answered, 12 already saved, 0 failed" in proc.stdout
     log = (trained_run / "logs" / "serve-resume.log").read_text()
-    assert log.count("POST /v1/chat/completions") == 20 + 1  # the 20 missing + the readiness ping
+    assert log.count("POST /v1/chat/completions") == 29 + 1  # the 29 missing + the readiness ping
     score = run_cli("score", str(resume))
     assert score.returncode == 0
     assert read_json(resume / "summary.json")["metrics"] == read_json(trained_run / "eval" / "finetuned" / "summary.json")["metrics"]

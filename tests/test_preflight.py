@@ -207,7 +207,7 @@ def test_resize_refuses_to_write_into_the_images_root(tmp_path):
     assert (root / "images" / "p.jpg").read_bytes() == before
 
 
-def test_check_warns_about_probes_that_eval_would_refuse(tmp_path):
+def test_check_stops_on_probes_that_eval_would_refuse(tmp_path):
     root, _ = dataset(tmp_path, [line()])
     probes = tmp_path / "probes.jsonl"
     probes.write_text("\ufeff" + json.dumps({"id": "a", "category": "torque_spec", "image": "images/p.jpg", "question": "Q?", "expected_answer": "40 Nm"}) + "\n"
@@ -215,7 +215,8 @@ def test_check_warns_about_probes_that_eval_would_refuse(tmp_path):
     recipe_file = tmp_path / "r.yaml"
     recipe_file.write_text(f"name: t\ncompute: {{gpu: cpu}}\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}, probes: {probes}}}\n")
     proc = run_cli("check", str(recipe_file), "--out", str(tmp_path / "pf"))
-    assert proc.returncode == 0, proc.stdout  # a warning: training does not read probes
+    # An error: the recipe evaluates with these probes, so it must stop before the GPU is paid for.
+    assert proc.returncode == 1, proc.stdout
     assert "probes.jsonl:2" in proc.stdout and "images/none.jpg" in proc.stdout and "vlm3 eval` stops" in proc.stdout
     assert "probes.jsonl:1" not in proc.stdout  # the BOM is accepted
 
@@ -228,3 +229,34 @@ def test_resize_flattens_transparent_pages_onto_white(tmp_path):
     assert run_cli("resize", str(recipe_file), "--out", str(out)).returncode == 0
     with Image.open(out / "images" / "clear.png") as img:
         assert img.mode == "RGB" and img.getextrema() == ((255, 255),) * 3
+
+
+def test_resize_reports_empty_and_truncated_images_by_file_and_line_and_writes_nothing(tmp_path):
+    root, _ = dataset(tmp_path, [line(), line("images/empty.jpg"), line("images/cut.jpg")])
+    (root / "images" / "empty.jpg").write_bytes(b"")
+    whole = (root / "images" / "p.jpg").read_bytes()
+    (root / "images" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}}}\n")
+    out = tmp_path / "resized"
+    proc = run_cli("resize", str(recipe_file), "--out", str(out))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "vlm_train.jsonl:2: image 'images/empty.jpg' cannot be decoded" in proc.stderr
+    assert "vlm_train.jsonl:3: image 'images/cut.jpg' cannot be decoded" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.trainer  # `train` finds the trainer environment before it reads the data
+def test_train_stops_before_training_on_bad_probes_and_lists_every_problem_of_a_line(tmp_path):
+    root, _ = dataset(tmp_path, [line()])
+    probes = tmp_path / "probes.jsonl"
+    # One line, three problems: no question, both expected fields, an image that is not there.
+    probes.write_text(json.dumps({"id": "a", "image": "images/none.jpg", "expected_answer": "40 Nm", "expected_keywords": ["x"]}) + "\n")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ncompute: {{gpu: cpu}}\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}, probes: {probes}}}\n")
+    proc = run_cli("train", str(recipe_file), "--runs-root", str(tmp_path / "runs"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    for message in ("probes.jsonl:1: probe: missing question", "give exactly one of expected_answer and expected_keywords",
+                    "image 'images/none.jpg' not found"):
+        assert message in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()  # stopped before a run was made, let alone trained

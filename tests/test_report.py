@@ -86,7 +86,7 @@ def test_writes_one_self_contained_file_with_all_sections(tmp_path, scores):
     assert text.count("<svg") >= 4  # two histograms, category bars, probe bars
     assert "data:image/jpeg;base64," in text
     # Self-contained: nothing fetched from elsewhere.
-    assert not re.search(r'(src|href)="(?!data:)', text)
+    assert not re.search(r'(src|href)="(?!data:|#)', text)
 
 
 @pytest.mark.parametrize("expected", [
@@ -221,3 +221,23 @@ def test_pct(rate, text):
 def test_tag_escapes_children_and_attributes():
     assert tag("p", "<i>", title='"x"') == '<p title="&quot;x&quot;">&lt;i&gt;</p>'
     assert tag("div", tag("b", "ok")) == "<div><b>ok</b></div>"
+
+
+def test_a_page_is_embedded_once_and_its_thumbnail_opens_it_full_size(tmp_path, page_image):
+    shared = [dict(sample(f"s{i}", passed=False, image=page_image, spec=failing_spec()), section="11 Engine", page="11-03")
+              for i in range(3)]
+    _, text = render(tmp_path, summary(), shared)
+    assert text.count("data:image/jpeg;base64,") == 1  # three cards, one page, one copy
+    assert text.count('href="#full-pg1"') == 3 and 'id="full-pg1"' in text
+    assert "11 Engine · page 11-03" in gallery(text)  # each card says where in the manual it is
+
+
+def test_histogram_title_and_counts_do_not_overlap_and_an_outlier_keeps_small_bins_visible():
+    from harness.html import svg_histogram
+
+    plot = svg_histogram([0.95] * 200 + [0.05], "token F1")
+    title_y = float(re.search(r'<text x="[\d.]+" y="([\d.]+)"[^>]*>token F1', plot).group(1))
+    count_ys = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" text-anchor="middle">\d+</text>', plot)]
+    assert count_ys and min(count_ys) - title_y >= 12  # one text line apart (11 px font)
+    heights = [float(h) for h in re.findall(r'<rect[^>]* height="([\d.]+)"', plot)]
+    assert sorted(h for h in heights if h > 0)[0] >= 3  # the single 0.05 still shows next to the 200

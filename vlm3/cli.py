@@ -111,7 +111,7 @@ def train_recipe(recipe, runs_root: Path, merge: bool):
     dropped = f", {report['dropped']} over-long row(s) dropped" if report["dropped"] else ""
     console.print(f"data checked and converted ({len(report['warnings'])} warning(s){dropped}); Axolotl accepts the rendered config")
     result = train_with_progress(run, env)
-    console.print(f"trained {describe_training(result.log)}; adapter in {result.adapter_dir}")
+    report_training(run, result)
     if merge:
         merge_and_report(run, env)
     run.point_latest()
@@ -136,9 +136,26 @@ def train_with_progress(run: RunDir, env):
         return train_run(run, env, on_output=show)
 
 
+def report_training(run: RunDir, result) -> None:
+    """The trainer's own step count and curves (trainer_state.json), the training report, and its warnings."""
+    from vlm3.train_report import TrainReportError, describe, write_train_report
+
+    try:
+        report, html = write_train_report(run.path)
+    except TrainReportError:
+        console.print(f"trained {describe_training(result.log)}; adapter in {result.adapter_dir}")
+        return
+    console.print(f"trained {describe(report)}; adapter in {result.adapter_dir}")
+    for warning in report["warnings"]:
+        console.print(f"  warning: {warning}", markup=False)
+    console.print(f"training report (loss curves): {html}")
+
+
 def describe_training(log) -> str:
     """'465 steps: loss 6.6 -> 0.03', saying so when too few losses were logged to show a trend."""
     metrics = log.to_dict()
+    if not log.losses:
+        return f"{log.total_steps} steps: no training loss was logged (fewer steps than train.logging_steps: lower it to see the loss)"
     text = f"{log.total_steps} steps: loss {metrics['first_loss']} -> {metrics['final_loss']}"
     if len(log.losses) < 2:
         text += " (one loss logged: lower train.logging_steps to see the trend)"
@@ -207,11 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     from vlm3.eval_cmds import register as register_eval
     from vlm3.preflight_cmds import register as register_preflight
 
+    from vlm3.iterate_cmds import register as register_iterate
+
     register_preflight(sub)
     register_eval(sub)
     from vlm3.ask import register as register_ask
 
     register_ask(sub)
+    register_iterate(sub)
     return parser
 
 

@@ -71,7 +71,7 @@ def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, l
         # Only the endpoint's own key: a general OPENAI_API_KEY must never be sent to a third-party endpoint.
         api_key = args.api_key or os.environ.get("VLM3_API_KEY") or "EMPTY"
         base_url = args.endpoint.rstrip("/")
-        yield Endpoint(base_url, api_key, args.model or recipe.served_name, base_url)
+        yield Endpoint(base_url, api_key, args.model or default_model_name(base_url, api_key, recipe, run, args.base), base_url)
         return
     if run is None:
         raise RunError("pass --endpoint URL (and --api-key) to evaluate a recipe without a local run")
@@ -88,6 +88,35 @@ def endpoint_folder(base_url: str) -> str:
     parsed = urlsplit(base_url.rstrip("/"))
     readable = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{parsed.netloc}{parsed.path}").strip("-.")[:60] or "endpoint"
     return f"{readable}-{hashlib.sha256(base_url.rstrip('/').encode()).hexdigest()[:8]}"
+
+
+def listed_models(base_url: str, api_key: str, timeout_s: float = 10.0) -> list[str] | None:
+    """The ids an OpenAI-compatible endpoint lists at /models; None when it does not answer."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s)
+        data = response.json().get("data") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")] if isinstance(data, list) else None
+
+
+def default_model_name(base_url: str, api_key: str, recipe: Recipe, run: RunDir | None, base: bool) -> str:
+    """The model to request without --model: the one the endpoint serves.
+
+    One listed model (vLLM with --served-model-name): that one. Several: the recipe's served name if
+    listed. `transformers serve` lists only its hub cache, and serves a folder by its path: for a run,
+    the folder `vlm3 serve RUN` serves. Else the recipe's served_model_name."""
+    listed = listed_models(base_url, api_key) or []
+    if len(listed) == 1:
+        return listed[0]
+    if recipe.served_name in listed:
+        return recipe.served_name
+    if run is not None:
+        with contextlib.suppress(RunError):
+            return str(model_dir_for(run, recipe, base).resolve())
+    return recipe.served_name
 
 
 def eval_dir_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, label: str) -> Path:
@@ -113,8 +142,9 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
 
     recipe, run = resolve_target(args.target)
     label = default_label(args)
-    samples = load_eval_samples(recipe, only=args.only, max_samples=args.max_samples)
     eval_dir = eval_dir_for(args, recipe, run, label)
+    # vlm3's general probes (reading, counting, transcribing) are drawn into the evaluation directory.
+    samples = load_eval_samples(recipe, only=args.only, max_samples=args.max_samples, general_dir=eval_dir / "general_probes")
     with endpoint_for(args, recipe, run, label) as endpoint:
         base_url = endpoint.base_url
         settings = GenerationSettings(
@@ -218,11 +248,43 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def require_judge_before_generating(args: argparse.Namespace) -> None:
+    """--judge: a judge that cannot run (no key) is said before any answer is generated, not after."""
+    if args.judge is not True:
+        return
+    from harness.judge import JudgeError, judge_status
+
+    recipe, _ = resolve_target(args.target)
+    reason = judge_status(recipe.eval.judge)[1]
+    if reason:
+        raise JudgeError(f"the judge was asked for (--judge) but cannot run: {reason.removeprefix('judge skipped: ')}. "
+                         "Nothing was generated; set the key (or drop --judge) and run again.")
+
+
+def probes_below(summary: dict, fail_under: float | None) -> str | None:
+    """Why the probes fail the --fail-under / --strict gate, or None when they pass it (or there are none)."""
+    probes = summary.get("probes") or {}
+    if fail_under is None or not probes.get("n"):
+        return None
+    rate = probes.get("pass_rate")
+    if rate is None or rate < fail_under:
+        shown = "no verdict" if rate is None else f"{100 * rate:.1f}%"
+        return f"probes passed {shown} of {probes['n']}, below {100 * fail_under:.1f}%"
+    return None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    eval_dir, _, _ = run_generation(args)
+    require_judge_before_generating(args)
+    eval_dir, recipe, _ = run_generation(args)
     summary = score_with_judge(eval_dir, args.judge)
     print_summary(summary, eval_dir)
-    return finish_generation(summary, eval_dir, f"vlm3 compare <other eval dir> {eval_dir}")
+    code = finish_generation(summary, eval_dir, f"vlm3 compare <other eval dir> {eval_dir}")
+    fail_under = args.fail_under if args.fail_under is not None else (recipe.eval.probe_pass_threshold if args.strict else None)
+    below = probes_below(summary, fail_under)
+    if below:
+        console().print(f"FAIL: {below} (--{'fail-under' if args.fail_under is not None else 'strict'})", markup=False)
+        return 1
+    return code
 
 
 def finish_generation(summary: dict, eval_dir: Path, next_command: str) -> int:
@@ -237,7 +299,7 @@ def finish_generation(summary: dict, eval_dir: Path, next_command: str) -> int:
 
 
 def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
-    from harness.compare import compare_scores, format_comparison, render_compare_html
+    from harness.compare import comparison_file_stem, compare_scores, format_comparison, render_compare_html
     from harness.evaluation import EvalError, load_jsonl
 
     for d in (dir_a, dir_b):
@@ -248,15 +310,34 @@ def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
     if label_a == label_b:
         label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
     comparison = compare_scores(load_jsonl(dir_a / "scores.jsonl"), load_jsonl(dir_b / "scores.jsonl"), label_a, label_b)
-    out = out or dir_b / f"compare-{dir_a.name}.html"
+    # The name says which two evaluations it compares; it sits beside them (RUN/eval/).
+    out = out or dir_b.parent / f"{comparison_file_stem(label_a, label_b)}.html"
     render_compare_html(comparison, out)
+    from data_adapters.jsonio import write_json
+
+    write_json(out.with_suffix(".json"), comparison.to_dict())
     console().print(format_comparison(comparison), markup=False)
-    console().print(f"comparison: {out}")
+    console().print(f"comparison: {out} (and {out.with_suffix('.json').name})")
     return comparison, out
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    compare_dirs(Path(args.eval_a), Path(args.eval_b), Path(args.out) if args.out else None)
+    from harness.compare import format_ci, format_delta, worse_with_confidence
+    from harness.evaluation import EvalError
+
+    comparison, _ = compare_dirs(Path(args.eval_a), Path(args.eval_b), Path(args.out) if args.out else None)
+    if args.fail_if_worse:
+        from harness.compare import UnknownMetric
+
+        try:
+            worse = worse_with_confidence(comparison, args.fail_if_worse)
+        except UnknownMetric as exc:
+            raise EvalError(str(exc)) from None
+        if worse is not None:
+            console().print(f"FAIL: B is worse on {worse.name}: {format_delta(worse.name, worse.delta)} "
+                            f"{format_ci(worse.name, worse.ci_low, worse.ci_high)} (the interval excludes zero)", markup=False)
+            return 1
+        console().print(f"--fail-if-worse {args.fail_if_worse}: B is not worse with confidence", markup=False)
     return 0
 
 
@@ -337,9 +418,37 @@ def cmd_deepeval(args: argparse.Namespace) -> int:
 
     if not (Path(args.eval_dir) / "meta.json").exists() or not (Path(args.eval_dir) / "samples.jsonl").exists():
         raise EvalError(f"{args.eval_dir} is not an evaluation directory (no meta.json / samples.jsonl); run `vlm3 generate` first")
+    from harness.evaluation import judge_spec_of
+    from harness.judge import judge_status
+
+    eval_dir = Path(args.eval_dir)
+    reason = judge_status(judge_spec_of(json.loads((eval_dir / "meta.json").read_text(encoding="utf-8"))))[1]
+    if reason:
+        # Every test would be skipped: a run with no test is not a pass.
+        raise EvalError(f"no DeepEval test would run: {reason.removeprefix('judge skipped: ')}. Nothing was run.")
     extra = args.deepeval_args[1:] if args.deepeval_args[:1] == ["--"] else args.deepeval_args
-    argv, env = deepeval_command(Path(args.eval_dir), extra, args.max_samples)
-    return subprocess.run(argv, cwd=args.eval_dir, env={**os.environ, **env}).returncode
+    junit = eval_dir.resolve() / ".deepeval" / "junit.xml"
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    junit.unlink(missing_ok=True)
+    argv, env = deepeval_command(eval_dir, [*extra, f"--junitxml={junit}"], args.max_samples)
+    code = subprocess.run(argv, cwd=args.eval_dir, env={**os.environ, **env}).returncode
+    ran = tests_that_ran(junit)
+    if code == 0 and ran == 0:
+        console().print("no DeepEval test ran (all skipped or none selected): exit 1", markup=False)
+        return 1
+    return code
+
+
+def tests_that_ran(junit: Path) -> int | None:
+    """Tests run minus skipped, from pytest's JUnit XML; None when the file is missing or unreadable."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(junit).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    return sum(int(s.get("tests", 0)) - int(s.get("skipped", 0)) for s in suites)
 
 
 def add_judge_flag(p: argparse.ArgumentParser) -> None:
@@ -354,7 +463,8 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name to request (default: the recipe's served_model_name)")
     p.add_argument("--label", help="name of this evaluation (default: finetuned / base / endpoint)")
     p.add_argument("--base", action="store_true", help="serve the base model instead of the merged one")
-    p.add_argument("--only", choices=["all", "val", "probes"], default="all")
+    p.add_argument("--only", choices=["all", "val", "probes", "general"], default="all",
+                   help="probes: the recipe's probes and vlm3's general ones; general: those only")
     p.add_argument("--max-samples", type=int, help="first N validation samples only (probes are always all)")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--out", help="evaluation directory (default: RUN/eval/LABEL)")
@@ -376,6 +486,8 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="generate, then score and write the report")
     add_endpoint_args(p)
     add_judge_flag(p)
+    p.add_argument("--fail-under", type=float, metavar="RATE", help="exit 1 when the probe pass rate is below RATE (0-1): a CI gate")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the probes are below eval.probe_pass_threshold")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("score", help="re-score saved predictions (no endpoint needed)")
@@ -398,7 +510,10 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="paired comparison of two evaluations (bootstrap 95%% CI)")
     p.add_argument("eval_a")
     p.add_argument("eval_b")
-    p.add_argument("--out")
+    p.add_argument("--out", help="HTML file (default: compare-<A>-vs-<B>.html beside EVAL_B; a .json beside it)")
+    p.add_argument("--fail-if-worse", metavar="METRIC",
+                   help="exit 1 when B is worse than A on METRIC (e.g. pass_rate, spec_score, judge:correctness) "
+                        "and the 95%% interval excludes zero: a CI gate")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("demo", help="the whole pipeline on the tiny CPU model")

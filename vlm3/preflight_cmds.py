@@ -159,6 +159,22 @@ def content_key(path: Path, max_pixels: int, min_pixels: int) -> str:
     return f"{digest}-{min_pixels}-{max_pixels}"
 
 
+def unreadable_images(rows, root: Path) -> list:
+    """Each row whose image is empty, truncated or not an image, by file and line (as `vlm3 check` reports it)."""
+    from data_adapters.checks import inspect_image
+    from data_adapters.pipeline import Problem
+
+    seen: dict[str, object] = {}
+    problems = []
+    for row in rows:
+        if row.image not in seen:
+            seen[row.image] = inspect_image(root, row.image, decode=True)
+        info = seen[row.image]
+        if info.code in ("image_undecodable", "image_missing", "image_outside_root"):
+            problems.append(Problem(row.file, row.line, f"{info.problem}: fix or replace it, then run `vlm3 resize` again", code=info.code))
+    return problems
+
+
 def cmd_resize(args: argparse.Namespace) -> int:
     """Pre-resized copies at the recipe's pixel cap: smaller uploads and less GPU-side preprocessing."""
     from PIL import Image
@@ -170,12 +186,19 @@ def cmd_resize(args: argparse.Namespace) -> int:
         from vlm3.cli import UserError
 
         raise UserError(f"--out {out} overlaps the images root {root}: resized copies go to a separate folder, originals are never touched")
-    cache = out / ".cache"
-    cache.mkdir(parents=True, exist_ok=True)
     images: set[str] = set()
+    problems = []
     for path in (recipe.data.train, recipe.data.val):
         rows, _ = read_pipeline(path)
         images |= {r.image for r in rows}
+        problems += unreadable_images(rows, root)
+    if problems:
+        # Every image is decoded before anything is written: a bad page leaves no half-made folder.
+        from data_adapters.pipeline import DataError
+
+        raise DataError(problems)
+    cache = out / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
     written = reused = 0
     for image in sorted(images):
         source = resolve_image(root, image)
@@ -187,9 +210,13 @@ def cmd_resize(args: argparse.Namespace) -> int:
             reused += 1
         else:
             staging = cache / f".{key}.partial{source.suffix.lower()}"
-            with Image.open(source) as img:
-                height, width = resized_size(img.height, img.width, recipe.images.min_pixels, recipe.images.max_pixels)
-                flatten_on_white(img).resize((width, height), Image.Resampling.BICUBIC).save(staging, quality=90)
+            try:
+                with Image.open(source) as img:
+                    height, width = resized_size(img.height, img.width, recipe.images.min_pixels, recipe.images.max_pixels)
+                    flatten_on_white(img).resize((width, height), Image.Resampling.BICUBIC).save(staging, quality=90)
+            except BaseException:
+                staging.unlink(missing_ok=True)
+                raise
             os.replace(staging, cached)
             written += 1
         target = out / image

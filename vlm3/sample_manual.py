@@ -650,6 +650,9 @@ def probe_record(page: Page, qa: QA, source: str) -> dict:
         record["expected_answer"] = qa.answer
     record["content_type"] = page.spec.content_type
     record["source"] = source
+    # Where the probe's page sits in the manual: `vlm3 weak` and the breakdowns group by these.
+    record["section"] = page.spec.section
+    record["page"] = page.spec.page
     return record
 
 

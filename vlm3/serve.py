@@ -93,6 +93,23 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def hub_cache_env(folder: Path, environ: dict | None = None) -> dict[str, str]:
+    """HF_HUB_CACHE for the server when the user has no Hugging Face cache folder.
+
+    `transformers serve` answers /v1/models by scanning the hub cache and fails (HTTP 500) when the
+    folder does not exist; an empty folder beside the server's log makes it answer. An existing
+    cache is left as it is."""
+    environ = os.environ if environ is None else environ
+    if environ.get("HF_HUB_CACHE"):
+        return {}
+    home = Path(environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    if (home / "hub").is_dir():
+        return {}
+    cache = folder / "hf-hub-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"HF_HUB_CACHE": str(cache.resolve())}
+
+
 def wait_until_ready(server: LocalServer, timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     root = server.base_url.removesuffix("/v1")
@@ -130,7 +147,7 @@ def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: 
         # Its own process group, so stop() reaches every process it starts; die_with_parent for a kill -9 of vlm3.
         process = subprocess.Popen(
             serve_argv(env, model_dir, port, guarded=bool(api_key)), stdout=log, stderr=subprocess.STDOUT,
-            env=env.environ(extra), start_new_session=True, preexec_fn=die_with_parent,
+            env=env.environ(extra | hub_cache_env(log_file.parent)), start_new_session=True, preexec_fn=die_with_parent,
         )
     server = LocalServer(f"http://{HOST}:{port}/v1", str(model_dir), process, log_file, api_key)
     try:

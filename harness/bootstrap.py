@@ -1,0 +1,68 @@
+"""Bootstrap intervals that resample pages, not questions: questions about one page are not independent.
+
+Usage:
+    low, high = cluster_bootstrap_ci(values, clusters, resamples=2000, seed=0)
+    # values: one number per sample (a 0/1 verdict, a score, or a paired difference B - A)
+    # clusters: the page each sample is about (its image), same length
+
+Several questions share a page; a model that cannot read that page fails all of them together.
+Resampling questions treats them as independent draws and gives intervals that are too narrow;
+resampling whole pages (with all their questions) keeps that dependence. Each resample is the
+mean over the questions of the drawn pages (a ratio estimator: pages with more questions weigh
+more, as in the plain mean). With one question per page this is the ordinary bootstrap.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    position = q * (len(sorted_values) - 1)
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence[Hashable], resamples: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the mean of `values`, resampling whole clusters with replacement; deterministic for a seed."""
+    if not values:
+        raise ValueError("cluster_bootstrap_ci needs at least one value")
+    if len(values) != len(clusters):
+        raise ValueError(f"values and clusters differ in length ({len(values)} vs {len(clusters)})")
+    if resamples < 1:
+        raise ValueError(f"resamples must be at least 1, got {resamples}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if all(v == values[0] for v in values):
+        # Every resample has the same mean; return it exactly rather than with summation rounding.
+        return float(values[0]), float(values[0])
+    groups: dict[Hashable, list[float]] = defaultdict(list)
+    for value, cluster in zip(values, clusters):
+        groups[cluster].append(float(value))
+    # Per page: (sum, count); a resample's mean is sum of sums over sum of counts.
+    totals = [(sum(group), len(group)) for group in groups.values()]
+    rng = random.Random(seed)
+    k = len(totals)
+    means = []
+    for _ in range(resamples):
+        drawn = rng.choices(totals, k=k)
+        means.append(sum(s for s, _ in drawn) / sum(n for _, n in drawn))
+    means.sort()
+    tail = (1 - level) / 2
+    return quantile(means, tail), quantile(means, 1 - tail)
+
+
+def page_of(sample: dict) -> str | None:
+    """The page a sample is about: its image as written in the data (else as scored); None when it names none."""
+    page = sample.get("image_ref") or sample.get("image")
+    return None if page is None else str(page)
+
+
+def clusters_of(samples: Sequence[dict]) -> list[Hashable]:
+    """One cluster key per sample: its page, or the sample alone when it names no page (nothing to cluster by)."""
+    return [page if (page := page_of(s)) is not None else ("sample", i) for i, s in enumerate(samples)]
