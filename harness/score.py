@@ -124,7 +124,6 @@ def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **
             # read; graded by keywords or the judge). Never counted as a spec pass or fail.
             "spec_checked": sum(1 for r in records if (r["checks"].get("spec") or {}).get("applicable") is True),
             "spec_not_applicable": sum(1 for r in records if (r["checks"].get("spec") or {}).get("applicable") is False),
-
         },
         "metrics": group_metrics(records),
         "by_category": grouped(records, "category"),

@@ -172,7 +172,7 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
 # A unit follows the number after at most two spaces, or a hyphen before a word ("16-meter", "a 10-mm socket");
 # a unit followed by "/" and a letter is part of a rate ("10 l/km"), not one of these.
 _UNIT_RE = re.compile("(?:[ \t]{0,2}|-(?=[A-Za-zµ°]))(?:" + "|".join(f"(?P<u{i}>{p})" for i, (p, _, _) in enumerate(UNIT_FORMS))
-                      + r")(?!\s?/\s?[A-Za-z]|\^|\s?(?:cubed|squared|per)\b)")
+                      + r")(?!/[A-Za-z]|\^|\s?(?:cubed|squared|per)\b)")
 
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
          "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
@@ -258,7 +258,7 @@ _CONDITION_WORDS = re.compile(
     r"(?=[a@i(chwon])(?i:(?:\bat|@)\s*(?P<idle>idle)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)|\b(?P<cold>cold)\b"
     r"|\b(?P<hot>hot|warm|warmed[\s-]up|(?:normal\s+)?operating\s+temperature)\b)")
 _SENTENCE_END = re.compile(r"\n|;|[.!?](?=\s+[A-Z(]|\s*$)")
-_SEGMENT_END = re.compile(r"(?=[\n;,.!?atwb])(?:\n|;|,|(?<!min)(?<!max)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b))")
+_SEGMENT_END = re.compile(r"(?=[\n;,.!?atwb ])(?:\n|;|,| / |(?<!min)(?<!max)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b))")
 _LABEL_RE = re.compile(
     r"(?=[mspfiertnoul1-5])(?i:\b(?P<size>M\d{1,2})(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\b"
     r"|\b(?:stage|step|pass)\s*#?\s*(?P<stage>\d{1,2})\b|\b(?P<stage_ord>\d)(?:st|nd|rd|th)\s+(?:stage|step|pass)\b"
@@ -712,13 +712,25 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
     spec_starts = [quantities[k].start for k in specs]
     spec_ends = [quantities[k].end for k in specs]
     all_starts = [q.start for q in quantities]
+    found_labels = []
     for m in _LABEL_RE.finditer(low):
         kind, value = _label(m)
         inside = bisect.bisect_right(all_starts, m.start()) - 1
         if kind == "size" and inside >= 0 and m.start() < quantities[inside].end:
             continue  # the "M8" of "M8 x 1.25 mm" already read as an incidental size
-        segment = bisect.bisect_left(segment_ends, m.start())
+        found_labels.append((m, kind, value, bisect.bisect_left(segment_ends, m.start())))
+    for m, kind, value, segment in found_labels:
         targets = by_segment.get(segment, [])
+        if len(targets) > 1:
+            # Two labels of one kind in a segment ("Stage 1: 39 Nm / Stage 2: 90°" without a break):
+            # each takes the values up to the next label of its kind.
+            rivals = [r.start() for r, kd, _, sg in found_labels if sg == segment and kd == kind and r is not m]
+            if rivals:
+                upto = min((r for r in rivals if r > m.start()), default=len(text))
+                after = [k for k in targets if m.start() < quantities[k].start < upto]
+                since = max((r for r in rivals if r < m.start()), default=-1)
+                targets = after or [k for k in targets if since < quantities[k].start < m.start()][-1:]
+
         if not targets:  # "For M10 bolts, 45 Nm": the next value of the sentence
             n = bisect.bisect_left(spec_starts, m.end())
             if n < len(specs) and spec_sentences[specs[n]] == bisect.bisect_left(sentence_ends, m.start()) \

@@ -452,3 +452,21 @@ def test_keyword_recall_lists_found_and_missing_and_honours_threshold():
     assert result.passed
     assert result.found == ("gasket",)
     assert result.missing == ("sealant",)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_text_of_the_sample_manual_grades_itself_as_a_pass(tmp_path, seed):
+    # The project's own synthetic manual (equivalents rounded with its own factor, page layouts with
+    # slashes between stages): a correct answer copied from the page must pass.
+    from vlm3.sample_manual import generate_sample_manual
+
+    generate_sample_manual(tmp_path, seed=seed)
+    texts = set()
+    for path in tmp_path.rglob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            texts.update(t for t in (row.get("expected_answer"), (row.get("metadata") or {}).get("page_text")) if t)
+            texts.update(m["content"] for m in row.get("conversations", []) if m.get("role") == "assistant")
+    assert len(texts) > 50
+    failures = [(text, match(text, text).details) for text in texts if match(text, text).applicable and not match(text, text).passed]
+    assert failures == []
