@@ -85,3 +85,12 @@ def test_the_trained_demo_run_has_a_report_from_the_trainers_own_state(trained_r
     assert report["train_points"] >= 10 and report["best_eval_step"] is not None
     assert report["steps"] == json.loads((trained_run / "status.json").read_text())["stages"]["train"]["steps"]
     assert (trained_run / "train_report.html").exists()
+
+
+def test_train_line_says_plainly_when_no_loss_was_logged():
+    from vlm3.cli import describe_training
+    from vlm3.trainer_env import TrainingLog
+
+    log = TrainingLog()
+    log.feed(" 50%|#####     | 2/4 [00:01<00:01]\r100%|##########| 4/4 [00:02<00:00]\n{'eval_loss': 5.1}\n")
+    assert describe_training(log) == "4 steps: no training loss was logged (fewer steps than train.logging_steps: lower it to see the loss)"

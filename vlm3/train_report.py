@@ -101,7 +101,7 @@ def summarize_history(history: TrainHistory) -> dict[str, Any]:
             if history.checkpoints and history.steps_known:
                 nearest = min(history.checkpoints, key=lambda s: (abs(s - best_step), s))
                 report["better_checkpoint"] = f"output/checkpoint-{nearest}"
-                exact = "" if nearest == best_step else f" (the saved checkpoint nearest to step {best_step}; save_steps a multiple of eval_steps saves the best one)"
+                exact = "" if nearest == best_step else f" (the saved checkpoint nearest to step {best_step}; train.save_steps equal to train.eval_steps keeps one at every evaluation)"
                 advice = f"the better checkpoint is output/checkpoint-{nearest}{exact}"
             else:
                 advice = "no checkpoint near it was saved: set train.save_steps equal to train.eval_steps and train again"
