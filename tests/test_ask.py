@@ -451,3 +451,24 @@ def test_ask_a_folder_that_is_no_run_is_a_clear_error(tmp_path, page):
     proc = run_cli("ask", str(tmp_path), str(page), QUESTION)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "is not a run directory" in proc.stderr and "endpoint URL" in proc.stderr
+
+
+@pytest.mark.trainer
+def test_ask_a_run_uses_its_recipes_system_prompt_and_max_tokens(tiny_server, manual_page, tmp_path):
+    """A run whose merged model is the tiny model: `vlm3 ask RUN` must send what `vlm3 ask URL` sends with the recipe's settings."""
+    from vlm3.recipe import load_recipe
+    from vlm3.runs import RunDir
+
+    recipe = load_recipe(ROOT / "recipes" / "tiny_cpu_demo.yaml")
+    recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"system_prompt": "Answer from the BMW manual only."})})
+    run = RunDir.create(recipe, root=tmp_path / "runs")
+    run.output_dir.mkdir(parents=True)
+    run.merged_dir.symlink_to(TINY_MODEL, target_is_directory=True)
+    proc = run_cli("ask", str(run.path), str(manual_page), QUESTION, "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    from_run = json.loads(proc.stdout)
+    from_url = ask_json(tiny_server, str(manual_page), "--system", "Answer from the BMW manual only.", max_tokens=recipe.eval.max_tokens)
+    assert (from_run["text"], from_run["prompt_tokens"], from_run["completion_tokens"]) == \
+        (from_url["text"], from_url["prompt_tokens"], from_url["completion_tokens"])
+    assert from_run["prompt_tokens"] > ask_json(tiny_server, str(manual_page), max_tokens=1)["prompt_tokens"]  # the system turn was sent
+    assert (run.logs_dir / "serve-ask.log").exists() and "serving" in proc.stderr
