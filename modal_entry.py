@@ -213,7 +213,8 @@ def merge(run_name: str) -> dict:
     finally:
         commit(runs_volume)
         commit(hf_volume)
-    return {"run": run_name, "ok": check["ok"], "max_abs_diff": check.get("max_abs_diff")}
+    return {"run": run_name, "ok": check["ok"], "dtype": check.get("dtype"), "max_abs_diff": check.get("max_abs_diff"),
+            "max_ulp_error": check.get("max_ulp_error")}
 
 
 @app.function(image=vllm_image, volumes=VOLUMES, gpu=ServeSpec().gpu, timeout=ms.SMOKE_TIMEOUT_S, retries=1)

@@ -152,7 +152,12 @@ def merge_and_report(run: RunDir, env) -> None:
 
     result = merge_run(run, env)
     diff = result.get("max_abs_diff")
-    check = f"; merged logits equal base+adapter (max |diff| {diff:.1e})" if diff is not None else ""
+    check = (
+        f"; {result['lora_targets']} LoRA targets and {result['modules_to_save']} saved modules hold W + scale*B@A in "
+        f"{result['dtype']} (worst {result['max_ulp_error']:g} ulp); merged logits equal base+adapter "
+        f"(max |diff| {diff:.1e}, tolerance {result['logit_tolerance']:.1e})"
+        if diff is not None else ""
+    )
     console.print(f"merged -> {run.merged_dir}{check}")
 
 
