@@ -1,7 +1,8 @@
 """vlm3 on Modal: train, merge, smoke-test, serve and evaluate a recipe where the GPUs are.
 
 Usage:
-    modal run modal_entry.py --recipe recipes/e30m3_lora.yaml                    # check here, upload, train, merge, smoke test
+    vlm3 modal train recipes/e30m3_lora.yaml                                     # check here first, then build, upload, train, merge, smoke test
+    modal run modal_entry.py --recipe recipes/e30m3_lora.yaml                    # the same; Modal builds every image before the checks run
     modal run --detach modal_entry.py --recipe recipes/e30m3_lora.yaml           # the same; closing the laptop does not stop it
     modal run modal_entry.py --recipe recipes/e30m3_lora.yaml --max-samples 100  # a train-dev run
     modal run modal_entry.py --run e30m3-lora/20261125T170000Z                   # continue a run: training resumes from its last checkpoint

@@ -171,6 +171,20 @@ def test_flash_attention_needs_its_image_and_a_gpu_it_has_kernels_for(gpu, flash
     assert len(problems) == len(expected) and all(word in p for word, p in zip(expected, problems)), problems
 
 
+@pytest.mark.trainer
+def test_torchs_wheel_has_kernels_for_every_modal_gpu():
+    """SDPA needs no extra kernels: the trainer image's torch carries code for each GPU (same major, minor <= it)."""
+    from vlm3.trainer_env import TrainerEnv
+
+    env = TrainerEnv.locate()
+    probe = subprocess.run([str(env.python), "-c", "import torch; print(torch._C._cuda_getArchFlags())"],
+                           capture_output=True, text=True, timeout=120)
+    arches = {int(flag.removeprefix("sm_")) for flag in probe.stdout.split() if flag.startswith("sm_")}
+    assert arches, probe.stdout + probe.stderr
+    for gpu, sm in ms.GPU_SM.items():
+        assert any(a // 10 == sm // 10 and a <= sm for a in arches), f"{gpu} (sm_{sm}) has no kernels in {sorted(arches)}"
+
+
 @pytest.mark.parametrize("flash", ["", "1"])
 def test_the_default_trainer_image_compiles_nothing(monkeypatch, flash):
     """flash-attn (sdist only: a compile) is in the trainer image only when asked for, with a bounded build."""

@@ -46,7 +46,7 @@ ENDPOINT_KEY_VAR = "VLLM_API_KEY"  # vLLM reads it; the key is never on a comman
 # Image pins. The trainer image is requirements-train.txt (what the tests run locally) plus
 # DeepSpeed at the version Axolotl 0.19.0's extras name, all from wheels: its first build takes
 # minutes. Attention is PyTorch's SDPA, whose kernels ship in torch's wheel for every GPU here
-# (B200's sm_100 included). flash-attention is an opt-in image (FLASH_ATTN_ENV), compiled once.
+# (torch 2.13.0+cu130 carries sm_75 sm_80 sm_86 sm_90 sm_100 sm_120: B200 included). flash-attention is an opt-in image (FLASH_ATTN_ENV), compiled once.
 PYTHON_VERSION = "3.11"
 AXOLOTL_VERSION = "0.19.0"
 TORCH_VERSION = "2.13.0"  # PyPI's build is CUDA 13.0 (torch.version.cuda == "13.0")
