@@ -25,7 +25,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: help install trainer-env tiny-model sample-data demo test test-fast golden validate check plan \
+.PHONY: help install trainer-env tiny-model sample-data demo test test-real test-fast golden validate check plan \
         prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
         bench bench-judge bench-specs judge-estimate deepeval modal-train modal-train-dev clean
 
@@ -62,11 +62,14 @@ sample-data: $(SAMPLE)/training_data/vlm_train.jsonl ## generate the synthetic s
 demo: install trainer-env tiny-model sample-data ## the whole pipeline on the tiny CPU model
 	$(VLM3) demo recipes/tiny_cpu_demo.yaml
 
-test: install trainer-env tiny-model sample-data ## all tests (CPU, no network, no keys)
-	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q
+test: install trainer-env tiny-model sample-data ## all tests but the real-regime tier (CPU, no network, no keys)
+	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m "not real"
+
+test-real: install trainer-env tiny-model sample-data ## the 7B recipes' regime on CPU: bf16 7B-shaped tiny model, LoRA r 64, merge check
+	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m real
 
 test-fast: install ## tests that need no trainer environment
-	$(BIN)/python -m pytest -q -m "not trainer"
+	$(BIN)/python -m pytest -q -m "not trainer and not real"
 
 golden: install ## regenerate golden files; review the diff before committing
 	VLM3_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_render.py tests/test_modal.py -k golden
@@ -98,11 +101,11 @@ serve-local: install trainer-env ## serve a run's merged model with transformers
 serve: install ## deploy a run's vLLM endpoint on Modal: make serve RUN=runs/e30m3-lora/<time>
 	VLM3_RUN=$(RUN) $(BIN)/modal deploy modal_entry.py
 
-modal-train: install ## check here, then train, merge and smoke-test on Modal: make modal-train RECIPE=recipes/e30m3_lora.yaml
-	$(BIN)/modal run modal_entry.py --recipe $(RECIPE)
+modal-train: install ## check here, then build, train, merge and smoke-test on Modal: make modal-train RECIPE=recipes/e30m3_lora.yaml
+	$(VLM3) modal train $(RECIPE)
 
 modal-train-dev: install ## the same on 100 samples (a train-dev run)
-	$(BIN)/modal run modal_entry.py --recipe $(RECIPE) --max-samples 100
+	$(VLM3) modal train $(RECIPE) --max-samples 100
 
 # With ENDPOINT= the recipe's data is sent to that endpoint (vLLM on Modal, say; its key is read
 # from $VLM3_API_KEY, never passed on a command line); without it, the run's merged model is

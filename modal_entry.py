@@ -1,7 +1,8 @@
 """vlm3 on Modal: train, merge, smoke-test, serve and evaluate a recipe where the GPUs are.
 
 Usage:
-    modal run modal_entry.py --recipe recipes/e30m3_lora.yaml                    # check here, upload, train, merge, smoke test
+    vlm3 modal train recipes/e30m3_lora.yaml                                     # check here first, then build, upload, train, merge, smoke test
+    modal run modal_entry.py --recipe recipes/e30m3_lora.yaml                    # the same; Modal builds every image before the checks run
     modal run --detach modal_entry.py --recipe recipes/e30m3_lora.yaml           # the same; closing the laptop does not stop it
     modal run modal_entry.py --recipe recipes/e30m3_lora.yaml --max-samples 100  # a train-dev run
     modal run modal_entry.py --run e30m3-lora/20261125T170000Z                   # continue a run: training resumes from its last checkpoint
@@ -71,21 +72,26 @@ def secrets_named(names: list[str]) -> list[modal.Secret]:
     return [secret(name) for name in names]
 
 
-# Axolotl as the local tests run it (requirements-train.txt), plus flash-attention and DeepSpeed.
+# Axolotl as the local tests run it (requirements-train.txt) plus DeepSpeed, from wheels: minutes to build.
+# With VLM3_FLASH_ATTN=1 when the app is created, flash-attn is compiled once (~90 min, bounded memory).
 trainer_image = (
     modal.Image.from_registry(ms.TRAINER_BASE_IMAGE, add_python=ms.PYTHON_VERSION)
     .apt_install("git")
     .pip_install(f"torch=={ms.TORCH_VERSION}", f"torchvision=={ms.TORCHVISION_VERSION}", "packaging", "ninja", "wheel", "psutil")
-    .pip_install(
+)
+if ms.flash_attn_image_enabled():
+    trainer_image = trainer_image.pip_install(
         f"flash-attn=={ms.FLASH_ATTN_VERSION}",
-        extra_options="--no-build-isolation",  # builds against the torch above (the first build compiles for a while)
-        env={"MAX_JOBS": "8", "FLASH_ATTN_CUDA_ARCHS": ms.FLASH_ATTN_CUDA_ARCHS},
+        extra_options="--no-build-isolation",  # builds against the torch above
+        env=ms.FLASH_ATTN_BUILD_ENV,  # 4 compilers at ~6 GB each; see modal_support.FLASH_ATTN_BUILD_ENV
     )
+trainer_image = (
+    trainer_image
     .pip_install_from_requirements(str(PROJECT_ROOT / "requirements-train.txt"))
     .pip_install(ms.DEEPSPEED_REQUIREMENT)
     # Axolotl pins an older Modal client; containers run the client Modal mounts, matching yours.
     .run_commands("python -m pip uninstall -y modal")
-    .env(CONTAINER_ENV)
+    .env({**CONTAINER_ENV, ms.FLASH_ATTN_ENV: "1" if ms.flash_attn_image_enabled() else "0"})
     .add_local_python_source(*LOCAL_SOURCES)
 )
 
@@ -98,10 +104,12 @@ vllm_image = (
     .add_local_python_source(*LOCAL_SOURCES)
 )
 
-# The light environment: the harness and the judge, no torch.
+# The light environment: the harness and the judge, no torch; its requirements are pyproject.toml's
+# (read where the app is created; a container runs the image it was given and needs no list).
+LIGHT_REQUIREMENTS = ms.light_requirements(PROJECT_ROOT / "pyproject.toml") if modal.is_local() else []
 eval_image = (
     modal.Image.debian_slim(python_version=ms.PYTHON_VERSION)
-    .uv_pip_install(*ms.LIGHT_REQUIREMENTS)
+    .uv_pip_install(*LIGHT_REQUIREMENTS)
     .env(CONTAINER_ENV)
     .add_local_python_source(*LOCAL_SOURCES)
 )
@@ -213,7 +221,8 @@ def merge(run_name: str) -> dict:
     finally:
         commit(runs_volume)
         commit(hf_volume)
-    return {"run": run_name, "ok": check["ok"], "max_abs_diff": check.get("max_abs_diff")}
+    return {"run": run_name, "ok": check["ok"], "dtype": check.get("dtype"), "max_abs_diff": check.get("max_abs_diff"),
+            "max_ulp_error": check.get("max_ulp_error")}
 
 
 @app.function(image=vllm_image, volumes=VOLUMES, gpu=ServeSpec().gpu, timeout=ms.SMOKE_TIMEOUT_S, retries=1)
@@ -414,8 +423,11 @@ class Cloud:
         return ms.endpoint_url(url)
 
 
-def prepare_and_upload(recipe_path: str, max_samples: int, cloud: Cloud, out: Callable[[str], None], runs_root: Path) -> tuple[str, Recipe]:
-    """Check the recipe and the data here, write the run (vlm3.steps.prepare_run), upload what changed."""
+def check_and_prepare(recipe_path: str, max_samples: int, out: Callable[[str], None], runs_root: Path) -> tuple[Any, Recipe]:
+    """Check the recipe, the Modal specifics and the data here, and write the run (vlm3.steps.prepare_run).
+
+    Touches nothing of Modal: `vlm3 modal train` calls it before it creates the app.
+    """
     from vlm3.recipe import load_recipe
     from vlm3.steps import prepare_run
 
@@ -428,15 +440,47 @@ def prepare_and_upload(recipe_path: str, max_samples: int, cloud: Cloud, out: Ca
     image_dir = f"{MOUNTS.data}/{ms.volume_key(recipe.data.images_root)}"  # the image paths the trainer will see
     base_model = f"{MOUNTS.data}/{ms.volume_key(recipe.model.base)}" if Path(recipe.model.base).is_dir() else recipe.model.base
     run = prepare_run(recipe, root=runs_root, image_dir=image_dir, base_model=base_model)
-    run_name = f"{recipe.name}/{run.path.name}"
     report = run.status()["stages"]["prepare"]
-    out(f"run {run_name}: {report['train_rows']} train / {report['val_rows']} val rows checked and converted ({run.path})")
+    out(f"run {recipe.name}/{run.path.name}: {report['train_rows']} train / {report['val_rows']} val rows checked and converted ({run.path})")
+    return run, recipe
+
+
+def upload_prepared(run, recipe: Recipe, cloud: Cloud, out: Callable[[str], None]) -> str:
+    """Upload what changed of the data, then the prepared run; returns the run's name on the volume."""
+    run_name = f"{recipe.name}/{run.path.name}"
     plan = ms.sync_files(cloud.data_volume, ms.data_files(recipe))
     out(f"volume {VOLUME_NAMES['data']}: uploaded {len(plan.upload)} file(s), {plan.upload_bytes / 1e6:.1f} MB; "
         f"{len(plan.unchanged)} unchanged (same sha256)")
     ms.upload_run(cloud.runs_volume, run.path, run_name)
     out(f"volume {VOLUME_NAMES['runs']}: {run_name}/ (recipe, converted data, Axolotl config)")
-    return run_name, recipe
+    return run_name
+
+
+def prepare_and_upload(recipe_path: str, max_samples: int, cloud: Cloud, out: Callable[[str], None], runs_root: Path) -> tuple[str, Recipe]:
+    """Check the recipe and the data here, write the run, upload what changed."""
+    run, recipe = check_and_prepare(recipe_path, max_samples, out, runs_root)
+    return upload_prepared(run, recipe, cloud, out), recipe
+
+
+def exit_code_for(exc: Exception, out: Callable[[str], None]) -> int | None:
+    """A user's mistake as a printed paragraph and an exit status; None for anything else (a bug: traceback)."""
+    from data_adapters.pipeline import DataError
+    from vlm3.recipe import RecipeError
+    from vlm3.steps import StepError
+
+    if isinstance(exc, RecipeError):
+        out(str(exc))
+        return 2
+    if isinstance(exc, LaunchError):
+        out(f"Error: {exc}\nNothing was uploaded or started.")
+        return 2
+    if isinstance(exc, DataError):
+        out(f"Error: {exc}\nNothing was uploaded or started; your files were not changed.")
+        return 1
+    if isinstance(exc, StepError):
+        out(f"Error: {exc}")
+        return 1
+    return None
 
 
 def recipe_of_run(run_name: str, cloud: Cloud, runs_root: Path) -> Recipe:
@@ -469,12 +513,12 @@ def launch(
     cloud: Cloud | None = None,
     out: Callable[[str], None] = print,
     runs_root: Path = Path("runs"),
+    prepared: tuple[Any, Recipe] | None = None,
 ) -> int:
-    """The local entrypoint's work; returns the exit status. Nothing reaches Modal until the recipe and data pass."""
-    from data_adapters.pipeline import DataError
-    from vlm3.recipe import RecipeError
-    from vlm3.steps import StepError
+    """The local entrypoint's work; returns the exit status. Nothing reaches Modal until the recipe and data pass.
 
+    `prepared` is check_and_prepare's result when the caller (vlm3 modal train) checked before creating the app.
+    """
     cloud = cloud or Cloud(data_volume, runs_volume)
     try:
         stages = ms.stages_for(stage)
@@ -483,7 +527,8 @@ def launch(
         if recipe and stage not in ("all", "train"):
             raise LaunchError([f"--stage {stage} acts on a trained run: pass --run <recipe>/<time>"], "nothing to run")
         if recipe:
-            run_name, parsed = prepare_and_upload(recipe, max_samples, cloud, out, runs_root)
+            prepared_run, parsed = prepared or check_and_prepare(recipe, max_samples, out, runs_root)
+            run_name = upload_prepared(prepared_run, parsed, cloud, out)
             for line in ms.cost_lines(parsed):
                 out(line)
             fit = ms.serve_fit(parsed)
@@ -519,18 +564,23 @@ def launch(
             return 1
         out(f"next: VLM3_RUN=runs/{run_name} modal deploy modal_entry.py")
         return 0
-    except RecipeError as exc:
-        out(str(exc))
-        return 2
-    except LaunchError as exc:
-        out(f"Error: {exc}\nNothing was uploaded or started.")
-        return 2
-    except DataError as exc:
-        out(f"Error: {exc}\nNothing was uploaded or started; your files were not changed.")
-        return 1
-    except StepError as exc:
-        out(f"Error: {exc}")
-        return 1
+    except Exception as exc:
+        code = exit_code_for(exc, out)
+        if code is None:
+            raise
+        return code
+
+
+def check_before_creating(recipe: str, max_samples: int, out: Callable[[str], None] = print,
+                          runs_root: Path = Path("runs")) -> tuple[int, tuple[Any, Recipe] | None]:
+    """check_and_prepare with launch's exit statuses: (0, prepared) or (status, None). Creates no Modal object."""
+    try:
+        return 0, check_and_prepare(recipe, max_samples, out, runs_root)
+    except Exception as exc:
+        code = exit_code_for(exc, out)
+        if code is None:
+            raise
+        return code, None
 
 
 @app.local_entrypoint()
@@ -547,4 +597,6 @@ def main(
     code = launch(recipe=recipe, run=run, stage=stage, max_samples=max_samples, endpoint=endpoint, label=label,
                   hub_dataset=hub_dataset, hub_model=hub_model)
     if code:
+        if recipe and code == 2:
+            print(f"(`modal run` built this app's images before these checks ran; `vlm3 modal train {recipe}` checks first.)")
         sys.exit(code)

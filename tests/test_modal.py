@@ -133,6 +133,92 @@ def test_training_options_come_from_the_recipe(path: Path):
     assert ms.train_secret_names(recipe)[0] == "huggingface"
 
 
+@pytest.mark.parametrize("gpu,cards", [("H100", 1), ("H100:4", 4), ("A100-80GB:2", 2), ("L40S", 1)])
+def test_training_cpu_and_memory_scale_with_the_cards(gpu, cards):
+    """One training process per card, each with its DataLoader workers: CPU and memory are per card."""
+    recipe = parse_recipe({"name": "t", "compute": {"gpu": gpu}})
+    options = ms.train_call_options(recipe)
+    assert options["cpu"] == cards * ms.TRAIN_CPU_PER_GPU and options["memory"] == cards * ms.TRAIN_MEMORY_PER_GPU_MIB
+    # The pages a card consumes at its peak rate fit in the cores it gets, with the training process's own core.
+    prep_cores = ms.SAMPLE_PREP_CPU_S * ms.PEAK_SAMPLES_PER_GPU_S
+    assert ms.TRAIN_CPU_PER_GPU >= 1 + 2 * prep_cores and ms.TRAIN_CPU_PER_GPU > 0.125
+    from vlm3.render import DATALOADER_WORKERS
+
+    assert DATALOADER_WORKERS <= ms.TRAIN_CPU_PER_GPU, "a worker per reserved core at most"
+
+
+def test_the_eval_image_installs_pyprojects_requirements():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = ms.light_requirements(ROOT / "pyproject.toml")
+    assert requirements == project["dependencies"] + project["optional-dependencies"]["judge"]
+    assert "deepeval==4.3.1" in requirements and not any(r.startswith(("torch", "axolotl")) for r in requirements)
+
+
+@pytest.mark.parametrize("gpu,flash,env,expected", [
+    ("H100", False, "", []),
+    ("B200", False, "", []),  # SDPA: torch's own wheel has sm_100 kernels
+    ("H100", True, "1", []),
+    ("A10G", True, "1", []),  # sm_86 runs the sm_80 code
+    ("H100", True, "", ["has no flash-attn"]),
+    ("B200", True, "1", ["sm_100"]),
+    ("T4", True, "1", ["sm_75"]),
+])
+def test_flash_attention_needs_its_image_and_a_gpu_it_has_kernels_for(gpu, flash, env, expected):
+    recipe = parse_recipe({"name": "t", "compute": {"gpu": gpu}, "train": {"flash_attention": flash}})
+    problems = ms.flash_attn_problems(recipe, {ms.FLASH_ATTN_ENV: env})
+    assert len(problems) == len(expected) and all(word in p for word, p in zip(expected, problems)), problems
+
+
+@pytest.mark.trainer
+def test_torchs_wheel_has_kernels_for_every_modal_gpu():
+    """SDPA needs no extra kernels: the trainer image's torch carries code for each GPU (same major, minor <= it)."""
+    from vlm3.trainer_env import TrainerEnv
+
+    env = TrainerEnv.locate()
+    probe = subprocess.run([str(env.python), "-c", "import torch; print(torch._C._cuda_getArchFlags())"],
+                           capture_output=True, text=True, timeout=120)
+    arches = {int(flag.removeprefix("sm_")) for flag in probe.stdout.split() if flag.startswith("sm_")}
+    assert arches, probe.stdout + probe.stderr
+    for gpu, sm in ms.GPU_SM.items():
+        assert any(a // 10 == sm // 10 and a <= sm for a in arches), f"{gpu} (sm_{sm}) has no kernels in {sorted(arches)}"
+
+
+@pytest.mark.parametrize("flash", ["", "1"])
+def test_the_default_trainer_image_compiles_nothing(monkeypatch, flash):
+    """flash-attn (sdist only: a compile) is in the trainer image only when asked for, with a bounded build."""
+    import modal
+
+    installs: list[tuple[tuple, dict]] = []
+    original = modal.Image.pip_install
+
+    def recording(self, *packages, **kwargs):
+        installs.append((packages, kwargs))
+        return original(self, *packages, **kwargs)
+
+    monkeypatch.setattr(modal.Image, "pip_install", recording)
+    load_entry(monkeypatch, **{ms.FLASH_ATTN_ENV: flash})
+    flash_layers = [kwargs for packages, kwargs in installs if any(p.startswith("flash-attn") for p in packages)]
+    assert len(flash_layers) == (1 if flash else 0), installs
+    if flash:
+        env = flash_layers[0]["env"]
+        jobs, threads = int(env["MAX_JOBS"]), int(env["NVCC_THREADS"])
+        assert jobs * threads * 6 <= 32, "compilers at ~6 GB each must fit a 32 GB builder"
+        assert env["FLASH_ATTN_CUDA_ARCHS"] == "80;90"
+
+
+def test_checkpoint_notes_size_the_full_fine_tune():
+    full = load_recipe(ROOT / "recipes" / "e30m3_full.yaml")
+    size = ms.checkpoint_bytes(full)
+    assert 120e9 < size < 140e9  # 16 bytes x 8.29e9 parameters
+    (note,) = ms.checkpoint_notes(full)
+    limit = full.train.save_total_limit
+    assert f"keeps up to {limit + 1}" in note and f"~{size * (limit + 1) / 1e9:.0f} GB" in note
+    lora = load_recipe(ROOT / "recipes" / "e30m3_lora.yaml")
+    assert ms.checkpoint_bytes(lora) < 3e9
+
+
 def test_wandb_and_judge_secrets_only_when_the_recipe_uses_them():
     recipe = load_recipe(ROOT / "recipes" / "e30m3_lora.yaml")
     assert ms.train_secret_names(recipe) == ["huggingface"]
@@ -584,7 +670,8 @@ def test_the_pipeline_calls_each_stage_with_the_recipes_options(cloud_run, monke
         monkeypatch.setattr(entry, name, Recorder(name))
     results = entry.pipeline.local(run_name, list(ms.STAGES["all"]))
     assert [s[0] for s in seen] == ["check_rendered_config", "train", "merge"]
-    assert seen[1][2] == {"gpu": None, "timeout": int(recipe.compute.timeout_hours * 3600)}
+    assert seen[1][2] == {"gpu": None, "timeout": int(recipe.compute.timeout_hours * 3600), "cpu": ms.CPU_TRAIN_CPU,
+                          "memory": ms.CPU_TRAIN_MEMORY_MIB}
     assert "skipped" in results["smoke"], "the tiny CPU model is not smoke-tested with vLLM"
 
 

@@ -74,8 +74,13 @@ def test_lora_target_subset_and_vision_option():
 
 
 CASES = [
-    ({"compute": {"gpu": "cpu"}}, {"bf16": False, "fp16": False, "gradient_checkpointing": False, "optimizer": "adamw_torch"}),
-    ({}, {"bf16": True, "gradient_checkpointing": True, "flash_attention": True, "adapter": "lora", "merge_method": "legacy"}),
+    ({"compute": {"gpu": "cpu"}}, {"bf16": False, "fp16": False, "gradient_checkpointing": True, "optimizer": "adamw_torch",
+                                   "attn_implementation": "sdpa", "dataloader_num_workers": 0}),
+    ({"compute": {"gpu": "cpu"}, "train": {"precision": "bf16", "flash_attention": True}},
+     {"bf16": True, "attn_implementation": "sdpa", "plugins": ["vlm3.training_args_plugin.TrainingArgsPlugin"]}),
+    ({}, {"bf16": True, "gradient_checkpointing": True, "attn_implementation": "sdpa", "adapter": "lora", "merge_method": "legacy",
+          "dataloader_num_workers": 4, "plugins": ["vlm3.training_args_plugin.TrainingArgsPlugin"]}),
+    ({"train": {"flash_attention": True}}, {"attn_implementation": "flash_attention_2", "flash_attention": None}),
     ({"train": {"method": "qlora"}}, {"adapter": "qlora", "load_in_4bit": True}),
     ({"train": {"method": "full"}}, {"adapter": None, "lora_r": None}),
     ({"images": {"max_pixels": 602112}}, {"processor_kwargs": {"min_pixels": 3136, "max_pixels": 602112}}),

@@ -62,3 +62,31 @@ def test_merge_refuses_a_run_that_did_not_train(tmp_path, trained_run):
     (tmp_path / "recipe.yaml").write_text((trained_run / "recipe.yaml").read_text())
     proc = run_cli("merge", str(tmp_path))
     assert proc.returncode == 1 and "no finished training" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_merged_weights_are_checked_one_by_one(trained_run):
+    """Every LoRA target within one ulp of W + scale*B@A, both modules_to_save copied, the rest the base's."""
+    check = json.loads((trained_run / "merge_check.json").read_text())
+    assert check["dtype"] == "float32"
+    assert check["lora_targets"] == 14 and check["modules_to_save"] == 2 and check["untouched_weights"] > 0
+    assert check["max_ulp_error"] <= 1.0
+    assert check["top1_agree"] == check["top1_checked"] > 0
+
+
+def test_merge_check_fails_axolotls_memory_efficient_merge(trained_run, tmp_path):
+    """Axolotl 0.19's memory_efficient merge drops the trained embed_tokens (and exits 0): the check says so."""
+    import shutil
+
+    from vlm3.trainer_env import TrainerEnv
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.resolve(), run, symlinks=True, ignore=shutil.ignore_patterns("merged", "checkpoint-*", "eval"))
+    config = (run / "axolotl.yaml").read_text()
+    assert "merge_method: legacy" in config
+    (run / "axolotl.yaml").write_text(config.replace("merge_method: legacy", "merge_method: memory_efficient"))
+    env = TrainerEnv.locate()
+    code = env.run_logged([env.axolotl, "merge-lora", "axolotl.yaml", "--lora-model-dir", "output"], run / "merge.log", cwd=run)
+    assert code == 0, (run / "merge.log").read_text()[-2000:]
+    result = env.run_json(["verify-merge", str(run)])
+    assert not result["ok"]
+    assert any("embed_tokens.weight equals the base's" in p for p in result["problems"]), result["problems"]

@@ -65,7 +65,8 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     from vlm3.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
-    return subprocess.call([str(env.python), "-m", "vlm3.tiny_model", args.out, *(["--force"] if args.force else [])], env=env.environ())
+    argv = [str(env.python), "-m", "vlm3.tiny_model", args.out, "--shape", args.shape, *(["--force"] if args.force else [])]
+    return subprocess.call(argv, env=env.environ())
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -171,7 +172,12 @@ def merge_and_report(run: RunDir, env) -> None:
     with folder_lock(run.path, "merging"):  # two merges of one run would write output/merged at once
         result = merge_run(run, env)
     diff = result.get("max_abs_diff")
-    check = f"; merged logits equal base+adapter (max |diff| {diff:.1e})" if diff is not None else ""
+    check = (
+        f"; {result['lora_targets']} LoRA targets and {result['modules_to_save']} saved modules hold W + scale*B@A in "
+        f"{result['dtype']} (worst {result['max_ulp_error']:g} ulp); merged logits equal base+adapter "
+        f"(max |diff| {diff:.1e}, tolerance {result['logit_tolerance']:.1e})"
+        if diff is not None else ""
+    )
     console.print(f"merged -> {run.merged_dir}{check}")
 
 
@@ -202,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tiny-model", help="build the tiny random Qwen2-VL for CPU runs (trainer environment)")
     p.add_argument("--out", default=".cache/tiny-qwen2-vl")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--shape", choices=("toy", "7b"), default="toy", help="7b: bf16 with the 7B's structure (make test-real)")
     p.set_defaults(func=cmd_tiny_model)
 
     for name, func, text in (
@@ -222,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_merge)
 
     from vlm3.eval_cmds import register as register_eval
+    from vlm3.modal_launch import add_parser as register_modal
     from vlm3.preflight_cmds import register as register_preflight
 
     from vlm3.iterate_cmds import register as register_iterate
@@ -232,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_ask(sub)
     register_iterate(sub)
+    register_modal(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import posixpath
 import re
@@ -43,7 +44,9 @@ SECRET_KEYS = {HF_SECRET: "HF_TOKEN", WANDB_SECRET: "WANDB_API_KEY", ANTHROPIC_S
 ENDPOINT_KEY_VAR = "VLLM_API_KEY"  # vLLM reads it; the key is never on a command line or in a file
 
 # Image pins. The trainer image is requirements-train.txt (what the tests run locally) plus
-# flash-attention and DeepSpeed at the versions Axolotl 0.19.0's extras name.
+# DeepSpeed at the version Axolotl 0.19.0's extras name, all from wheels: its first build takes
+# minutes. Attention is PyTorch's SDPA, whose kernels ship in torch's wheel for every GPU here
+# (torch 2.13.0+cu130 carries sm_75 sm_80 sm_86 sm_90 sm_100 sm_120: B200 included). flash-attention is an opt-in image (FLASH_ATTN_ENV), compiled once.
 PYTHON_VERSION = "3.11"
 AXOLOTL_VERSION = "0.19.0"
 TORCH_VERSION = "2.13.0"  # PyPI's build is CUDA 13.0 (torch.version.cuda == "13.0")
@@ -51,27 +54,51 @@ TORCHVISION_VERSION = "0.28.0"
 FLASH_ATTN_VERSION = "2.8.3"  # axolotl[flash-attn]
 DEEPSPEED_REQUIREMENT = "deepspeed>=0.18.6,<0.19.0"  # axolotl[deepspeed]
 TRANSFORMERS_VERSION = "5.16.1"  # Axolotl 0.19.0's pin: the version that writes the merged checkpoint
-# flash-attn has no prebuilt wheel for torch 2.13: it compiles once, against the same CUDA major as torch.
-TRAINER_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"
-FLASH_ATTN_CUDA_ARCHS = "80;90"  # sm_80 code also runs on A10G/L4/L40S (8.x); sm_90 is H100/H200
+TRAINER_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"  # nvcc for DeepSpeed's just-in-time ops (and flash-attn)
+# flash-attn 2.8.x is sdist-only on PyPI (no wheel for torch 2.13): with FLASH_ATTN_ENV=1 the trainer
+# image compiles it once. 72 CUDA files at ~5 min and 4-6 GB each (measured for two of them): with
+# MAX_JOBS 4 and one nvcc thread, 4 compilers at once need ~24 GB and ~72 x 5 / 4 = 90 min (an
+# estimate, not a measured build). MAX_JOBS 8 with nvcc's default threads asked for ~70 GB.
+FLASH_ATTN_ENV = "VLM3_FLASH_ATTN"
+FLASH_ATTN_CUDA_ARCHS = "80;90"  # sm_80 code also runs on A10G/L4/L40S (8.x); sm_90 is H100/H200; no PTX
+FLASH_ATTN_BUILD_ENV = {"MAX_JOBS": "4", "NVCC_THREADS": "1", "FLASH_ATTN_CUDA_ARCHS": FLASH_ATTN_CUDA_ARCHS}
+FLASH_ATTN_BUILD_MINUTES = 90  # estimate above; README "Run on Modal"
+# Compute capability major.minor of each Modal GPU; flash-attn's kernels above cover 8.x and 9.0 only.
+GPU_SM = {"T4": 75, "A10G": 86, "L4": 89, "L40S": 89, "A100-40GB": 80, "A100-80GB": 80, "H100": 90, "H200": 90, "B200": 100}
+FLASH_ATTN_SM = (80, 90)
 # vLLM 0.33.0 requires transformers>=5.16.1,<5.21: it reads what Axolotl's transformers wrote.
 # vLLM before 0.19.1 requires transformers<5 and cannot be installed beside it.
 VLLM_VERSION = "0.33.0"
 MIN_VLLM_FOR_TRANSFORMERS_5 = (0, 19, 1)
 VLLM_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"  # nvcc for FlashInfer's just-in-time kernels
-# The light environment (pyproject.toml dependencies and the judge extra) for the evaluation image.
-LIGHT_REQUIREMENTS = [
-    "pydantic>=2.7,<3", "pyyaml>=6", "rich>=13", "pillow>=10.1", "openai>=1.40", "anthropic>=0.40", "httpx>=0.27",
-    "deepeval==4.3.1",
-]
+# The evaluation image installs the light environment: pyproject.toml's dependencies and these extras.
+EVAL_EXTRAS = ("judge",)
 
 HOUR = 3600  # seconds
 MODAL_MAX_TIMEOUT_S = 24 * HOUR
 MERGE_GPU = "A10G"  # bf16 and 24 GB: holds the 7B model for the merge; the cheapest card that does
-MERGE_MEMORY_MIB = 64 * 1024  # the merge check compares fp32 logits on the CPU: ~33 GB for a 7B model
+# The merge check holds the fp32 base + adapter (~33 GB for the 7B) beside the bf16 merged model (~17 GB),
+# then the merged model alone in fp32 (~33 GB): ~50 GB at its peak.
+MERGE_MEMORY_MIB = 64 * 1024
 MERGE_CPU = 8.0
 MERGE_TIMEOUT_S = 2 * HOUR
-TRAIN_MEMORY_MIB = 32 * 1024  # host RAM to load a 7B checkpoint before it moves to the GPU
+TRAIN_MEMORY_MIB = 32 * 1024  # the train function's default; each call asks train_call_options' amount
+# CPU and memory per GPU for training. Each GPU has one training process (accelerate starts one per
+# card) and DATALOADER_WORKERS persistent DataLoader workers that decode, resize and normalise the pages
+# (Axolotl's collator caches nothing). Measured: 73 ms of CPU per 1700x2200 page through the DataLoader.
+# A bf16 LoRA on the 7B consumes at most ~16 samples/s per GPU (ms-swift: 4.3/s on an A100; an H100 has
+# ~3.2x its bf16 peak, a B200 more but not yet measured), so the pages need 16 x 0.073 = 1.2 cores;
+# with 2x headroom for large pages and the training process's own core: 1 + 2.3 = 3.3, rounded up to 4.
+# Modal's default is 0.125 cores, which would starve the GPU (1 page per 0.6 s).
+SAMPLE_PREP_CPU_S = 0.073
+PEAK_SAMPLES_PER_GPU_S = 16.0
+PREP_HEADROOM = 2.0
+TRAIN_CPU_PER_GPU = float(math.ceil(1 + SAMPLE_PREP_CPU_S * PEAK_SAMPLES_PER_GPU_S * PREP_HEADROOM))  # 4 cores
+# Host memory per GPU: the bf16 7B checkpoint read before it moves to the card (~17 GB), plus each
+# worker (~1.5 GB: Python, torch and the dataset) and its prefetched batches (2 x 4 pages x 22 MB of
+# fp32 pixel_values): 17 + 4 x 1.7 = 24 GB; 32 GiB leaves room for ZeRO-3 gathering the weights to save.
+TRAIN_MEMORY_PER_GPU_MIB = 32 * 1024
+CPU_TRAIN_CPU, CPU_TRAIN_MEMORY_MIB = 2.0, 8 * 1024  # a CPU recipe (the tiny model)
 SMOKE_TIMEOUT_S = 45 * 60
 EVAL_TIMEOUT_S = 4 * HOUR
 HUB_TIMEOUT_S = 2 * HOUR
@@ -152,8 +179,30 @@ def modal_gpu(gpu: str) -> str | None:
 
 
 def train_call_options(recipe: Recipe) -> dict[str, Any]:
-    """Function.with_options for training: the recipe's GPU (count included) and timeout."""
-    return {"gpu": modal_gpu(recipe.compute.gpu), "timeout": int(recipe.compute.timeout_hours * HOUR)}
+    """Function.with_options for training: the recipe's GPU (count included), timeout, and CPU and memory per GPU."""
+    options = {"gpu": modal_gpu(recipe.compute.gpu), "timeout": int(recipe.compute.timeout_hours * HOUR)}
+    if recipe.on_cpu:
+        return {**options, "cpu": CPU_TRAIN_CPU, "memory": CPU_TRAIN_MEMORY_MIB}
+    cards = max(recipe.compute.gpu_count, 1)
+    return {**options, "cpu": cards * TRAIN_CPU_PER_GPU, "memory": cards * TRAIN_MEMORY_PER_GPU_MIB}
+
+
+def flash_attn_image_enabled(environ: dict[str, str] | None = None) -> bool:
+    """Whether the trainer image compiles flash-attn (FLASH_ATTN_ENV=1 when the app is created)."""
+    environ = os.environ if environ is None else environ
+    return environ.get(FLASH_ATTN_ENV, "") == "1"
+
+
+def light_requirements(pyproject: Path, extras: Iterable[str] = EVAL_EXTRAS) -> list[str]:
+    """The light environment's requirements, read from pyproject.toml (one list: the evaluation image's)."""
+    import tomllib
+
+    project = tomllib.loads(Path(pyproject).read_text(encoding="utf-8"))["project"]
+    optional = project.get("optional-dependencies", {})
+    missing = [extra for extra in extras if extra not in optional]
+    if missing:
+        raise ValueError(f"{pyproject}: [project.optional-dependencies] has no {missing}")
+    return [*project["dependencies"], *(req for extra in extras for req in optional[extra])]
 
 
 def smoke_call_options(recipe: Recipe) -> dict[str, Any]:
@@ -641,7 +690,67 @@ def launch_problems(recipe: Recipe, cwd: Path | None = None) -> tuple[list[str],
         errors.append(f"compute.gpu {recipe.compute.gpu!r} is not a Modal GPU")
     if recipe.compute.gpu == "cpu":
         notes.append("compute.gpu is 'cpu': training runs in a CPU container (the tiny model; a 7B model needs a GPU)")
+    errors += flash_attn_problems(recipe)
+    notes += checkpoint_notes(recipe)
     return errors, notes
+
+
+# Bytes per parameter in one resumable checkpoint. Full fine-tune with ZeRO-3: bf16 parameter shards (2),
+# fp32 master weights (4), Adam's two moments (8), and the gathered bf16 model the Trainer saves beside
+# them (2, stage3_gather_16bit_weights_on_model_save): 16, ~133 GB for the 7B's 8.29e9 parameters.
+# LoRA: the fp32 adapter and its Adam state (4 + 8 per trainable parameter), ~2 GB at r 64.
+FULL_CHECKPOINT_BYTES_PER_PARAM = 16
+LORA_CHECKPOINT_BYTES_PER_TRAINABLE = 12
+SEVEN_B_LORA_R64_TRAINABLE = 161_480_704  # the LM-only regex's 196 modules at r 64 (counted on the meta-device 7B)
+
+
+def checkpoint_bytes(recipe: Recipe) -> float | None:
+    """One checkpoint's size on the runs volume; None for a model we have no parameter count for."""
+    params = MODEL_PARAMS.get(recipe.model.base)
+    if params is None:
+        return None
+    if recipe.train.method == "full":
+        return params * FULL_CHECKPOINT_BYTES_PER_PARAM
+    if recipe.model.base == "Qwen/Qwen2-VL-7B-Instruct":
+        return SEVEN_B_LORA_R64_TRAINABLE * recipe.train.lora.r / 64 * LORA_CHECKPOINT_BYTES_PER_TRAINABLE
+    return None
+
+
+def checkpoint_notes(recipe: Recipe) -> list[str]:
+    """What the recipe's checkpoints cost on the runs volume (the Trainer writes a new one before it deletes
+    the oldest, so save_total_limit + 1 exist at once); a resume needs only the newest."""
+    size = checkpoint_bytes(recipe)
+    if size is None:
+        return []
+    limit = recipe.train.save_total_limit
+    peak = size * (limit + 1)
+    note = (
+        f"checkpoints every {recipe.train.save_steps} steps, ~{size / 1e9:.0f} GB each; save_total_limit {limit} "
+        f"keeps up to {limit + 1} while rotating (~{peak / 1e9:.0f} GB on {VOLUME_NAMES['runs']}); a resume needs only the newest"
+    )
+    if recipe.train.method == "full" and limit > 1:
+        note += f"; train.save_total_limit: 1 would hold ~{2 * size / 1e9:.0f} GB"
+    return [note]
+
+
+def flash_attn_problems(recipe: Recipe, environ: dict[str, str] | None = None) -> list[str]:
+    """train.flash_attention needs the flash-attn image and a GPU its kernels were compiled for."""
+    if not recipe.train.flash_attention or recipe.on_cpu:
+        return []
+    problems = []
+    if not flash_attn_image_enabled(environ):
+        problems.append(
+            f"train.flash_attention is true but the trainer image has no flash-attn: set {FLASH_ATTN_ENV}=1 to compile it "
+            f"once (~{FLASH_ATTN_BUILD_MINUTES} min, README \"Run on Modal\"), or remove the line to train with SDPA"
+        )
+    sm = GPU_SM.get(recipe.compute.gpu_type)
+    if sm is not None and not (sm // 10 * 10 in FLASH_ATTN_SM or sm in FLASH_ATTN_SM):
+        problems.append(
+            f"train.flash_attention: compute.gpu {recipe.compute.gpu_type} is sm_{sm}; the flash-attn image has kernels for "
+            f"sm_{' and sm_'.join(str(s) for s in FLASH_ATTN_SM)} only (FLASH_ATTN_CUDA_ARCHS {FLASH_ATTN_CUDA_ARCHS}); "
+            "train with SDPA (remove train.flash_attention) or pick an A100, H100 or H200"
+        )
+    return problems
 
 
 def next_commands(run_name: str, recipe: Recipe) -> list[str]:

@@ -89,7 +89,7 @@ class TrainSpec(Strict):
     # bf16 on GPUs; "fp32" is what a CPU can run. "auto": bf16 on a GPU, fp32 on a CPU.
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: bool = True  # off: ~44% faster, more activation memory
-    flash_attention: bool = True  # ignored on CPU
+    flash_attention: bool = False  # SDPA; true needs the flash-attn trainer image (VLM3_FLASH_ATTN=1, compiled once; README)
     deepspeed: Literal["zero1", "zero2", "zero3"] | None = None
     eval_steps: int = Field(default=100, ge=1)
     save_steps: int = Field(default=100, ge=1)

@@ -147,5 +147,6 @@ def merge_run(run: RunDir, env: TrainerEnv) -> dict:
     if not result["ok"]:
         run.mark_stage("merge", "failed", problems=result["problems"])
         raise StepError("the merged model failed its checks:\n" + "\n".join(f"  {p}" for p in result["problems"]))
-    run.mark_stage("merge", "done", max_abs_diff=result.get("max_abs_diff"))
+    run.mark_stage("merge", "done", dtype=result.get("dtype"), max_abs_diff=result.get("max_abs_diff"),
+                   max_ulp_error=result.get("max_ulp_error"))
     return result

@@ -19,7 +19,22 @@ from pathlib import Path
 # Compute capability of each GPU this project renders for: Axolotl checks bf16/tf32/flash-attention against it.
 GPU_CAPABILITY = {"H100": "sm_90", "H200": "sm_90", "B200": "sm_100", "A100-80GB": "sm_80", "A100-40GB": "sm_80",
                   "L40S": "sm_89", "L4": "sm_89", "A10G": "sm_86", "T4": "sm_75"}
-LOGITS_ATOL = 1e-4  # merged and base+adapter logits agree to float32 rounding
+# Significand bits (the implicit one included) of each dtype a merge can write. A value x stored in
+# one of them is off from the exact x by at most half of ulp(x) = 2**(exponent(x) - bits + 1).
+SIGNIFICAND_BITS = {"bfloat16": 8, "float16": 11, "float32": 24}
+# The logits check: merged logits (its dtype's weights, computed in float32) against base + adapter
+# in float32, within LOGIT_ROUNDOFFS unit roundoffs of the stored dtype plus FLOAT32_SUM_ROUNDOFFS of
+# float32, times the largest logit.
+# - Storage: each merged weight carries a relative rounding error of up to 2**-bits (bf16: 3.9e-3);
+#   through a network these errors partly cancel. Measured on the 7B-shaped tiny model in bf16 with an
+#   r 64 LoRA: max |diff| = 0.9 x 2**-8 x max |logit| (tests/test_real_regime.py); 8 allows 9x that.
+# - Compute: both sides run in float32 but sum in a different order (W.x against W.x + s*B.(A.x)); such
+#   rounding grows like sqrt(K) x 2**-24 for dot products of length K, and 1024 covers K up to 10**6
+#   (the 7B's widest is 18,944). Measured on the fp32 demo: 1.2e-6 at max |logit| 2.75 (0.007 of the allowance).
+# The exact check is the weight-by-weight one; this one catches a folder that loads or computes differently.
+LOGIT_ROUNDOFFS = 8
+FLOAT32_SUM_ROUNDOFFS = 1024
+CHECK_EXAMPLES = 2  # validation rows the logits are compared on
 
 
 def emit(result: dict) -> int:
@@ -56,17 +71,29 @@ def validate_config(config_path: Path, gpu: str, gpu_count: int) -> dict:
     return {"ok": True, "errors": []}
 
 
-def first_example(run: Path) -> tuple[str, str]:
-    """An image path and question from the run's converted data, for the logits check."""
+def check_examples(run: Path, limit: int = CHECK_EXAMPLES) -> list[tuple[str, str]]:
+    """Image paths and questions from the run's converted data (validation first), for the logits check."""
+    examples: list[tuple[str, str]] = []
     for name in ("val.jsonl", "train.jsonl"):
         path = run / "data" / name
-        if path.exists() and path.stat().st_size:
-            row = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+        if not (path.exists() and path.stat().st_size):
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if len(examples) >= limit:
+                return examples
+            row = json.loads(line)
             user = next(m for m in row["messages"] if m["role"] == "user")
             image = next(c["path"] for c in user["content"] if c["type"] == "image")
             text = next(c["text"] for c in user["content"] if c["type"] == "text")
-            return image, text
-    raise FileNotFoundError(f"no converted data under {run / 'data'}")
+            examples.append((image, text))
+    if not examples:
+        raise FileNotFoundError(f"no converted data under {run / 'data'}")
+    return examples
+
+
+def first_example(run: Path) -> tuple[str, str]:
+    """An image path and question from the run's converted data (the smoke test asks it)."""
+    return check_examples(run, limit=1)[0]
 
 
 def model_inputs(processor, image_path: str, question: str):
@@ -78,8 +105,124 @@ def model_inputs(processor, image_path: str, question: str):
         return processor(text=[prompt], images=[img.convert("RGB")], return_tensors="pt")
 
 
+def merge_dtype(config: dict) -> str:
+    """The dtype Axolotl's merge loads the base in and saves the merged model in (from the rendered config)."""
+    if config.get("bf16") in (True, "full", "auto") or config.get("bfloat16"):
+        return "bfloat16"
+    if config.get("fp16") or config.get("float16"):
+        return "float16"
+    return "float32"
+
+
+def ulp(values, bits: int):
+    """One unit in the last place of each value, for a dtype with `bits` significand bits (float32 tensors)."""
+    import torch
+
+    _, exponent = torch.frexp(values.abs().clamp_min(torch.finfo(torch.float32).tiny))  # |x| = m * 2**e, m in [0.5, 1)
+    return torch.ldexp(torch.ones_like(values), exponent - bits)
+
+
+def lora_weight_problems(peft_model, merged_state: dict, dtype_name: str) -> tuple[dict, list[str]]:
+    """Every LoRA target, `modules_to_save` copy and untouched weight of the merged model, in its dtype.
+
+    A merge in dtype d computes d(d(W) + d(scale * B @ A)): two roundings, so each merged weight is within
+    one ulp of the larger operand of that addition of the exact d(W) + scale * B @ A. Modules to save are
+    the trained copies cast to d; every other weight is the base's, cast to d.
+    """
+    import torch
+    from peft.tuners.lora import LoraLayer
+    from peft.utils.other import ModulesToSaveWrapper
+
+    dtype, bits = getattr(torch, dtype_name), SIGNIFICAND_BITS[dtype_name]
+    problems: list[str] = []
+    targets = saved = 0
+    worst_ulps = 0.0
+    checked: set[str] = set()
+    for name, module in peft_model.named_modules():
+        key = name.removeprefix("base_model.model.")
+        if isinstance(module, LoraLayer) and "default" in module.lora_A:
+            weight_key = f"{key}.weight"
+            checked.add(weight_key)
+            targets += 1
+            merged = merged_state.get(weight_key)
+            if merged is None:
+                problems.append(f"LoRA target {weight_key} is missing from the merged model")
+                continue
+            base = module.base_layer.weight.detach().to(dtype).float()  # the base the merge loaded, in its dtype
+            delta = module.lora_B["default"].weight.detach().float() @ module.lora_A["default"].weight.detach().float()
+            delta = delta * module.scaling["default"]
+            expected = base + delta
+            allowed = ulp(torch.maximum(base.abs(), delta.abs()).maximum(expected.abs()), bits)
+            error = (merged.float() - expected).abs() / allowed
+            worst = error.max().item()
+            worst_ulps = max(worst_ulps, worst)
+            if worst > 1.0:
+                unchanged = torch.equal(merged.float(), base)
+                why = "equals the base weight: the merge dropped this LoRA target" if unchanged else "differs from W + scale*B@A"
+                problems.append(f"LoRA target {weight_key} {why} ({worst:.1f} ulp of {dtype_name} at worst; 1 allowed)")
+        elif isinstance(module, ModulesToSaveWrapper):
+            trained = module.modules_to_save["default"]
+            for param_name, param in trained.named_parameters():
+                weight_key = f"{key}.{param_name}"
+                checked.add(weight_key)
+                saved += 1
+                merged = merged_state.get(weight_key)
+                if merged is None:
+                    problems.append(f"modules_to_save {weight_key} is missing from the merged model")
+                elif not torch.equal(merged, param.detach().to(dtype)):
+                    same_as_base = torch.equal(merged, module.original_module.get_parameter(param_name).detach().to(dtype))
+                    why = "equals the base's (the trained copy was dropped)" if same_as_base else "differs from the trained copy"
+                    problems.append(f"modules_to_save {weight_key} {why}; merge with train.merge_method: legacy")
+    untouched = 0
+    base_state = {k.removeprefix("base_model.model."): v for k, v in peft_model.state_dict().items()
+                  if "lora_" not in k and "modules_to_save" not in k}
+    for key, merged in merged_state.items():
+        if key in checked:
+            continue
+        module, _, leaf = key.rpartition(".")
+        candidates = (key, f"{module}.base_layer.{leaf}", f"{module}.original_module.{leaf}")  # PEFT's wrappers
+        base = next((base_state[c] for c in candidates if c in base_state), None)
+        if base is None:
+            problems.append(f"{key} of the merged model has no counterpart in the base model")
+            continue
+        untouched += 1
+        if not torch.equal(merged, base.detach().to(dtype)):
+            problems.append(f"{key} is no LoRA target but differs from the base weight")
+    if merged_state and next(iter(merged_state.values())).dtype != dtype:
+        problems.append(f"the merged weights are {next(iter(merged_state.values())).dtype}, the config trains in {dtype_name}")
+    summary = {"lora_targets": targets, "modules_to_save": saved, "untouched_weights": untouched, "max_ulp_error": round(worst_ulps, 3)}
+    return summary, problems
+
+
+def logits_problems(reference: list, merged: list, dtype_name: str) -> tuple[dict, list[str]]:
+    """Merged logits against base + adapter (float32): within the dtype's rounding allowance of the largest
+    logit (see LOGIT_ROUNDOFFS), and the same top-1 token wherever the reference's top two are further apart than twice that."""
+    import torch
+
+    roundoff = LOGIT_ROUNDOFFS * 2.0 ** -SIGNIFICAND_BITS[dtype_name] + FLOAT32_SUM_ROUNDOFFS * 2.0 ** -SIGNIFICAND_BITS["float32"]
+    ref = torch.cat([r.flatten(0, -2) for r in reference])
+    out = torch.cat([m.flatten(0, -2) for m in merged])
+    tolerance = roundoff * ref.abs().max().item()
+    diff = (out - ref).abs().max().item()
+    top2 = ref.topk(2, dim=-1).values
+    decided = (top2[:, 0] - top2[:, 1]) > 2 * tolerance
+    agree = ref.argmax(-1) == out.argmax(-1)
+    disagree = int((~agree & decided).sum())
+    summary = {
+        "max_abs_diff": diff, "logit_tolerance": tolerance, "logit_scale": ref.abs().max().item(),
+        "positions": int(ref.shape[0]), "top1_checked": int(decided.sum()), "top1_agree": int((agree & decided).sum()),
+    }
+    problems = []
+    if diff > tolerance:
+        problems.append(f"merged logits differ from base+adapter by {diff:.2e} (> {tolerance:.2e}, the {dtype_name} "
+                        "rounding allowance of the largest logit): the merged folder computes something else")
+    if disagree:
+        problems.append(f"the merged model's top-1 token differs from base+adapter's at {disagree} of {int(decided.sum())} positions")
+    return summary, problems
+
+
 def verify_merge(run: Path) -> dict:
-    """The merged folder is what vLLM and transformers need, and computes what base+adapter computes."""
+    """The merged folder is what vLLM and transformers need, and holds what base+adapter computes, in its dtype."""
     import torch
     import yaml
     from peft import PeftModel
@@ -106,26 +249,32 @@ def verify_merge(run: Path) -> dict:
     if limits != wanted:
         problems.append(f"processor pixel limits {limits} differ from the recipe's {wanted}")
 
-    image, question = first_example(run)
-    inputs = model_inputs(processor, image, question)
+    inputs = [model_inputs(processor, image, question) for image, question in check_examples(run)]
+    dtype_name = merge_dtype(config) if config.get("adapter") else "float32"
+    result: dict = {"architectures": model_config["architectures"], "pixel_limits": limits, "dtype": dtype_name}
     with torch.no_grad():
-        merged_model = AutoModelForImageTextToText.from_pretrained(merged, dtype=torch.float32).eval()
-        merged_logits = merged_model(**inputs).logits
-        del merged_model
-        result: dict = {"architectures": model_config["architectures"], "pixel_limits": limits}
+        # Loaded as saved (no conversion), so the weights are compared in the dtype the merge wrote.
+        merged_model = AutoModelForImageTextToText.from_pretrained(merged, dtype="auto").eval()
         if config.get("adapter"):
-            base_path = config["base_model"]
-            base = AutoModelForImageTextToText.from_pretrained(base_path, dtype=torch.float32)
-            base_logits = base(**inputs).logits
+            base = AutoModelForImageTextToText.from_pretrained(config["base_model"], dtype=torch.float32)
             adapted = PeftModel.from_pretrained(base, run / "output").eval()
-            adapter_logits = adapted(**inputs).logits
-            diff = (merged_logits - adapter_logits).abs().max().item()
-            moved = (adapter_logits - base_logits).abs().max().item()
-            result.update(max_abs_diff=diff, adapter_effect=moved)
-            if diff > LOGITS_ATOL:
-                problems.append(f"merged logits differ from base+adapter by {diff:.2e} (> {LOGITS_ATOL}): the merge dropped trained weights")
+            weights, weight_problems = lora_weight_problems(adapted, merged_model.state_dict(), dtype_name)
+            result.update(weights)
+            problems += weight_problems
+            adapter_logits = [adapted(**batch).logits for batch in inputs]
+            with adapted.disable_adapter():
+                base_logits = [adapted(**batch).logits for batch in inputs]
+            moved = max((a - b).abs().max().item() for a, b in zip(adapter_logits, base_logits))
+            del adapted, base
+            merged_model = merged_model.float()  # exact: every value of a narrower float is a float32
+            merged_logits = [merged_model(**batch).logits for batch in inputs]
+            logits, logit_problems = logits_problems(adapter_logits, merged_logits, dtype_name)
+            result.update(logits, adapter_effect=moved)
+            problems += logit_problems
             if moved == 0.0:
                 problems.append("the adapter does not change the base model's logits: nothing was trained")
+        else:
+            merged_model(**inputs[0])  # a full fine-tune: the folder loads and runs
     result.update(ok=not problems, problems=problems)
     return result
 
