@@ -81,6 +81,10 @@ CASES = [
     ({"images": {"max_pixels": 602112}}, {"processor_kwargs": {"min_pixels": 3136, "max_pixels": 602112}}),
     ({"axolotl": {"sequence_len": 8192, "special": 1}}, {"sequence_len": 8192, "special": 1}),
     ({"train": {"method": "full", "deepspeed": "zero3"}, "compute": {"gpu": "H100:4"}}, {"adapter": None}),
+    ({}, {"group_by_length": True, "plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"], "liger_fused_linear_cross_entropy": None}),
+    ({"train": {"liger": True}}, {"plugins": ["vlm3.axolotl_plugin.Vlm3Plugin", "axolotl.integrations.liger.LigerPlugin"],
+                                  "liger_fused_linear_cross_entropy": True, "liger_rope": True}),
+    ({"train": {"liger": True}, "compute": {"gpu": "cpu"}}, {"plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"], "liger_rms_norm": None}),
 ]
 
 

@@ -16,6 +16,9 @@ from typing import Any
 from vlm3.recipe import Recipe
 
 DATA_DIR = "data"
+# Our Axolotl plugin (vlm3/axolotl_plugin.py): a frozen vision tower runs forward only; padding is recorded.
+PLUGIN = "vlm3.axolotl_plugin.Vlm3Plugin"
+LIGER_PLUGIN = "axolotl.integrations.liger.LigerPlugin"
 OUTPUT_DIR = "output"  # adapter and checkpoints; Axolotl writes the merged model to output/merged
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -32,6 +35,7 @@ RECIPE_FIELD = {
     "warmup_ratio": "train.warmup_ratio", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
     "optimizer": "train.optimizer", "bf16": "train.precision", "fp16": "train.precision", "tf32": "compute.gpu",
     "gradient_checkpointing": "train.gradient_checkpointing", "flash_attention": "train.flash_attention",
+    "group_by_length": "data", "plugins": "train.liger", "liger_fused_linear_cross_entropy": "train.liger",
     "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "eval_steps": "train.eval_steps",
     "save_total_limit": "train.save_total_limit", "seed": "train.seed", "adapter": "train.method",
     "load_in_4bit": "train.method", "lora_r": "train.lora.r", "lora_alpha": "train.lora.alpha",
@@ -109,6 +113,9 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
         "skip_prepare_dataset": True,
         "remove_unused_columns": False,
         "sample_packing": False,  # Axolotl cannot pack multimodal rows
+        # Micro-batches of similar length pad less; reads the `length` column the converter writes.
+        "group_by_length": True,
+        "plugins": [PLUGIN],
         "datasets": [{"path": f"{DATA_DIR}/train.jsonl", **dataset}],
         "sequence_len": train.sequence_len,
         "micro_batch_size": train.micro_batch_size,
@@ -142,6 +149,11 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
         config["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     if train.flash_attention and not recipe.on_cpu:
         config["flash_attention"] = True
+    if train.liger and not recipe.on_cpu:
+        # Axolotl's Liger plugin patches Qwen2-VL (its model list has qwen2_vl); Triton needs a GPU.
+        config["plugins"].append(LIGER_PLUGIN)
+        config.update(liger_fused_linear_cross_entropy=True, liger_rms_norm=True, liger_layer_norm=True,
+                      liger_glu_activation=True, liger_rope=True)
     if train.method in ("lora", "qlora"):
         lora = train.lora
         config.update(
