@@ -69,20 +69,27 @@ def build_model(config, dtype=torch.bfloat16, device: str = "cpu", init: str = "
             model = Qwen2VLForConditionalGeneration(config).to(dtype)
         model = model.to_empty(device=device)
         with torch.no_grad():
-            for p in model.parameters():
-                p.normal_(0.0, 0.02) if p.dim() > 1 else p.fill_(1.0)
+            for name, p in model.named_parameters():
+                if p.dim() > 1:
+                    p.normal_(0.0, 0.02)
+                else:  # norm scales 1, biases 0: a finite loss, as from the model's own init
+                    p.fill_(0.0 if name.endswith("bias") else 1.0)
     else:
         with torch.device(device):
             model = Qwen2VLForConditionalGeneration(config).to(dtype)
-    # Buffers (rotary inverse frequencies) are computed in __init__; to_empty leaves them uninitialised.
+    # Buffers (rotary inverse frequencies) are computed in __init__; to_empty leaves them uninitialised,
+    # so they are copied from a freshly built module of the same class.
     if init == "empty":
         for module in model.modules():
-            if hasattr(module, "inv_freq") and hasattr(module, "rope_init_fn"):
-                inv_freq, _ = module.rope_init_fn(module.config, device)
-                module.inv_freq = inv_freq
-            elif type(module).__name__ == "VisionRotaryEmbedding":
-                dim = module.inv_freq.numel() * 2
-                module.inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / dim))
+            kind = type(module).__name__
+            if kind == "Qwen2VLRotaryEmbedding":
+                fresh = type(module)(module.config)
+            elif kind == "VisionRotaryEmbedding":
+                fresh = type(module)(module.inv_freq.numel() * 2)
+            else:
+                continue
+            for name, buffer in fresh.named_buffers():
+                setattr(module, name, buffer.to(device))
     return model
 
 
@@ -106,9 +113,13 @@ def synthetic_batch(config, grids: list[tuple[int, int]], text_tokens: list[int]
     vc = config.vision_config
     merge = vc.spatial_merge_size
     rows, pixels, thw = [], [], []
+    # Text ids below every special token (Qwen2-VL puts them at the end of the vocabulary).
+    specials = [config.image_token_id, config.video_token_id, config.vision_start_token_id, config.vision_end_token_id,
+                config.text_config.bos_token_id, config.text_config.eos_token_id, config.text_config.pad_token_id]
+    plain_ids = min([config.text_config.vocab_size] + [i for i in specials if i is not None])
     for (h, w), n_text in zip(grids, text_tokens):
         image = [config.vision_start_token_id] + [config.image_token_id] * (h * w) + [config.vision_end_token_id]
-        text = torch.randint(0, min(config.text_config.vocab_size, 100_000) - 1, (n_text,), generator=gen).tolist()
+        text = torch.randint(0, plain_ids, (n_text,), generator=gen).tolist()
         rows.append(image + text)
         patches = (h * merge) * (w * merge)
         pixels.append(torch.randn(patches, vc.in_channels * vc.temporal_patch_size * vc.patch_size**2, generator=gen))
