@@ -177,7 +177,7 @@ class Training:
             method=train.method, lora_r=train.lora.r, lora_targets=tuple(train.lora.target_modules),
             lora_dropout=train.lora.dropout, gradient_checkpointing=train.gradient_checkpointing and not recipe.on_cpu,
             vision_trained=train.method == "full" or train.lora.include_vision_tower,
-            fused_cross_entropy=bool(getattr(train, "liger", False)) and not recipe.on_cpu,
+            fused_cross_entropy=train.liger and not recipe.on_cpu,
         )
         values.update(changes)
         return cls(**values)
