@@ -6,6 +6,10 @@ Usage:
 Reads the recipe's train and validation files (never modifies them), checks every row
 and image, and writes `train.jsonl` and `val.jsonl` under out_dir only when nothing is
 wrong; a DataError lists every problem with file and line otherwise.
+
+Each written row carries `length`: its visual plus text tokens, the count `vlm3 check` makes.
+The trainer's length-grouped sampler (`group_by_length`) reads that column in both splits, so
+micro-batches hold rows of similar length and little of each batch is padding.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_adapters.checks import check_dataset
+from data_adapters.checks import scan_dataset
 from data_adapters.jsonio import write_jsonl
 from data_adapters.pipeline import DataError, PipelineRow, Problem, read_pipeline, to_axolotl_row
 from data_adapters.tokens import load_tokenizer
@@ -44,6 +48,7 @@ class LoadedData:
     train: list[PipelineRow]
     val: list[PipelineRow]
     problems: list[Problem]
+    lengths: dict[tuple[str, int], int] = field(default_factory=dict)  # (file, line) -> visual + text tokens
 
 
 def load_data(recipe, decode_images: bool = True) -> LoadedData:
@@ -52,8 +57,9 @@ def load_data(recipe, decode_images: bool = True) -> LoadedData:
     val, val_problems = read_pipeline(recipe.data.val)
     problems = train_problems + val_problems
     tokenizer = load_tokenizer(recipe.model.base)  # the same token counts as `vlm3 check`
-    problems += check_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images, tokenizer=tokenizer)
-    return LoadedData(train, val, problems)
+    scan = scan_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images, tokenizer=tokenizer)
+    lengths = {(r.file, r.line): r.tokens for r in scan.rows}
+    return LoadedData(train, val, problems + scan.problems, lengths)
 
 
 def prepare_dataset(
@@ -78,8 +84,15 @@ def prepare_dataset(
     image_dir = image_dir or str(Path(recipe.data.images_root).resolve())
     out_dir.mkdir(parents=True, exist_ok=True)
     system = recipe.data.system_prompt
-    write_jsonl(out_dir / "train.jsonl", (to_axolotl_row(r, image_dir, system) for r in train))
-    write_jsonl(out_dir / "val.jsonl", (to_axolotl_row(r, image_dir, system) for r in val))
+    missing = [r for r in train + val if (r.file, r.line) not in data.lengths]
+    if missing:  # every usable row was scanned; a gap is a bug here, not bad data
+        raise RuntimeError(f"no token count for {missing[0].file} line {missing[0].line}")
+
+    def row_with_length(row: PipelineRow) -> dict:
+        return {**to_axolotl_row(row, image_dir, system), "length": data.lengths[(row.file, row.line)]}
+
+    write_jsonl(out_dir / "train.jsonl", (row_with_length(r) for r in train))
+    write_jsonl(out_dir / "val.jsonl", (row_with_length(r) for r in val))
     return DatasetReport(
         train_rows=len(train),
         val_rows=len(val),

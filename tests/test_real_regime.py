@@ -83,7 +83,7 @@ def test_7b_recipes_render_like_the_tier(source, tmp_path, sample_dir):
     for config in (seven_b, tier):
         assert config["bf16"] is True and config["gradient_checkpointing"] is True
         assert config["adapter"] == "lora" and config["merge_method"] == "legacy"
-        assert "vlm3.training_args_plugin.TrainingArgsPlugin" in config["plugins"]
+        assert "vlm3.axolotl_plugin.Vlm3Plugin" in config["plugins"]
     assert seven_b["attn_implementation"] == tier["attn_implementation"] == "sdpa"
 
 
@@ -136,7 +136,7 @@ def test_bf16_lora_trains_merges_and_passes_the_check(real_run):
     assert (config["bf16"], config["gradient_checkpointing"], config["lora_r"], config["lora_alpha"]) == (True, True, 64, 128)
     log = (real_run / "logs" / "train.log").read_text(errors="replace")
     assert "Converting modules to torch.bfloat16" in log  # Axolotl loaded the model in bf16 on the CPU
-    assert "Plugin loaded successfully: vlm3.training_args_plugin.TrainingArgsPlugin" in log
+    assert "Plugin loaded successfully: vlm3.axolotl_plugin.Vlm3Plugin" in log
     assert json.loads((real_run / "train_metrics.json").read_text())["steps"] == 3
 
     check = json.loads((real_run / "merge_check.json").read_text())

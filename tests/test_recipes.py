@@ -32,7 +32,8 @@ def test_plan_lora_recipe_matches_the_plan():
     assert (r.train.method, r.train.lora.r, r.train.lora.alpha, r.train.lora.dropout) == ("lora", 64, 128, 0.05)
     assert r.train.lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert not r.train.lora.include_vision_tower
-    assert (r.train.epochs, r.train.micro_batch_size, r.train.gradient_accumulation_steps) == (3, 4, 4)
+    # 16 samples per optimizer step as planned, as micro-batch 2 without checkpointing (tests/test_plan.py: what fits)
+    assert (r.train.epochs, r.train.micro_batch_size, r.train.gradient_accumulation_steps) == (3, 2, 8)
     assert (r.train.learning_rate, r.train.lr_scheduler, r.train.warmup_ratio, r.train.max_grad_norm) == (2e-4, "cosine", 0.03, 1.0)
     assert (r.train.eval_steps, r.train.save_steps, r.train.logging_steps) == (100, 100, 10)
     assert r.train.precision == "bf16"

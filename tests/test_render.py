@@ -77,15 +77,19 @@ CASES = [
     ({"compute": {"gpu": "cpu"}}, {"bf16": False, "fp16": False, "gradient_checkpointing": True, "optimizer": "adamw_torch",
                                    "attn_implementation": "sdpa", "dataloader_num_workers": 0}),
     ({"compute": {"gpu": "cpu"}, "train": {"precision": "bf16", "flash_attention": True}},
-     {"bf16": True, "attn_implementation": "sdpa", "plugins": ["vlm3.training_args_plugin.TrainingArgsPlugin"]}),
+     {"bf16": True, "attn_implementation": "sdpa", "plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"]}),
     ({}, {"bf16": True, "gradient_checkpointing": True, "attn_implementation": "sdpa", "adapter": "lora", "merge_method": "legacy",
-          "dataloader_num_workers": 4, "plugins": ["vlm3.training_args_plugin.TrainingArgsPlugin"]}),
+          "dataloader_num_workers": 4, "plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"]}),
     ({"train": {"flash_attention": True}}, {"attn_implementation": "flash_attention_2", "flash_attention": None}),
     ({"train": {"method": "qlora"}}, {"adapter": "qlora", "load_in_4bit": True}),
     ({"train": {"method": "full"}}, {"adapter": None, "lora_r": None}),
     ({"images": {"max_pixels": 602112}}, {"processor_kwargs": {"min_pixels": 3136, "max_pixels": 602112}}),
     ({"axolotl": {"sequence_len": 8192, "special": 1}}, {"sequence_len": 8192, "special": 1}),
     ({"train": {"method": "full", "deepspeed": "zero3"}, "compute": {"gpu": "H100:4"}}, {"adapter": None}),
+    ({}, {"group_by_length": True, "plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"], "liger_fused_linear_cross_entropy": None}),
+    ({"train": {"liger": True}}, {"plugins": ["vlm3.axolotl_plugin.Vlm3Plugin", "axolotl.integrations.liger.LigerPlugin"],
+                                  "liger_fused_linear_cross_entropy": True, "liger_rope": True}),
+    ({"train": {"liger": True}, "compute": {"gpu": "cpu"}}, {"plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"], "liger_rms_norm": None}),
 ]
 
 

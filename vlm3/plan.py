@@ -1,19 +1,36 @@
-"""Price a training run before any GPU starts: tokens, FLOPs, hours, dollars and memory.
+"""Price a training run before any GPU starts: FLOPs, hours, dollars and memory, from first principles.
 
 Usage:
-    plan = plan_run(recipe, dataset_tokens)          # pure arithmetic over counted tokens
+    plan = plan_run(recipe, dataset_tokens)          # pure arithmetic over the data's counted rows
     print(format_plan(plan))
 
-FLOPs per trained token: 2N forward + 2N for activation gradients; full fine-tuning adds 2N
-for weight gradients; gradient checkpointing adds another forward (2N). So LoRA is ~4N
-without checkpointing and ~6N with it (the weight gradients of the adapters are negligible).
-The frozen vision tower runs forward only: 2 x its parameters per vision patch (4 patches
-make one visual token). Hours = FLOPs / (peak x MFU) for an efficiency band of MFU.
+FLOPs are counted the way torch.utils.flop_counter.FlopCounterMode counts a real step (tests
+compare the two): 2 per multiply-add of every matmul, attention as 4·S²·width per layer
+(QKᵀ and AV over the padded length S, no causal discount). Per micro-batch of B rows padded
+to S tokens the language model does, for T = B·S positions:
+  forward    L·(2T·P_layer + LoRA + attention) + 2T·width·vocab (lm_head)
+  backward   frozen weights: gradients of inputs only (1× their forward), LoRA 2×, attention 2×;
+             full fine-tuning: 2× everything
+  recompute  one more forward of the decoder layers when gradient checkpointing is on
+The vision tower runs per image over P = 4·visual tokens patches: patch embedding, per block
+24·P·d² (qkv, proj, fc1, fc2) + 4·P²·d (full attention inside the page), then the 2×2 merger.
+Frozen (the default), it runs forward only: vlm3/axolotl_plugin.py runs it under no_grad
+(without it, Axolotl's and PEFT's input-embedding hooks re-run and backpropagate it).
+Padding comes from simulating the trainer's batches over the data's own row lengths, with
+the length-grouped sampler when `group_by_length` is on; evaluation adds forward passes over
+the validation rows every eval_steps.
+
+Memory: weights, trainable state, activations per token per layer (enumerated from what
+autograd saves in a Qwen2-VL decoder layer; a test counts them with saved-tensor hooks on one
+full-width layer), logits and loss, vision working set, CUDA context.
 """
 
 from __future__ import annotations
 
+import json
+import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vlm3.recipe import Recipe
 
@@ -33,44 +50,384 @@ GPUS: dict[str, dict] = {
     "T4": {"tflops": 65, "memory_gb": 16, "usd_per_hour": None},
 }
 PRICES_AS_OF = "mid-2026 list prices (third-party snapshots of modal.com/pricing)"
-MFU_BAND = (0.25, 0.45)  # model FLOPs utilisation: a pessimistic and a good run of LoRA on Hopper/Ampere
+# Model FLOPs utilisation band. Not measured here (no GPU yet): 25% is a data-bound or badly padded
+# LoRA run, 45% a well-fed bf16 LoRA on Hopper/Ampere with flash attention. bench/bench_gpu_train.py
+# measures the real figure; replace the band with it once it has run on the recipe's card.
+MFU_BAND = (0.25, 0.45)
+MFU_SOURCE = "assumed, not yet measured: run bench/bench_gpu_train.py on the card to replace it"
 
-# Shapes of the models we know; a local model's shape is read from its config.json instead.
-MODELS: dict[str, dict] = {
-    "Qwen/Qwen2-VL-7B-Instruct": {
-        "lm_params": 7.07e9, "vision_params": 0.675e9, "hidden": 3584, "layers": 28,
-        "intermediate": 18944, "heads": 28, "kv_heads": 4, "vocab": 152064,
-    },
-    "Qwen/Qwen2-VL-2B-Instruct": {
-        "lm_params": 1.54e9, "vision_params": 0.675e9, "hidden": 1536, "layers": 28,
-        "intermediate": 8960, "heads": 12, "kv_heads": 2, "vocab": 151936,
-    },
-}
+# Fixed costs of a Modal run, outside the training FLOPs: GPU-minutes and the GPU they run on
+# ("train" = the recipe's card). Assumed from the model's size (16.6 GB of bf16 weights), not
+# measured on Modal yet: replace with a train-dev run's stage timings (status.json).
+FIXED_COSTS: list[tuple[str, float, str]] = [
+    ("container start, model load and data preparation", 4.0, "train"),
+    ("base-model download (first run only; cached in the vlm3-hf-cache volume)", 3.0, "train"),
+    ("merge (bf16 7B on an A10G)", 6.0, "A10G"),
+    ("smoke test (vLLM start and one request on the serving card)", 5.0, "serve"),
+]
+FIRST_IMAGE_BUILD = "the first trainer image build compiles flash-attention (CPU time, once; Modal caches the image)"
+
 PATCHES_PER_VISUAL_TOKEN = 4  # 2x2 merge
+BF16, FP32 = 2, 4  # bytes
+LOGIT_BYTES_PER_VOCAB_ENTRY = 10  # bf16 logits (2), the fp32 log-softmax the loss saves (4), its fp32 gradient (4)
+CUDA_CONTEXT_GIB = 1.5  # CUDA context, cuBLAS workspace and allocator slack
+FIT_FRACTION = 0.95  # of a card's memory a plan may fill
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The widths that set FLOPs and memory (a Qwen2-VL config.json's text_config and vision_config)."""
+
+    hidden: int
+    layers: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    vision_dim: int = 1280
+    vision_depth: int = 32
+    vision_mlp_ratio: float = 4.0
+    patch_inputs: int = 3 * 2 * 14 * 14  # channels x temporal patch x 14 x 14 pixels
+    merge: int = 2
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    @property
+    def projections(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each decoder-layer projection."""
+        h, kv, i = self.hidden, self.kv_dim, self.intermediate
+        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def layer_params(self) -> int:
+        return sum(a * b for a, b in self.projections.values())
+
+    @property
+    def lm_params(self) -> int:
+        """N of the 4N-per-token convention: decoder projections and lm_head, not the input embedding."""
+        return self.layers * self.layer_params + self.vocab * self.hidden
+
+    @property
+    def vision_mlp(self) -> int:
+        return int(self.vision_dim * self.vision_mlp_ratio)
+
+    @property
+    def vision_params(self) -> int:
+        d, m = self.vision_dim, self.merge**2 * self.vision_dim
+        return self.vision_depth * (4 * d * d + 2 * d * self.vision_mlp) + m * m + m * self.hidden + self.patch_inputs * d
+
+    @property
+    def total_params(self) -> int:
+        return self.lm_params + self.vocab * self.hidden + self.vision_params
+
+
+# Shapes of the models we know (their config.json on the Hub); a local model's shape is read from its folder.
+MODELS: dict[str, ModelShape] = {
+    "Qwen/Qwen2-VL-7B-Instruct": ModelShape(hidden=3584, layers=28, intermediate=18944, heads=28, kv_heads=4, vocab=152064),
+    "Qwen/Qwen2-VL-2B-Instruct": ModelShape(hidden=1536, layers=28, intermediate=8960, heads=12, kv_heads=2, vocab=151936),
+}
+
+
+def shape_from_config(config: dict) -> ModelShape:
+    text = config.get("text_config", config)
+    vision = config.get("vision_config", {})
+    return ModelShape(
+        hidden=text["hidden_size"], layers=text["num_hidden_layers"], intermediate=text["intermediate_size"],
+        heads=text["num_attention_heads"], kv_heads=text.get("num_key_value_heads") or text["num_attention_heads"],
+        vocab=text["vocab_size"], vision_dim=vision.get("embed_dim", 1280), vision_depth=vision.get("depth", 32),
+        vision_mlp_ratio=vision.get("mlp_ratio", 4.0),
+        patch_inputs=vision.get("in_channels", 3) * vision.get("temporal_patch_size", 2) * vision.get("patch_size", 14) ** 2,
+        merge=vision.get("spatial_merge_size", 2),
+    )
+
+
+def model_shape(recipe: Recipe) -> ModelShape:
+    if recipe.model.base in MODELS:
+        return MODELS[recipe.model.base]
+    config_file = Path(recipe.model.base) / "config.json"
+    if config_file.exists():
+        return shape_from_config(json.loads(config_file.read_text()))
+    return MODELS["Qwen/Qwen2-VL-7B-Instruct"]  # unknown Hub id: assume the 7B shape (said in the output)
+
+
+@dataclass(frozen=True)
+class Training:
+    """What of the recipe sets the work per step."""
+
+    method: str = "lora"  # lora | qlora | full
+    lora_r: int = 64
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lora_dropout: float = 0.0
+    gradient_checkpointing: bool = True
+    vision_trained: bool = False  # full fine-tuning or LoRA on the tower
+    vision_forward_only: bool = True  # our plugin; False prices today's Axolotl path (hooked tower)
+    fused_cross_entropy: bool = False  # Liger's fused linear cross-entropy: no full logits in memory
+
+    @classmethod
+    def of(cls, recipe: Recipe, **changes) -> "Training":
+        train = recipe.train
+        values = dict(
+            method=train.method, lora_r=train.lora.r, lora_targets=tuple(train.lora.target_modules),
+            lora_dropout=train.lora.dropout, gradient_checkpointing=train.gradient_checkpointing and not recipe.on_cpu,
+            vision_trained=train.method == "full" or train.lora.include_vision_tower,
+            fused_cross_entropy=train.liger and not recipe.on_cpu,
+        )
+        values.update(changes)
+        return cls(**values)
+
+
+@dataclass
+class Flops:
+    """FLOPs of some work, by part."""
+
+    lm_forward: float = 0.0
+    lm_backward: float = 0.0
+    lm_recompute: float = 0.0
+    vision_forward: float = 0.0
+    vision_backward: float = 0.0
+    vision_recompute: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return (self.lm_forward + self.lm_backward + self.lm_recompute
+                + self.vision_forward + self.vision_backward + self.vision_recompute)
+
+    def __add__(self, other: "Flops") -> "Flops":
+        return Flops(*(getattr(self, k) + getattr(other, k) for k in self.__dataclass_fields__))
+
+    def scaled(self, factor: float) -> "Flops":
+        return Flops(*(getattr(self, k) * factor for k in self.__dataclass_fields__))
+
+
+def lora_params_per_layer(shape: ModelShape, training: Training) -> int:
+    """r x (in + out) per adapted projection."""
+    if training.method == "full":
+        return 0
+    return sum(training.lora_r * (i + o) for m, (i, o) in shape.projections.items() if m in training.lora_targets)
+
+
+def lora_params(shape: ModelShape, recipe: Recipe) -> int:
+    return shape.layers * lora_params_per_layer(shape, Training.of(recipe))
+
+
+def image_flops(shape: ModelShape, visual_tokens: int) -> tuple[float, float, float]:
+    """Forward FLOPs of one image through the vision tower: (patch embedding, blocks, merger)."""
+    p = PATCHES_PER_VISUAL_TOKEN * visual_tokens
+    d = shape.vision_dim
+    embed = 2.0 * p * shape.patch_inputs * d
+    blocks = shape.vision_depth * (2.0 * p * (4 * d * d + 2 * d * shape.vision_mlp) + 4.0 * p * p * d)
+    m = shape.merge**2 * d
+    merger = 2.0 * visual_tokens * (m * m + m * shape.hidden)
+    return embed, blocks, merger
+
+
+def vision_flops(shape: ModelShape, visual: list[int], training: Training, train_step: bool = True) -> Flops:
+    out = Flops()
+    for v in visual:
+        if v <= 0:
+            continue
+        embed, blocks, merger = image_flops(shape, v)
+        out.vision_forward += embed + blocks + merger
+        if not train_step:
+            continue
+        p, d = PATCHES_PER_VISUAL_TOKEN * v, shape.vision_dim
+        attention = shape.vision_depth * 4.0 * p * p * d
+        linear = blocks - attention
+        if training.vision_trained:
+            out.vision_backward += 2 * (linear + attention + merger) + embed
+        elif not training.vision_forward_only:
+            # The hooked patch embeddings require grad: input gradients through every block (FlopCounterMode
+            # on the tiny model counts no backward matmul in the merger on this path).
+            out.vision_backward += linear + 2 * attention
+        else:
+            continue
+        if training.gradient_checkpointing:
+            out.vision_recompute += blocks
+    return out
+
+
+def batch_flops(shape: ModelShape, lengths: list[int], visual: list[int], training: Training, train_step: bool = True) -> Flops:
+    """One micro-batch: rows of `lengths` tokens (visual + text) padded to the longest, `visual` tokens per image."""
+    if not lengths:
+        return Flops()
+    rows, seq = len(lengths), max(lengths)
+    positions = rows * seq
+    linear = 2.0 * positions * shape.layer_params
+    lora = 2.0 * positions * lora_params_per_layer(shape, training)
+    attention = 4.0 * rows * seq * seq * shape.hidden
+    head = 2.0 * positions * shape.hidden * shape.vocab
+    layers = shape.layers
+    out = Flops(lm_forward=layers * (linear + lora + attention) + head)
+    if train_step:
+        if training.method == "full":
+            out.lm_backward = layers * (2 * linear + 2 * attention) + 2 * head
+        else:
+            out.lm_backward = layers * (linear + 2 * lora + 2 * attention) + head
+        if training.gradient_checkpointing:
+            out.lm_recompute = layers * (linear + lora + attention)
+    return out + vision_flops(shape, visual, training, train_step)
+
+
+def floor_flops(shape: ModelShape, lengths: list[int], visual: list[int], gradient_checkpointing: bool) -> float:
+    """The convention's floor: 4N per real token (6N with checkpointing) plus the frozen tower's forward."""
+    per_token = (6.0 if gradient_checkpointing else 4.0) * shape.lm_params
+    return per_token * sum(lengths) + vision_flops(shape, visual, Training(vision_forward_only=True), train_step=False).vision_forward
+
+
+def micro_batches(lengths: list[int], micro_batch: int, grouped: bool, group_batch: int, seed: int = 0) -> list[list[int]]:
+    """Row indices of each micro-batch as the trainer draws them: a random order, or HF's length-grouped one
+    (random mega-batches of up to 50 x group_batch rows, each sorted longest first)."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    if grouped and order:
+        mult = max(1, min(len(lengths) // (group_batch * 4), 50))
+        size = mult * group_batch
+        order = [i for start in range(0, len(order), size)
+                 for i in sorted(order[start:start + size], key=lambda i: lengths[i], reverse=True)]
+    return [order[i:i + micro_batch] for i in range(0, len(order), micro_batch)]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Per-row token counts of one split: total (visual + text) and visual."""
+
+    lengths: tuple[int, ...]
+    visual: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class DatasetTokens:
-    """Counted once from the data (see data_adapters.checks)."""
+    """Counted once from the data (see data_adapters.checks). `train`/`val` hold per-row counts;
+    without them every row is taken to have the mean length (no padding can be estimated)."""
 
     samples: int
     text_tokens: int
     visual_tokens: int
     max_row_tokens: int = 0
+    train: Rows | None = None
+    val: Rows | None = None
 
     @property
     def total(self) -> int:
         return self.text_tokens + self.visual_tokens
+
+    def train_rows(self) -> Rows:
+        if self.train is not None:
+            return self.train
+        n = max(self.samples, 1)
+        return Rows(tuple([self.total // n] * self.samples), tuple([self.visual_tokens // n] * self.samples))
+
+
+@dataclass
+class EpochWork:
+    flops: Flops
+    real_tokens: int
+    positions: int
+    micro_batches: int
+
+    @property
+    def padding(self) -> float:
+        return 1 - self.real_tokens / self.positions if self.positions else 0.0
+
+
+def epoch_work(shape: ModelShape, rows: Rows, micro_batch: int, grouped: bool, group_batch: int, training: Training,
+               train_step: bool = True, seed: int = 0) -> EpochWork:
+    total, real, positions = Flops(), 0, 0
+    batches = micro_batches(list(rows.lengths), micro_batch, grouped, group_batch, seed)
+    for batch in batches:
+        lengths = [rows.lengths[i] for i in batch]
+        total = total + batch_flops(shape, lengths, [rows.visual[i] for i in batch], training, train_step)
+        real += sum(lengths)
+        positions += len(lengths) * max(lengths)
+    return EpochWork(total, real, positions, len(batches))
+
+
+def layer_activation_bytes(shape: ModelShape, training: Training, dropout_mask_bytes: int = 1) -> float:
+    """Bytes autograd keeps per token for one decoder layer's backward (bf16 compute).
+
+    Enumerated from Qwen2-VL's decoder layer as run by PEFT (LoRA weights are fp32, so each adapted
+    projection keeps an fp32 copy of its input); frozen base projections keep nothing (an input
+    gradient needs only the weight):
+      RMSNorm x2        fp32 input, 4·h each
+      attention (SDPA)  q, k, v, output in bf16: 2·(2h + 2·kv)
+      SwiGLU            gate and up outputs and silu(gate), bf16: 3 · 2·I
+      LoRA per module   fp32 input 4·in, fp32 A-output 4·r, and with dropout > 0 its mask: CUDA's fused
+                        dropout keeps 1 byte per element, the CPU kernel an fp32 noise tensor (4; measured)
+    Full fine-tuning keeps the bf16 inputs of the projections instead of the LoRA terms.
+    """
+    h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
+    base = 2 * FP32 * h + BF16 * (2 * h + 2 * kv) + 3 * BF16 * i
+    if training.method == "full":
+        return base + BF16 * (h + h + h + i)  # q/k/v input, o input, gate/up input, down input
+    extra = 0.0
+    for module, (inputs, _) in shape.projections.items():
+        if module in training.lora_targets:
+            extra += FP32 * inputs + FP32 * training.lora_r + (dropout_mask_bytes * inputs if training.lora_dropout > 0 else 0)
+    return base + extra
+
+
+@dataclass
+class Memory:
+    weights: float
+    trainable_state: float
+    activations: float
+    logits: float
+    vision: float
+    overhead: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.trainable_state + self.activations + self.logits + self.vision + self.overhead
+
+
+def memory_bytes(shape: ModelShape, recipe: Recipe, training: Training, longest_row: int, longest_visual: int, gpu_count: int) -> Memory:
+    """Peak bytes per GPU for the longest micro-batch (the length-grouped sampler puts it first)."""
+    method = training.method
+    total_params = shape.total_params
+    weights = total_params * (0.55 if method == "qlora" else BF16)  # nf4 with its scales vs bf16
+    if method == "full":
+        # bf16 weights + fp32 grads, master weights and two Adam moments: 2 + 4 + 4 + 8 bytes
+        state = total_params * 16.0
+        if recipe.train.deepspeed == "zero3":
+            weights, state = weights / gpu_count, state / gpu_count
+        elif recipe.train.deepspeed in ("zero1", "zero2"):
+            state = total_params * 2 + total_params * 14.0 / gpu_count
+    else:
+        state = shape.layers * lora_params_per_layer(shape, training) * 16.0  # fp32 weight, grad, two Adam moments
+    seq = min(longest_row or recipe.train.sequence_len, recipe.train.sequence_len)
+    tokens = recipe.train.micro_batch_size * seq
+    per_layer = layer_activation_bytes(shape, training)
+    if training.gradient_checkpointing:
+        activations = tokens * (shape.layers * BF16 * shape.hidden + per_layer)  # layer inputs + one layer recomputed
+    else:
+        activations = tokens * shape.layers * per_layer
+    logits = 0.0 if training.fused_cross_entropy else tokens * shape.vocab * LOGIT_BYTES_PER_VOCAB_ENTRY
+    patches = recipe.train.micro_batch_size * longest_visual * PATCHES_PER_VISUAL_TOKEN
+    d = shape.vision_dim
+    # fp32 pixel values, and one block's bf16 working set (qkv, attention output, MLP hidden) at a time.
+    vision = patches * (FP32 * shape.patch_inputs + BF16 * (3 * d + d + 2 * shape.vision_mlp))
+    if not training.vision_forward_only or training.vision_trained:
+        vision += patches * shape.vision_depth * BF16 * (d if training.gradient_checkpointing else 6 * d + 2 * shape.vision_mlp)
+    return Memory(weights, state, activations, logits, vision, CUDA_CONTEXT_GIB * GIB)
 
 
 @dataclass
 class GpuEstimate:
     gpu: str
     count: int
-    hours: tuple[float, float]  # at the high and the low end of the MFU band
-    usd: tuple[float, float] | None
+    hours: tuple[float, float]  # training only, at the high and the low end of the MFU band
+    usd: tuple[float, float] | None  # training plus fixed costs
     memory_gb: float
     fits: bool
+    usd_per_hour: float | None = None
+    fixed_usd: float | None = None
 
 
 @dataclass
@@ -83,96 +440,82 @@ class Plan:
     visual_tokens_per_epoch: int
     steps: int
     flops: float
-    flops_per_token: float
+    flops_per_token: float  # executed training FLOPs per real token
     memory_gb: float
     gpus: list[GpuEstimate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    breakdown: Flops = field(default_factory=Flops)
+    eval_flops: float = 0.0
+    padding: float = 0.0
+    grouped: bool = True
+    floor_ratio: float = 0.0
+    memory: Memory | None = None
+    memory_other_checkpointing_gb: float = 0.0
+    fixed: list[tuple[str, float, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-def model_shape(recipe: Recipe) -> dict:
-    if recipe.model.base in MODELS:
-        return MODELS[recipe.model.base]
-    from pathlib import Path
-
-    config_file = Path(recipe.model.base) / "config.json"
-    if config_file.exists():
-        import json
-
-        config = json.loads(config_file.read_text())
-        text = config.get("text_config", config)
-        vision = config.get("vision_config", {})
-        hidden, layers, inter = text["hidden_size"], text["num_hidden_layers"], text["intermediate_size"]
-        heads, kv = text["num_attention_heads"], text.get("num_key_value_heads") or text["num_attention_heads"]
-        head_dim = hidden // heads
-        per_layer = hidden * head_dim * (2 * heads + 2 * kv) + 3 * hidden * inter
-        vocab = text["vocab_size"]
-        embed = vision.get("embed_dim", 0)
-        vision_params = vision.get("depth", 0) * 12 * embed * embed
-        return {"lm_params": layers * per_layer + 2 * vocab * hidden, "vision_params": vision_params, "hidden": hidden,
-                "layers": layers, "intermediate": inter, "heads": heads, "kv_heads": kv, "vocab": vocab}
-    return MODELS["Qwen/Qwen2-VL-7B-Instruct"]  # unknown Hub id: assume the 7B shape (said in the output)
+def usd_per_hour(gpu: str) -> float | None:
+    spec = GPUS.get(gpu)
+    return spec["usd_per_hour"] if spec else None
 
 
-def lora_params(shape: dict, recipe: Recipe) -> float:
-    """r x (in + out) per adapted projection, per layer."""
-    hidden, inter = shape["hidden"], shape["intermediate"]
-    head_dim = hidden // shape["heads"]
-    kv = shape["kv_heads"] * head_dim
-    dims = {"q_proj": (hidden, hidden), "k_proj": (hidden, kv), "v_proj": (hidden, kv), "o_proj": (hidden, hidden),
-            "gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
-    r = recipe.train.lora.r
-    return shape["layers"] * sum(r * (dims[m][0] + dims[m][1]) for m in recipe.train.lora.target_modules if m in dims)
-
-
-def flops_per_token(recipe: Recipe, lm_params: float) -> float:
-    factor = 4.0 if recipe.train.method != "full" else 6.0
-    if recipe.train.gradient_checkpointing:
-        factor += 2.0
-    return factor * lm_params
-
-
-def memory_gb(recipe: Recipe, shape: dict, max_row_tokens: int, gpu_count: int) -> float:
-    """Weights + trainable state + activations of one micro-batch, per GPU (a planning figure, +-30%)."""
-    total_params = shape["lm_params"] + shape["vision_params"]
-    method = recipe.train.method
-    weights = total_params * (0.55 if method == "qlora" else 2.0)  # nf4 with its scales vs bf16
-    if method == "full":
-        # bf16 weights + fp32 grads, master weights and two Adam moments: 2 + 4 + 4 + 8 bytes
-        state = total_params * 16.0
-        if recipe.train.deepspeed == "zero3":
-            weights, state = weights / gpu_count, state / gpu_count
-        elif recipe.train.deepspeed in ("zero1", "zero2"):
-            state = total_params * 2 + total_params * 14.0 / gpu_count
-    else:
-        state = lora_params(shape, recipe) * 16.0
-    seq = min(max_row_tokens or recipe.train.sequence_len, recipe.train.sequence_len)
-    tokens = recipe.train.micro_batch_size * seq
-    hidden, layers = shape["hidden"], shape["layers"]
-    if recipe.train.gradient_checkpointing:
-        activations = tokens * hidden * 2 * layers + tokens * hidden * 34  # layer inputs + one layer's working set
-    else:
-        activations = tokens * hidden * 34 * layers  # ~34 bf16 values per token and layer (attention with flash kernels)
-    logits = tokens * shape["vocab"] * 4  # fp32 logits for the loss
-    overhead = 1.5 * GIB  # CUDA context and allocator slack
-    return (weights + state + activations + logits + overhead) / GIB
+def fixed_cost_usd(recipe: Recipe, train_gpu: str, count: int) -> float | None:
+    total = 0.0
+    for _, minutes, where in FIXED_COSTS:
+        gpu, cards = {"train": (train_gpu, count), "serve": (recipe.serve.gpu.partition(":")[0], 1)}.get(where, (where, 1))
+        price = usd_per_hour(gpu)
+        if price is None:
+            return None
+        total += minutes / 60 * price * cards
+    return total
 
 
 def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None) -> Plan:
     shape = model_shape(recipe)
-    samples = min(data.samples, recipe.data.max_samples or data.samples)
-    scale = samples / data.samples if data.samples else 0.0
-    tokens_epoch = int(data.total * scale)
-    visual_epoch = int(data.visual_tokens * scale)
-    per_token = flops_per_token(recipe, shape["lm_params"])
-    vision_flops = 2 * shape["vision_params"] * PATCHES_PER_VISUAL_TOKEN * visual_epoch
-    flops = recipe.train.epochs * (per_token * tokens_epoch + vision_flops)
+    training = Training.of(recipe)
+    train = data.train_rows()
+    samples = min(len(train.lengths), recipe.data.max_samples or len(train.lengths))
+    train = Rows(train.lengths[:samples], train.visual[:samples])
     count = max(recipe.compute.gpu_count, 1)
-    batch = recipe.train.micro_batch_size * recipe.train.gradient_accumulation_steps * count
-    steps = recipe.train.epochs * -(-samples // batch) if samples else 0
-    if recipe.train.max_steps:
-        steps = min(steps, recipe.train.max_steps)
-    memory = memory_gb(recipe, shape, data.max_row_tokens, count)
-    plan = Plan(recipe.name, recipe.train.method, recipe.train.epochs, samples, tokens_epoch, visual_epoch, steps, flops, per_token, memory)
+    micro = recipe.train.micro_batch_size
+    grouped = bool(recipe.axolotl.get("group_by_length", True))
+    group_batch = micro * recipe.train.gradient_accumulation_steps * count
+    # Each card draws micro-batches of its own; the plan counts them all (same FLOPs in total).
+    epoch = epoch_work(shape, train, micro, grouped, group_batch, training)
+    batch = micro * recipe.train.gradient_accumulation_steps * count
+    steps_per_epoch = -(-samples // batch) if samples else 0
+    steps = recipe.train.epochs * steps_per_epoch
+    fraction = 1.0
+    if recipe.train.max_steps and steps and recipe.train.max_steps < steps:
+        fraction = recipe.train.max_steps / steps
+        steps = recipe.train.max_steps
+    epochs_done = recipe.train.epochs * fraction
+    train_flops = epoch.flops.scaled(epochs_done)
+
+    eval_flops = 0.0
+    if data.val is not None and data.val.lengths:
+        val = data.val
+        if recipe.data.max_val_samples:
+            val = Rows(val.lengths[: recipe.data.max_val_samples], val.visual[: recipe.data.max_val_samples])
+        per_eval = epoch_work(shape, val, micro, grouped, micro, training, train_step=False).flops.total
+        eval_flops = (steps // recipe.train.eval_steps) * per_eval
+
+    flops = train_flops.total + eval_flops
+    real_tokens = epoch.real_tokens * epochs_done
+    floor = floor_flops(shape, list(train.lengths), list(train.visual), training.gradient_checkpointing) * epochs_done
+    longest = max(train.lengths, default=0) or data.max_row_tokens
+    longest_visual = max(train.visual, default=0)
+    memory = memory_bytes(shape, recipe, training, longest, longest_visual, count)
+    other = memory_bytes(shape, recipe, Training.of(recipe, gradient_checkpointing=not training.gradient_checkpointing),
+                         longest, longest_visual, count)
+    visual_epoch = sum(train.visual)
+    plan = Plan(recipe.name, recipe.train.method, recipe.train.epochs, samples, sum(train.lengths), visual_epoch, steps, flops,
+                train_flops.total / real_tokens if real_tokens else 0.0, memory.total / GIB, breakdown=train_flops,
+                eval_flops=eval_flops, padding=epoch.padding, grouped=grouped, floor_ratio=train_flops.total / floor if floor else 0.0,
+                memory=memory, memory_other_checkpointing_gb=other.total / GIB, fixed=list(FIXED_COSTS))
+    if data.train is None:
+        plan.notes.append("no per-row lengths given: padding is not estimated")
     if recipe.model.base not in MODELS and not recipe.model.base.startswith((".", "/")):
         plan.warnings.append(f"{recipe.model.base} is not in the shape table: figures assume Qwen2-VL-7B")
     names = gpus or [recipe.compute.gpu_type] + [g for g in ("H100", "A100-80GB", "L40S") if g != recipe.compute.gpu_type]
@@ -182,15 +525,28 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
             continue
         peak = spec["tflops"] * 1e12 * count
         hours = tuple(flops / (peak * mfu) / 3600 for mfu in reversed(MFU_BAND))
-        usd = tuple(h * spec["usd_per_hour"] * count for h in hours) if spec["usd_per_hour"] else None
-        fits = memory <= spec["memory_gb"] * 0.95
-        plan.gpus.append(GpuEstimate(name, count, hours, usd, memory, fits))
+        price = spec["usd_per_hour"]
+        fixed = fixed_cost_usd(recipe, name, count) if not recipe.on_cpu else 0.0
+        usd = None
+        if price and fixed is not None:
+            usd = tuple(h * price * count + fixed for h in hours)
+        fits = plan.memory_gb <= spec["memory_gb"] * FIT_FRACTION
+        plan.gpus.append(GpuEstimate(name, count, hours, usd, plan.memory_gb, fits, price, fixed))
         if name == recipe.compute.gpu_type:
+            budget = spec["memory_gb"] * FIT_FRACTION
             if not fits:
                 plan.warnings.append(
-                    f"~{memory:.0f} GB per GPU will not fit a {spec['memory_gb']} GB {name}: lower micro_batch_size or "
+                    f"~{plan.memory_gb:.0f} GB per GPU will not fit a {spec['memory_gb']} GB {name}: lower micro_batch_size or "
                     "images.max_pixels, enable gradient checkpointing, or use QLoRA"
                 )
+            if training.gradient_checkpointing:
+                verdict = "fits" if plan.memory_other_checkpointing_gb <= budget else "does not fit"
+                plan.notes.append(f"gradient checkpointing off: ~{plan.memory_other_checkpointing_gb:.0f} GB per GPU, {verdict} "
+                                  f"a {spec['memory_gb']} GB {name} at micro_batch_size {micro}"
+                                  + (" (turn it off: ~25% fewer FLOPs)" if verdict == "fits" else ""))
+            else:
+                verdict = "fits" if fits else "does not fit"
+                plan.notes.append(f"gradient checkpointing is off: ~{plan.memory_gb:.0f} GB per GPU, {verdict} a {spec['memory_gb']} GB {name}")
             if recipe.train.method == "qlora" and spec["memory_gb"] >= 80:
                 plan.warnings.append(f"QLoRA on an {spec['memory_gb']} GB {name} is ~1.8x slower than bf16 LoRA, which fits: use method lora")
     return plan
@@ -199,19 +555,39 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
 def format_plan(plan: Plan) -> str:
     epochs = max(plan.epochs, 1)
     text = plan.tokens_per_epoch - plan.visual_tokens_per_epoch
+    b = plan.breakdown
     lines = [
-        f"{plan.recipe}: {plan.method}, {plan.steps:,} optimizer steps; {plan.flops_per_token:.3g} FLOPs per token; memory ~{plan.memory_gb:.1f} GB per GPU",
+        f"{plan.recipe}: {plan.method}, {plan.steps:,} optimizer steps; {plan.flops_per_token:.3g} training FLOPs per real token; "
+        f"memory ~{plan.memory_gb:.1f} GB per GPU",
         f"  {'':<16} {'per epoch':>14} {'total (' + str(epochs) + ' epochs)':>20}",
         f"  {'samples':<16} {plan.samples_per_epoch:>14,} {plan.samples_per_epoch * epochs:>20,}",
         f"  {'text tokens':<16} {text:>14,} {text * epochs:>20,}",
         f"  {'visual tokens':<16} {plan.visual_tokens_per_epoch:>14,} {plan.visual_tokens_per_epoch * epochs:>20,}",
-        f"  {'training FLOPs':<16} {plan.flops / epochs:>14.3g} {plan.flops:>20.3g}",
-        f"  {'GPU':<12} {'hours/epoch':>13} {'hours total':>15} {'dollars total':>19}  fits   (MFU {MFU_BAND[0]:.0%}-{MFU_BAND[1]:.0%}; {PRICES_AS_OF})",
+        f"  {'FLOPs (all)':<16} {plan.flops / epochs:>14.3g} {plan.flops:>20.3g}",
+        f"  FLOPs: LM forward {b.lm_forward:.3g}, backward {b.lm_backward:.3g}, recompute {b.lm_recompute:.3g}; "
+        f"vision forward {b.vision_forward:.3g}, backward {b.vision_backward:.3g}, recompute {b.vision_recompute:.3g}; "
+        f"evaluation {plan.eval_flops:.3g}",
+        f"  padding {plan.padding:.1%} of positions ({'length-grouped' if plan.grouped else 'random'} micro-batches); "
+        f"training FLOPs are {plan.floor_ratio:.2f}x the floor (4N or 6N per real token + the frozen tower's forward)",
     ]
+    if plan.memory:
+        m = plan.memory
+        lines.append(f"  memory (GB): weights {m.weights / GIB:.1f}, trainable state {m.trainable_state / GIB:.1f}, "
+                     f"activations {m.activations / GIB:.1f}, logits+loss {m.logits / GIB:.1f}, vision {m.vision / GIB:.1f}, "
+                     f"CUDA context {m.overhead / GIB:.1f}")
+    lines.append(f"  {'GPU':<12} {'$/hour':>7} {'hours/epoch':>13} {'hours total':>15} {'dollars total':>19}  fits")
     for est in plan.gpus:
         gpu = f"{est.gpu}:{est.count}" if est.count > 1 else est.gpu
         usd = f"${est.usd[0]:,.2f}-{est.usd[1]:,.2f}" if est.usd else "-"
+        rate = f"${est.usd_per_hour * est.count:.2f}" if est.usd_per_hour else "-"
         per_epoch = f"{est.hours[0] / epochs:.2f}-{est.hours[1] / epochs:.2f}"
-        lines.append(f"  {gpu:<12} {per_epoch:>13} {est.hours[0]:>7.2f}-{est.hours[1]:<7.2f} {usd:>19}  {'yes' if est.fits else 'NO'}")
+        lines.append(f"  {gpu:<12} {rate:>7} {per_epoch:>13} {est.hours[0]:>7.2f}-{est.hours[1]:<7.2f} {usd:>19}  {'yes' if est.fits else 'NO'}")
+    lines.append(f"  hours: FLOPs / (peak bf16 x MFU {MFU_BAND[0]:.0%}-{MFU_BAND[1]:.0%}); the MFU band is {MFU_SOURCE}")
+    fixed = next((e.fixed_usd for e in plan.gpus if e.fixed_usd is not None), None)
+    if plan.fixed:
+        parts = "; ".join(f"{what} {minutes:g} min" for what, minutes, _ in plan.fixed)
+        lines.append(f"  dollars include fixed costs{f' (~${fixed:.2f} on the first GPU)' if fixed is not None else ''}: {parts} "
+                     f"(assumed, not measured); {FIRST_IMAGE_BUILD}; prices: {PRICES_AS_OF}")
+    lines += [f"  note: {n}" for n in plan.notes]
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

@@ -89,13 +89,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def dataset_tokens(scan: DatasetScan, recipe: Recipe, max_pixels: int | None = None):
-    from vlm3.plan import DatasetTokens
+    from vlm3.plan import DatasetTokens, Rows
 
-    rows = [r for r in scan.rows if r.split == "train"]
     cap = max_pixels or recipe.images.max_pixels
-    visual = [visual_tokens(r.width, r.height, recipe.images.min_pixels, cap) for r in rows]
-    totals = [r.text_tokens + v for r, v in zip(rows, visual)]
-    return DatasetTokens(samples=len(rows), text_tokens=sum(r.text_tokens for r in rows), visual_tokens=sum(visual), max_row_tokens=max(totals, default=0))
+
+    def split_rows(split: str) -> tuple[list, Rows]:
+        rows = [r for r in scan.rows if r.split == split]
+        visual = [visual_tokens(r.width, r.height, recipe.images.min_pixels, cap) for r in rows]
+        return rows, Rows(tuple(r.text_tokens + v for r, v in zip(rows, visual)), tuple(visual))
+
+    rows, train = split_rows("train")
+    _, val = split_rows("val")
+    return DatasetTokens(samples=len(rows), text_tokens=sum(r.text_tokens for r in rows), visual_tokens=sum(train.visual),
+                         max_row_tokens=max(train.lengths, default=0), train=train, val=val)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

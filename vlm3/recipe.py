@@ -90,6 +90,9 @@ class TrainSpec(Strict):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: bool = True  # off: ~44% faster, more activation memory
     flash_attention: bool = False  # SDPA; true needs the flash-attn trainer image (VLM3_FLASH_ATTN=1, compiled once; README)
+    # Liger's Triton kernels (GPU only; ignored on CPU): fused linear cross-entropy never holds the
+    # full logits (~10 bytes per vocabulary entry per token), plus RMSNorm, LayerNorm, SwiGLU and M-RoPE.
+    liger: bool = False
     deepspeed: Literal["zero1", "zero2", "zero3"] | None = None
     eval_steps: int = Field(default=100, ge=1)
     save_steps: int = Field(default=100, ge=1)

@@ -16,14 +16,16 @@ from typing import Any
 from vlm3.recipe import Recipe
 
 DATA_DIR = "data"
+# Our Axolotl plugin (vlm3/axolotl_plugin.py): a frozen vision tower runs forward only; padding is recorded;
+# use_cpu (bf16 on a CPU) and persistent dataloader workers, which Axolotl has no keys for.
+PLUGIN = "vlm3.axolotl_plugin.Vlm3Plugin"
+LIGER_PLUGIN = "axolotl.integrations.liger.LigerPlugin"
 OUTPUT_DIR = "output"  # adapter and checkpoints; Axolotl writes the merged model to output/merged
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 VISION = ("qkv", "proj", "fc1", "fc2")  # Qwen2-VL vision blocks: attn.qkv, attn.proj, mlp.fc1, mlp.fc2
 DATALOADER_WORKERS = 4  # per training process (one per GPU); modal_support sizes each GPU's CPU and memory for them
-# Sets use_cpu (bf16 on a CPU) and persistent dataloader workers, which Axolotl has no keys for.
-TRAINING_ARGS_PLUGIN = "vlm3.training_args_plugin.TrainingArgsPlugin"
 
 
 # Where each rendered Axolotl key comes from in the recipe, so Axolotl's schema errors can name the recipe field.
@@ -35,6 +37,7 @@ RECIPE_FIELD = {
     "warmup_ratio": "train.warmup_ratio", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
     "optimizer": "train.optimizer", "bf16": "train.precision", "fp16": "train.precision", "tf32": "compute.gpu",
     "gradient_checkpointing": "train.gradient_checkpointing", "attn_implementation": "train.flash_attention",
+    "group_by_length": "data", "plugins": "train.liger", "liger_fused_linear_cross_entropy": "train.liger",
     "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "eval_steps": "train.eval_steps",
     "save_total_limit": "train.save_total_limit", "seed": "train.seed", "adapter": "train.method",
     "load_in_4bit": "train.method", "lora_r": "train.lora.r", "lora_alpha": "train.lora.alpha",
@@ -112,6 +115,9 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
         "skip_prepare_dataset": True,
         "remove_unused_columns": False,
         "sample_packing": False,  # Axolotl cannot pack multimodal rows
+        # Micro-batches of similar length pad less; reads the `length` column the converter writes.
+        "group_by_length": True,
+        "plugins": [PLUGIN],
         "datasets": [{"path": f"{DATA_DIR}/train.jsonl", **dataset}],
         "sequence_len": train.sequence_len,
         "micro_batch_size": train.micro_batch_size,
@@ -134,7 +140,6 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
         "auto_resume_from_checkpoints": True,  # a restarted or preempted run continues from the last checkpoint
         "dataloader_num_workers": 0 if recipe.on_cpu else DATALOADER_WORKERS,
         "save_safetensors": True,
-        "plugins": [TRAINING_ARGS_PLUGIN],
     }
     if train.max_steps:
         config["max_steps"] = train.max_steps
@@ -147,6 +152,11 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
         config["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     # PyTorch's SDPA unless the recipe asks for flash-attention (an opt-in image: see modal_support.FLASH_ATTN).
     config["attn_implementation"] = "flash_attention_2" if train.flash_attention and not recipe.on_cpu else "sdpa"
+    if train.liger and not recipe.on_cpu:
+        # Axolotl's Liger plugin patches Qwen2-VL (its model list has qwen2_vl); Triton needs a GPU.
+        config["plugins"].append(LIGER_PLUGIN)
+        config.update(liger_fused_linear_cross_entropy=True, liger_rms_norm=True, liger_layer_norm=True,
+                      liger_glu_activation=True, liger_rope=True)
     if train.method in ("lora", "qlora"):
         lora = train.lora
         config.update(

@@ -1,0 +1,134 @@
+"""Axolotl plugin: a frozen vision tower runs its forward pass only, the run records its padding, and
+the two HF TrainingArguments Axolotl 0.19 has no config key for are set.
+
+Usage (the rendered Axolotl config names it; the trainer runs with the project root on PYTHONPATH):
+    plugins:
+      - vlm3.axolotl_plugin.Vlm3Plugin
+
+Why: transformers' `enable_input_require_grads` (called by Axolotl's adapter loader, by PEFT and
+by `gradient_checkpointing_enable` at the start of `Trainer.train`) hooks every sub-model's input
+embedding, and for Qwen2-VL's vision tower that is `patch_embed`. The patch embeddings then require
+grad, so autograd records the whole frozen tower, re-runs its checkpointed blocks and backpropagates
+through it, although no weight there is trained and the language model's gradients do not depend
+on it. Running a tower with no trainable parameter under `torch.no_grad()` removes that work; the
+hooks are re-added at train start, so the tower's forward is wrapped rather than the hooks removed.
+
+`use_cpu`: the HF Trainer refuses `bf16: true` without a CUDA device unless `use_cpu` is set
+(transformers 5.16 `TrainingArguments.__post_init__`); it is set when Axolotl found no accelerator
+(`cfg.device == "cpu"`), so the same bf16 config trains on a GPU and, for the tests, on a CPU.
+`dataloader_persistent_workers`: Axolotl passes the Trainer's value to its DataLoader but never
+sets it (`axolotl/core/trainers/base.py`); without it the workers that decode and resize the
+pages are restarted at every epoch and after every evaluation. Only meaningful with workers.
+
+The padding meter counts real and padded positions of every training batch (from the attention
+mask the collator made) and writes `padding.json` in the output folder at the end of training.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from axolotl.integrations.base import BasePlugin
+from transformers import TrainerCallback
+from typing import Any
+
+PADDING_FILE = "padding.json"
+
+
+def vision_tower(model):
+    """Qwen2-VL's vision tower (`model.visual`) under any PEFT or wrapper layers, or None."""
+    for name, module in model.named_modules():
+        if name.endswith("visual") and hasattr(module, "patch_embed") and hasattr(module, "blocks"):
+            return module
+    return None
+
+
+def run_frozen_vision_forward_only(model) -> bool:
+    """Wrap the vision tower's forward in no_grad whenever none of its parameters trains.
+
+    Checked on every call, not once: a recipe that adds LoRA to the tower, or unfreezes it later,
+    keeps its gradients. Returns False when the model has no vision tower (nothing to do).
+    """
+    import torch
+
+    tower = vision_tower(model)
+    if tower is None or getattr(tower, "_vlm3_forward_only", False):
+        return tower is not None
+    forward = tower.forward
+
+    @functools.wraps(forward)
+    def forward_frozen_without_grad(*args, **kwargs):
+        if torch.is_grad_enabled() and not any(p.requires_grad for p in tower.parameters()):
+            with torch.no_grad():
+                return forward(*args, **kwargs)
+        return forward(*args, **kwargs)
+
+    tower.forward = forward_frozen_without_grad
+    tower._vlm3_forward_only = True
+    return True
+
+
+class PaddingMeter:
+    """Real and padded token positions of the training batches a model saw (a forward pre-hook)."""
+
+    def __init__(self):
+        self.real = 0
+        self.positions = 0
+        self.batches = 0
+
+    def attach(self, model) -> None:
+        model.register_forward_pre_hook(self.count, with_kwargs=True)
+
+    def count(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if module.training and mask is not None and mask.dim() == 2:
+            self.real += int(mask.sum())
+            self.positions += mask.numel()
+            self.batches += 1
+
+    def to_dict(self) -> dict:
+        padded = self.positions - self.real
+        return {"batches": self.batches, "positions": self.positions, "real_tokens": self.real, "padded_positions": padded,
+                "padding_fraction": padded / self.positions if self.positions else None}
+
+
+class WritePadding(TrainerCallback):
+    def __init__(self, meter: PaddingMeter, output_dir: str):
+        self.meter = meter
+        self.output_dir = output_dir
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            path = Path(self.output_dir) / PADDING_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.meter.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def training_args_for(device: str, dataloader_workers: int) -> dict[str, Any]:
+    """The extra TrainingArguments for a device ("cpu", "cuda:0", ...) and a worker count."""
+    extra: dict[str, Any] = {}
+    if device == "cpu":
+        extra["use_cpu"] = True
+    if dataloader_workers > 0:
+        extra["dataloader_persistent_workers"] = True
+    return extra
+
+
+class Vlm3Plugin(BasePlugin):
+    """Frozen vision tower forward-only, a padding count per run, and the TrainingArguments above."""
+
+    def __init__(self):
+        super().__init__()
+        self.meter = PaddingMeter()
+
+    def post_model_load(self, cfg, model):
+        run_frozen_vision_forward_only(model)
+        self.meter.attach(model)
+
+    def add_callbacks_post_trainer(self, cfg, trainer):
+        return [WritePadding(self.meter, trainer.args.output_dir)]
+
+    def get_training_args(self, cfg):
+        return training_args_for(str(cfg.device or "cpu"), int(cfg.dataloader_num_workers or 0))
