@@ -31,8 +31,8 @@ def test_the_run_records_less_padding_than_random_batches(trained_run):
     padding = json.loads((trained_run / "output" / "padding.json").read_text())
     lengths = tuple(r["length"] for r in rows_of(trained_run / "data" / "train.jsonl"))
     micro = recipe["train"]["micro_batch_size"]
-    per_epoch = -(-len(lengths) // micro)
-    assert padding["batches"] == recipe["train"]["epochs"] * per_epoch
+    steps = json.loads((trained_run / "train_metrics.json").read_text())["steps"]  # Axolotl's ceil(rows x epochs / batch)
+    assert padding["batches"] == steps * recipe["train"]["gradient_accumulation_steps"]  # every training micro-batch
     rows = Rows(lengths, tuple([16] * len(lengths)))
     scattered = [epoch_work(MODELS["Qwen/Qwen2-VL-7B-Instruct"], rows, micro, False, micro, Training(), seed=s).padding for s in range(20)]
     random_padding = sum(scattered) / len(scattered)

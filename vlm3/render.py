@@ -37,7 +37,7 @@ RECIPE_FIELD = {
     "warmup_ratio": "train.warmup_ratio", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
     "optimizer": "train.optimizer", "bf16": "train.precision", "fp16": "train.precision", "tf32": "compute.gpu",
     "gradient_checkpointing": "train.gradient_checkpointing", "attn_implementation": "train.flash_attention",
-    "group_by_length": "data", "plugins": "train.liger", "liger_fused_linear_cross_entropy": "train.liger",
+    "liger_fused_linear_cross_entropy": "train.liger",
     "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "eval_steps": "train.eval_steps",
     "save_total_limit": "train.save_total_limit", "seed": "train.seed", "adapter": "train.method",
     "load_in_4bit": "train.method", "lora_r": "train.lora.r", "lora_alpha": "train.lora.alpha",
