@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from data_adapters.jsonio import folder_lock, write_json, write_jsonl
-from harness.generate import GenerationSettings, GenerationStats, generate, latest_answers, prompt_hash
+from harness.generate import GenerationSettings, GenerationStats, generate, prompt_hash
 from harness.samples import EvalSample
 from harness.score import score_sample, summarize
 

@@ -16,8 +16,8 @@ training pages (or move a page into training deliberately), never train on the v
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.bootstrap import page_of
@@ -186,9 +186,8 @@ def format_weak(report: WeakReport, out_path: str, top: int = 5) -> str:
     return "\n".join(lines)
 
 
-def write_weak_pages(eval_dir, records: list[dict]) -> tuple[WeakReport, "Path"]:
+def write_weak_pages(eval_dir, records: list[dict]) -> tuple[WeakReport, Path]:
     """Write EVAL_DIR/weak_pages.jsonl (atomically) and return the ranking and the path."""
-    from pathlib import Path
 
     from data_adapters.jsonio import write_jsonl
 

@@ -340,7 +340,7 @@ def test_a_second_writer_is_refused_with_a_clear_message(tmp_path):
     with LoopbackOpenAI() as server:
         generate_into(tmp_path / "e", samples, settings_for(server), label="x", endpoint=server.base_url)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from data_adapters.jsonio import folder_lock\n"
-                               f"with folder_lock(sys.argv[1], 'scoring'):\n    print('held', flush=True); time.sleep(30)",
+                               "with folder_lock(sys.argv[1], 'scoring'):\n    print('held', flush=True); time.sleep(30)",
                                str(tmp_path / "e")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -20,7 +20,7 @@ from PIL import Image
 from bench.loopback_openai import LoopbackOpenAI, question_of
 from data_adapters.pipeline import read_pipeline
 from harness.bootstrap import cluster_bootstrap_ci
-from harness.breakdown import breakdowns, group_stats, turn_counts
+from harness.breakdown import breakdowns, turn_counts
 from harness.compare import compare_scores, comparison_file_stem, format_comparison, paired_bootstrap_ci, render_compare_html
 from harness.generate import GenerationSettings, build_messages, prompt_hash
 from harness.samples import load_val_samples
