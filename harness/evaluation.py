@@ -33,12 +33,9 @@ from typing import Any, Callable
 
 from data_adapters.jsonio import folder_lock, write_json, write_jsonl
 from harness.generate import GenerationSettings, GenerationStats, generate, prompt_hash
+from harness.errors import EvalError  # noqa: F401  (re-exported: callers catch harness.evaluation.EvalError)
 from harness.samples import EvalSample
 from harness.score import score_sample, summarize
-
-
-class EvalError(Exception):
-    """An evaluation directory that cannot be scored as asked."""
 
 
 _UNSET: Any = object()  # "not given": meta.json without a judge key means the recipe default (eval.judge)

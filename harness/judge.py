@@ -33,7 +33,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Callable, Mapping
 
-from harness.evaluation import EvalError
+from harness.errors import EvalError
 from harness.judge_client import (
     BATCH_DISCOUNT,
     PRICE_SOURCE,

@@ -184,8 +184,9 @@ def row_samples(row, image: Path) -> list[EvalSample]:
     return samples
 
 
-def load_eval_samples(recipe, only: Only = "all", max_samples: int | None = None, general_dir: Path | None = None) -> list[EvalSample]:
-    """Validation rows, probes, then (given general_dir, where their pages are drawn) vlm3's general probes; DataError if any is unusable."""
+def load_eval_samples(recipe, only: Only = "all", max_samples: int | None = None, general: list[EvalSample] = ()) -> list[EvalSample]:
+    """Validation rows, probes, then vlm3's general probes (harness.general_probes, given by the caller
+    where `only` asks for them); DataError if any is unusable."""
     images_root = Path(recipe.data.images_root)
     samples: list[EvalSample] = []
     problems: list[Problem] = []
@@ -198,10 +199,8 @@ def load_eval_samples(recipe, only: Only = "all", max_samples: int | None = None
         found, bad = load_probes(Path(recipe.data.probes), images_root)
         samples += found
         problems += bad
-    if general_dir is not None and only in ("all", "probes", "general"):
-        from harness.general_probes import load_general_probes
-
-        samples += load_general_probes(general_dir)
+    if only in ("all", "probes", "general"):
+        samples += general
     if problems:
         raise DataError(problems)
     if not samples:

@@ -88,7 +88,7 @@ def test_the_trained_demo_run_has_a_report_from_the_trainers_own_state(trained_r
 
 
 def test_train_line_says_plainly_when_no_loss_was_logged():
-    from vlm3.cli import describe_training
+    from vlm3.train_cmds import describe_training
     from vlm3.trainer_env import TrainingLog
 
     log = TrainingLog()

@@ -248,7 +248,7 @@ def print_token(token: str) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from vlm3.cli import err_console
+    from vlm3.console import err_console
 
     try:
         question = check_question(args.question)

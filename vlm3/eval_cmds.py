@@ -28,7 +28,7 @@ DEMO_MARGIN = 0.5  # fine-tuned minus base pass rate on memorised probes that th
 
 
 def console():
-    from vlm3.cli import console as shared
+    from vlm3.console import console as shared
 
     return shared
 
@@ -138,13 +138,15 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
 
     from harness.evaluation import generate_into
     from harness.generate import GenerationSettings
+    from harness.general_probes import load_general_probes
     from harness.samples import load_eval_samples
 
     recipe, run = resolve_target(args.target)
     label = default_label(args)
     eval_dir = eval_dir_for(args, recipe, run, label)
     # vlm3's general probes (reading, counting, transcribing) are drawn into the evaluation directory.
-    samples = load_eval_samples(recipe, only=args.only, max_samples=args.max_samples, general_dir=eval_dir / "general_probes")
+    general = load_general_probes(eval_dir / "general_probes") if args.only != "val" else []
+    samples = load_eval_samples(recipe, only=args.only, max_samples=args.max_samples, general=general)
     with endpoint_for(args, recipe, run, label) as endpoint:
         base_url = endpoint.base_url
         settings = GenerationSettings(
@@ -366,7 +368,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on the tiny model: train, merge, serve base and fine-tuned, generate, score, compare."""
     from data_adapters.jsonio import write_json, write_text_atomic
-    from vlm3.cli import train_recipe
+    from vlm3.train_cmds import train_recipe
 
     recipe = load_recipe(args.recipe)
     run, result = train_recipe(recipe, Path(args.runs_root), merge=True)

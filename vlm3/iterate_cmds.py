@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def console():
-    from vlm3.cli import console as shared
+    from vlm3.console import console as shared
 
     return shared
 

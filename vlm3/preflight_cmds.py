@@ -23,7 +23,7 @@ RESOLUTION_CAPS_MP = (0.4, 1.0, 2.0)
 
 
 def console():
-    from vlm3.cli import console as shared
+    from vlm3.console import console as shared
 
     return shared
 
@@ -64,7 +64,7 @@ def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetSca
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from data_adapters.card import render_dataset_card
+    from harness.dataset_card import render_dataset_card
     from data_adapters.jsonio import write_json
 
     recipe = load_recipe(args.recipe)
@@ -189,7 +189,7 @@ def cmd_resize(args: argparse.Namespace) -> int:
     root = Path(recipe.data.images_root)
     out = Path(args.out) if args.out else Path("runs") / recipe.name / "resized" / f"max{recipe.images.max_pixels}"
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents or out.resolve() in root.resolve().parents:
-        from vlm3.cli import UserError
+        from vlm3.console import UserError
 
         raise UserError(f"--out {out} overlaps the images root {root}: resized copies go to a separate folder, originals are never touched")
     images: set[str] = set()

@@ -1,0 +1,22 @@
+"""The terminal every vlm3 verb prints to, and the exit codes of user mistakes.
+
+Usage:
+    from vlm3.console import console, err_console, UserError, EXIT_DATA
+
+Kept apart from vlm3.cli so that the verb modules (train_cmds, eval_cmds, preflight_cmds, ...)
+and the CLI that registers them do not import each other.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_DATA = 1  # bad data: fix the file and line named
+EXIT_RECIPE = 2  # bad recipe: every problem at once
+
+
+class UserError(Exception):
+    """A mistake the user can fix; the message is printed as is."""
