@@ -237,7 +237,7 @@ def smoke_test(run_name: str) -> dict:
 
     from harness.generate import image_data_url
     from vlm3.trainer_side import first_example
-    from vlm3.vllm import served_model_dir, vllm_argv
+    from vlm3.vllm import served_model_dir, vllm_argv, vllm_environ
 
     run = open_run(run_name)
     recipe = run.recipe()
@@ -247,7 +247,7 @@ def smoke_test(run_name: str) -> dict:
     run.logs_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with (run.logs_dir / "smoke_vllm.log").open("ab") as log:
-        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, ENDPOINT_KEY_VAR: key})
+        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=vllm_environ(os.environ, ENDPOINT_KEY_VAR, key))
     result: dict[str, Any] = {"run": run_name, "command": argv}
     try:
         while not healthy(root):
@@ -370,7 +370,10 @@ if SERVE_TARGET is not None:
         """vLLM's OpenAI-compatible server for the deployed run; requests need the key in the endpoint secret."""
         import subprocess
 
-        subprocess.Popen(serve_argv(SERVE_TARGET))
+        from vlm3.vllm import vllm_environ
+
+        argv = serve_argv(SERVE_TARGET)  # refuses to start without the key
+        subprocess.Popen(argv, env=vllm_environ(os.environ, ENDPOINT_KEY_VAR, os.environ[ENDPOINT_KEY_VAR]))
 
     if modal.is_local():
         from vlm3.ask import deploy_command_running, print_deployed_endpoint

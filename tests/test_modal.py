@@ -319,6 +319,45 @@ def test_vllms_own_parser_accepts_the_command():
         assert args.max_model_len == recipe.serve.max_model_len
 
 
+# What vLLM does with `--middleware X` (vllm/entrypoints/openai/api_server.py): import X by its
+# dotted path; a class goes to FastAPI's app.add_middleware(X). Run here on FastAPI/Starlette (the
+# trainer environment has them), from a folder outside the project with only vllm_environ's path.
+MIDDLEWARE_AS_VLLM_LOADS_IT = """
+import importlib, inspect, os, sys
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+app = FastAPI()
+for path in ("/health", "/metrics", "/v1/models", "/tokenize"):
+    app.add_api_route(path, lambda: {"ok": True})
+module_path, name = sys.argv[1].rsplit(".", 1)
+imported = getattr(importlib.import_module(module_path), name)
+assert inspect.isclass(imported)
+app.add_middleware(imported)
+client = TestClient(app)
+key = os.environ["VLLM_API_KEY"]
+print({p: (client.get(p).status_code, client.get(p, headers={"Authorization": f"Bearer {key}"}).status_code)
+       for p in ("/health", "/metrics", "/v1/models", "/tokenize")})
+"""
+
+
+@pytest.mark.trainer
+def test_the_served_command_guards_every_route_but_health(tmp_path):
+    from vlm3.vllm import KEY_MIDDLEWARE, vllm_environ
+
+    if not TRAIN_PYTHON.exists():
+        pytest.skip("needs .venv-train (FastAPI, as in the vLLM image)")
+    argv = vllm_argv(load_recipe(ROOT / "recipes" / "e30m3_lora.yaml"), "/vol/runs/x/output/merged")
+    assert argv[argv.index("--middleware") + 1] == KEY_MIDDLEWARE
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = vllm_environ(base, "VLLM_API_KEY", "k-123")
+    assert "k-123" not in argv
+    proc = subprocess.run([str(TRAIN_PYTHON), "-c", MIDDLEWARE_AS_VLLM_LOADS_IT, KEY_MIDDLEWARE], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    codes = eval(proc.stdout.strip().splitlines()[-1])  # a dict literal printed by the script above
+    assert codes == {"/health": (200, 200), "/metrics": (401, 200), "/v1/models": (401, 200), "/tokenize": (401, 200)}
+
+
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if UPDATE:

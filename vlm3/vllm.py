@@ -2,7 +2,7 @@
 
 Usage:
     argv = vllm_argv(recipe, "/vol/runs/e30m3-lora/20261125T170000Z/output/merged")
-    subprocess.Popen(argv, env={**os.environ, "VLLM_API_KEY": key})   # the key never goes on the command line
+    subprocess.Popen(argv, env=vllm_environ(os.environ, "VLLM_API_KEY", key))   # the key never goes on the command line
     print(format_command(argv))                                         # one flag per line, shell-quoted
 
 Every serving setting comes from the recipe: the served model name, context length, memory
@@ -14,8 +14,10 @@ from applying the checkpoint's own sampling defaults, so requests mean what they
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
+from typing import Mapping
 
 from vlm3.recipe import Recipe
 
@@ -23,6 +25,16 @@ DEFAULT_PORT = 8000
 IMAGES_PER_PROMPT = {"image": 1, "video": 0}  # one page per question, as in training
 # vLLM accepts only these --max-lora-rank values; its default (16) is below the reference recipes' r 64.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+# vLLM's --api-key guards only /v1/*; this middleware (added by vLLM with app.add_middleware, the class
+# taking the app) answers 401 on every route but /health without the key, as the smoke test requires.
+KEY_MIDDLEWARE = "vlm3.serve_guard.KeyGuard"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where the vlm3 package lives (/root on Modal)
+
+
+def vllm_environ(base: Mapping[str, str], key_var: str, key: str) -> dict[str, str]:
+    """The server's environment: the key (never on the command line) and vlm3 importable for its middleware."""
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), base.get("PYTHONPATH")]))
+    return {**base, key_var: key, "PYTHONPATH": path}
 
 
 def compact_json(value: dict) -> str:
@@ -61,6 +73,7 @@ def vllm_argv(recipe: Recipe, model_dir: str, port: int = DEFAULT_PORT, base_mod
         "--limit-mm-per-prompt", compact_json(IMAGES_PER_PROMPT),
         "--mm-processor-kwargs", compact_json({"min_pixels": recipe.images.min_pixels, "max_pixels": recipe.images.max_pixels}),
         "--generation-config", "vllm",
+        "--middleware", KEY_MIDDLEWARE,
     ]
     if serve.serve_adapter:
         argv += ["--enable-lora", "--lora-modules", f"{name}={model_dir}", "--max-lora-rank", str(max_lora_rank(recipe.train.lora.r))]
