@@ -1,4 +1,4 @@
-"""The regime the 7B recipes run in, on a CPU: bf16, the 7B's structure, LoRA r 64 / alpha 128, checkpointing.
+"""The regime the 7B recipes run in, on a CPU: bf16, the 7B's structure, LoRA r 64 / alpha 128, the recipe's checkpointing.
 
     make test-real          # the `real` tier: a few minutes on 2 cores (BENCHMARKS.md has the time)
                             # `make test` runs only the render comparison below (no training)
@@ -12,6 +12,8 @@ What differs from the 7B run, and why (test_7b_recipes_render_like_the_tier pins
 - the model path (the tiny model, not the Hub's 7B);
 - the device keys: tf32 (CUDA only), dataloader_num_workers (0 on a CPU: the test process is the
   only core), the optimizer (torch's fused AdamW is the CUDA choice; plain AdamW on a CPU);
+- Liger's kernels (`train.liger`: the plugin and its `liger_*` keys) are Triton, GPU only: the CPU
+  config leaves them out, so the tier runs the unfused loss the same config runs without Liger;
 - the attention implementation would differ for a recipe with `train.flash_attention: true`
   (flash-attention needs CUDA; the CPU runs SDPA); the 7B recipes run SDPA, as this tier does;
 - the data: the synthetic sample manual, 16 training and 4 validation rows (the config is the same).
@@ -41,6 +43,15 @@ TRAIN_ROWS, VAL_ROWS = 16, 4  # 16 rows x 3 epochs / 16 per optimizer step = 3 s
 MODEL_KEYS = {"base_model"}
 DEVICE_KEYS = {"tf32", "dataloader_num_workers", "optimizer"}
 ATTENTION_KEYS: set[str] = set()  # the 7B recipes use SDPA (attn_implementation: sdpa), which a CPU runs too
+LIGER_KEYS = {"liger_fused_linear_cross_entropy", "liger_rms_norm", "liger_layer_norm", "liger_glu_activation", "liger_rope"}
+
+
+def without_gpu_kernels(config: dict) -> dict:
+    """The config less Liger (GPU-only kernels): its plugin entry and its keys."""
+    from vlm3.render import LIGER_PLUGIN
+
+    return {**{k: v for k, v in config.items() if k not in LIGER_KEYS},
+            "plugins": [p for p in config.get("plugins", []) if p != LIGER_PLUGIN]}
 
 
 def real_regime_recipe(source: Path, base: Path, out: Path) -> Path:
@@ -75,13 +86,18 @@ def seven_b_lora_recipes() -> list[Path]:
 @pytest.mark.parametrize("source", seven_b_lora_recipes(), ids=lambda p: p.name)
 def test_7b_recipes_render_like_the_tier(source, tmp_path, sample_dir):
     """Key by key: a 7B recipe's config and the tier's differ only in model path, device and attention."""
-    seven_b = render_axolotl_config(load_recipe(source), base_model=SEVEN_B)
+    recipe = load_recipe(source)
+    seven_b = render_axolotl_config(recipe, base_model=SEVEN_B)
     tier = render_axolotl_config(load_recipe(real_regime_recipe(source, TINY_7B, tmp_path / "r.yaml")), base_model=str(TINY_7B))
+    if recipe.train.liger:
+        assert LIGER_KEYS <= seven_b.keys() and not LIGER_KEYS & tier.keys()
+    seven_b, tier = without_gpu_kernels(seven_b), without_gpu_kernels(tier)
     differing = {key for key in seven_b.keys() | tier.keys() if seven_b.get(key) != tier.get(key)}
     assert differing == MODEL_KEYS | DEVICE_KEYS | ATTENTION_KEYS, {k: (seven_b.get(k), tier.get(k)) for k in differing}
     # The regime itself, as the 7B gets it:
     for config in (seven_b, tier):
-        assert config["bf16"] is True and config["gradient_checkpointing"] is True
+        # Checkpointing as the recipe chose it (vlm3 plan: off where the activations fit the card).
+        assert config["bf16"] is True and config["gradient_checkpointing"] is recipe.train.gradient_checkpointing
         assert config["adapter"] == "lora" and config["merge_method"] == "legacy"
         assert "vlm3.axolotl_plugin.Vlm3Plugin" in config["plugins"]
     assert seven_b["attn_implementation"] == tier["attn_implementation"] == "sdpa"
@@ -133,7 +149,8 @@ def test_bf16_lora_trains_merges_and_passes_the_check(real_run):
     status = json.loads((real_run / "status.json").read_text())
     assert all(status["stages"][s]["state"] == "done" for s in ("prepare", "validate", "train", "merge")), status
     config = yaml.safe_load((real_run / "axolotl.yaml").read_text())
-    assert (config["bf16"], config["gradient_checkpointing"], config["lora_r"], config["lora_alpha"]) == (True, True, 64, 128)
+    checkpointing = load_recipe(SOURCE_RECIPE).train.gradient_checkpointing  # as e30m3_lora.yaml chose it
+    assert (config["bf16"], config["gradient_checkpointing"], config["lora_r"], config["lora_alpha"]) == (True, checkpointing, 64, 128)
     log = (real_run / "logs" / "train.log").read_text(errors="replace")
     assert "Converting modules to torch.bfloat16" in log  # Axolotl loaded the model in bf16 on the CPU
     assert "Plugin loaded successfully: vlm3.axolotl_plugin.Vlm3Plugin" in log
