@@ -13,12 +13,9 @@ the model is escaped. Any key of the summary or of a sample may be missing.
 
 from __future__ import annotations
 
-import base64
-import io
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 
 from data_adapters.jsonio import write_text_atomic
 from harness.html import (
@@ -303,13 +300,7 @@ def _details(details: Any) -> Html | None:
 
 def thumbnail_data_uri(path: Path, width: int = THUMBNAIL_WIDTH) -> str | None:
     """A JPEG thumbnail at most `width` px wide as a data: URI, or None if the image cannot be read."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.width > width:
-                image = image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=80)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    from harness.page_images import encode_page
+
+    encoded = encode_page(Path(path), width)
+    return encoded[0] if encoded else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -91,3 +92,14 @@ def in_tmp_cwd(tmp_path, monkeypatch) -> Path:
 def copy_sample(sample_dir: Path, dest: Path) -> Path:
     shutil.copytree(sample_dir / "training_data", dest / "training_data")
     return dest / "training_data"
+
+
+def train_measure(*args: str) -> dict:
+    """bench.train_measure in the trainer environment (FLOPs, saved bytes, vision calls); its last stdout line is JSON."""
+    from vlm3.trainer_env import TrainerEnv
+
+    env = TrainerEnv.locate()
+    proc = subprocess.run([str(env.python), "-m", "bench.train_measure", *args], cwd=ROOT, env=env.environ(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

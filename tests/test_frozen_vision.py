@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from tests.conftest import ROOT, TINY_MODEL
+from tests.conftest import TINY_MODEL, train_measure
 
 pytestmark = pytest.mark.trainer
 
 
-def measure(*args: str) -> dict:
-    """bench.train_measure in the trainer environment; its last stdout line is JSON."""
-    import subprocess
-
-    from vlm3.trainer_env import TrainerEnv
-
-    env = TrainerEnv.locate()
-    proc = subprocess.run([str(env.python), "-m", "bench.train_measure", *args], cwd=ROOT, env=env.environ(),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+measure = train_measure  # tests/conftest.py
 
 
 @pytest.mark.parametrize("flags", [[], ["--no-checkpointing"]], ids=["checkpointing", "no-checkpointing"])

@@ -101,6 +101,18 @@ def test_serve_model_that_cannot_load_is_a_clear_error(tmp_path, trained_run):
     assert "Error:" in proc.stderr and "log" in proc.stderr and "Traceback" not in proc.stderr.split("Error:")[0]
 
 
+def read_until_serving(proc: subprocess.Popen, timeout_s: float = 180) -> list[str]:
+    """`vlm3 serve`'s output lines up to its "Ctrl-C" line (it is serving) or its exit."""
+    lines = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C" in line or proc.poll() is not None:
+            break
+    return lines
+
+
 def test_serve_answers_and_stops_on_ctrl_c(trained_run):
     from openai import OpenAI
 
@@ -110,13 +122,7 @@ def test_serve_answers_and_stops_on_ctrl_c(trained_run):
     proc = subprocess.Popen([sys.executable, "-m", "vlm3.cli", "serve", str(trained_run), "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        lines = []
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "Ctrl-C" in line or proc.poll() is not None:
-                break
+        lines = read_until_serving(proc)
         model = next(ln.split("model:", 1)[1].strip() for ln in lines if "model:" in ln)
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
         reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hello"}], max_tokens=4, temperature=0)
@@ -140,13 +146,7 @@ def test_serve_with_a_key_guards_every_route_and_dies_with_a_killed_cli(trained_
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**__import__("os").environ, "VLM3_API_KEY": key})
     try:
-        lines = []
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "Ctrl-C" in line or proc.poll() is not None:
-                break
+        lines = read_until_serving(proc)
         assert any("key:      required" in ln for ln in lines), "".join(lines)
         model = next(ln.split("model:", 1)[1].strip() for ln in lines if "model:" in ln)
         root = f"http://127.0.0.1:{port}"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 
 import pytest
 
-from tests.conftest import ROOT, TINY_MODEL
+from tests.conftest import ROOT, TINY_MODEL, train_measure
 from vlm3.plan import (
     MODELS,
     DatasetTokens,
@@ -155,16 +154,7 @@ def test_shipped_lora_recipe_is_the_fastest_setting_that_fits():
 # Trainer-environment checks: the plan's arithmetic against FlopCounterMode and saved-tensor hooks.
 
 
-def measure(*args: str) -> dict:
-    import subprocess
-
-    from vlm3.trainer_env import TrainerEnv
-
-    env = TrainerEnv.locate()
-    proc = subprocess.run([str(env.python), "-m", "bench.train_measure", *args], cwd=ROOT, env=env.environ(),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+measure = train_measure  # tests/conftest.py
 
 
 def planned(result: dict, checkpointing: bool, forward_only: bool) -> float:
