@@ -12,8 +12,9 @@ to reuse, the first request goes alone: a saved answer whose server-reported mod
 the one this request reports is asked again.
 
 Retries with backoff on 429, 5xx, timeouts and dropped connections are the official `openai`
-client's own (max_retries); a whole request, retries included, is bounded in wall-clock time
-(`request_deadline_s`), so a server that trickles a byte at a time cannot hold a run.
+client's own (max_retries); each attempt, its body included, is bounded by the timeout
+(`bounded_attempts`) and a whole request, retries included, by `request_deadline_s`, so a server
+that trickles a byte at a time cannot hold a run.
 A request that fails after retries, or answers without usable content, is an error record
 with the server's message (control characters stripped, the key redacted, truncated): never
 an answer, so it is never scored as a wrong one.
@@ -24,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import importlib
+import importlib.util
 import json
 import mimetypes
 import re
@@ -263,6 +266,30 @@ async def ask(client, sample: EvalSample, settings: GenerationSettings, key_hash
     return record
 
 
+def bounded_attempts(client_class: type, attempt_s: float) -> type:
+    """The openai client's HTTP client class with each attempt bounded in total time, body included.
+
+    The client's own timeout bounds each read, so a server that trickles a byte at a time could
+    hold one attempt for minutes. A whole attempt (send, and for a non-streamed reply the body)
+    longer than attempt_s raises the HTTP library's ReadTimeout, which the openai client retries
+    with its backoff like any other timeout."""
+    # The HTTP library the openai client is built on: httpx2 from openai 3 on, httpx before.
+    libraries = [importlib.import_module(name) for name in ("httpx2", "httpx") if importlib.util.find_spec(name)]
+    library = next((lib for lib in libraries if issubclass(client_class, lib.AsyncClient)), None)
+    if library is None:  # an HTTP client we do not know: keep the whole-request deadline only
+        return client_class
+    timeout_error = library.ReadTimeout
+
+    class AttemptBounded(client_class):
+        async def send(self, request, **kwargs):
+            try:
+                return await asyncio.wait_for(super().send(request, **kwargs), timeout=attempt_s)
+            except asyncio.TimeoutError:
+                raise timeout_error(f"no complete response within {attempt_s:g} s", request=request) from None
+
+    return AttemptBounded
+
+
 def make_client(settings: GenerationSettings):
     import openai
 
@@ -274,9 +301,9 @@ def make_client(settings: GenerationSettings):
     try:
         # aiohttp's pool keeps up at high concurrency, where httpx's spends its time rescanning
         # every connection for every request (BENCHMARKS.md); httpx where the aiohttp extra is missing.
-        http_client = openai.DefaultAioHttpClient(limits=limits, timeout=settings.timeout_s)
+        http_client = bounded_attempts(openai.DefaultAioHttpClient, settings.timeout_s)(limits=limits, timeout=settings.timeout_s)
     except (AttributeError, RuntimeError):
-        http_client = openai.DefaultAsyncHttpxClient(limits=limits, timeout=settings.timeout_s)
+        http_client = bounded_attempts(openai.DefaultAsyncHttpxClient, settings.timeout_s)(limits=limits, timeout=settings.timeout_s)
     return openai.AsyncOpenAI(
         base_url=settings.base_url,
         api_key=settings.api_key,

@@ -194,7 +194,22 @@ def test_a_trickled_body_is_cut_at_the_deadline(tmp_path):
         elapsed = time.monotonic() - started
     # A ~250-byte body at 2 bytes/s would take ~2 minutes; every read arrives well within the 1 s timeout.
     assert stats.failed == 1 and elapsed < 5, elapsed
-    assert "no complete answer within" in lines(tmp_path / "e" / "predictions.jsonl")[0]["error"]
+    error = lines(tmp_path / "e" / "predictions.jsonl")[0]["error"]
+    assert "no complete answer within" in error or "timed out" in error.lower(), error
+
+
+def test_each_attempt_of_a_trickled_body_is_cut_at_the_timeout(tmp_path):
+    """The timeout bounds a whole attempt, not each read: every retry gets its own 1 s, then the sample fails."""
+    samples = probe_samples(tmp_path, 1)
+    with LoopbackOpenAI(default=Reply(trickle_s=0.5)) as server:
+        settings = settings_for(server, timeout_s=1.0, max_retries=2)
+        started = time.monotonic()
+        stats = generate_into(tmp_path / "e", samples, settings, label="x", endpoint=server.base_url)
+        elapsed = time.monotonic() - started
+        asked = len(server.requests)
+    # Three attempts of ~1 s each plus the client's backoff, well inside the whole-request deadline.
+    assert stats.failed == 1 and asked == 3, (asked, elapsed)
+    assert elapsed < settings.request_deadline_s, (elapsed, settings.request_deadline_s)
 
 
 def test_an_echoed_key_and_escape_codes_never_reach_a_file_or_the_terminal(tmp_path):
