@@ -28,7 +28,7 @@ def require_key(app, key: str):
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
         if hmac.compare_digest(given, expected):
             return await app(scope, receive, send)
-        body = json.dumps({"error": {"message": "missing or wrong API key", "type": "authentication_error"}}).encode()
+        body = json.dumps({"error": "Unauthorized"}).encode()  # vLLM's own 401 body: one shape for clients
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
