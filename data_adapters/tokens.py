@@ -1,11 +1,13 @@
-"""Token counts that match Qwen2-VL: visual tokens from the image size, text tokens estimated.
+"""Token counts that match the Qwen-VL processors: visual tokens from the image size, text tokens estimated.
 
 Usage:
-    visual_tokens(1700, 2200, min_pixels=56 * 56, max_pixels=1280 * 28 * 28)  # -> 1240
+    visual_tokens(1700, 2200, min_pixels=56 * 56, max_pixels=1280 * 28 * 28)             # Qwen2-VL -> 1240
+    visual_tokens(1700, 2200, min_pixels=56 * 56, max_pixels=1280 * 32 * 32, factor=32)  # Qwen3-VL -> 1240
 
-Qwen2-VL cuts an image into 14-px patches and merges 2x2 of them into one LLM token, after
-resizing it so both sides are multiples of 28 and the area lies within [min_pixels,
-max_pixels] (the rule of transformers' `smart_resize` for Qwen2-VL).
+The processor cuts an image into patches and merges 2x2 of them into one LLM token, after
+resizing it so both sides are multiples of `factor` (patch x merge: 28 for Qwen2-VL and
+Qwen2.5-VL, 32 for Qwen3-VL; `vlm3.families`) and the area lies within [min_pixels,
+max_pixels] (the rule of transformers' `smart_resize`, which all three families use).
 """
 
 from __future__ import annotations
@@ -13,37 +15,35 @@ from __future__ import annotations
 import math
 import os
 
-PATCH = 14  # pixels per vision patch side
-MERGE = 2  # patches merged per side into one LLM token
-FACTOR = PATCH * MERGE
-MAX_ASPECT_RATIO = 200  # Qwen2-VL's processor refuses anything more elongated
+QWEN2_VL_FACTOR = 14 * 2  # Qwen2-VL: 14-px patches, 2x2 merged; a family's own is vlm3.families.Family.factor
+MAX_ASPECT_RATIO = 200  # the Qwen-VL processors refuse anything more elongated
 CHARS_PER_TOKEN = 3.2  # English technical text with numbers, Qwen2 BPE; used when no tokenizer is at hand
 # <|im_start|>role\n ... <|im_end|>\n around every turn, plus the default system prompt.
 TOKENS_PER_TURN = 5
 TEMPLATE_TOKENS = 12
 
 
-def resized_size(height: int, width: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Height and width after Qwen2-VL's resize: multiples of 28, area within the limits."""
+def resized_size(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = QWEN2_VL_FACTOR) -> tuple[int, int]:
+    """Height and width after the processor's resize: multiples of factor, area within the limits."""
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
         raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} is over {MAX_ASPECT_RATIO}")
-    h = round(height / FACTOR) * FACTOR
-    w = round(width / FACTOR) * FACTOR
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
     if h * w > max_pixels:
         scale = math.sqrt(height * width / max_pixels)
-        h = max(FACTOR, math.floor(height / scale / FACTOR) * FACTOR)
-        w = max(FACTOR, math.floor(width / scale / FACTOR) * FACTOR)
+        h = max(factor, math.floor(height / scale / factor) * factor)
+        w = max(factor, math.floor(width / scale / factor) * factor)
     elif h * w < min_pixels:
         scale = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * scale / FACTOR) * FACTOR
-        w = math.ceil(width * scale / FACTOR) * FACTOR
+        h = math.ceil(height * scale / factor) * factor
+        w = math.ceil(width * scale / factor) * factor
     return h, w
 
 
-def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int) -> int:
+def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int, factor: int = QWEN2_VL_FACTOR) -> int:
     """LLM tokens one image becomes (plus <|vision_start|> and <|vision_end|>, counted by text_tokens)."""
-    h, w = resized_size(height, width, min_pixels, max_pixels)
-    return (h // FACTOR) * (w // FACTOR)
+    h, w = resized_size(height, width, min_pixels, max_pixels, factor)
+    return (h // factor) * (w // factor)
 
 
 def load_tokenizer(model: str):
