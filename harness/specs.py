@@ -454,13 +454,10 @@ def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[fl
         whole, _, decimals = text.partition(".")
         thousands = (float(whole.replace(m.group("gs"), "") + ("." + decimals if decimals else "")),
                      _decimals(decimals, whole.replace(m.group("gs"), "")))
-        if m.group("gs") == " " or decimals or text.count(",") > 1 or decimal_comma is False:
+        if m.group("gs") == " " or decimals or text.count(",") > 1 or not decimal_comma:
             return [thousands], not decimals
         head, tail = text.split(",")
-        comma_decimal = (float(f"{head}.{tail}"), _decimals(tail))
-        if decimal_comma is True:
-            return [comma_decimal], False
-        return [comma_decimal, thousands], False
+        return [(float(f"{head}.{tail}"), _decimals(tail))], False
     if m.group("p"):
         text = m.group("p")
         whole, sep, decimals = text.replace(",", ".").partition(".")
@@ -495,7 +492,7 @@ def _notation(text: str) -> bool | None:
     return None
 
 
-def _scan_numbers(text: str, low: str, decimal_comma: bool | None) -> list[_Num]:
+def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: bool = False) -> list[_Num]:
     """Numbers in text order, each with its unit if one follows; at most MAX_NUMBERS + 1 of them."""
     nums: list[_Num] = []
     # Where an identifier word ("bolt", "step", "No.") ends: a number starting there names a thing.
@@ -552,7 +549,7 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None) -> list[_Num]
             if unit:
                 num.unit_index = int(unit.lastgroup[1:])
                 num.unit_end = unit.end()
-    kept = _resolve_symbols(text, low, kept)
+    kept = _resolve_symbols(text, low, kept, temperature)
     for num in kept:
         num.identifier = num.unit_index is None and bool(
             num.start in identifier_ends or _COUNT_AFTER.match(text, num.end))
@@ -590,8 +587,11 @@ def _arc_tolerance(text: str, before: _Num | None, num: _Num) -> bool:
                                            or _RANGE_GAP.fullmatch(text, before.unit_end, num.start))
 
 
-def _resolve_symbols(text: str, low: str, nums: list[_Num]) -> list[_Num]:
-    """Read the symbols that mean two things by their neighbours; join degrees, minutes and seconds of arc."""
+def _resolve_symbols(text: str, low: str, nums: list[_Num], temperature: bool = False) -> list[_Num]:
+    """Read the symbols that mean two things by their neighbours; join degrees, minutes and seconds of arc.
+
+    `temperature`: the reference states a temperature, so a bare K in the answer is kelvin.
+    """
     if not any(num.unit_index in _CONTEXT_UNITS for num in nums):
         return nums
     for i, num in enumerate(nums):
@@ -615,8 +615,8 @@ def _resolve_symbols(text: str, low: str, nums: list[_Num]) -> list[_Num]:
             elif _arc_tolerance(text, before, num):
                 num.unit_index = _ARCSEC_WORDS
             continue
-        elif unit == _KELVIN_UNIT:  # a bare K beside another temperature, or after the word
-            keep = any(other is not None and other.unit_index != _KELVIN_UNIT and _family(other) == "temperature"
+        elif unit == _KELVIN_UNIT:  # a bare K beside another temperature, after the word, or answering one
+            keep = temperature or any(other is not None and other.unit_index != _KELVIN_UNIT and _family(other) == "temperature"
                        and _BESIDE_GAP.fullmatch(text, *span) for other, span in
                        ((before, (_end(before), num.start) if before else (0, 0)),
                         (after, (num.unit_end, after.start) if after else (0, 0)))) \
@@ -631,10 +631,12 @@ def _resolve_symbols(text: str, low: str, nums: list[_Num]) -> list[_Num]:
     for num in nums:
         prev = joined[-1] if joined else None
         factor = {_PRIME_UNIT: 60, _ARCSEC_WORDS: 3600}.get(num.unit_index)
-        if factor and prev is not None and prev.unit_index == _DEGREE_UNIT and not prev.propagated \
+        if factor and prev is not None and (prev.unit_index == _DEGREE_UNIT or prev.dms) and not prev.propagated \
                 and prev.dms < factor and _DMS_GAP.fullmatch(text, prev.unit_end, num.start):
-            prev.readings = [(v + w / factor, q / factor) for v, _ in prev.readings for w, q in num.readings]
-            prev.unit_end, prev.dms = num.unit_end, factor
+            # 7°30′ is 450′ as printed: compared with "7.5°" by rounding, with "7°30′" exactly.
+            scale = factor // (prev.dms or 1)
+            prev.readings = [(v * scale + w, q) for v, _ in prev.readings for w, q in num.readings]
+            prev.unit_index, prev.unit_end, prev.dms = num.unit_index, num.unit_end, factor
             continue
         joined.append(num)
     return joined
@@ -920,22 +922,29 @@ def _label(m: re.Match) -> tuple[str, str]:
     return _LABEL_KIND[group], group
 
 
-def extract_quantities(text: str, decimal_comma: bool | None = None) -> list[Quantity]:
+def extract_quantities(text: str, decimal_comma: bool | None = None, temperature: bool = False) -> list[Quantity]:
     """Every quantity with a recognised unit, in text order, equivalents folded in, roles set.
 
-    `decimal_comma` is the notation to use when the text itself does not say (see the module docstring).
+    `decimal_comma` is the notation to use when the text itself does not say (match() passes the
+    reference's); None or False reads "1,200" as thousands (see the module docstring). `temperature`
+    says that the text answers a temperature, so a bare "4300 K" is kelvin.
     """
-    return _extract(text, decimal_comma)[0]
+    return _extract(text, decimal_comma, temperature)[0]
 
 
-def _extract(text: str, decimal_comma: bool | None = None) -> tuple[list[Quantity], bool]:
+def decimal_notation(text: str) -> bool | None:
+    """The decimal notation `text` writes: True for decimal commas ("0,25"), False for points, None if it does not say."""
+    return _notation(_prepare(text[:MAX_TEXT_CHARS]))
+
+
+def _extract(text: str, decimal_comma: bool | None = None, temperature: bool = False) -> tuple[list[Quantity], bool]:
     """The quantities, and whether the text holds more than MAX_NUMBERS numbers (then only those are read)."""
     text = _prepare(text[:MAX_TEXT_CHARS])
     notation = _notation(text)
     low = text.lower()
     if len(low) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
         low = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-    nums = _scan_numbers(text, low, notation if notation is not None else decimal_comma)
+    nums = _scan_numbers(text, low, notation if notation is not None else decimal_comma, temperature)
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
     quantities = _attach(text, low, _group(text, nums))
@@ -1051,7 +1060,9 @@ def match(expected: str, actual: str) -> SpecMatch:
     if len(actual) > MAX_TEXT_CHARS:
         return _fail(True, f"answer is {len(actual):,} characters, over the {MAX_TEXT_CHARS:,} the spec check "
                            f"reads: not graded as correct")
-    found, too_many = _extract(actual)
+    # An answer read in the reference's light: its decimal notation where the answer does not say, a bare K as
+    # kelvin where the reference states a temperature.
+    found, too_many = _extract(actual, decimal_notation(expected), any(q.family == "temperature" for q in wanted))
     if too_many:
         return _fail(True, f"answer holds more than {MAX_NUMBERS} numbers: not graded as correct")
 
