@@ -19,14 +19,39 @@ kgf·m, daN·m, kg/cm² meaning kgf/cm², kp/cm², ltr, ℓ, cc, cm³, ℃, º, 
 temperature, ft/lbs, ft.lbs.) map to pint units in one table, UNIT_FORMS; the few units
 pint lacks are defined from pint's own in PINT_DEFINITIONS. No conversion constant is
 written here. Bare pints, quarts and gallons may be US or imperial: either reading may match.
+Also read: cubed lengths (mm³, m³, km^3, "km cubed", "cubic kilometres", cu ft), kelvin, minutes
+and seconds of arc, picometres and attometres, US kitchen measures (tbsp, tsp, "a cup of ..."),
+and thousands written "k" before a unit ("0.5k miles", "100K km").
 
-Decimal comma or thousands separator. A comma followed by exactly three digits ("22,990",
-"1,200") is read by the notation of the same text: a decimal comma elsewhere ("0,25") makes
-it decimal, a decimal point elsewhere makes it a thousands separator. If the text does not
-say, both readings are kept and the one that agrees with the other side counts: an answer's
-"22,990 mm" states the reference's "22.990 mm", and its "1,200 kPa" the reference's
-"1200 kPa". A point is always a decimal point. Digits grouped by a space ("1 200 kPa") are
-thousands.
+Symbols that mean two things are read by their context (_resolve_symbols):
+- A prime (′ or ') after a number is minutes of arc after a degree value ("7°30′", "7°30′ ±
+  30′") or before a bracketed double prime 60 times its value ("2½′ (150″)"); otherwise it is
+  feet, which this checker does not read ("a 6' hose").
+- A double prime (″, " or '') is inches ("16″", "9\" and 10\"") unless it follows degrees or
+  minutes of arc ("12°30′15″") or is their 60-times bracketed equivalent: then seconds of arc.
+  Degrees, minutes and seconds written together are one angle, in the unit printed last
+  (7°30′ is 450′: "7.5°" matches it by rounding). A '"' after a number is a closing quotation
+  mark when an odd number of the quotation marks before it are not units ('"English 101"').
+- A bare K is kelvin beside another temperature ("300 °C (573.15K)"), after a word such as
+  "temperature" in the 60 characters before it, or in an answer when the reference states a
+  temperature ("boils at 398 K"); otherwise not ("2K clear coat", "a 10K resistor").
+- pm and am are picometres and attometres unless the number reads as a clock time ("2 pm",
+  "2.30 pm", "11:45 am"); "nm" is always a torque (write "nanometres").
+- A degree sign followed by "on the Celsius/Fahrenheit scale" is a temperature ("−273.15° on
+  the Celsius scale"); a bare degree sign is an angle, as a manual means it.
+- "m3" is cubic metres only in lower case: "4 M3 screws" are a thread size. "cups" is a measure
+  only as "cups of ..." ("replace the 2 cups" counts parts).
+
+Decimal comma or thousands separator. A point is always a decimal point, and digits grouped
+by a space ("1 200 kPa") are thousands. A comma followed by exactly three digits ("22,990",
+"1,200") is read by this rule, in this order:
+1. the text's own notation: a decimal comma elsewhere in it ("0,25", "1,5", any "0,...")
+   makes it decimal; a decimal point elsewhere ("0.25") makes it a thousands separator;
+2. for an answer that does not say, the reference's notation: a reference that writes
+   "0,025 mm" makes an answer's "22,990 mm" 22.990 mm;
+3. otherwise it is a thousands separator: "1,200 kPa" is 1200 kPa, and an answer's "22,990
+   mm" against a reference's "22.990 mm" is 22990 mm and fails. A reference that writes only
+   "22,990 mm" means 22990 mm here; write its other values with decimal commas (or 22.990).
 
 Agreement. Two values in the same unit must be equal. In different units, the reference
 converted into the answer's unit must round to the answer's printed value (half a step of
@@ -141,7 +166,7 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
      "temperature"),
     (rf"(?i:°|deg(?:ree)?s?\.?)(?i:{_SP}on\s+the)?{_SP}(?:F|(?i:fahrenheit))(?i:\s+scale)?{_B}", "degree_Fahrenheit",
      "temperature"),
-    (rf"(?i:kelvins?|°?{_SP}deg(?:ree)?s?{_SP}kelvin|°{_SP}K){_B}", "kelvin", "temperature"),
+    (rf"(?:(?i:kelvins?|°?{_SP}deg(?:ree)?s?{_SP}kelvin)|°{_SP}K(?![-/.]\w)){_B}", "kelvin", "temperature"),
     (rf"(?i:arc[\s-]?min(?:ute)?s?|minutes?\s+of\s+(?:an\s+)?arc){_B}", "arcminute", "angle"),
     (rf"(?i:arc[\s-]?sec(?:ond)?s?|seconds?\s+of\s+(?:an\s+)?arc){_B}", "arcsecond", "angle"),
     (rf"(?i:da{_SP}n{_SP}[·⋅•.*-]?{_SP}m){_B}", "decanewton * meter", "torque"),
