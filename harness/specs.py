@@ -167,8 +167,6 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:°|deg(?:ree)?s?\.?)(?i:{_SP}on\s+the)?{_SP}(?:F|(?i:fahrenheit))(?i:\s+scale)?{_B}", "degree_Fahrenheit",
      "temperature"),
     (rf"(?:(?i:kelvins?|°?{_SP}deg(?:ree)?s?{_SP}kelvin)|°{_SP}K(?![-/.]\w)){_B}", "kelvin", "temperature"),
-    (rf"(?i:arc[\s-]?min(?:ute)?s?|minutes?\s+of\s+(?:an\s+)?arc){_B}", "arcminute", "angle"),
-    (rf"(?i:arc[\s-]?sec(?:ond)?s?|seconds?\s+of\s+(?:an\s+)?arc){_B}", "arcsecond", "angle"),
     (rf"(?i:da{_SP}n{_SP}[·⋅•.*-]?{_SP}m){_B}", "decanewton * meter", "torque"),
     (rf"(?i:n{_SP}[·⋅•.*-]?{_SP}m|newton[\s-]?met(?:er|re)s?){_B}", "newton * meter", "torque"),
     (rf"(?i:kgf?{_SP}[·⋅•.*-]?{_SP}m|m{_SP}[·⋅•.*-]?{_SP}kgf?|kp{_SP}[·⋅•.*-]?{_SP}m|m{_SP}[·⋅•.*-]?{_SP}kp){_B}",
@@ -228,6 +226,9 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:cups?){_B}(?=\s+of\b)", "cup", "volume"),
     (rf"(?i:tbsps?|tablespoons?){_B}", "tablespoon", "volume"),
     (rf"(?i:tsps?|teaspoons?){_B}", "teaspoon", "volume"),
+    # Rare in a manual, so tried last.
+    (rf"(?i:arc[\s-]?min(?:ute)?s?|minutes?\s+of\s+(?:an\s+)?arc){_B}", "arcminute", "angle"),
+    (rf"(?i:arc[\s-]?sec(?:ond)?s?|seconds?\s+of\s+(?:an\s+)?arc){_B}", "arcsecond", "angle"),
 ]
 # A unit follows the number after at most two spaces, or a hyphen before a word ("16-meter", "a 10-mm socket");
 # a unit followed by "/" and a letter is part of a rate ("10 l/km"), not one of these.
@@ -957,13 +958,8 @@ def extract_quantities(text: str, decimal_comma: bool | None = None, temperature
     return _extract(text, decimal_comma, temperature)[0]
 
 
-def decimal_notation(text: str) -> bool | None:
-    """The decimal notation `text` writes: True for decimal commas ("0,25"), False for points, None if it does not say."""
-    return _notation(_prepare(text[:MAX_TEXT_CHARS]))
-
-
-def _extract(text: str, decimal_comma: bool | None = None, temperature: bool = False) -> tuple[list[Quantity], bool]:
-    """The quantities, and whether the text holds more than MAX_NUMBERS numbers (then only those are read)."""
+def _extract(text: str, decimal_comma: bool | None = None, temperature: bool = False) -> tuple[list[Quantity], bool, bool | None]:
+    """The quantities, whether the text holds more than MAX_NUMBERS numbers (then only those are read), its notation."""
     text = _prepare(text[:MAX_TEXT_CHARS])
     notation = _notation(text)
     low = text.lower()
@@ -973,7 +969,7 @@ def _extract(text: str, decimal_comma: bool | None = None, temperature: bool = F
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
     quantities = _attach(text, low, _group(text, nums))
-    return _fold_equivalents(text, quantities), too_many
+    return _fold_equivalents(text, quantities), too_many, notation
 
 
 # Comparing the reference with the answer.
@@ -1075,7 +1071,7 @@ def match(expected: str, actual: str) -> SpecMatch:
     if len(expected) > MAX_TEXT_CHARS:
         return _fail(False, f"not applicable: the reference is {len(expected):,} characters, over the "
                             f"{MAX_TEXT_CHARS:,} the spec check reads")
-    every, too_many = _extract(expected)
+    every, too_many, reference_notation = _extract(expected)
     if too_many:
         return _fail(False, f"not applicable: the reference holds more than {MAX_NUMBERS} numbers")
     wanted = [q for q in every if q.role == "spec"]
@@ -1087,7 +1083,7 @@ def match(expected: str, actual: str) -> SpecMatch:
                            f"reads: not graded as correct")
     # An answer read in the reference's light: its decimal notation where the answer does not say, a bare K as
     # kelvin where the reference states a temperature.
-    found, too_many = _extract(actual, decimal_notation(expected), any(q.family == "temperature" for q in wanted))
+    found, too_many, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted))
     if too_many:
         return _fail(True, f"answer holds more than {MAX_NUMBERS} numbers: not graded as correct")
 
