@@ -150,7 +150,7 @@ def _cubed(symbol: str, words: str) -> str:
 
 # Symbols that mean two things; _resolve_symbols reads them by their context (see the module docstring).
 _PRIME = (r"(?<=\d)['′](?![′'A-Za-z])", "arcminute", "angle")  # 2½′: arc-minutes next to a degree or 60× seconds
-_DOUBLE_PRIME = (rf"(?<=\d)(?:\"|′′|''){_B}", "inch", "length")  # 9" is inches; arc-seconds in 12°30′15″ or 2½′ (150″)
+_DOUBLE_PRIME = (r"(?<=\d)(?:\"|′′|'')", "inch", "length")  # 9" is inches; arc-seconds in 12°30′15″ or 2½′ (150″)
 _KELVIN_SYMBOL = (rf"K{_B}(?![-/.]\w)", "kelvin", "temperature")  # 573.15K beside a temperature; "2K paint" is not
 _PICO_SYMBOL = (rf"pm{_B}", "picometer", "length")  # "2.1 pm" a length, "2 pm" or "2.30 pm" a time of day
 _ATTO_SYMBOL = (rf"am{_B}", "attometer", "length")

@@ -250,6 +250,7 @@ def test_symbols_read_by_context():
     assert (arc.unit, arc.value) == ("arcminute", pytest.approx(2.5 / 60))
     assert [e.unit for e in arc.equivalents] == ["arcsecond"] and consistent_equivalent(arc, arc.equivalents[0])
     assert [q.unit for q in extract_quantities('a 9" and a 10" blade')] == ["inch", "inch"]
+    assert [q.raw for q in extract_quantities('a 12"x 12" pad')] == ['12"', '12"']  # a letter may follow the mark
     [kelvin] = extract_quantities("300 °C (572 °F, 573.15K)")
     assert [e.unit for e in kelvin.equivalents] == ["degree_Fahrenheit", "kelvin"]
     assert extract_quantities("It boils at 398 K.") == []
