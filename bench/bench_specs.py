@@ -49,7 +49,7 @@ QUANTULUM_UNITS = {
     "attometre": ("length", "attometer"),
     "litre": ("volume", "liter"), "centilitre": ("volume", "centiliter"), "cubic centimetre": ("volume", "cubic_centimeter"),
     "gallon": ("volume", "gallon"), "cup": ("volume", "cup"), "tablespoon": ("volume", "tablespoon"),
-    "cubic kilometre": ("volume", "cubic_kilometer"),
+    "cubic kilometre": ("volume", "kilometer ** 3"),
     "degree Celsius": ("temperature", "degree_Celsius"), "degree fahrenheit": ("temperature", "degree_Fahrenheit"),
     "degree Fahrenheit": ("temperature", "degree_Fahrenheit"), "kelvin": ("temperature", "kelvin"),
     "minute of arc": ("angle", "arcminute"), "second of arc": ("angle", "arcsecond"),
@@ -144,7 +144,20 @@ def _value_agrees(quantity, gold_value: float, gold_unit: str) -> bool:
     return False
 
 
+def check_unit_names() -> None:
+    """Every pint name above must parse: one that does not would score its annotations as misses, silently."""
+    import pint
+
+    registry = specs._registry()
+    for name, (_, unit) in QUANTULUM_UNITS.items():
+        try:
+            registry.Unit(unit)
+        except pint.errors.UndefinedUnitError:
+            sys.exit(f"QUANTULUM_UNITS[{name!r}] = {unit!r}: pint does not know that unit; fix the table.")
+
+
 def extraction_scores(checker: ModuleType) -> dict:
+    check_unit_names()
     extracted: Counter = Counter()
     correct: Counter = Counter()
     gold_all: Counter = Counter()

@@ -19,14 +19,39 @@ kgf·m, daN·m, kg/cm² meaning kgf/cm², kp/cm², ltr, ℓ, cc, cm³, ℃, º, 
 temperature, ft/lbs, ft.lbs.) map to pint units in one table, UNIT_FORMS; the few units
 pint lacks are defined from pint's own in PINT_DEFINITIONS. No conversion constant is
 written here. Bare pints, quarts and gallons may be US or imperial: either reading may match.
+Also read: cubed lengths (mm³, m³, km^3, "km cubed", "cubic kilometres", cu ft), kelvin, minutes
+and seconds of arc, picometres and attometres, US kitchen measures (tbsp, tsp, "a cup of ..."),
+and thousands written "k" before a unit ("0.5k miles", "100K km").
 
-Decimal comma or thousands separator. A comma followed by exactly three digits ("22,990",
-"1,200") is read by the notation of the same text: a decimal comma elsewhere ("0,25") makes
-it decimal, a decimal point elsewhere makes it a thousands separator. If the text does not
-say, both readings are kept and the one that agrees with the other side counts: an answer's
-"22,990 mm" states the reference's "22.990 mm", and its "1,200 kPa" the reference's
-"1200 kPa". A point is always a decimal point. Digits grouped by a space ("1 200 kPa") are
-thousands.
+Symbols that mean two things are read by their context (_resolve_symbols):
+- A prime (′ or ') after a number is minutes of arc after a degree value ("7°30′", "7°30′ ±
+  30′") or before a bracketed double prime 60 times its value ("2½′ (150″)"); otherwise it is
+  feet, which this checker does not read ("a 6' hose").
+- A double prime (″, " or '') is inches ("16″", "9\" and 10\"") unless it follows degrees or
+  minutes of arc ("12°30′15″") or is their 60-times bracketed equivalent: then seconds of arc.
+  Degrees, minutes and seconds written together are one angle, in the unit printed last
+  (7°30′ is 450′: "7.5°" matches it by rounding). A '"' after a number is a closing quotation
+  mark when an odd number of the quotation marks before it are not units ('"English 101"').
+- A bare K is kelvin beside another temperature ("300 °C (573.15K)"), after a word such as
+  "temperature" in the 60 characters before it, or in an answer when the reference states a
+  temperature ("boils at 398 K"); otherwise not ("2K clear coat", "a 10K resistor").
+- pm and am are picometres and attometres unless the number reads as a clock time ("2 pm",
+  "2.30 pm", "11:45 am"); "nm" is always a torque (write "nanometres").
+- A degree sign followed by "on the Celsius/Fahrenheit scale" is a temperature ("−273.15° on
+  the Celsius scale"); a bare degree sign is an angle, as a manual means it.
+- "m3" is cubic metres only in lower case: "4 M3 screws" are a thread size. "cups" is a measure
+  only as "cups of ..." ("replace the 2 cups" counts parts).
+
+Decimal comma or thousands separator. A point is always a decimal point, and digits grouped
+by a space ("1 200 kPa") are thousands. A comma followed by exactly three digits ("22,990",
+"1,200") is read by this rule, in this order:
+1. the text's own notation: a decimal comma elsewhere in it ("0,25", "1,5", any "0,...")
+   makes it decimal; a decimal point elsewhere ("0.25") makes it a thousands separator;
+2. for an answer that does not say, the reference's notation: a reference that writes
+   "0,025 mm" makes an answer's "22,990 mm" 22.990 mm;
+3. otherwise it is a thousands separator: "1,200 kPa" is 1200 kPa, and an answer's "22,990
+   mm" against a reference's "22.990 mm" is 22990 mm and fails. A reference that writes only
+   "22,990 mm" means 22990 mm here; write its other values with decimal commas (or 22.990).
 
 Agreement. Two values in the same unit must be equal. In different units, the reference
 converted into the answer's unit must round to the answer's printed value (half a step of
@@ -117,14 +142,31 @@ _NOT_INCH = (r"(?!\s+\d)(?!\s+(?:my|his|her|our|your|their|its?|there|here|which
              r"the|a|an|each|every|one|two|three|four|five|six|several|stages?|steps?|sequence|"
              r"order|total|turns?|increments?|this|that|place|addition|all|both|diameter|length|use)\b)")
 
+
+def _cubed(symbol: str, words: str) -> str:
+    """A cubed length: "km3" (NFKC makes "km³" that), "km^3", "km cubed", "cubic kilometres", "cu km"."""
+    return (rf"(?:{symbol}(?:3|\^3|\*\*3)|{symbol}{_SP}(?i:cubed)|(?i:cubic|cu\.?){_SP}(?:{symbol}|(?i:{words}))){_B}")
+
+
+# Symbols that mean two things; _resolve_symbols reads them by their context (see the module docstring).
+_PRIME = (r"(?<=\d)['′](?![′'A-Za-z])", "arcminute", "angle")  # 2½′: arc-minutes next to a degree or 60× seconds
+_DOUBLE_PRIME = (r"(?<=\d)(?:\"|′′|'')", "inch", "length")  # 9" is inches; arc-seconds in 12°30′15″ or 2½′ (150″)
+_KELVIN_SYMBOL = (rf"K{_B}(?![-/.]\w)", "kelvin", "temperature")  # 573.15K beside a temperature; "2K paint" is not
+_PICO_SYMBOL = (rf"pm{_B}", "picometer", "length")  # "2.1 pm" a length, "2 pm" or "2.30 pm" a time of day
+_ATTO_SYMBOL = (rf"am{_B}", "attometer", "length")
+
 # (surface pattern, pint unit(s), family); first match wins, so longer forms come first.
 # A tuple of pint units means the notation is ambiguous (US or imperial pints): any may match.
 UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:in\.?{_SP}hg){_B}", "inch_Hg", "pressure"),
     (rf"(?i:mm{_SP}hg){_B}", "millimeter_Hg", "pressure"),
     (rf"(?i:kgf?|kp){_SP}/{_SP}(?i:cm){_SP}(?:2|\^2|\*\*2|²){_B}|(?i:kgf?/sq\.?{_SP}cm){_B}", "kgcm2", "pressure"),
-    (rf"(?i:°|deg(?:ree)?s?\.?){_SP}(?:C|(?i:celsius|centigrade)){_B}", "degree_Celsius", "temperature"),
-    (rf"(?i:°|deg(?:ree)?s?\.?){_SP}(?:F|(?i:fahrenheit)){_B}", "degree_Fahrenheit", "temperature"),
+    # "-273.15° on the Celsius scale" is a temperature.
+    (rf"(?i:°|deg(?:ree)?s?\.?)(?i:{_SP}on\s+the)?{_SP}(?:C|(?i:celsius|centigrade))(?i:\s+scale)?{_B}", "degree_Celsius",
+     "temperature"),
+    (rf"(?i:°|deg(?:ree)?s?\.?)(?i:{_SP}on\s+the)?{_SP}(?:F|(?i:fahrenheit))(?i:\s+scale)?{_B}", "degree_Fahrenheit",
+     "temperature"),
+    (rf"(?:(?i:kelvins?|°?{_SP}deg(?:ree)?s?{_SP}kelvin)|°{_SP}K(?![-/.]\w)){_B}", "kelvin", "temperature"),
     (rf"(?i:da{_SP}n{_SP}[·⋅•.*-]?{_SP}m){_B}", "decanewton * meter", "torque"),
     (rf"(?i:n{_SP}[·⋅•.*-]?{_SP}m|newton[\s-]?met(?:er|re)s?){_B}", "newton * meter", "torque"),
     (rf"(?i:kgf?{_SP}[·⋅•.*-]?{_SP}m|m{_SP}[·⋅•.*-]?{_SP}kgf?|kp{_SP}[·⋅•.*-]?{_SP}m|m{_SP}[·⋅•.*-]?{_SP}kp){_B}",
@@ -140,15 +182,27 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     # A bare C or F right after the number is a temperature ("80 C", "176F").
     (rf"C{_B}(?![-/.]\w)", "degree_Celsius", "temperature"),
     (rf"F{_B}(?![-/.]\w)", "degree_Fahrenheit", "temperature"),
+    _KELVIN_SYMBOL,
+    (_cubed("mm", r"millimet(?:er|re)s?"), "millimeter ** 3", "volume"),
     (rf"(?i:mm|millimet(?:er|re)s?){_B}", "millimeter", "length"),
     (rf"(?i:nanomet(?:er|re)s?){_B}", "nanometer", "length"),  # spelled out only: "nm" is a torque in a manual
+    (rf"(?i:picomet(?:er|re)s?){_B}", "picometer", "length"),
+    (rf"(?i:attomet(?:er|re)s?){_B}", "attometer", "length"),
+    _PICO_SYMBOL,
+    _ATTO_SYMBOL,
     (rf"(?i:cl|centilit(?:er|re)s?){_B}", "centiliter", "volume"),
 
     (rf"(?i:cm{_SP}(?:3|\^3|³)|cu\.?{_SP}cm|cc|ml|millilit(?:er|re)s?){_B}", "milliliter", "volume"),
+    (_cubed("cm", r"centimet(?:er|re)s?"), "milliliter", "volume"),
     (rf"(?i:cu\.?{_SP}in(?:ch(?:es)?)?\.?|in{_SP}(?:3|\^3|³)|cubic{_SP}inch(?:es)?){_B}", "cubic_inch", "volume"),
+    (_cubed("ft", r"f(?:oo|ee)t"), "cubic_foot", "volume"),
+    (_cubed("km", r"kilomet(?:er|re)s?"), "kilometer ** 3", "volume"),
+    (_cubed("m", r"met(?:er|re)s?"), "meter ** 3", "volume"),
     (rf"(?i:cm|centimet(?:er|re)s?){_B}(?![23²³])", "centimeter", "length"),
     (rf"(?:[µμ]m|um|(?i:microns?|micromet(?:er|re)s?)){_B}", "micrometer", "length"),
-    (rf"(?i:inch(?:es)?){_B}|(?<=\d)[\"″]|(?i:in)\.?{_B}{_NOT_INCH}", "inch", "length"),
+    _DOUBLE_PRIME,
+    _PRIME,
+    (rf"(?i:inch(?:es)?){_B}|(?i:in)\.?{_B}{_NOT_INCH}", "inch", "length"),
     # Distances (service intervals, cable lengths): judged only where the reference states one.
     (rf"(?i:km|kilomet(?:er|re)s?){_B}", "kilometer", "distance"),
     (rf"(?i:miles?|mi){_B}", "mile", "distance"),
@@ -168,6 +222,13 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:gals?|gallons?){_B}", ("gallon", "imperial_gallon"), "volume"),
     (rf"(?i:qts?|quarts?){_B}", ("quart", "imperial_quart"), "volume"),
     (rf"(?i:pts?|pints?){_B}", ("pint", "imperial_pint"), "volume"),
+    # Kitchen measures (US): "a cup" is a measure only as "a cup of ..."; "2 cups" may be parts.
+    (rf"(?i:cups?){_B}(?=\s+of\b)", "cup", "volume"),
+    (rf"(?i:tbsps?|tablespoons?){_B}", "tablespoon", "volume"),
+    (rf"(?i:tsps?|teaspoons?){_B}", "teaspoon", "volume"),
+    # Rare in a manual, so tried last.
+    (rf"(?i:arc[\s-]?min(?:ute)?s?|minutes?\s+of\s+(?:an\s+)?arc){_B}", "arcminute", "angle"),
+    (rf"(?i:arc[\s-]?sec(?:ond)?s?|seconds?\s+of\s+(?:an\s+)?arc){_B}", "arcsecond", "angle"),
 ]
 # A unit follows the number after at most two spaces, or a hyphen before a word ("16-meter", "a 10-mm socket");
 # a unit followed by "/" and a letter is part of a rate ("10 l/km"), not one of these.
@@ -183,7 +244,7 @@ _WORDS = rf"(?:(?:a|{'|'.join(_ONES[1:10])})\s+hundred(?:\s+(?:and\s+)?{_BELOW_1
 
 # Numbers: a mixed number, a fraction, digits grouped in thousands, a plain decimal, words.
 _NUM_RE = re.compile(
-    r"(?<![\w,/])(?<!\d\.)(?=[\d.])(?:"
+    r"(?<![\w,/^])(?<!\d\.)(?=[\d.])(?:"
     r"(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
     r"|(?P<fn>\d{1,3})/(?P<fd>\d{1,3})(?![\d/])"
     r"|(?P<g>\d{1,3}(?:(?P<gs>[, ])\d{3})(?:(?P=gs)\d{3})*(?:\.\d+)?)(?![\d,]\d)"
@@ -385,6 +446,7 @@ class _Num:
     propagated: bool = False
     identifier: bool = False
     repeat: int = 1  # "2 x 90°": stated twice
+    dms: int = 0  # 60 once minutes of arc are joined to these degrees, 3600 once seconds are
 
 
 def _prepare(text: str) -> str:
@@ -418,13 +480,10 @@ def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[fl
         whole, _, decimals = text.partition(".")
         thousands = (float(whole.replace(m.group("gs"), "") + ("." + decimals if decimals else "")),
                      _decimals(decimals, whole.replace(m.group("gs"), "")))
-        if m.group("gs") == " " or decimals or text.count(",") > 1 or decimal_comma is False:
+        if m.group("gs") == " " or decimals or text.count(",") > 1 or not decimal_comma:
             return [thousands], not decimals
         head, tail = text.split(",")
-        comma_decimal = (float(f"{head}.{tail}"), _decimals(tail))
-        if decimal_comma is True:
-            return [comma_decimal], False
-        return [comma_decimal, thousands], False
+        return [(float(f"{head}.{tail}"), _decimals(tail))], False
     if m.group("p"):
         text = m.group("p")
         whole, sep, decimals = text.replace(",", ".").partition(".")
@@ -459,7 +518,7 @@ def _notation(text: str) -> bool | None:
     return None
 
 
-def _scan_numbers(text: str, low: str, decimal_comma: bool | None) -> list[_Num]:
+def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: bool = False) -> list[_Num]:
     """Numbers in text order, each with its unit if one follows; at most MAX_NUMBERS + 1 of them."""
     nums: list[_Num] = []
     # Where an identifier word ("bolt", "step", "No.") ends: a number starting there names a thing.
@@ -497,15 +556,27 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None) -> list[_Num]
                 kept[-1] = num
             continue
         kept.append(num)
+    # A '"' after a number closes a quotation when an odd number of the quotation marks before it are not units.
+    quotes = [m.start() for m in re.finditer('"', text)] if '"' in text else []
+    inch_marks = 0
     for num in kept:
         if num.unit_index is None:
             unit = _UNIT_RE.match(text, num.end)
-            if unit and unit.group() == '"' and text.count('"', 0, num.start) % 2:
-                unit = None  # the closing quote of '"English 101"', not inches
+            if (unit is None or unit.lastgroup == _KELVIN_GROUP) and _KILO.match(text, num.end):
+                scaled = _UNIT_RE.match(text, num.end + 1)  # "0.5k miles", "100K km": thousands
+                if scaled and int(scaled.lastgroup[1:]) not in _CONTEXT_UNITS:
+                    num.readings = [(value * 1000, precision * 1000) for value, precision in num.readings]
+                    num.end, num.integer, unit = num.end + 1, False, scaled
+            if unit and unit.group() == '"':
+                if (bisect.bisect_left(quotes, num.start) - inch_marks) % 2:
+                    unit = None  # the closing quote of '"English 101"', not inches
+                else:
+                    inch_marks += 1
             if unit:
                 num.unit_index = int(unit.lastgroup[1:])
                 num.unit_end = unit.end()
-
+    kept = _resolve_symbols(text, low, kept, temperature)
+    for num in kept:
         num.identifier = num.unit_index is None and bool(
             num.start in identifier_ends or _COUNT_AFTER.match(text, num.end))
     for before, num in zip(kept, kept[1:]):
@@ -515,6 +586,86 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None) -> list[_Num]
 
 
 _TURN_UNIT = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "turn")
+_DEGREE_UNIT = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "degree")
+_ARCMIN_WORDS = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "arcminute")
+_ARCSEC_WORDS = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "arcsecond")
+_PRIME_UNIT, _DOUBLE_PRIME_UNIT, _KELVIN_UNIT, _PICO_UNIT, _ATTO_UNIT = (
+    UNIT_FORMS.index(form) for form in (_PRIME, _DOUBLE_PRIME, _KELVIN_SYMBOL, _PICO_SYMBOL, _ATTO_SYMBOL))
+_CONTEXT_UNITS = {_PRIME_UNIT, _DOUBLE_PRIME_UNIT, _KELVIN_UNIT, _PICO_UNIT, _ATTO_UNIT}
+_KELVIN_GROUP = f"u{_KELVIN_UNIT}"
+_KILO = re.compile(r"[kK](?=[ \t])")
+_DMS_GAP = re.compile(r"[ \t]?")  # 12°30′, 12° 30′ 15″
+_PAIR_GAP = re.compile(r"[ \t]*[(\[/=][ \t]*")  # 2½′ (150″)
+_BESIDE_GAP = re.compile(r"[ \t]*[(\[,;/=][ \t]*")  # 300 °C (572 °F, 573.15K)
+_CLOCK = re.compile(r"(?:0?[1-9]|1[0-2])(?:[.:][0-5]\d)?")  # 2 pm, 2.30 pm, 11:45 am
+_TEMPERATURE_WORD = re.compile(r"temperat|thermal|\bheat|\bkelvin")
+SYMBOL_CONTEXT_CHARS = 60  # how far back a word such as "temperature" makes a bare K a kelvin
+
+
+def _times(a: _Num, b: _Num, factor: float) -> bool:
+    return math.isclose(b.readings[0][0], factor * a.readings[0][0], rel_tol=1e-9)
+
+
+def _arc_tolerance(text: str, before: _Num | None, num: _Num) -> bool:
+    """A prime or double prime that is the tolerance or the other end of an angle: "0°30′ ± 30′"."""
+    return before is not None and before.unit_index in (_DEGREE_UNIT, _PRIME_UNIT, _ARCMIN_WORDS, _ARCSEC_WORDS) \
+        and not before.propagated and bool(_TOL_GAP.fullmatch(text, before.unit_end, num.start)
+                                           or _RANGE_GAP.fullmatch(text, before.unit_end, num.start))
+
+
+def _resolve_symbols(text: str, low: str, nums: list[_Num], temperature: bool = False) -> list[_Num]:
+    """Read the symbols that mean two things by their neighbours; join degrees, minutes and seconds of arc.
+
+    `temperature`: the reference states a temperature, so a bare K in the answer is kelvin.
+    """
+    if not any(num.unit_index in _CONTEXT_UNITS for num in nums):
+        return nums
+    for i, num in enumerate(nums):
+        unit = num.unit_index
+        if unit not in _CONTEXT_UNITS:
+            continue
+        before = nums[i - 1] if i else None
+        after = nums[i + 1] if i + 1 < len(nums) else None
+        if unit == _PRIME_UNIT:  # a prime is a foot (not read here) unless arc says otherwise
+            arc = (before is not None and before.unit_index == _DEGREE_UNIT and not before.propagated
+                   and _DMS_GAP.fullmatch(text, before.unit_end, num.start)) \
+                or (after is not None and after.unit_index in (_DOUBLE_PRIME_UNIT, _ARCSEC_WORDS)
+                    and _PAIR_GAP.fullmatch(text, num.unit_end, after.start) and _times(num, after, 60))
+            keep = bool(arc) or _arc_tolerance(text, before, num)
+        elif unit == _DOUBLE_PRIME_UNIT:  # inches unless after degrees or minutes of arc
+            if before is not None and not before.propagated and (
+                    (before.unit_index in (_DEGREE_UNIT, _PRIME_UNIT) and _DMS_GAP.fullmatch(text, before.unit_end, num.start))
+                    or (before.unit_index in (_PRIME_UNIT, _ARCMIN_WORDS)
+                        and _PAIR_GAP.fullmatch(text, before.unit_end, num.start) and _times(before, num, 60))):
+                num.unit_index = _ARCSEC_WORDS
+            elif _arc_tolerance(text, before, num):
+                num.unit_index = _ARCSEC_WORDS
+            continue
+        elif unit == _KELVIN_UNIT:  # a bare K beside another temperature, after the word, or answering one
+            keep = temperature or any(other is not None and other.unit_index != _KELVIN_UNIT and _family(other) == "temperature"
+                       and _BESIDE_GAP.fullmatch(text, *span) for other, span in
+                       ((before, (_end(before), num.start) if before else (0, 0)),
+                        (after, (num.unit_end, after.start) if after else (0, 0)))) \
+                or bool(_TEMPERATURE_WORD.search(low, max(0, num.start - SYMBOL_CONTEXT_CHARS), num.start))
+        else:  # pm, am: a time of day when the number reads as a clock time
+            clock = (num.integer and 1 <= num.readings[0][0] <= 12) or _CLOCK.fullmatch(text, num.start, num.end) \
+                or text[max(0, num.start - 1):num.start] == ":"
+            keep = not clock
+        if not keep:
+            num.unit_index, num.unit_end = None, 0
+    joined: list[_Num] = []
+    for num in nums:
+        prev = joined[-1] if joined else None
+        factor = {_PRIME_UNIT: 60, _ARCSEC_WORDS: 3600}.get(num.unit_index)
+        if factor and prev is not None and (prev.unit_index == _DEGREE_UNIT or prev.dms) and not prev.propagated \
+                and prev.dms < factor and _DMS_GAP.fullmatch(text, prev.unit_end, num.start):
+            # 7°30′ is 450′ as printed: compared with "7.5°" by rounding, with "7°30′" exactly.
+            scale = factor // (prev.dms or 1)
+            prev.readings = [(v * scale + w, q) for v, _ in prev.readings for w, q in num.readings]
+            prev.unit_index, prev.unit_end, prev.dms = num.unit_index, num.unit_end, factor
+            continue
+        joined.append(num)
+    return joined
 
 
 def _family(num: _Num) -> str | None:
@@ -597,7 +748,7 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
             q = _build(text, max(start, num.start if not between else start), _end(nxt), unit_index,
                        [num.readings, nxt.readings], (_sign(text, num, family), _sign(text, nxt, family)))
             i += 2
-        elif nxt and (same_unit or nxt.unit_index is None) and _TOL_GAP.fullmatch(gap):
+        elif nxt and (same_family or nxt.unit_index is None) and _TOL_GAP.fullmatch(gap):
             q = _tolerance(text, num, [(nxt, 1.0), (nxt, -1.0)], _end(nxt), unit_index)
             i += 2
         elif nxt and i + 2 < len(nums) and (same_unit or nxt.unit_index is None) and _PLUS_GAP.fullmatch(gap) \
@@ -618,9 +769,25 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
 
 
 def _tolerance(text: str, num: _Num, parts: list[tuple[_Num, float]], end: int, unit_index: int) -> Quantity:
-    high = [(v + parts[0][0].readings[0][0], max(p, parts[0][0].readings[0][1])) for v, p in num.readings]
-    low = [(v - parts[1][0].readings[0][0], max(p, parts[1][0].readings[0][1])) for v, p in num.readings]
+    up, down = (_in_unit(part, unit_index) for part, _ in parts)
+    high = [(v + up[0], max(p, up[1])) for v, p in num.readings]
+    low = [(v - down[0], max(p, down[1])) for v, p in num.readings]
     return _build(text, num.start, end, unit_index, [low, high])
+
+
+def _pint_unit(unit_index: int) -> str:
+    unit = UNIT_FORMS[unit_index][1]
+    return unit if isinstance(unit, str) else unit[0]
+
+
+def _in_unit(part: _Num, unit_index: int) -> tuple[float, float]:
+    """A tolerance's (value, precision) in the unit of its value: "0°30′ ± 30′" is ± 0.5°."""
+    value, precision = part.readings[0]
+    if part.unit_index is None or part.unit_index == unit_index:
+        return value, precision
+    unit, to_unit = _pint_unit(part.unit_index), _pint_unit(unit_index)
+    scale = convert(1.0, unit, to_unit) - convert(0.0, unit, to_unit)  # a difference: no temperature offset
+    return value * scale, precision * scale
 
 
 def _fold_equivalents(text: str, found: list[Quantity]) -> list[Quantity]:
@@ -781,26 +948,28 @@ def _label(m: re.Match) -> tuple[str, str]:
     return _LABEL_KIND[group], group
 
 
-def extract_quantities(text: str, decimal_comma: bool | None = None) -> list[Quantity]:
+def extract_quantities(text: str, decimal_comma: bool | None = None, temperature: bool = False) -> list[Quantity]:
     """Every quantity with a recognised unit, in text order, equivalents folded in, roles set.
 
-    `decimal_comma` is the notation to use when the text itself does not say (see the module docstring).
+    `decimal_comma` is the notation to use when the text itself does not say (match() passes the
+    reference's); None or False reads "1,200" as thousands (see the module docstring). `temperature`
+    says that the text answers a temperature, so a bare "4300 K" is kelvin.
     """
-    return _extract(text, decimal_comma)[0]
+    return _extract(text, decimal_comma, temperature)[0]
 
 
-def _extract(text: str, decimal_comma: bool | None = None) -> tuple[list[Quantity], bool]:
-    """The quantities, and whether the text holds more than MAX_NUMBERS numbers (then only those are read)."""
+def _extract(text: str, decimal_comma: bool | None = None, temperature: bool = False) -> tuple[list[Quantity], bool, bool | None]:
+    """The quantities, whether the text holds more than MAX_NUMBERS numbers (then only those are read), its notation."""
     text = _prepare(text[:MAX_TEXT_CHARS])
     notation = _notation(text)
     low = text.lower()
     if len(low) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
         low = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-    nums = _scan_numbers(text, low, notation if notation is not None else decimal_comma)
+    nums = _scan_numbers(text, low, notation if notation is not None else decimal_comma, temperature)
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
     quantities = _attach(text, low, _group(text, nums))
-    return _fold_equivalents(text, quantities), too_many
+    return _fold_equivalents(text, quantities), too_many, notation
 
 
 # Comparing the reference with the answer.
@@ -902,7 +1071,7 @@ def match(expected: str, actual: str) -> SpecMatch:
     if len(expected) > MAX_TEXT_CHARS:
         return _fail(False, f"not applicable: the reference is {len(expected):,} characters, over the "
                             f"{MAX_TEXT_CHARS:,} the spec check reads")
-    every, too_many = _extract(expected)
+    every, too_many, reference_notation = _extract(expected)
     if too_many:
         return _fail(False, f"not applicable: the reference holds more than {MAX_NUMBERS} numbers")
     wanted = [q for q in every if q.role == "spec"]
@@ -912,7 +1081,9 @@ def match(expected: str, actual: str) -> SpecMatch:
     if len(actual) > MAX_TEXT_CHARS:
         return _fail(True, f"answer is {len(actual):,} characters, over the {MAX_TEXT_CHARS:,} the spec check "
                            f"reads: not graded as correct")
-    found, too_many = _extract(actual)
+    # An answer read in the reference's light: its decimal notation where the answer does not say, a bare K as
+    # kelvin where the reference states a temperature.
+    found, too_many, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted))
     if too_many:
         return _fail(True, f"answer holds more than {MAX_NUMBERS} numbers: not graded as correct")
 
