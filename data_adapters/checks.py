@@ -134,7 +134,7 @@ def scan_dataset(
             continue
         if min(info.width, info.height) < MIN_IMAGE_SIDE or info.width * info.height > MAX_IMAGE_PIXELS:
             problems.append(Problem(row.file, row.line, f"image {row.image!r} is {info.width}x{info.height}: is this a page image?", "warning", "image_size"))
-        visual = visual_tokens(info.width, info.height, recipe.images.min_pixels, recipe.images.max_pixels)
+        visual = visual_tokens(info.width, info.height, recipe.images.min_pixels, recipe.images.max_pixels, recipe.family.factor)
         text = estimate_text_tokens([t.content for t in row.turns], tokenizer)
         meta = row.metadata
         scan.rows.append(RowStats(row.file, row.line, split, row.image, info.width, info.height, text, visual,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from data_adapters.pipeline import DataError
 from vlm3.console import EXIT_DATA, EXIT_RECIPE, UserError, console, err_console
+from vlm3.families import FamilyError
 from vlm3.recipe import RecipeError, load_recipe
 from vlm3.runs import RunError
 
@@ -30,7 +31,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
             err_console.print(str(exc), markup=False)
             failures += 1
             continue
-        console.print(f"{path}: ok ({recipe.name}: {recipe.train.method} on {recipe.model.base}, GPU {recipe.compute.gpu})", markup=False)
+        try:
+            family = recipe.family.label
+        except FamilyError as exc:  # only a local folder not built yet gets here; the rest failed validation
+            family = f"family read once it exists: {exc}"
+        console.print(f"{path}: ok ({recipe.name}: {recipe.train.method} on {recipe.model.base} [{family}], GPU {recipe.compute.gpu})", markup=False)
     return EXIT_RECIPE if failures else 0
 
 
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         from vlm3.steps import StepError
         from vlm3.trainer_env import TrainerEnvMissing
 
-        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError, ServeError, EvalError, FolderBusy)):
+        if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError, ServeError, EvalError, FolderBusy, FamilyError)):
             err_console.print(f"Error: {exc}", markup=False)
             return 1
         raise

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
 from vlm3.plan import GPUS
-from vlm3.recipe import PIXELS_PER_TOKEN, Recipe, ServeSpec, load_recipe
+from vlm3.recipe import Recipe, ServeSpec, load_recipe
 
 APP_NAME = "vlm3"
 VOLUME_NAMES = {"data": "vlm3-data", "runs": "vlm3-runs", "hf": "vlm3-hf-cache"}
@@ -319,8 +319,9 @@ def serve_fit(recipe: Recipe) -> ServeFit | None:
     return ServeFit(recipe.serve.gpu, weights, kv_tokens, kv_tokens // recipe.serve.max_model_len)
 
 
-def visual_tokens(max_pixels: int) -> int:
-    return max_pixels // PIXELS_PER_TOKEN
+def visual_tokens(recipe: Recipe) -> int:
+    """The most visual tokens one page can become under the recipe's pixel cap, in its family's rule."""
+    return recipe.images.max_pixels // recipe.family.pixels_per_token
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -330,11 +331,11 @@ def parse_version(text: str) -> tuple[int, ...]:
 def serve_problems(recipe: Recipe) -> tuple[list[str], list[str]]:
     """(errors, notes) about serving this recipe with vLLM on Modal."""
     serve, errors, notes = recipe.serve, [], []
-    needed = visual_tokens(recipe.images.max_pixels) + PROMPT_MARGIN_TOKENS
+    needed = visual_tokens(recipe) + PROMPT_MARGIN_TOKENS
     if serve.max_model_len < needed:
         errors.append(
             f"serve.max_model_len {serve.max_model_len} cannot hold one page at images.max_pixels "
-            f"({visual_tokens(recipe.images.max_pixels)} visual tokens) plus a question and answer: use at least {needed}"
+            f"({visual_tokens(recipe)} {recipe.family.label} visual tokens) plus a question and answer: use at least {needed}"
         )
     if serve.gpu in ("cpu", "T4"):
         errors.append(f"serve.gpu {serve.gpu!r}: vLLM serves in bfloat16, which needs an A10G, L4, L40S or newer")
@@ -348,7 +349,8 @@ def serve_problems(recipe: Recipe) -> tuple[list[str], list[str]]:
         elif lora.modules_to_save:
             errors.append(f"serve.serve_adapter: vLLM cannot load an adapter with modules_to_save {lora.modules_to_save}; serve the merged model")
         elif lora.include_vision_tower:
-            errors.append("serve.serve_adapter: vLLM drops LoRA weights on the vision tower; serve the merged model")
+            errors.append("serve.serve_adapter: vLLM 0.33 loads LoRA on the vision tower only with its experimental "
+                          "--enable-tower-connector-lora, which vlm3 does not pass; serve the merged model")
     if parse_version(serve.vllm_version) < MIN_VLLM_FOR_TRANSFORMERS_5:
         notes.append(
             f"serve.vllm_version {serve.vllm_version} cannot read checkpoints written by transformers {TRANSFORMERS_VERSION}; "

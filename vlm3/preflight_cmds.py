@@ -17,7 +17,7 @@ from pathlib import Path
 from data_adapters.checks import DatasetScan, scan_dataset
 from data_adapters.pipeline import read_pipeline, resolve_image
 from data_adapters.tokens import CHARS_PER_TOKEN, load_tokenizer, resized_size, visual_tokens
-from vlm3.recipe import PIXELS_PER_TOKEN, Recipe, load_recipe
+from vlm3.recipe import Recipe, load_recipe
 
 RESOLUTION_CAPS_MP = (0.4, 1.0, 2.0)
 
@@ -95,7 +95,7 @@ def dataset_tokens(scan: DatasetScan, recipe: Recipe, max_pixels: int | None = N
 
     def split_rows(split: str) -> tuple[list, Rows]:
         rows = [r for r in scan.rows if r.split == split]
-        visual = [visual_tokens(r.width, r.height, recipe.images.min_pixels, cap) for r in rows]
+        visual = [visual_tokens(r.width, r.height, recipe.images.min_pixels, cap, recipe.family.factor) for r in rows]
         return rows, Rows(tuple(r.text_tokens + v for r, v in zip(rows, visual)), tuple(visual))
 
     rows, train = split_rows("train")
@@ -116,7 +116,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     console().print(format_plan(plan), markup=False)
     console().print("\nresolution trade-off (same recipe, other images.max_pixels):")
     for megapixels in RESOLUTION_CAPS_MP:
-        cap = int(megapixels * 1_000_000) // PIXELS_PER_TOKEN * PIXELS_PER_TOKEN
+        cap = int(megapixels * 1_000_000) // recipe.family.pixels_per_token * recipe.family.pixels_per_token
         other = plan_run(recipe.model_copy(update={"images": recipe.images.model_copy(update={"max_pixels": cap})}),
                          dataset_tokens(scan, recipe, max_pixels=cap), gpus=[recipe.compute.gpu_type])
         est = other.gpus[0] if other.gpus else None
@@ -160,9 +160,9 @@ def flatten_on_white(img):
     return img.convert("RGB")
 
 
-def content_key(path: Path, max_pixels: int, min_pixels: int) -> str:
+def content_key(path: Path, max_pixels: int, min_pixels: int, factor: int) -> str:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
-    return f"{digest}-{min_pixels}-{max_pixels}"
+    return f"{digest}-{min_pixels}-{max_pixels}-{factor}"
 
 
 def unreadable_images(rows, root: Path) -> list:
@@ -210,7 +210,7 @@ def cmd_resize(args: argparse.Namespace) -> int:
         source = resolve_image(root, image)
         if source is None or not source.is_file():
             continue
-        key = content_key(source, recipe.images.max_pixels, recipe.images.min_pixels)
+        key = content_key(source, recipe.images.max_pixels, recipe.images.min_pixels, recipe.family.factor)
         cached = cache / f"{key}{source.suffix.lower()}"
         if cached.exists():
             reused += 1
@@ -218,7 +218,8 @@ def cmd_resize(args: argparse.Namespace) -> int:
             staging = cache / f".{key}.partial{source.suffix.lower()}"
             try:
                 with Image.open(source) as img:
-                    height, width = resized_size(img.height, img.width, recipe.images.min_pixels, recipe.images.max_pixels)
+                    height, width = resized_size(img.height, img.width, recipe.images.min_pixels, recipe.images.max_pixels,
+                                                 recipe.family.factor)
                     flatten_on_white(img).resize((width, height), Image.Resampling.BICUBIC).save(staging, quality=90)
             except BaseException:
                 staging.unlink(missing_ok=True)

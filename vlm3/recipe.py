@@ -17,11 +17,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PIXELS_PER_TOKEN = 28 * 28  # Qwen2-VL: 14-px patches merged 2x2 make one LLM token
-DEFAULT_MIN_PIXELS = 56 * 56  # the Qwen2-VL processor's own default
-DEFAULT_MAX_PIXELS = 1280 * PIXELS_PER_TOKEN  # ~1 MP: 1,240 tokens for a 1700x2200 page
+from vlm3.families import FAMILIES, LANGUAGE_MODEL_PROJECTIONS, Family, FamilyError, family_of
 
-LANGUAGE_MODEL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+PIXELS_PER_TOKEN = FAMILIES["qwen2_vl"].pixels_per_token  # the smallest of the families (28 x 28); a recipe's own: recipe.family
+DEFAULT_MIN_PIXELS = 56 * 56  # the Qwen2-VL processor's own default
+DEFAULT_MAX_PIXELS = 1280 * PIXELS_PER_TOKEN  # ~1 MP: 1,240 tokens for a 1700x2200 page with Qwen2-VL
+
 Projection = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # Modal GPU names this project renders (https://modal.com/docs/guide/gpu); ":N" asks for N cards.
@@ -50,7 +51,7 @@ class DataSpec(Strict):
 
 
 class ImageSpec(Strict):
-    """Pixel limits of Qwen2-VL's image processor: one setting for training, serving and estimates."""
+    """Pixel limits of the model's image processor: one setting for training, serving and estimates."""
 
     min_pixels: int = Field(default=DEFAULT_MIN_PIXELS, ge=PIXELS_PER_TOKEN)
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=PIXELS_PER_TOKEN)
@@ -225,6 +226,25 @@ class Recipe(Strict):
             raise ValueError(f"train.deepspeed is set but compute.gpu {self.compute.gpu!r} has one card: use e.g. 'H100:4'")
         return self
 
+    @model_validator(mode="after")
+    def family_can_do_it(self) -> "Recipe":
+        """What Axolotl 0.19, transformers 5.16 or vLLM 0.33 cannot do for the model's family, refused here."""
+        try:
+            family = family_of(self.model.base)
+        except FamilyError as exc:
+            if exc.missing_folder:
+                return self  # a local model not built yet: checked where it is used (family_of raises there)
+            raise ValueError(str(exc)) from None
+        problems = family_problems(self, family)
+        if problems:
+            raise ValueError("\n  ".join(problems))  # one line each, as RecipeError lists them
+        return self
+
+    @property
+    def family(self) -> Family:
+        """The base model's family (vlm3.families); FamilyError when the model cannot be read."""
+        return family_of(self.model.base)
+
     @property
     def on_cpu(self) -> bool:
         return self.compute.gpu == "cpu"
@@ -232,6 +252,38 @@ class Recipe(Strict):
     @property
     def served_name(self) -> str:
         return self.serve.served_model_name or self.name
+
+
+# Axolotl keys a recipe's raw `axolotl:` block may not set for a family, and why (Axolotl 0.19's code).
+LORA_KERNEL_KEYS = ("lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel")
+
+
+def family_problems(recipe: Recipe, family: Family) -> list[str]:
+    """One sentence per thing the family cannot do as the recipe asks."""
+    problems = []
+    images = recipe.images
+    if images.min_pixels < family.pixels_per_token:
+        problems.append(f"images.min_pixels {images.min_pixels} is below one {family.label} visual token "
+                        f"({family.factor}x{family.factor} = {family.pixels_per_token} pixels): use at least {family.pixels_per_token}")
+    raw = recipe.axolotl
+    for key in LORA_KERNEL_KEYS:
+        if raw.get(key) and not family.lora_kernels:
+            problems.append(f"axolotl.{key}: Axolotl 0.19's fused LoRA kernels cannot find {family.label}'s attention class "
+                            f"(model_type {family.name}); remove the key")
+    if raw.get("lora_target_linear"):
+        problems.append(f"axolotl.lora_target_linear: adapts every linear layer, {family.label}'s vision tower included; "
+                        "use train.lora.target_modules (language model) and train.lora.include_vision_tower")
+    template = raw.get("chat_template", family.chat_template)
+    boundaries = raw.get("role_boundaries", family.role_boundaries)
+    if template != "qwen2_vl" and not boundaries:
+        problems.append(f"axolotl.chat_template {template!r}: Axolotl 0.19 masks multimodal rows to the assistant turns only with "
+                        "its qwen2_vl template or with role_boundaries; without them it trains on the questions too. "
+                        f"Remove the key ({family.label} trains with {family.chat_template!r})")
+    if recipe.train.liger and not family.liger:
+        problems.append(f"train.liger: Liger has no kernels for {family.label}; set it to false")
+    if recipe.serve.serve_adapter and not family.vllm_lora:
+        problems.append(f"serve.serve_adapter: vLLM 0.33's {family.architecture} takes no LoRA adapters; serve the merged model")
+    return problems
 
 
 class RecipeError(Exception):
@@ -348,6 +400,8 @@ def describe_error(err: dict[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return f"{field}: unknown key{suggest_key(loc)}"
     message = err["msg"].removeprefix("Value error, ")
+    if not loc:
+        return message  # a whole-recipe check: its message names the fields it is about
     if err["type"] not in ("value_error", "missing") and "input" in err:
         got = err["input"]
         if not isinstance(got, (dict, list)):

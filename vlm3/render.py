@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from vlm3.families import FAMILIES, Family
 from vlm3.recipe import Recipe
 
 DATA_DIR = "data"
@@ -22,15 +23,13 @@ PLUGIN = "vlm3.axolotl_plugin.Vlm3Plugin"
 LIGER_PLUGIN = "axolotl.integrations.liger.LigerPlugin"
 OUTPUT_DIR = "output"  # adapter and checkpoints; Axolotl writes the merged model to output/merged
 
-ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP = ("gate_proj", "up_proj", "down_proj")
-VISION = ("qkv", "proj", "fc1", "fc2")  # Qwen2-VL vision blocks: attn.qkv, attn.proj, mlp.fc1, mlp.fc2
 DATALOADER_WORKERS = 4  # per training process (one per GPU); modal_support sizes each GPU's CPU and memory for them
 
 
 # Where each rendered Axolotl key comes from in the recipe, so Axolotl's schema errors can name the recipe field.
 RECIPE_FIELD = {
-    "base_model": "model.base", "trust_remote_code": "model.trust_remote_code",
+    "base_model": "model.base", "trust_remote_code": "model.trust_remote_code", "processor_type": "model.base",
+    "chat_template": "model.base", "role_boundaries": "model.base",
     "processor_kwargs": "images", "sequence_len": "train.sequence_len", "micro_batch_size": "train.micro_batch_size",
     "gradient_accumulation_steps": "train.gradient_accumulation_steps", "num_epochs": "train.epochs",
     "max_steps": "train.max_steps", "learning_rate": "train.learning_rate", "lr_scheduler": "train.lr_scheduler",
@@ -55,23 +54,9 @@ def recipe_field(axolotl_key: str, overridden: set[str]) -> str:
     return RECIPE_FIELD[top]
 
 
-def lora_target_regex(targets: list[str], include_vision_tower: bool = False) -> str:
-    """A PEFT full-match regex over the language model's projections (and the vision tower's, if asked)."""
-    unknown = [t for t in targets if t not in ATTENTION + MLP]
-    if unknown:
-        raise ValueError(f"train.lora.target_modules: unknown module(s) {unknown}; use {list(ATTENTION + MLP)}")
-    attn = [t.removesuffix("_proj") for t in ATTENTION if t in targets]
-    mlp = [t.removesuffix("_proj") for t in MLP if t in targets]
-    branches = []
-    if attn:
-        branches.append(rf"self_attn\.({'|'.join(attn)})_proj")
-    if mlp:
-        branches.append(rf"mlp\.({'|'.join(mlp)})_proj")
-    regex = rf"model\.language_model\.layers\.\d+\.({'|'.join(branches)})"
-    if include_vision_tower:
-        regex = rf"({regex}|model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2)))"
-    re.compile(regex)
-    return regex
+def lora_target_regex(targets: list[str], include_vision_tower: bool = False, family: Family = FAMILIES["qwen2_vl"]) -> str:
+    """A PEFT full-match regex over a family's language-model projections (and its vision tower's, if asked)."""
+    return family.lora_regex(targets, include_vision_tower)
 
 
 def deepspeed_config(stage: int) -> dict[str, Any]:
@@ -104,14 +89,14 @@ def precision_keys(recipe: Recipe) -> dict[str, Any]:
 
 def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True) -> dict[str, Any]:
     train = recipe.train
+    family = recipe.family
     dataset = {"ds_type": "json", "type": "chat_template", "field_messages": "messages"}
     config: dict[str, Any] = {
         "base_model": base_model,
         "trust_remote_code": recipe.model.trust_remote_code,
-        # Qwen2-VL multimodal settings that work with Axolotl 0.19
-        "processor_type": "AutoProcessor",
+        # The family's multimodal settings that work with Axolotl 0.19 (processor, chat template, turn markers)
+        **family.axolotl_keys(),
         "processor_kwargs": {"min_pixels": recipe.images.min_pixels, "max_pixels": recipe.images.max_pixels},
-        "chat_template": "qwen2_vl",
         "skip_prepare_dataset": True,
         "remove_unused_columns": False,
         "sample_packing": False,  # Axolotl cannot pack multimodal rows
@@ -153,7 +138,7 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
     # PyTorch's SDPA unless the recipe asks for flash-attention (an opt-in image: see modal_support.FLASH_ATTN).
     config["attn_implementation"] = "flash_attention_2" if train.flash_attention and not recipe.on_cpu else "sdpa"
     if train.liger and not recipe.on_cpu:
-        # Axolotl's Liger plugin patches Qwen2-VL (its model list has qwen2_vl); Triton needs a GPU.
+        # Axolotl's Liger plugin patches the family (Liger's model list has it: families.Family.liger); Triton needs a GPU.
         config["plugins"].append(LIGER_PLUGIN)
         config.update(liger_fused_linear_cross_entropy=True, liger_rms_norm=True, liger_layer_norm=True,
                       liger_glu_activation=True, liger_rope=True)
@@ -164,8 +149,9 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
             lora_r=lora.r,
             lora_alpha=lora.alpha,
             lora_dropout=lora.dropout,
-            lora_target_modules=lora_target_regex(lora.target_modules, lora.include_vision_tower),
-            # Axolotl 0.19's fused LoRA kernels cannot find Qwen2-VL's attention class
+            lora_target_modules=family.lora_regex(lora.target_modules, lora.include_vision_tower),
+            # Off for every family: Axolotl 0.19's fused LoRA kernels cannot find Qwen2-VL's or Qwen2.5-VL's attention
+            # class, and for Qwen3-VL the MLP kernel is Triton (axolotl/kernels/swiglu.py), which the CPU tests cannot run
             lora_qkv_kernel=False,
             lora_o_kernel=False,
             lora_mlp_kernel=False,
