@@ -134,9 +134,11 @@ def write_data(root: Path, rows: list[dict], val_rows: list[dict] | None = None)
 
 def recipe_file(tmp: Path) -> Path:
     path = tmp / "r.yaml"
+    (tmp / "model").mkdir(exist_ok=True)
+    (tmp / "model" / "config.json").write_text('{"model_type": "qwen2_vl"}')  # the family is read from it
     path.write_text(
         "name: bad-data\n"
-        f"model: {{base: {tmp}}}\n"
+        f"model: {{base: {tmp}/model}}\n"
         f"data: {{train: {tmp}/td/vlm_train.jsonl, val: {tmp}/td/vlm_val.jsonl, images_root: {tmp}/td}}\n"
         "compute: {gpu: cpu}\n"
     )
