@@ -284,3 +284,67 @@ def test_activation_bytes_match_a_saved_tensor_count(dropout):
     result = measure("activations", "--tokens", "128", "--lora-dropout", str(dropout))
     plan = layer_activation_bytes(QWEN7B, Training(lora_dropout=dropout), dropout_mask_bytes=4)
     assert plan == pytest.approx(result["bytes_per_token"], rel=ACTIVATION_TOLERANCE)
+
+
+# Each family at its published widths, fewer layers: 2 decoder layers, 2 vision blocks (Qwen2.5-VL's second
+# block attends over the whole image, its first in windows; Qwen3-VL's first feeds a deepstack merger).
+FAMILY_STEPS = [
+    ("qwen2.5-vl-7b", ["--full-attention-blocks", "1"]),
+    ("qwen3-vl-8b", ["--deepstack-blocks", "0"]),
+]
+
+
+@pytest.mark.trainer
+@pytest.mark.parametrize("model,blocks", FAMILY_STEPS, ids=[m for m, _ in FAMILY_STEPS])
+def test_plan_flops_match_flop_counter_for_each_family(model, blocks):
+    result = measure("flops", "--model", model, "--layers", "2", "--vision-depth", "2", *blocks,
+                     "--image", "4x6", "--text", "40", "--image", "5x5", "--text", "20", "--checkpointing")
+    shape = shape_from_config(result["config"])
+    assert (shape.layers, shape.vision_depth) == (2, 2)
+    assert shape.full_attention_blocks == ((1,) if shape.window_patches else ())
+    assert shape.deepstack_mergers == (1 if model.startswith("qwen3") else 0)
+    assert planned(result, True, True) == pytest.approx(result["flops"], rel=FLOP_TOLERANCE)
+    vision = sum(sum(image_flops(shape, h * w, (h, w))) for h, w in result["grids"])
+    assert vision == pytest.approx(result["vision_flops"], rel=1e-6)  # the frozen tower: forward only, counted exactly
+
+
+VISION_FORWARDS = [
+    ("7b-widths", ["--vision-depth", "2"]),
+    ("qwen2.5-vl-7b", ["--vision-depth", "4", "--full-attention-blocks", "1"]),  # 3 windowed blocks, 1 full
+    ("qwen3-vl-8b", ["--vision-depth", "2", "--deepstack-blocks", "0"]),
+]
+
+
+@pytest.mark.trainer
+@pytest.mark.parametrize("model,flags", VISION_FORWARDS, ids=[m for m, _ in VISION_FORWARDS])
+def test_vision_forward_flops_match_flop_counter_for_each_family(model, flags):
+    """Two pages of 140 and 63 tokens: big enough that full attention is ~7% of a block's FLOPs, and with
+    edge windows cut short (10x14 and 7x9 tokens are not multiples of Qwen2.5-VL's 4-token windows)."""
+    result = measure("vision-flops", "--model", model, *flags, "--image", "10x14", "--image", "7x9")
+    shape = shape_from_config(result["config"])
+    assert result["merged_tokens"] == 140 + 63
+    planned_flops = sum(sum(image_flops(shape, h * w, (h, w))) for h, w in result["grids"])
+    assert planned_flops == pytest.approx(result["flops"], rel=1e-6)
+    if shape.window_patches:  # priced from token counts alone, windows are taken as whole: a bound within 1%
+        assert result["flops"] < sum(sum(image_flops(shape, h * w)) for h, w in result["grids"]) < 1.01 * result["flops"]
+
+
+@pytest.mark.trainer
+@pytest.mark.parametrize("model,base", [("7b", "Qwen/Qwen2-VL-7B-Instruct"), ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-2B-Instruct"),
+                                        ("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct"), ("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct")])
+def test_parameter_counts_match_the_meta_device_tree(model, base):
+    """The full-size tree transformers builds from the published config, and PEFT's trainable count for the LM-only LoRA."""
+    result = measure("params", "--model", model, "--lora-r", "64")
+    shape = shape_of(base)
+    assert result["total"] == shape.total_params and result["vision"] == shape.vision_params
+    assert result["lora_trainable"] == shape.lora_trainable(64, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    assert result["lora_modules"] == 7 * shape.layers
+
+
+@pytest.mark.trainer
+@pytest.mark.parametrize("model,base", [("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct"), ("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct")])
+def test_activation_bytes_match_a_saved_tensor_count_for_each_family(model, base):
+    """One full-width decoder layer of the family (Qwen3-VL's q/k norms keep fp32 copies of q and k)."""
+    result = measure("activations", "--model", model, "--tokens", "128", "--lora-dropout", "0.0")
+    plan = layer_activation_bytes(shape_of(base), Training(lora_dropout=0.0))
+    assert plan == pytest.approx(result["bytes_per_token"], rel=0.01)
