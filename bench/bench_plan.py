@@ -3,10 +3,12 @@
 Usage:
     .venv/bin/python -m bench.bench_plan [recipes/e30m3_lora.yaml ...] [--rows 5000] [--val-rows 500]
 
-Each row is a 1700x2200 page (1,240 visual tokens at the recipe's 1280*28*28 cap; fewer at a lower
-cap) plus 60-360 text tokens drawn with a fixed seed: the shape of the E30 M3 data without the data.
-Prints the plan of each recipe, then how it compares with today's path (checkpointing on, micro-batch 4,
-random batches, the vision tower backpropagated), which README and BENCHMARKS.md quote.
+Each row is a 1700x2200 page (1,240 visual tokens at the recipe's 1280 tokens' cap, by its family's token
+rule: 1280*28*28 pixels for Qwen2-VL and Qwen2.5-VL, 1280*32*32 for Qwen3-VL; fewer at a lower cap) plus
+60-360 text tokens drawn with a fixed seed: the shape of the E30 M3 data without the data.
+Prints the plan of each recipe, its model's shape (parameters, KV cache, LoRA size, one page through the
+vision tower), then how it compares with today's path (checkpointing on, micro-batch 4, random batches,
+the vision tower backpropagated), which README and BENCHMARKS.md quote.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ import sys
 from pathlib import Path
 
 from data_adapters.tokens import visual_tokens
-from vlm3.plan import DatasetTokens, Rows, Training, epoch_work, floor_flops, format_plan, model_shape, plan_run
+from vlm3.plan import DatasetTokens, Rows, Training, epoch_work, floor_flops, format_plan, image_flops, model_shape, plan_run
 from vlm3.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ["e30m3_lora.yaml", "e30m3_train_dev.yaml", "e30m3_qlora.yaml", "e30m3_full.yaml"]
+RECIPES = ["e30m3_lora.yaml", "e30m3_qwen25vl_lora.yaml", "e30m3_qwen3vl_lora.yaml", "e30m3_train_dev.yaml", "e30m3_qlora.yaml",
+           "e30m3_full.yaml"]
+PAGE = (1700, 2200)  # width, height in pixels
 
 
 def synthetic_rows(n: int, recipe, seed: int) -> Rows:
     rng = random.Random(seed)
-    v = visual_tokens(1700, 2200, recipe.images.min_pixels, recipe.images.max_pixels)
+    v = visual_tokens(*PAGE, recipe.images.min_pixels, recipe.images.max_pixels, factor=recipe.family.factor)
     return Rows(tuple(v + rng.randint(60, 360) for _ in range(n)), tuple([v] * n))
 
 
@@ -42,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         data = DatasetTokens(args.rows, sum(train.lengths) - sum(train.visual), sum(train.visual), max(train.lengths), train, val)
         print(format_plan(plan_run(recipe, data)))
         shape = model_shape(recipe)
+        page = sum(image_flops(shape, train.visual[0]))
+        print(f"  model {recipe.model.base} ({recipe.family.label}): {shape.total_params:,} parameters "
+              f"(vision {shape.vision_params:,}); LoRA r {recipe.train.lora.r}: "
+              f"{shape.lora_trainable(recipe.train.lora.r, recipe.train.lora.target_modules):,} trainable; "
+              f"KV cache {shape.kv_bytes_per_token:,} bytes per token (bf16); one page ({train.visual[0]:,} visual tokens) "
+              f"through the vision tower {page:.3g} FLOPs")
         checkpointing = recipe.train.gradient_checkpointing
         today = epoch_work(shape, train, 4, False, 16, Training.of(recipe, gradient_checkpointing=True, vision_forward_only=False))
         now = epoch_work(shape, train, recipe.train.micro_batch_size, True,
