@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=["auto", "plain", "axolotl"], default="plain",
                         help="auto: axolotl where it is installed, else plain")
-    parser.add_argument("--model", default="7b", help="7b (built from its config) or a local Qwen2-VL folder")
+    parser.add_argument("--model", default="7b", help="7b, qwen2.5-vl-7b, qwen3-vl-8b or a Hub id vlm3 knows (built from its published config), or a local model folder")
     parser.add_argument("--layers", type=int, help="fewer decoder layers (a short check)")
     parser.add_argument("--vision-depth", type=int)
     parser.add_argument("--grid", type=int, nargs=2, help="visual-token grid per page (default 31 40: ~1 MP)")

@@ -309,7 +309,8 @@ def lora_params_per_layer(shape: ModelShape, training: Training) -> int:
 
 
 def lora_params(shape: ModelShape, recipe: Recipe) -> int:
-    return shape.layers * lora_params_per_layer(shape, Training.of(recipe))
+    """The recipe's trainable LoRA parameters (0 for full fine-tuning)."""
+    return 0 if recipe.train.method == "full" else shape.lora_trainable(recipe.train.lora.r, recipe.train.lora.target_modules)
 
 
 def window_pairs(shape: ModelShape, grid: tuple[int, int]) -> int:
