@@ -83,11 +83,9 @@ FOLDERS = {"qwen2_vl": ".cache/tiny-qwen2-vl", "qwen2_5_vl": ".cache/tiny-qwen2.
 FAMILY_NAMES = tuple(FOLDERS)
 QWEN3_VL_TEMPLATE = Path(__file__).with_name("chat_templates") / "qwen3_vl.jinja"
 
-MARKER = "tiny-qwen2-vl.json"  # Qwen2-VL's marker (the 7B-shaped folder has it too)
-
-
 def marker_name(family: str) -> str:
-    """The file written last into a tiny model's folder (a folder without it is an interrupted build)."""
+    """The file written last into a tiny model's folder (a folder without it is an interrupted build); it records
+    the family, shape and seed. Qwen2-VL's, tiny-qwen2-vl.json, is in the 7B-shaped folder too."""
     return Path(FOLDERS[family]).name + ".json"
 
 
