@@ -78,7 +78,7 @@ def run_plain(args) -> dict:
     from vlm3.plan import Training, batch_flops, shape_from_config
 
     device = args.device
-    config = tm.qwen2vl_config(args.model, args.layers, args.vision_depth, attn="sdpa")
+    config = tm.family_config(args.model, args.layers, args.vision_depth, attn="sdpa")
     if args.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_qwen2_vl
 
@@ -171,7 +171,7 @@ def run_axolotl(args) -> dict:
         processor = AutoProcessor.from_pretrained(tiny)  # a local tokenizer with Qwen2-VL's special tokens
         processor.image_processor.min_pixels, processor.image_processor.max_pixels = 3136, 1003520
         processor.image_processor.size = {"shortest_edge": 3136, "longest_edge": 1003520}
-        config = tm.qwen2vl_config(args.model, args.layers, args.vision_depth)
+        config = tm.family_config(args.model, args.layers, args.vision_depth)
         tok = processor.tokenizer
         for key, token in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
                            ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")):

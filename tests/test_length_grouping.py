@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from vlm3.plan import MODELS, Rows, Training, epoch_work
+from vlm3.plan import Rows, Training, epoch_work, shape_of
 
 pytestmark = pytest.mark.trainer
 
@@ -34,6 +34,6 @@ def test_the_run_records_less_padding_than_random_batches(trained_run):
     steps = json.loads((trained_run / "train_metrics.json").read_text())["steps"]  # Axolotl's ceil(rows x epochs / batch)
     assert padding["batches"] == steps * recipe["train"]["gradient_accumulation_steps"]  # every training micro-batch
     rows = Rows(lengths, tuple([16] * len(lengths)))
-    scattered = [epoch_work(MODELS["Qwen/Qwen2-VL-7B-Instruct"], rows, micro, False, micro, Training(), seed=s).padding for s in range(20)]
+    scattered = [epoch_work(shape_of("Qwen/Qwen2-VL-7B-Instruct"), rows, micro, False, micro, Training(), seed=s).padding for s in range(20)]
     random_padding = sum(scattered) / len(scattered)
     assert padding["padding_fraction"] < 0.75 * random_padding, (padding, random_padding)

@@ -14,7 +14,7 @@ from data_adapters.checks import scan_dataset
 from data_adapters.pipeline import read_pipeline
 from data_adapters.tokens import resized_size, visual_tokens
 from tests.conftest import run_cli
-from vlm3.plan import MODELS, DatasetTokens, Training, batch_flops, plan_run
+from vlm3.plan import DatasetTokens, Training, batch_flops, plan_run, shape_of
 from vlm3.recipe import parse_recipe
 
 Q = {"role": "user", "content": "What is the torque?"}
@@ -109,7 +109,7 @@ def test_plan_arithmetic_hand_worked():
     recipe = parse_recipe({"name": "p", "model": {"base": "Qwen/Qwen2-VL-7B-Instruct"}})
     data = DatasetTokens(samples=1000, text_tokens=160_000, visual_tokens=1_240_000, max_row_tokens=1400)
     plan = plan_run(recipe, data, gpus=["H100"])
-    per_batch = batch_flops(MODELS["Qwen/Qwen2-VL-7B-Instruct"], [1400] * 4, [1240] * 4, Training(gradient_checkpointing=True))
+    per_batch = batch_flops(shape_of("Qwen/Qwen2-VL-7B-Instruct"), [1400] * 4, [1240] * 4, Training(gradient_checkpointing=True))
     expected = 3 * 250 * per_batch.total  # equal rows: no padding; no validation rows: no evaluation
     assert plan.flops == pytest.approx(expected)
     assert plan.flops_per_token == pytest.approx(expected / (3 * 1_400_000))

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
-from vlm3.plan import GPUS
+from vlm3.families import FamilyError
+from vlm3.plan import GPUS, ModelShape, shape_of
 from vlm3.recipe import Recipe, ServeSpec, load_recipe
 
 APP_NAME = "vlm3"
@@ -123,12 +124,6 @@ GPU_USD_PER_HOUR = {name: gpu["usd_per_hour"] for name, gpu in GPUS.items() if g
 # Memory a GPU reports to CUDA, in GiB (a "24 GB" A10G shows 22.5 GiB).
 GPU_MEMORY_GIB = {"H100": 79.6, "H200": 140.0, "B200": 179.0, "A100-80GB": 80.0, "A100-40GB": 40.0,
                   "L40S": 45.0, "A10G": 22.5, "L4": 22.5, "T4": 15.0}
-# Parameters (language model + vision tower) and bf16 KV-cache bytes per token of the models we know.
-MODEL_PARAMS = {"Qwen/Qwen2-VL-7B-Instruct": 8.29e9, "Qwen/Qwen2-VL-2B-Instruct": 2.21e9}
-KV_BYTES_PER_TOKEN = {  # 2 (k, v) x layers x kv heads x head dim x 2 bytes
-    "Qwen/Qwen2-VL-7B-Instruct": 2 * 28 * 4 * 128 * 2,
-    "Qwen/Qwen2-VL-2B-Instruct": 2 * 28 * 2 * 128 * 2,
-}
 VLLM_OVERHEAD_GIB = 1.5  # activations, CUDA graphs and the vision encoder's profile run
 PROMPT_MARGIN_TOKENS = 256  # question, chat template and a short answer beside one page's visual tokens
 GIB = 1024**3
@@ -305,15 +300,23 @@ class ServeFit:
         )
 
 
+def model_shape(recipe: Recipe) -> ModelShape | None:
+    """The base model's shape from its config (vlm3.plan, vlm3.families); None where no config can be read here."""
+    try:
+        return shape_of(recipe.model.base)
+    except FamilyError:
+        return None
+
+
 def serve_fit(recipe: Recipe) -> ServeFit | None:
-    """A rough memory budget for serving a known base model in bf16; None for models we have no numbers for."""
-    params = MODEL_PARAMS.get(recipe.model.base)
-    per_token = KV_BYTES_PER_TOKEN.get(recipe.model.base)
+    """A rough memory budget for serving the base model's shape in bf16; None for a model whose config is not here."""
+    shape = model_shape(recipe)
     gpu_name, _, count = recipe.serve.gpu.partition(":")
     memory = GPU_MEMORY_GIB.get(gpu_name)
-    if params is None or per_token is None or memory is None:
+    if shape is None or memory is None:
         return None
-    weights = params * 2 / GIB
+    per_token = shape.kv_bytes_per_token  # 2 (k, v) x layers x kv heads x head dim x 2 bytes
+    weights = shape.total_params * 2 / GIB
     usable = memory * int(count or 1) * recipe.serve.gpu_memory_utilization
     kv_tokens = max(0, int((usable - weights - VLLM_OVERHEAD_GIB) * GIB / per_token))
     return ServeFit(recipe.serve.gpu, weights, kv_tokens, kv_tokens // recipe.serve.max_model_len)
@@ -699,23 +702,23 @@ def launch_problems(recipe: Recipe, cwd: Path | None = None) -> tuple[list[str],
 
 # Bytes per parameter in one resumable checkpoint. Full fine-tune with ZeRO-3: bf16 parameter shards (2),
 # fp32 master weights (4), Adam's two moments (8), and the gathered bf16 model the Trainer saves beside
-# them (2, stage3_gather_16bit_weights_on_model_save): 16, ~133 GB for the 7B's 8.29e9 parameters.
-# LoRA: the fp32 adapter and its Adam state (4 + 8 per trainable parameter), ~2 GB at r 64.
+# them (2, stage3_gather_16bit_weights_on_model_save): 16, ~133 GB for Qwen2-VL-7B's 8.29e9 parameters.
+# LoRA: the fp32 adapter and its Adam state (4 + 8 per trainable parameter), ~2 GB at r 64 on the 7B.
 FULL_CHECKPOINT_BYTES_PER_PARAM = 16
 LORA_CHECKPOINT_BYTES_PER_TRAINABLE = 12
-SEVEN_B_LORA_R64_TRAINABLE = 161_480_704  # the LM-only regex's 196 modules at r 64 (counted on the meta-device 7B)
 
 
 def checkpoint_bytes(recipe: Recipe) -> float | None:
-    """One checkpoint's size on the runs volume; None for a model we have no parameter count for."""
-    params = MODEL_PARAMS.get(recipe.model.base)
-    if params is None:
+    """One checkpoint's size on the runs volume, from the model's shape; None where it cannot be counted here."""
+    shape = model_shape(recipe)
+    if shape is None:
         return None
     if recipe.train.method == "full":
-        return params * FULL_CHECKPOINT_BYTES_PER_PARAM
-    if recipe.model.base == "Qwen/Qwen2-VL-7B-Instruct":
-        return SEVEN_B_LORA_R64_TRAINABLE * recipe.train.lora.r / 64 * LORA_CHECKPOINT_BYTES_PER_TRAINABLE
-    return None
+        return shape.total_params * FULL_CHECKPOINT_BYTES_PER_PARAM
+    lora = recipe.train.lora
+    if lora.include_vision_tower:
+        return None  # the tower's adapters are not in the shape's LoRA count
+    return shape.lora_trainable(lora.r, lora.target_modules) * LORA_CHECKPOINT_BYTES_PER_TRAINABLE
 
 
 def checkpoint_notes(recipe: Recipe) -> list[str]:

@@ -3,6 +3,7 @@
 Usage:
     plan = plan_run(recipe, dataset_tokens)          # pure arithmetic over the data's counted rows
     print(format_plan(plan))
+    shape = shape_of("Qwen/Qwen3-VL-8B-Instruct")    # or a model folder: total_params, kv_bytes_per_token, lora_trainable(r, targets)
 
 FLOPs are counted the way torch.utils.flop_counter.FlopCounterMode counts a real step (tests
 compare the two): 2 per multiply-add of every matmul, attention as 4·S²·width per layer
@@ -12,26 +13,31 @@ to S tokens the language model does, for T = B·S positions:
   backward   frozen weights: gradients of inputs only (1× their forward), LoRA 2×, attention 2×;
              full fine-tuning: 2× everything
   recompute  one more forward of the decoder layers when gradient checkpointing is on
-The vision tower runs per image over P = 4·visual tokens patches: patch embedding, per block
-24·P·d² (qkv, proj, fc1, fc2) + 4·P²·d (full attention inside the page), then the 2×2 merger.
+The vision tower runs per image over P = merge²·visual tokens patches (4 in all three families):
+patch embedding, per block 2·P·(4d² + MLP) (qkv, proj, and fc1/fc2 or Qwen2.5-VL's gated
+gate/up/down) + 4·P²·d of attention inside the page, except that Qwen2.5-VL's windowed blocks
+(all but fullatt_block_indexes) attend inside windows of 112 px (64 patches); then the 2×2 merger,
+and Qwen3-VL's deepstack mergers (one per deepstack_visual_indexes entry, the merger's size).
 Frozen (the default), it runs forward only: vlm3/axolotl_plugin.py runs it under no_grad
 (without it, Axolotl's and PEFT's input-embedding hooks re-run and backpropagate it).
 Padding comes from simulating the trainer's batches over the data's own row lengths, with
 the length-grouped sampler when `group_by_length` is on; evaluation adds forward passes over
 the validation rows every eval_steps.
+The shapes come from the model's config.json (`shape_of`: vlm3.families' published configs or a
+local folder's), for Qwen2-VL, Qwen2.5-VL and Qwen3-VL alike.
 
-Memory: weights, trainable state, activations per token per layer (enumerated from what
-autograd saves in a Qwen2-VL decoder layer; a test counts them with saved-tensor hooks on one
-full-width layer), logits and loss, vision working set, CUDA context.
+Memory: weights (every parameter, counted as transformers builds the model), trainable state,
+activations per token per layer (enumerated from what autograd saves in the family's decoder
+layer; a test counts them with saved-tensor hooks on one full-width layer of each family),
+logits and loss, vision working set, CUDA context.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from vlm3.families import FAMILIES, FamilyError, read_config
 from vlm3.recipe import Recipe
 
 GIB = 1024**3
@@ -67,7 +73,6 @@ FIXED_COSTS: list[tuple[str, float, str]] = [
 ]
 FIRST_IMAGE_BUILD = "the first trainer image build compiles flash-attention (CPU time, once; Modal caches the image)"
 
-PATCHES_PER_VISUAL_TOKEN = 4  # 2x2 merge
 BF16, FP32 = 2, 4  # bytes
 LOGIT_BYTES_PER_VOCAB_ENTRY = 10  # bf16 logits (2), the fp32 log-softmax the loss saves (4), its fp32 gradient (4)
 CUDA_CONTEXT_GIB = 1.5  # CUDA context, cuBLAS workspace and allocator slack
@@ -76,7 +81,10 @@ FIT_FRACTION = 0.95  # of a card's memory a plan may fill
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The widths that set FLOPs and memory (a Qwen2-VL config.json's text_config and vision_config)."""
+    """The widths that set FLOPs and memory, read from a config.json (`shape_from_config`).
+
+    The defaults are Qwen2-VL's vision tower; Qwen2.5-VL and Qwen3-VL differ in the fields after `vision_depth`.
+    """
 
     hidden: int
     layers: int
@@ -84,15 +92,31 @@ class ModelShape:
     heads: int
     kv_heads: int
     vocab: int
+    explicit_head_dim: int | None = None  # text_config.head_dim where given (Qwen3-VL); else hidden // heads
+    qkv_bias: bool = True  # Qwen2-VL and Qwen2.5-VL decoder q/k/v carry biases; Qwen3-VL's do not
+    qk_norm: bool = False  # Qwen3-VL: an RMSNorm over each head of q and k
+    tied_embeddings: bool = False  # lm_head shares the input embedding (the 2B models)
     vision_dim: int = 1280
     vision_depth: int = 32
-    vision_mlp_ratio: float = 4.0
-    patch_inputs: int = 3 * 2 * 14 * 14  # channels x temporal patch x 14 x 14 pixels
+    vision_intermediate: int = 5120  # Qwen2-VL: embed_dim x mlp_ratio 4
+    vision_gated_mlp: bool = False  # Qwen2.5-VL: SiLU-gated gate/up/down; the others fc1/fc2
+    vision_layer_norm: bool = True  # LayerNorm (weight and bias) in blocks and merger; Qwen2.5-VL: RMSNorm
+    vision_out: int = 0  # the merger's output width (0: the LM's hidden size)
+    patch_inputs: int = 3 * 2 * 14 * 14  # channels x temporal patch x patch x patch pixels
+    patch_bias: bool = False  # Qwen3-VL's patch embedding has a bias
     merge: int = 2
+    window_patches: int = 0  # Qwen2.5-VL: patches per attention window, (window_size / patch)^2; 0: full attention
+    full_attention_blocks: tuple[int, ...] = ()  # blocks that attend over the whole image when windows are on
+    position_embeddings: int = 0  # Qwen3-VL's learned position table (rows of vision_dim)
+    deepstack_mergers: int = 0  # Qwen3-VL: mergers on intermediate blocks, their outputs added to the first LM layers
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.explicit_head_dim or self.hidden // self.heads
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
@@ -101,12 +125,13 @@ class ModelShape:
     @property
     def projections(self) -> dict[str, tuple[int, int]]:
         """(in, out) of each decoder-layer projection."""
-        h, kv, i = self.hidden, self.kv_dim, self.intermediate
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+        h, q, kv, i = self.hidden, self.q_dim, self.kv_dim, self.intermediate
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
     @property
     def layer_params(self) -> int:
+        """Matmul weights of one decoder layer (what its FLOPs are counted from)."""
         return sum(a * b for a, b in self.projections.values())
 
     @property
@@ -115,46 +140,116 @@ class ModelShape:
         return self.layers * self.layer_params + self.vocab * self.hidden
 
     @property
-    def vision_mlp(self) -> int:
-        return int(self.vision_dim * self.vision_mlp_ratio)
+    def text_params(self) -> int:
+        """Every parameter of the language model: embedding, layers with their biases and norms, final norm, lm_head."""
+        per_layer = self.layer_params + 2 * self.hidden  # input and post-attention RMSNorm
+        per_layer += (self.q_dim + 2 * self.kv_dim) if self.qkv_bias else 0
+        per_layer += 2 * self.head_dim if self.qk_norm else 0
+        head = 0 if self.tied_embeddings else self.vocab * self.hidden
+        return self.vocab * self.hidden + self.layers * per_layer + self.hidden + head
+
+    @property
+    def patches_per_token(self) -> int:
+        return self.merge**2
+
+    @property
+    def merger_width(self) -> int:
+        """A merger's input: merge x merge neighbouring patches concatenated."""
+        return self.patches_per_token * self.vision_dim
+
+    @property
+    def merger_out(self) -> int:
+        return self.vision_out or self.hidden
+
+    @property
+    def vision_mlp_matrices(self) -> int:
+        return 3 if self.vision_gated_mlp else 2
+
+    @property
+    def vision_block_matmul_params(self) -> int:
+        d = self.vision_dim
+        return 4 * d * d + self.vision_mlp_matrices * d * self.vision_intermediate  # qkv, proj, MLP
+
+    @property
+    def merger_matmul_params(self) -> int:
+        m = self.merger_width
+        return m * m + m * self.merger_out
 
     @property
     def vision_params(self) -> int:
-        d, m = self.vision_dim, self.merge**2 * self.vision_dim
-        return self.vision_depth * (4 * d * d + 2 * d * self.vision_mlp) + m * m + m * self.hidden + self.patch_inputs * d
+        """Every parameter of the vision tower: patch embedding, position table, blocks, merger(s)."""
+        d, i, m = self.vision_dim, self.vision_intermediate, self.merger_width
+        norm = 2 if self.vision_layer_norm else 1  # parameters per normalised feature
+        block = self.vision_block_matmul_params + 2 * norm * d + 3 * d + d  # norms, qkv and proj biases
+        block += (self.vision_mlp_matrices - 1) * i + d  # MLP biases (gate and up, or fc1; down or fc2)
+        merger = self.merger_matmul_params + m + self.merger_out  # its two linears' biases
+        embed = self.patch_inputs * d + (d if self.patch_bias else 0) + self.position_embeddings * d
+        # The merger normalises each patch (width d) before concatenating; a deepstack merger after (width m).
+        return (embed + self.vision_depth * block + merger + norm * d
+                + self.deepstack_mergers * (merger + norm * m))
 
     @property
     def total_params(self) -> int:
-        return self.lm_params + self.vocab * self.hidden + self.vision_params
+        return self.text_params + self.vision_params
 
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """bf16 KV cache per token in serving: k and v, every layer, every kv head."""
+        return 2 * self.layers * self.kv_dim * BF16
 
-# Shapes of the models we know (their config.json on the Hub); a local model's shape is read from its folder.
-MODELS: dict[str, ModelShape] = {
-    "Qwen/Qwen2-VL-7B-Instruct": ModelShape(hidden=3584, layers=28, intermediate=18944, heads=28, kv_heads=4, vocab=152064),
-    "Qwen/Qwen2-VL-2B-Instruct": ModelShape(hidden=1536, layers=28, intermediate=8960, heads=12, kv_heads=2, vocab=151936),
-}
+    def lora_trainable(self, r: int, targets: tuple[str, ...] | list[str]) -> int:
+        """Trainable parameters of an LM-only LoRA of rank r on the named projections (r x (in + out) each)."""
+        unknown = [t for t in targets if t not in self.projections]
+        if unknown:
+            raise ValueError(f"LoRA targets {unknown} are not decoder projections; use {list(self.projections)}")
+        return self.layers * sum(r * (i + o) for m, (i, o) in self.projections.items() if m in targets)
 
 
 def shape_from_config(config: dict) -> ModelShape:
-    text = config.get("text_config", config)
-    vision = config.get("vision_config", {})
-    return ModelShape(
-        hidden=text["hidden_size"], layers=text["num_hidden_layers"], intermediate=text["intermediate_size"],
-        heads=text["num_attention_heads"], kv_heads=text.get("num_key_value_heads") or text["num_attention_heads"],
-        vocab=text["vocab_size"], vision_dim=vision.get("embed_dim", 1280), vision_depth=vision.get("depth", 32),
-        vision_mlp_ratio=vision.get("mlp_ratio", 4.0),
-        patch_inputs=vision.get("in_channels", 3) * vision.get("temporal_patch_size", 2) * vision.get("patch_size", 14) ** 2,
-        merge=vision.get("spatial_merge_size", 2),
+    """The shape of a Qwen2-VL, Qwen2.5-VL or Qwen3-VL config.json (as a dict; text fields nested or flat)."""
+    model_type = config.get("model_type")
+    if model_type not in FAMILIES:
+        names = ", ".join(FAMILIES)
+        raise FamilyError(f"config.json model_type {model_type!r} is not a family vlm3 can price ({names})")
+    text = config.get("text_config") or config
+    vision = config.get("vision_config") or {}
+    heads = text["num_attention_heads"]
+    common = dict(
+        hidden=text["hidden_size"], layers=text["num_hidden_layers"], intermediate=text["intermediate_size"], heads=heads,
+        kv_heads=text.get("num_key_value_heads") or heads, vocab=text["vocab_size"],
+        explicit_head_dim=text.get("head_dim"),
+        tied_embeddings=bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False))),
+        vision_depth=vision.get("depth", 32), merge=vision.get("spatial_merge_size", 2),
     )
+    patch = vision.get("patch_size", 16 if model_type == "qwen3_vl" else 14)
+    patch_inputs = vision.get("in_channels", vision.get("in_chans", 3)) * vision.get("temporal_patch_size", 2) * patch**2
+    if model_type == "qwen2_vl":
+        dim = vision.get("embed_dim", 1280)
+        return ModelShape(**common, vision_dim=dim, vision_intermediate=int(dim * vision.get("mlp_ratio", 4)),
+                          vision_out=vision.get("hidden_size", common["hidden"]), patch_inputs=patch_inputs)
+    if model_type == "qwen2_5_vl":
+        # transformers' Qwen2_5_VLVisionConfig defaults where a config leaves them out
+        window = vision.get("window_size", 112) // patch  # window side in patches (112 px / 14 = 8)
+        return ModelShape(**common, vision_dim=vision.get("hidden_size", 1280), vision_intermediate=vision.get("intermediate_size", 3420),
+                          vision_gated_mlp=True, vision_layer_norm=False, vision_out=vision.get("out_hidden_size", common["hidden"]),
+                          patch_inputs=patch_inputs, window_patches=window * window,
+                          full_attention_blocks=tuple(vision.get("fullatt_block_indexes", (7, 15, 23, 31))))
+    return ModelShape(**{**common, "qkv_bias": bool(text.get("attention_bias", False))}, qk_norm=True,
+                      vision_dim=vision.get("hidden_size", 1152), vision_intermediate=vision.get("intermediate_size", 4304),
+                      vision_out=vision.get("out_hidden_size", common["hidden"]), patch_inputs=patch_inputs, patch_bias=True,
+                      position_embeddings=vision.get("num_position_embeddings", 2304),
+                      deepstack_mergers=len(vision.get("deepstack_visual_indexes", (8, 16, 24))))
+
+
+def shape_of(base: str) -> ModelShape:
+    """The shape of a Hub id vlm3 knows (vlm3.families.KNOWN_CONFIGS) or a local model folder (its config.json).
+
+    FamilyError (one sentence) for anything else: vlm3 does not price a model it cannot read."""
+    return shape_from_config(read_config(base))
 
 
 def model_shape(recipe: Recipe) -> ModelShape:
-    if recipe.model.base in MODELS:
-        return MODELS[recipe.model.base]
-    config_file = Path(recipe.model.base) / "config.json"
-    if config_file.exists():
-        return shape_from_config(json.loads(config_file.read_text()))
-    return MODELS["Qwen/Qwen2-VL-7B-Instruct"]  # unknown Hub id: assume the 7B shape (said in the output)
+    return shape_of(recipe.model.base)
 
 
 @dataclass(frozen=True)
@@ -217,14 +312,39 @@ def lora_params(shape: ModelShape, recipe: Recipe) -> int:
     return shape.layers * lora_params_per_layer(shape, Training.of(recipe))
 
 
-def image_flops(shape: ModelShape, visual_tokens: int) -> tuple[float, float, float]:
-    """Forward FLOPs of one image through the vision tower: (patch embedding, blocks, merger)."""
-    p = PATCHES_PER_VISUAL_TOKEN * visual_tokens
+def window_pairs(shape: ModelShape, grid: tuple[int, int]) -> int:
+    """Sum over one image's attention windows of (patches in the window)^2: the query-key pairs of a windowed block.
+
+    Qwen2.5-VL tiles the merged-token grid (h x w) into squares of window side / merge tokens from the top left;
+    the windows on the bottom and right edges are cut short."""
+    side = int(round(shape.window_patches**0.5)) // shape.merge  # merged tokens per window side (8 patches / 2 = 4)
+    h, w = grid
+
+    def squares(n: int) -> int:  # sum of squared window extents along one axis
+        return (n // side) * side * side + (n % side) ** 2
+
+    return shape.patches_per_token**2 * squares(h) * squares(w)
+
+
+def attention_pairs(shape: ModelShape, visual_tokens: int, grid: tuple[int, int] | None = None) -> float:
+    """Query-key pairs per image summed over the vision blocks (full attention: P^2 in each block).
+
+    Without the grid a windowed block is priced as full windows, P x window_patches (an upper bound)."""
+    p = shape.patches_per_token * visual_tokens
+    if not shape.window_patches:
+        return shape.vision_depth * float(p * p)
+    full = sum(1 for b in shape.full_attention_blocks if b < shape.vision_depth)
+    windowed = window_pairs(shape, grid) if grid else p * min(p, shape.window_patches)
+    return full * float(p * p) + (shape.vision_depth - full) * float(windowed)
+
+
+def image_flops(shape: ModelShape, visual_tokens: int, grid: tuple[int, int] | None = None) -> tuple[float, float, float]:
+    """Forward FLOPs of one image through the vision tower: (patch embedding, blocks, merger and deepstack mergers)."""
+    p = shape.patches_per_token * visual_tokens
     d = shape.vision_dim
     embed = 2.0 * p * shape.patch_inputs * d
-    blocks = shape.vision_depth * (2.0 * p * (4 * d * d + 2 * d * shape.vision_mlp) + 4.0 * p * p * d)
-    m = shape.merge**2 * d
-    merger = 2.0 * visual_tokens * (m * m + m * shape.hidden)
+    blocks = shape.vision_depth * 2.0 * p * shape.vision_block_matmul_params + 4.0 * attention_pairs(shape, visual_tokens, grid) * d
+    merger = (1 + shape.deepstack_mergers) * 2.0 * visual_tokens * shape.merger_matmul_params
     return embed, blocks, merger
 
 
@@ -237,14 +357,13 @@ def vision_flops(shape: ModelShape, visual: list[int], training: Training, train
         out.vision_forward += embed + blocks + merger
         if not train_step:
             continue
-        p, d = PATCHES_PER_VISUAL_TOKEN * v, shape.vision_dim
-        attention = shape.vision_depth * 4.0 * p * p * d
+        attention = 4.0 * attention_pairs(shape, v) * shape.vision_dim
         linear = blocks - attention
         if training.vision_trained:
             out.vision_backward += 2 * (linear + attention + merger) + embed
         elif not training.vision_forward_only:
             # The hooked patch embeddings require grad: input gradients through every block (FlopCounterMode
-            # on the tiny model counts no backward matmul in the merger on this path).
+            # on the tiny Qwen2-VL counts no backward matmul in the merger on this path).
             out.vision_backward += linear + 2 * attention
         else:
             continue
@@ -261,7 +380,7 @@ def batch_flops(shape: ModelShape, lengths: list[int], visual: list[int], traini
     positions = rows * seq
     linear = 2.0 * positions * shape.layer_params
     lora = 2.0 * positions * lora_params_per_layer(shape, training)
-    attention = 4.0 * rows * seq * seq * shape.hidden
+    attention = 4.0 * rows * seq * seq * shape.q_dim  # QK^T and AV over every head
     head = 2.0 * positions * shape.hidden * shape.vocab
     layers = shape.layers
     out = Flops(lm_forward=layers * (linear + lora + attention) + head)
@@ -352,20 +471,21 @@ def epoch_work(shape: ModelShape, rows: Rows, micro_batch: int, grouped: bool, g
 def layer_activation_bytes(shape: ModelShape, training: Training, dropout_mask_bytes: int = 1) -> float:
     """Bytes autograd keeps per token for one decoder layer's backward (bf16 compute).
 
-    Enumerated from Qwen2-VL's decoder layer as run by PEFT (LoRA weights are fp32, so each adapted
+    Enumerated from the Qwen-VL decoder layer as run by PEFT (LoRA weights are fp32, so each adapted
     projection keeps an fp32 copy of its input); frozen base projections keep nothing (an input
-    gradient needs only the weight):
+    gradient needs only the weight). q is heads x head_dim wide (= h in all three families' 7B/8B):
       RMSNorm x2        fp32 input, 4·h each
-      attention (SDPA)  q, k, v, output in bf16: 2·(2h + 2·kv)
+      q/k RMSNorm       Qwen3-VL only: fp32 inputs, 4·(q + kv)
+      attention (SDPA)  q, k, v, output in bf16: 2·(2q + 2·kv)
       SwiGLU            gate and up outputs and silu(gate), bf16: 3 · 2·I
       LoRA per module   fp32 input 4·in, fp32 A-output 4·r, and with dropout > 0 its mask: CUDA's fused
                         dropout keeps 1 byte per element, the CPU kernel an fp32 noise tensor (4; measured)
     Full fine-tuning keeps the bf16 inputs of the projections instead of the LoRA terms.
     """
-    h, kv, i = shape.hidden, shape.kv_dim, shape.intermediate
-    base = 2 * FP32 * h + BF16 * (2 * h + 2 * kv) + 3 * BF16 * i
+    h, q, kv, i = shape.hidden, shape.q_dim, shape.kv_dim, shape.intermediate
+    base = 2 * FP32 * h + BF16 * (2 * q + 2 * kv) + 3 * BF16 * i + (FP32 * (q + kv) if shape.qk_norm else 0)
     if training.method == "full":
-        return base + BF16 * (h + h + h + i)  # q/k/v input, o input, gate/up input, down input
+        return base + BF16 * (h + q + h + i)  # q/k/v input, o input, gate/up input, down input
     extra = 0.0
     for module, (inputs, _) in shape.projections.items():
         if module in training.lora_targets:
@@ -409,12 +529,14 @@ def memory_bytes(shape: ModelShape, recipe: Recipe, training: Training, longest_
     else:
         activations = tokens * shape.layers * per_layer
     logits = 0.0 if training.fused_cross_entropy else tokens * shape.vocab * LOGIT_BYTES_PER_VOCAB_ENTRY
-    patches = recipe.train.micro_batch_size * longest_visual * PATCHES_PER_VISUAL_TOKEN
-    d = shape.vision_dim
-    # fp32 pixel values, and one block's bf16 working set (qkv, attention output, MLP hidden) at a time.
-    vision = patches * (FP32 * shape.patch_inputs + BF16 * (3 * d + d + 2 * shape.vision_mlp))
+    images = recipe.train.micro_batch_size * longest_visual
+    patches = images * shape.patches_per_token
+    d, mlp = shape.vision_dim, shape.vision_mlp_matrices * shape.vision_intermediate
+    # fp32 pixel values, and one block's bf16 working set (qkv, attention output, MLP hidden) at a time;
+    # Qwen3-VL's deepstack features wait for the LM layers they are added to.
+    vision = patches * (FP32 * shape.patch_inputs + BF16 * (3 * d + d + mlp)) + images * shape.deepstack_mergers * BF16 * shape.merger_out
     if not training.vision_forward_only or training.vision_trained:
-        vision += patches * shape.vision_depth * BF16 * (d if training.gradient_checkpointing else 6 * d + 2 * shape.vision_mlp)
+        vision += patches * shape.vision_depth * BF16 * (d if training.gradient_checkpointing else 6 * d + mlp)
     return Memory(weights, state, activations, logits, vision, CUDA_CONTEXT_GIB * GIB)
 
 
@@ -516,8 +638,6 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
                 memory=memory, memory_other_checkpointing_gb=other.total / GIB, fixed=list(FIXED_COSTS))
     if data.train is None:
         plan.notes.append("no per-row lengths given: padding is not estimated")
-    if recipe.model.base not in MODELS and not recipe.model.base.startswith((".", "/")):
-        plan.warnings.append(f"{recipe.model.base} is not in the shape table: figures assume Qwen2-VL-7B")
     names = gpus or [recipe.compute.gpu_type] + [g for g in ("H100", "A100-80GB", "L40S") if g != recipe.compute.gpu_type]
     for name in names:
         spec = GPUS.get(name)
