@@ -10,6 +10,8 @@ TRAIN_VENV := .venv-train
 BIN := $(VENV)/bin
 VLM3 := $(BIN)/vlm3
 TINY_MODEL := .cache/tiny-qwen2-vl
+TINY_QWEN25 := .cache/tiny-qwen2.5-vl
+TINY_QWEN3 := .cache/tiny-qwen3-vl
 SAMPLE := sample_data
 
 RECIPE ?= recipes/tiny_cpu_demo.yaml
@@ -25,7 +27,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: help install trainer-env tiny-model sample-data demo test test-real test-fast golden validate check plan \
+.PHONY: help install trainer-env tiny-model sample-data demo test test-real test-families test-fast golden validate check plan \
         prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
         bench bench-judge bench-specs judge-estimate deepeval modal-train modal-train-dev clean
 
@@ -49,10 +51,19 @@ install: $(VENV)/.installed ## light environment: CLI, harness, judge, Modal cli
 
 trainer-env: $(TRAIN_VENV)/.installed ## trainer environment: torch + Axolotl (~7 GB)
 
-$(TINY_MODEL)/tiny-qwen2-vl.json: $(TRAIN_VENV)/.installed $(VENV)/.installed vlm3/tiny_model.py vlm3/sample_manual.py
-	$(VLM3) tiny-model --out $(TINY_MODEL) --force
+TINY_DEPS := $(TRAIN_VENV)/.installed $(VENV)/.installed vlm3/tiny_model.py vlm3/sample_manual.py
 
-tiny-model: $(TINY_MODEL)/tiny-qwen2-vl.json ## build the tiny random Qwen2-VL (CPU demo and tests)
+$(TINY_MODEL)/tiny-qwen2-vl.json: $(TINY_DEPS)
+	$(VLM3) tiny-model --family qwen2_vl --out $(TINY_MODEL) --force
+
+$(TINY_QWEN25)/tiny-qwen2.5-vl.json: $(TINY_DEPS)
+	$(VLM3) tiny-model --family qwen2_5_vl --out $(TINY_QWEN25) --force
+
+$(TINY_QWEN3)/tiny-qwen3-vl.json: $(TINY_DEPS) vlm3/chat_templates/qwen3_vl.jinja
+	$(VLM3) tiny-model --family qwen3_vl --out $(TINY_QWEN3) --force
+
+# ~10 s each on 2 cores
+tiny-model: $(TINY_MODEL)/tiny-qwen2-vl.json $(TINY_QWEN25)/tiny-qwen2.5-vl.json $(TINY_QWEN3)/tiny-qwen3-vl.json ## build the tiny random Qwen2-VL, Qwen2.5-VL and Qwen3-VL (CPU demo and tests)
 
 $(SAMPLE)/training_data/vlm_train.jsonl: $(VENV)/.installed vlm3/sample_manual.py
 	$(VLM3) sample-data --out $(SAMPLE)
@@ -62,14 +73,17 @@ sample-data: $(SAMPLE)/training_data/vlm_train.jsonl ## generate the synthetic s
 demo: install trainer-env tiny-model sample-data ## the whole pipeline on the tiny CPU model
 	$(VLM3) demo recipes/tiny_cpu_demo.yaml
 
-test: install trainer-env tiny-model sample-data ## all tests but the real-regime tier (CPU, no network, no keys)
-	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m "not real"
+test: install trainer-env tiny-model sample-data ## all tests but the real-regime and families tiers (CPU, no network, no keys)
+	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m "not real and not families"
 
 test-real: install trainer-env tiny-model sample-data ## the 7B recipes' regime on CPU: bf16 7B-shaped tiny model, LoRA r 64, merge check
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m real
 
+test-families: install trainer-env tiny-model sample-data ## Qwen2.5-VL and Qwen3-VL through check, train, merge, serve and score on CPU; a few minutes
+	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m families
+
 test-fast: install ## tests that need no trainer environment
-	$(BIN)/python -m pytest -q -m "not trainer and not real"
+	$(BIN)/python -m pytest -q -m "not trainer and not real and not families"
 
 golden: install ## regenerate golden files; review the diff before committing
 	VLM3_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_render.py tests/test_modal.py -k golden

@@ -1,5 +1,6 @@
-"""Axolotl plugin: a frozen vision tower runs its forward pass only, the run records its padding, and
-the two HF TrainingArguments Axolotl 0.19 has no config key for are set.
+"""Axolotl plugin: a frozen vision tower runs its forward pass only, the run records its padding,
+the two HF TrainingArguments Axolotl 0.19 has no config key for are set, and `role_boundaries` reach
+the multimodal collator.
 
 Usage (the rendered Axolotl config names it; the trainer runs with the project root on PYTHONPATH):
     plugins:
@@ -20,6 +21,14 @@ hooks are re-added at train start, so the tower's forward is wrapped rather than
 sets it (`axolotl/core/trainers/base.py`); without it the workers that decode and resize the
 pages are restarted at every epoch and after every evaluation. Only meaningful with workers.
 
+`role_boundaries` (the turn markers that confine training to the assistant turns for a template
+Axolotl has no strategy for: Qwen3-VL's, see vlm3.families) crash Axolotl 0.19 as it loads them
+from the YAML: its config is a DictDefault, whose entries answer every attribute (None for a
+missing one), so `_resolve_role_boundary_override` takes them for pydantic models and calls
+`spec.model_dump()`, which is None (`TypeError: 'NoneType' object is not callable`,
+axolotl/processing_strategies.py). Before the model loads, the plugin turns each entry into
+Axolotl's own `RoleBoundarySpec`, the model that check expects; nothing else changes.
+
 The padding meter counts real and padded positions of every training batch (from the attention
 mask the collator made) and writes `padding.json` in the output folder at the end of training.
 """
@@ -38,7 +47,8 @@ PADDING_FILE = "padding.json"
 
 
 def vision_tower(model):
-    """Qwen2-VL's vision tower (`model.visual`) under any PEFT or wrapper layers, or None."""
+    """The vision tower (`model.visual`: Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's have patch_embed and blocks)
+    under any PEFT or wrapper layers, or None."""
     for name, module in model.named_modules():
         if name.endswith("visual") and hasattr(module, "patch_embed") and hasattr(module, "blocks"):
             return module
@@ -116,12 +126,26 @@ def training_args_for(device: str, dataloader_workers: int) -> dict[str, Any]:
     return extra
 
 
+def role_boundary_specs(cfg) -> bool:
+    """cfg.role_boundaries as Axolotl's RoleBoundarySpec models (see the module docstring); False when there are none."""
+    from axolotl.utils.schemas.multimodal import RoleBoundarySpec
+
+    if not cfg.role_boundaries:
+        return False
+    cfg.role_boundaries = [spec if isinstance(spec, RoleBoundarySpec) else RoleBoundarySpec(**dict(spec))
+                           for spec in cfg.role_boundaries]
+    return True
+
+
 class Vlm3Plugin(BasePlugin):
-    """Frozen vision tower forward-only, a padding count per run, and the TrainingArguments above."""
+    """Frozen vision tower forward-only, a padding count per run, the TrainingArguments above, role_boundaries that load."""
 
     def __init__(self):
         super().__init__()
         self.meter = PaddingMeter()
+
+    def pre_model_load(self, cfg):
+        role_boundary_specs(cfg)
 
     def post_model_load(self, cfg, model):
         run_frozen_vision_forward_only(model)

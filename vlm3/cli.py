@@ -56,8 +56,12 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
 
     from vlm3.trainer_env import TrainerEnv
 
+    from vlm3.tiny_model import FOLDERS
+
     env = TrainerEnv.locate()
-    argv = [str(env.python), "-m", "vlm3.tiny_model", args.out, "--shape", args.shape, *(["--force"] if args.force else [])]
+    out = args.out or FOLDERS[args.family]
+    argv = [str(env.python), "-m", "vlm3.tiny_model", out, "--family", args.family, "--shape", args.shape,
+            *(["--force"] if args.force else [])]
     return subprocess.call(argv, env=env.environ())
 
 
@@ -74,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample_data)
 
-    p = sub.add_parser("tiny-model", help="build the tiny random Qwen2-VL for CPU runs (trainer environment)")
-    p.add_argument("--out", default=".cache/tiny-qwen2-vl")
+    p = sub.add_parser("tiny-model", help="build a tiny random Qwen-VL model for CPU runs (trainer environment)")
+    p.add_argument("--family", choices=("qwen2_vl", "qwen2_5_vl", "qwen3_vl"), default="qwen2_vl",
+                   help="Qwen2-VL, Qwen2.5-VL or Qwen3-VL (config.json model_type)")
+    p.add_argument("--out", help="folder (default: .cache/tiny-qwen2-vl, .cache/tiny-qwen2.5-vl or .cache/tiny-qwen3-vl)")
     p.add_argument("--force", action="store_true")
     p.add_argument("--shape", choices=("toy", "7b"), default="toy", help="7b: bf16 with the 7B's structure (make test-real)")
     p.set_defaults(func=cmd_tiny_model)

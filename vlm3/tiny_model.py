@@ -1,16 +1,31 @@
-"""Build a tiny, randomly initialised Qwen2-VL that runs the whole pipeline on a CPU.
+"""Build a tiny, randomly initialised Qwen-VL model of each family that runs the whole pipeline on a CPU.
 
 Usage (trainer environment):
     python -m vlm3.tiny_model .cache/tiny-qwen2-vl
+    python -m vlm3.tiny_model .cache/tiny-qwen2.5-vl --family qwen2_5_vl
+    python -m vlm3.tiny_model .cache/tiny-qwen3-vl --family qwen3_vl
     python -m vlm3.tiny_model .cache/tiny-qwen2-vl-7b-shape --shape 7b   # bf16, the 7B's structure (real-regime tests)
 
-The real architecture (Qwen2VLForConditionalGeneration) at toy size: 2 decoder layers of
-width 128, a 2-block vision tower, a byte-level BPE tokenizer trained here on the sample
-manual with Qwen2-VL's special tokens, Qwen2-VL's chat template (taken from Axolotl's
-`qwen2_vl`, the template the trainer uses) and Qwen2-VL's image processor with small
-pixel limits. Nothing is downloaded; the same seed gives the same weights.
+Each is the family's real architecture (transformers' Qwen2VL-, Qwen2_5_VL- or
+Qwen3VLForConditionalGeneration) at toy size: 2 decoder layers of width 128, a small vision tower,
+a byte-level BPE tokenizer trained here on the sample manual with the Qwen-VL special tokens, the
+family's processor with small pixel limits and a chat template. Nothing is downloaded; the same
+seed gives the same weights.
 
-`--shape 7b` keeps what makes Qwen2-VL-7B-Instruct behave as it does in training and merging,
+What makes each family itself is kept at toy size:
+- Qwen2-VL: 14-px patches, a quick-GELU vision MLP (fc1/fc2), Axolotl's `qwen2_vl` template
+  (the released one, with its default system prompt).
+- Qwen2.5-VL: 14-px patches, a gated SiLU vision MLP (gate/up/down_proj), window attention in the
+  vision blocks with full attention only in `fullatt_block_indexes` (windows of 2x2 merged tokens,
+  so a 112x112 page has four), `Qwen2_5_VLProcessor`, the same `qwen2_vl` template.
+- Qwen3-VL: 16-px patches (32 px per visual token), learned position embeddings resampled to each
+  image's grid (`num_position_embeddings`), DeepStack (`deepstack_visual_indexes`: features of
+  early vision blocks added to the first decoder layers), RMS-normed queries and keys, interleaved
+  mRoPE (the 8B's 24:20:20 split of 64 frequencies, here 6:5:5 of 16), `Qwen3VLProcessor` with
+  `Qwen2VLImageProcessor(patch_size=16)` and `Qwen3VLVideoProcessor`, and a ChatML template like
+  the released Qwen3-VL Instruct one (`vlm3/chat_templates/qwen3_vl.jinja`: no default system prompt).
+
+`--shape 7b` (Qwen2-VL only) keeps what makes Qwen2-VL-7B-Instruct behave as it does in training and merging,
 at toy width: its grouped-query ratio (7 query heads per key/value head), its mRoPE split of
 the rotary frequencies (16:24:24 of 64, here 2:3:3 of 8), its MLP ratio, its vision tower
 (patch 14, temporal patch 2, 2x2 merger projecting to the LM width, MLP ratio 4), untied input
@@ -63,7 +78,15 @@ SEVEN_B_HEADS = SEVEN_B_KV_HEADS * QWEN2_VL_7B["num_attention_heads"] // QWEN2_V
 SEVEN_B_HIDDEN = SEVEN_B_HEADS * SEVEN_B_HEAD_DIM  # 112
 SHAPES = ("toy", "7b")
 
-MARKER = "tiny-qwen2-vl.json"  # written last: a folder without it is an interrupted build
+# Where `vlm3 tiny-model` and the tests keep each family's tiny model.
+FOLDERS = {"qwen2_vl": ".cache/tiny-qwen2-vl", "qwen2_5_vl": ".cache/tiny-qwen2.5-vl", "qwen3_vl": ".cache/tiny-qwen3-vl"}
+FAMILY_NAMES = tuple(FOLDERS)
+QWEN3_VL_TEMPLATE = Path(__file__).with_name("chat_templates") / "qwen3_vl.jinja"
+
+def marker_name(family: str) -> str:
+    """The file written last into a tiny model's folder (a folder without it is an interrupted build); it records
+    the family, shape and seed. Qwen2-VL's, tiny-qwen2-vl.json, is in the 7B-shaped folder too."""
+    return Path(FOLDERS[family]).name + ".json"
 
 
 def tokenizer_corpus() -> list[str]:
@@ -106,13 +129,32 @@ def build_tokenizer():
     )
 
 
-def build_processor(tokenizer):
+def chat_template(family: str) -> str:
+    """Axolotl's qwen2_vl template for Qwen2-VL and Qwen2.5-VL; ours, like the released one, for Qwen3-VL."""
+    if family == "qwen3_vl":
+        return QWEN3_VL_TEMPLATE.read_text(encoding="utf-8")
     from axolotl.utils.chat_templates import get_chat_template
-    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
-    template = get_chat_template("qwen2_vl")
+    return get_chat_template("qwen2_vl")
+
+
+def build_processor(tokenizer, family: str = "qwen2_vl"):
+    from transformers import Qwen2VLImageProcessor
+
+    template = chat_template(family)
     tokenizer.chat_template = template
-    return Qwen2VLProcessor(
+    if family == "qwen3_vl":
+        from transformers import Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+        # The released Qwen3-VL preprocessor: 16-px patches merged 2x2, mean and std 0.5.
+        norm = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "patch_size": 16, "merge_size": 2, "temporal_patch_size": 2}
+        size = {"shortest_edge": PIXEL_LIMITS["min_pixels"], "longest_edge": PIXEL_LIMITS["max_pixels"]}
+        return Qwen3VLProcessor(image_processor=Qwen2VLImageProcessor(**PIXEL_LIMITS, **norm), tokenizer=tokenizer,
+                                video_processor=Qwen3VLVideoProcessor(size=size, **norm), chat_template=template)
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    processor_class = Qwen2_5_VLProcessor if family == "qwen2_5_vl" else Qwen2VLProcessor
+    return processor_class(
         image_processor=Qwen2VLImageProcessor(**PIXEL_LIMITS),
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(**PIXEL_LIMITS),
@@ -163,75 +205,111 @@ def seven_b_shape_config(ids: dict[str, int], vocab_size: int):
     )
 
 
-def build_model(tokenizer, shape: str = "toy"):
+def toy_text_config(ids: dict[str, int], vocab_size: int) -> dict:
+    """The decoder all three toy models share: 2 layers of width 128, 4 query heads over 2 key/value heads."""
+    head_dim = HIDDEN // 4
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": HIDDEN,
+        "intermediate_size": 2 * HIDDEN,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        # mrope splits head_dim/2 rotary frequencies over (time, height, width): Qwen2(.5)-VL's 16:24:24 of 64
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
+                            "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]},
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+
+
+def toy_config(family: str, ids: dict[str, int], vocab_size: int):
+    """The family's transformers config at toy size (see the module docstring for what each keeps)."""
+    text = toy_text_config(ids, vocab_size)
+    tokens = {"image_token_id": ids["<|image_pad|>"], "video_token_id": ids["<|video_pad|>"],
+              "vision_start_token_id": ids["<|vision_start|>"], "vision_end_token_id": ids["<|vision_end|>"],
+              "tie_word_embeddings": False}
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLConfig
+
+        vision = {"depth": 2, "embed_dim": 32, "hidden_size": HIDDEN, "num_heads": 2, "mlp_ratio": 2}  # merger -> LM width
+        return Qwen2VLConfig(text_config={**text, "max_window_layers": 2}, vision_config=vision, **tokens)
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+
+        vision = {
+            "depth": 4, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": HIDDEN,
+            "hidden_act": "silu", "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+            # 7B: windows of 112 px (4x4 merged tokens), full attention in blocks 7, 15, 23, 31 of 32.
+            "window_size": 56, "fullatt_block_indexes": [1, 3], "tokens_per_second": 2,
+        }
+        return Qwen2_5_VLConfig(text_config={**text, "max_window_layers": 2}, vision_config=vision, **tokens)
+    if family == "qwen3_vl":
+        from transformers import Qwen3VLConfig
+
+        head_dim = HIDDEN // 4
+        scale = head_dim // 2 / 64  # the 8B: 64 rotary frequencies split 24:20:20, interleaved t,h,w
+        text = {**text, "head_dim": head_dim, "attention_bias": False,
+                "rope_parameters": {"rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
+                                    "mrope_section": [round(24 * scale), round(20 * scale), round(20 * scale)]}}
+        assert sum(text["rope_parameters"]["mrope_section"]) == head_dim // 2
+        vision = {
+            "depth": 3, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": HIDDEN,
+            "hidden_act": "gelu_pytorch_tanh", "patch_size": 16, "spatial_merge_size": 2, "temporal_patch_size": 2,
+            # 8B: a 48x48 learned grid (2304), DeepStack from blocks 8, 16, 24 of 27 into decoder layers 0-2.
+            "num_position_embeddings": 64, "deepstack_visual_indexes": [0, 1],
+        }
+        return Qwen3VLConfig(text_config=text, vision_config=vision, **tokens)
+    raise ValueError(f"family {family!r}: one of {FAMILY_NAMES}")
+
+
+MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+                 "qwen3_vl": "Qwen3VLForConditionalGeneration"}
+
+
+def build_model(tokenizer, shape: str = "toy", family: str = "qwen2_vl"):
     import torch
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    import transformers
 
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
-    if shape == "7b":
-        torch.manual_seed(SEED)
-        model = Qwen2VLForConditionalGeneration(seven_b_shape_config(ids, len(tokenizer))).to(torch.bfloat16)
-        model.generation_config.eos_token_id = ids["<|im_end|>"]
-        model.generation_config.pad_token_id = ids["<|endoftext|>"]
-        model.generation_config.do_sample = False
-        return model
-    head_dim = HIDDEN // 4
-    config = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": HIDDEN,
-            "intermediate_size": 2 * HIDDEN,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 4096,
-            "max_window_layers": 2,
-            # mrope splits head_dim/2 rotary frequencies over (time, height, width)
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
-                                "mrope_section": [head_dim // 8, 3 * head_dim // 16, 3 * head_dim // 16]},
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        },
-        vision_config={
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": HIDDEN,  # the merger projects visual tokens to the LM width
-            "num_heads": 2,
-            "mlp_ratio": 2,
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
-    )
     torch.manual_seed(SEED)
-    model = Qwen2VLForConditionalGeneration(config)
+    if shape == "7b":
+        model = transformers.Qwen2VLForConditionalGeneration(seven_b_shape_config(ids, len(tokenizer))).to(torch.bfloat16)
+    else:
+        model = getattr(transformers, MODEL_CLASSES[family])(toy_config(family, ids, len(tokenizer)))
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.do_sample = False
     return model
 
 
-def build_tiny_model(out_dir: Path, force: bool = False, shape: str = "toy") -> Path:
-    """Write the tiny model to out_dir once; later calls reuse it (a folder of another shape is rebuilt)."""
+def build_tiny_model(out_dir: Path, force: bool = False, shape: str = "toy", family: str = "qwen2_vl") -> Path:
+    """Write the tiny model to out_dir once; later calls reuse it (a folder of another shape or family is rebuilt)."""
     out_dir = Path(out_dir)
+    if family not in FAMILY_NAMES:
+        raise ValueError(f"family {family!r}: one of {FAMILY_NAMES}")
     if shape not in SHAPES:
         raise ValueError(f"shape {shape!r}: one of {SHAPES}")
-    marker = out_dir / MARKER
-    if marker.exists() and not force and json.loads(marker.read_text()).get("shape", "toy") == shape:
-        return out_dir
+    if shape != "toy" and family != "qwen2_vl":
+        raise ValueError(f"shape {shape!r} is Qwen2-VL-7B's structure: use it with family qwen2_vl, not {family}")
+    marker = out_dir / marker_name(family)
+    if marker.exists() and not force:
+        info = json.loads(marker.read_text())
+        if info.get("shape", "toy") == shape and info.get("family") == family:  # a marker without a family predates them: rebuilt
+            return out_dir
     staging = out_dir.with_name(out_dir.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
     tokenizer = build_tokenizer()
-    processor = build_processor(tokenizer)
-    model = build_model(tokenizer, shape)
+    processor = build_processor(tokenizer, family)
+    model = build_model(tokenizer, shape, family)
     model.save_pretrained(staging)
     processor.save_pretrained(staging)
     parameters = sum(p.numel() for p in model.parameters())
-    (staging / MARKER).write_text(json.dumps({"seed": SEED, "shape": shape, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                                                 "parameters": parameters, **PIXEL_LIMITS}, indent=2))
+    info = {"family": family, "architecture": type(model).__name__, "seed": SEED, "shape": shape,
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "parameters": parameters, **PIXEL_LIMITS}
+    (staging / marker_name(family)).write_text(json.dumps(info, indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return out_dir
@@ -240,12 +318,17 @@ def build_tiny_model(out_dir: Path, force: bool = False, shape: str = "toy") -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--family", choices=FAMILY_NAMES, default="qwen2_vl", help="the model family (config.json model_type)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
-    parser.add_argument("--shape", choices=SHAPES, default="toy", help="7b: bf16 with the 7B's structure (real-regime tests)")
+    parser.add_argument("--shape", choices=SHAPES, default="toy", help="7b: bf16 with Qwen2-VL-7B's structure (real-regime tests)")
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.out_dir, force=args.force, shape=args.shape)
-    info = json.loads((path / MARKER).read_text())
-    print(f"tiny Qwen2-VL ({info['parameters']:,} parameters, {info['dtype']}, {info['shape']} shape) in {path}")
+    try:
+        path = build_tiny_model(args.out_dir, force=args.force, shape=args.shape, family=args.family)
+    except ValueError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 2
+    info = json.loads((path / marker_name(args.family)).read_text())
+    print(f"tiny {info['architecture']} ({info['parameters']:,} parameters, {info['dtype']}, {info['shape']} shape) in {path}")
     return 0
 
 

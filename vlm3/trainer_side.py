@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+from vlm3.families import FAMILIES, FamilyError, family_of
+
 # Compute capability of each GPU this project renders for: Axolotl checks bf16/tf32/flash-attention against it.
 GPU_CAPABILITY = {"H100": "sm_90", "H200": "sm_90", "B200": "sm_100", "A100-80GB": "sm_80", "A100-40GB": "sm_80",
                   "L40S": "sm_89", "L4": "sm_89", "A10G": "sm_86", "T4": "sm_75"}
@@ -234,8 +236,18 @@ def verify_merge(run: Path) -> dict:
     problems: list[str] = []
 
     model_config = json.loads((merged / "config.json").read_text()) if (merged / "config.json").exists() else {}
-    if model_config.get("architectures") != ["Qwen2VLForConditionalGeneration"]:
-        problems.append(f"config.json architectures is {model_config.get('architectures')}, vLLM needs ['Qwen2VLForConditionalGeneration']")
+    family = FAMILIES.get(model_config.get("model_type"))
+    try:
+        base_family = family_of(config["base_model"])
+    except FamilyError:
+        base_family = family  # a Hub model whose config is not on this machine: the merged folder's is what is served
+    if family is None:
+        problems.append(f"config.json model_type is {model_config.get('model_type')!r}, not one of {sorted(FAMILIES)}: "
+                        "the merged folder is not a model vLLM serves as a Qwen-VL")
+    elif family is not base_family:
+        problems.append(f"config.json model_type is {family.name} but the base model {config['base_model']} is {base_family.name}")
+    elif model_config.get("architectures") != [family.architecture]:
+        problems.append(f"config.json architectures is {model_config.get('architectures')}, vLLM needs ['{family.architecture}'] for {family.label}")
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "processor_config.json"):
         if not (merged / name).exists():
             problems.append(f"{name} is missing from the merged folder")
@@ -248,10 +260,14 @@ def verify_merge(run: Path) -> dict:
     wanted = {k: recipe["images"][k] for k in ("min_pixels", "max_pixels")}
     if limits != wanted:
         problems.append(f"processor pixel limits {limits} differ from the recipe's {wanted}")
+    patching = {"patch_size": processor.image_processor.patch_size, "merge_size": processor.image_processor.merge_size}
+    if patching != {"patch_size": family.patch_size, "merge_size": family.merge_size}:
+        problems.append(f"the image processor cuts {patching['patch_size']}-px patches merged {patching['merge_size']}x{patching['merge_size']}; "
+                        f"{family.label} needs {family.patch_size}-px patches merged {family.merge_size}x{family.merge_size}")
 
     inputs = [model_inputs(processor, image, question) for image, question in check_examples(run)]
     dtype_name = merge_dtype(config) if config.get("adapter") else "float32"
-    result: dict = {"architectures": model_config["architectures"], "pixel_limits": limits, "dtype": dtype_name}
+    result: dict = {"family": family.name, "architectures": model_config["architectures"], "pixel_limits": limits, "dtype": dtype_name}
     with torch.no_grad():
         # Loaded as saved (no conversion), so the weights are compared in the dtype the merge wrote.
         merged_model = AutoModelForImageTextToText.from_pretrained(merged, dtype="auto").eval()
