@@ -138,6 +138,7 @@ def test_the_family_recipes_differ_from_the_qwen2_recipe_only_where_the_family_d
     (QWEN25, {"axolotl": {"lora_target_linear": True}}, "Qwen2.5-VL's vision tower included"),
     (QWEN3, {"axolotl": {"role_boundaries": []}}, "without them it trains on the questions too"),
     (QWEN25, {"axolotl": {"chat_template": "tokenizer_default"}}, "Qwen2.5-VL trains with 'qwen2_vl'"),
+    (QWEN3, {"axolotl": {"plugins": ["axolotl.integrations.liger.LigerPlugin"]}}, "cannot read Qwen3-VL's role_boundaries"),
 ])
 def test_what_the_pinned_versions_cannot_do_is_refused_at_validate(base, sections, says):
     with pytest.raises(RecipeError) as info:

@@ -41,7 +41,8 @@ LANGUAGE_MODEL_PROJECTIONS = ATTENTION + MLP
 
 # Axolotl 0.19 masks multimodal rows to the assistant turns only where it knows the turn markers: its
 # `qwen2_vl` strategy has them built in; for any other template they are given as `role_boundaries`
-# (axolotl/processing_strategies.py), else every token of the conversation is trained on.
+# (axolotl/processing_strategies.py), else every token of the conversation is trained on. Axolotl 0.19 crashes on
+# role_boundaries read from a YAML; vlm3.axolotl_plugin (always in the rendered plugins) makes them load.
 CHATML_ROLE_BOUNDARIES = [{"role": role, "start": f"<|im_start|>{role}\n", "end": "<|im_end|>"}
                           for role in ("system", "user", "assistant")]
 

@@ -279,6 +279,10 @@ def family_problems(recipe: Recipe, family: Family) -> list[str]:
         problems.append(f"axolotl.chat_template {template!r}: Axolotl 0.19 masks multimodal rows to the assistant turns only with "
                         "its qwen2_vl template or with role_boundaries; without them it trains on the questions too. "
                         f"Remove the key ({family.label} trains with {family.chat_template!r})")
+    plugins = raw.get("plugins")
+    if boundaries and plugins is not None and "vlm3.axolotl_plugin.Vlm3Plugin" not in plugins:
+        problems.append(f"axolotl.plugins: drops vlm3.axolotl_plugin.Vlm3Plugin, without which Axolotl 0.19 cannot read "
+                        f"{family.label}'s role_boundaries; keep it in the list")
     if recipe.train.liger and not family.liger:
         problems.append(f"train.liger: Liger has no kernels for {family.label}; set it to false")
     if recipe.serve.serve_adapter and not family.vllm_lora:
