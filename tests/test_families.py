@@ -31,7 +31,8 @@ from tests.test_real_regime import real_regime_recipe
 from vlm3.families import FAMILIES, KNOWN_CONFIGS, LANGUAGE_MODEL_PROJECTIONS, family_of
 from vlm3.tiny_model import FOLDERS
 
-pytestmark = pytest.mark.trainer
+# The whole file is the families tier (make test-families, run by .ci/run): it keeps make test inside its time.
+pytestmark = [pytest.mark.trainer, pytest.mark.families]
 
 FULL_SIZE = {"qwen2_vl": "Qwen/Qwen2-VL-7B-Instruct", "qwen2_5_vl": "Qwen/Qwen2.5-VL-7B-Instruct", "qwen3_vl": "Qwen/Qwen3-VL-8B-Instruct"}
 # Parameters of the released checkpoints as their model cards state them (8.29B, 8.29B, 8.77B; the trees here

@@ -295,6 +295,7 @@ FAMILY_STEPS = [
 
 
 @pytest.mark.trainer
+@pytest.mark.families  # make test-families: the new families' measurements (Qwen2-VL's run in make test)
 @pytest.mark.parametrize("model,blocks", FAMILY_STEPS, ids=[m for m, _ in FAMILY_STEPS])
 def test_plan_flops_match_flop_counter_for_each_family(model, blocks):
     result = measure("flops", "--model", model, "--layers", "2", "--vision-depth", "2", *blocks,
@@ -308,15 +309,17 @@ def test_plan_flops_match_flop_counter_for_each_family(model, blocks):
     assert vision == pytest.approx(result["vision_flops"], rel=1e-6)  # the frozen tower: forward only, counted exactly
 
 
+FAMILIES_TIER = pytest.mark.families  # make test-families runs the new families' measurements; make test Qwen2-VL's
 VISION_FORWARDS = [
-    ("7b-widths", ["--vision-depth", "2"]),
-    ("qwen2.5-vl-7b", ["--vision-depth", "4", "--full-attention-blocks", "1"]),  # 3 windowed blocks, 1 full
-    ("qwen3-vl-8b", ["--vision-depth", "2", "--deepstack-blocks", "0"]),
+    pytest.param("7b-widths", ["--vision-depth", "2"], id="7b-widths"),
+    pytest.param("qwen2.5-vl-7b", ["--vision-depth", "4", "--full-attention-blocks", "1"], id="qwen2.5-vl-7b",  # 3 windowed, 1 full
+                 marks=FAMILIES_TIER),
+    pytest.param("qwen3-vl-8b", ["--vision-depth", "2", "--deepstack-blocks", "0"], id="qwen3-vl-8b", marks=FAMILIES_TIER),
 ]
 
 
 @pytest.mark.trainer
-@pytest.mark.parametrize("model,flags", VISION_FORWARDS, ids=[m for m, _ in VISION_FORWARDS])
+@pytest.mark.parametrize("model,flags", VISION_FORWARDS)
 def test_vision_forward_flops_match_flop_counter_for_each_family(model, flags):
     """Two pages of 140 and 63 tokens: big enough that full attention is ~7% of a block's FLOPs, and with
     edge windows cut short (10x14 and 7x9 tokens are not multiples of Qwen2.5-VL's 4-token windows)."""
@@ -331,7 +334,8 @@ def test_vision_forward_flops_match_flop_counter_for_each_family(model, flags):
 
 @pytest.mark.trainer
 @pytest.mark.parametrize("model,base", [("7b", "Qwen/Qwen2-VL-7B-Instruct"), ("Qwen/Qwen2-VL-2B-Instruct", "Qwen/Qwen2-VL-2B-Instruct"),
-                                        ("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct"), ("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct")])
+                                        pytest.param("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", marks=FAMILIES_TIER),
+                                        pytest.param("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct", marks=FAMILIES_TIER)])
 def test_parameter_counts_match_the_meta_device_tree(model, base):
     """The full-size tree transformers builds from the published config, and PEFT's trainable count for the LM-only LoRA."""
     result = measure("params", "--model", model, "--lora-r", "64")
@@ -342,6 +346,7 @@ def test_parameter_counts_match_the_meta_device_tree(model, base):
 
 
 @pytest.mark.trainer
+@pytest.mark.families
 @pytest.mark.parametrize("model,base", [("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct"), ("qwen3-vl-8b", "Qwen/Qwen3-VL-8B-Instruct")])
 def test_activation_bytes_match_a_saved_tensor_count_for_each_family(model, base):
     """One full-width decoder layer of the family (Qwen3-VL's q/k norms keep fp32 copies of q and k)."""
