@@ -70,16 +70,16 @@ $(SAMPLE)/training_data/vlm_train.jsonl: $(VENV)/.installed vlm3/sample_manual.p
 
 sample-data: $(SAMPLE)/training_data/vlm_train.jsonl ## generate the synthetic sample manual
 
-demo: install trainer-env tiny-model sample-data ## the whole pipeline on the tiny CPU model
+demo: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## the whole pipeline on the tiny CPU model
 	$(VLM3) demo recipes/tiny_cpu_demo.yaml
 
-test: install trainer-env tiny-model sample-data ## all tests but the real-regime and families tiers (CPU, no network, no keys)
+test: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## all tests but the real-regime and families tiers (CPU, no network, no keys)
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m "not real and not families"
 
-test-real: install trainer-env tiny-model sample-data ## the 7B recipes' regime on CPU: bf16 7B-shaped tiny model, LoRA r 64, merge check
+test-real: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## the 7B recipes' regime on CPU: bf16 7B-shaped tiny model, LoRA r 64, merge check
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m real
 
-test-families: install trainer-env tiny-model sample-data ## Qwen2.5-VL and Qwen3-VL through check, train, merge, serve and score on CPU; a few minutes
+test-families: install trainer-env tiny-model sample-data ## every family's trainer tests, and Qwen2.5-VL's and Qwen3-VL's whole CPU loop; a few minutes
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m families
 
 test-fast: install ## tests that need no trainer environment

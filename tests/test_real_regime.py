@@ -83,10 +83,11 @@ def seven_b_lora_recipes() -> list[Path]:
     return found
 
 
+@pytest.mark.trainer  # builds the tier's tiny model (vlm3 tiny-model --shape 7b, seconds)
 @pytest.mark.parametrize("source", seven_b_lora_recipes(), ids=lambda p: p.name)
-def test_7b_recipes_render_like_the_tier(source, tmp_path, sample_dir):
+def test_7b_recipes_render_like_the_tier(source, tmp_path, sample_dir, tiny_7b):
     """Key by key: a 7B recipe's config and the tier's differ only in model path, device and attention."""
-    recipe = load_recipe(source)
+    recipe = load_recipe(source)  # the tier's model is built first: its family is read from its config.json
     seven_b = render_axolotl_config(recipe, base_model=SEVEN_B)
     tier = render_axolotl_config(load_recipe(real_regime_recipe(source, TINY_7B, tmp_path / "r.yaml")), base_model=str(TINY_7B))
     if recipe.train.liger:
