@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 QWEN2_VL_FACTOR = 14 * 2  # Qwen2-VL: 14-px patches, 2x2 merged; a family's own is vlm3.families.Family.factor
 MAX_ASPECT_RATIO = 200  # the Qwen-VL processors refuse anything more elongated
@@ -46,13 +47,15 @@ def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fac
     return (h // factor) * (w // factor)
 
 
+def hub_cache_files(model_id: str, filename: str) -> list[Path]:
+    """A Hub model's file in the local Hugging Face cache, one per downloaded snapshot (none if never downloaded)."""
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    return sorted((hub / f"models--{model_id.replace('/', '--')}" / "snapshots").glob(f"*/{filename}"))
+
+
 def load_tokenizer(model: str):
     """The model's own tokenizer.json when it is on this machine (a local folder or the HF cache), else None."""
-    from pathlib import Path
-
-    candidates = [Path(model) / "tokenizer.json"]
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
-    candidates += sorted((hub / f"models--{model.replace('/', '--')}" / "snapshots").glob("*/tokenizer.json"))
+    candidates = [Path(model) / "tokenizer.json", *hub_cache_files(model, "tokenizer.json")]
     for path in candidates:
         if path.is_file():
             try:

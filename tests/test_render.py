@@ -13,7 +13,10 @@ import yaml
 from data_adapters.pipeline import read_pipeline, to_axolotl_row
 from tests.conftest import ROOT, TINY_MODEL
 from vlm3.recipe import load_recipe, parse_recipe
-from vlm3.render import lora_target_regex, render_axolotl_config
+from vlm3.families import FAMILIES
+from vlm3.render import render_axolotl_config
+
+lora_target_regex = FAMILIES["qwen2_vl"].lora_regex  # the tiny model's family
 
 GOLDEN = ROOT / "tests" / "golden"
 UPDATE = bool(os.environ.get("VLM3_UPDATE_GOLDEN"))

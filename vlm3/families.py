@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from data_adapters.tokens import hub_cache_files
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -62,19 +63,17 @@ class Family:
     architecture: str  # config.json architectures[0]: transformers' class and vLLM's registry name
     patch_size: int  # vision patch side, pixels
     merge_size: int  # patches merged per side into one LLM token
-    temporal_patch_size: int
-    processor_min_pixels: int  # the released image processor's own limits
-    processor_max_pixels: int
     vision_lora: str  # regex of the vision blocks' linear layers (only with include_vision_tower)
-    chat_template: str  # Axolotl's chat_template value
+    # Axolotl's chat_template value: its qwen2_vl template is the one Qwen2-VL and Qwen2.5-VL ship (ChatML with a
+    # default system prompt); Axolotl 0.19 has none for Qwen3-VL, which trains with the checkpoint's own (no default
+    # system prompt; the one vLLM serves with) and its ChatML turn markers as role_boundaries.
+    chat_template: str
     role_boundaries: list[dict] | None  # Axolotl cfg.role_boundaries when its strategy has none built in
-    template_note: str
     # Axolotl 0.19's fused LoRA kernels look the attention class up by model_type
     # (monkeypatch/lora_kernels.py): qwen3_vl is special-cased, qwen2_vl and qwen2_5_vl are not found.
     lora_kernels: bool
     liger: bool  # Liger 0.8.1 has an apply function for the model_type (Axolotl's Liger plugin calls it)
     vllm_lora: bool  # vLLM 0.33's model class takes LoRA adapters (serve.serve_adapter)
-    hub_ids: tuple[str, ...] = field(default=())
 
     @property
     def factor(self) -> int:
@@ -114,35 +113,24 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "qwen2_vl": Family(
         name="qwen2_vl", label="Qwen2-VL", architecture="Qwen2VLForConditionalGeneration",
-        patch_size=14, merge_size=2, temporal_patch_size=2,
-        processor_min_pixels=56 * 56, processor_max_pixels=28 * 28 * 16384,
+        patch_size=14, merge_size=2,
         vision_lora=r"model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))",
         chat_template="qwen2_vl", role_boundaries=None,
-        template_note="Axolotl's qwen2_vl template is the released one (default system prompt); its strategy masks to assistant turns",
         lora_kernels=False, liger=True, vllm_lora=True,
-        hub_ids=("Qwen/Qwen2-VL-7B-Instruct", "Qwen/Qwen2-VL-2B-Instruct"),
     ),
     "qwen2_5_vl": Family(
         name="qwen2_5_vl", label="Qwen2.5-VL", architecture="Qwen2_5_VLForConditionalGeneration",
-        patch_size=14, merge_size=2, temporal_patch_size=2,
-        processor_min_pixels=56 * 56, processor_max_pixels=28 * 28 * 16384,
+        patch_size=14, merge_size=2,
         vision_lora=r"model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)",
         chat_template="qwen2_vl", role_boundaries=None,
-        template_note="Qwen2.5-VL ships the same ChatML template as Qwen2-VL; Axolotl's qwen2_vl strategy masks to assistant turns",
         lora_kernels=False, liger=True, vllm_lora=True,
-        hub_ids=("Qwen/Qwen2.5-VL-7B-Instruct",),
     ),
     "qwen3_vl": Family(
         name="qwen3_vl", label="Qwen3-VL", architecture="Qwen3VLForConditionalGeneration",
-        patch_size=16, merge_size=2, temporal_patch_size=2,
-        processor_min_pixels=65536, processor_max_pixels=16777216,
+        patch_size=16, merge_size=2,
         vision_lora=r"model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.linear_fc(1|2))",
         chat_template="tokenizer_default", role_boundaries=CHATML_ROLE_BOUNDARIES,
-        template_note=("Axolotl 0.19 has no Qwen3-VL template: the checkpoint's own (no default system prompt), "
-                       "the one vLLM serves with; its ChatML turn markers are given as role_boundaries so only "
-                       "assistant turns are trained"),
         lora_kernels=True, liger=True, vllm_lora=True,
-        hub_ids=("Qwen/Qwen3-VL-8B-Instruct",),
     ),
 }
 
@@ -203,13 +191,6 @@ def is_local(base: str) -> bool:
     return base not in KNOWN_CONFIGS and (Path(base).exists() or base.startswith((".", "/", "~")) or not HUB_ID.match(base))
 
 
-def hub_cache_config(model_id: str) -> Path | None:
-    """A Hub model's config.json in the local Hugging Face cache, if it was downloaded here."""
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
-    found = sorted((hub / f"models--{model_id.replace('/', '--')}" / "snapshots").glob("*/config.json"))
-    return found[-1] if found else None
-
-
 def read_config(base: str) -> dict[str, Any]:
     """The model's config: the published one of a known Hub id, else a local folder's (or the HF cache's) config.json."""
     if base in KNOWN_CONFIGS:
@@ -223,7 +204,8 @@ def read_config(base: str) -> dict[str, Any]:
         if not path.is_file():
             raise FamilyError(f"model.base {base!r}: {path} is missing: a model folder holds config.json beside its weights")
     else:
-        path = hub_cache_config(base)
+        found = hub_cache_files(base, "config.json")
+        path = found[-1] if found else None
         if path is None:
             known = ", ".join(KNOWN_CONFIGS)
             raise FamilyError(f"model.base {base!r}: not a Hub model vlm3 knows the config of ({known}); download its config "

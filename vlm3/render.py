@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from vlm3.families import FAMILIES, Family
 from vlm3.recipe import Recipe
 
 DATA_DIR = "data"
@@ -52,11 +51,6 @@ def recipe_field(axolotl_key: str, overridden: set[str]) -> str:
     if top in overridden or top not in RECIPE_FIELD:
         return f"axolotl.{axolotl_key}"
     return RECIPE_FIELD[top]
-
-
-def lora_target_regex(targets: list[str], include_vision_tower: bool = False, family: Family = FAMILIES["qwen2_vl"]) -> str:
-    """A PEFT full-match regex over a family's language-model projections (and its vision tower's, if asked)."""
-    return family.lora_regex(targets, include_vision_tower)
 
 
 def deepspeed_config(stage: int) -> dict[str, Any]:

@@ -261,13 +261,13 @@ def verify_merge(run: Path) -> dict:
     if limits != wanted:
         problems.append(f"processor pixel limits {limits} differ from the recipe's {wanted}")
     patching = {"patch_size": processor.image_processor.patch_size, "merge_size": processor.image_processor.merge_size}
-    if patching != {"patch_size": family.patch_size, "merge_size": family.merge_size}:
+    if family is not None and patching != {"patch_size": family.patch_size, "merge_size": family.merge_size}:
         problems.append(f"the image processor cuts {patching['patch_size']}-px patches merged {patching['merge_size']}x{patching['merge_size']}; "
                         f"{family.label} needs {family.patch_size}-px patches merged {family.merge_size}x{family.merge_size}")
 
     inputs = [model_inputs(processor, image, question) for image, question in check_examples(run)]
     dtype_name = merge_dtype(config) if config.get("adapter") else "float32"
-    result: dict = {"family": family.name, "architectures": model_config["architectures"], "pixel_limits": limits, "dtype": dtype_name}
+    result: dict = {"family": family.name if family else None, "architectures": model_config["architectures"], "pixel_limits": limits, "dtype": dtype_name}
     with torch.no_grad():
         # Loaded as saved (no conversion), so the weights are compared in the dtype the merge wrote.
         merged_model = AutoModelForImageTextToText.from_pretrained(merged, dtype="auto").eval()
