@@ -237,11 +237,12 @@ def smoke_test(run_name: str) -> dict:
 
     from harness.generate import image_data_url
     from vlm3.trainer_side import first_example
-    from vlm3.vllm import served_model_dir, vllm_argv, vllm_environ
+    from vlm3.vllm import images_per_prompt, served_model_dir, vllm_argv, vllm_environ
 
     run = open_run(run_name)
     recipe = run.recipe()
-    argv = vllm_argv(recipe, str(served_model_dir(run.path, recipe)), SERVE_PORT, base_model=base_model_of(run))
+    argv = vllm_argv(recipe, str(served_model_dir(run.path, recipe)), SERVE_PORT, base_model=base_model_of(run),
+                     images=images_per_prompt(run.path))
     key = token_source.token_urlsafe(24)
     root = f"http://127.0.0.1:{SERVE_PORT}"
     run.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -387,7 +388,7 @@ if SERVE_TARGET is not None:
 
 
 def serve_argv(target: ms.ServeTarget) -> list[str]:
-    from vlm3.vllm import served_model_dir, vllm_argv
+    from vlm3.vllm import images_per_prompt, served_model_dir, vllm_argv
 
     if not os.environ.get(ENDPOINT_KEY_VAR):
         raise RuntimeError(f"the secret {target.spec.api_key_secret!r} holds no {ENDPOINT_KEY_VAR}: refusing to serve without a key")
@@ -396,7 +397,7 @@ def serve_argv(target: ms.ServeTarget) -> list[str]:
     model_dir = served_model_dir(run.path, recipe)
     if not (model_dir / ("adapter_config.json" if recipe.serve.serve_adapter else "config.json")).exists():
         raise RuntimeError(f"{model_dir} holds no model: run `modal run modal_entry.py --run {target.run} --stage merge` first")
-    return vllm_argv(recipe, str(model_dir), SERVE_PORT, base_model=base_model_of(run))
+    return vllm_argv(recipe, str(model_dir), SERVE_PORT, base_model=base_model_of(run), images=images_per_prompt(run.path))
 
 
 @dataclass

@@ -1,10 +1,15 @@
-"""Dataset checks beyond the row format: images, duplicates, leakage and sequence length.
+"""Dataset checks beyond the row format: images, duplicates, leakage, metadata and sequence length.
 
 Usage:
     problems = check_dataset(train_rows, val_rows, Path("training_data"), recipe)
 
-Each image is opened once; only its header is read unless decode_images is set (a
-truncated JPEG passes the header and fails the trainer, so `vlm3 train` decodes).
+Each image is opened once, however many rows show it; only its header is read unless
+decode_images is set (a truncated JPEG passes the header and fails the trainer, so `vlm3 train`
+decodes). A row's visual tokens are the sum over its pages, each counted at its upright size
+(EXIF orientation applied, as the trainer's loader does). A row may show up to
+`data.max_images_per_row` pages, or none. With `data.long_rows: drop`, rows over the sequence
+length are left out of the counts here, as `prepare` leaves them out of training, and a split
+that would lose most of its rows is an error before anything is priced.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_adapters.pipeline import PipelineRow, Problem, is_regular_file, resolve_image
+from data_adapters.images import PageFormat, describe_open
+from data_adapters.pipeline import METADATA_ALIASES, PipelineRow, Problem, is_regular_file, resolve_image
 from data_adapters.tokens import MAX_ASPECT_RATIO, estimate_text_tokens, visual_tokens
 
 MIN_IMAGE_SIDE = 28  # px: smaller than one merged patch says the file is not a page
@@ -20,15 +26,18 @@ MAX_IMAGE_PIXELS = 60_000_000  # ~ a 600-dpi A3 scan; beyond this the file is pr
 REFUSED_IMAGE_PIXELS = 200_000_000  # px: past this an image is refused before decoding (a decompression bomb
 # decodes to gigabytes: 20000x20000 RGB is 1.2 GB); PIL's own bomb check refuses 2x its default 89.5 MP
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # one page image as a file; larger is not a page (and fills the request)
+MAX_DROPPED_FRACTION = 0.5  # long_rows: drop losing more than this share of a split is a mis-set limit, not a few outliers
+MOSTLY_MISSING = 0.5  # a metadata name missing from more than this share of rows is reported
 
 
 @dataclass(frozen=True)
 class ImageInfo:
     path: Path | None
-    width: int = 0
+    width: int = 0  # upright: after the EXIF orientation, as the model sees the page
     height: int = 0
     problem: str | None = None
     code: str = "image"
+    format: PageFormat | None = None
 
 
 def inspect_image(images_root: Path, image: str, decode: bool) -> ImageInfo:
@@ -49,12 +58,12 @@ def inspect_image(images_root: Path, image: str, decode: bool) -> ImageInfo:
                          "for a page image: save it as a smaller JPEG or PNG", code="image_too_large")
     try:
         with Image.open(path) as img:
-            width, height = img.size
+            page_format = describe_open(img)
+            width, height = page_format.size
             if width * height > REFUSED_IMAGE_PIXELS:
                 return ImageInfo(path, width, height, f"image {image!r} is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
                                  f"{REFUSED_IMAGE_PIXELS / 1e6:.0f} MP limit (a decompression bomb or a scan at absurd dpi): "
                                  "resize it", "image_too_large")
-            transparent = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
             if decode:
                 img.load()
     except Image.DecompressionBombError as exc:
@@ -63,10 +72,7 @@ def inspect_image(images_root: Path, image: str, decode: bool) -> ImageInfo:
         return ImageInfo(path, problem=f"image {image!r} cannot be decoded ({exc})", code="image_undecodable")
     if min(width, height) < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
         return ImageInfo(path, width, height, f"image {image!r} is {width}x{height}: Qwen2-VL refuses an aspect ratio over {MAX_ASPECT_RATIO}", "image_aspect")
-    if transparent:
-        return ImageInfo(path, width, height, f"image {image!r} has an alpha channel: the processor drops it, so transparent "
-                         "pixels train as black; `vlm3 resize` writes copies flattened onto white", "image_alpha")
-    return ImageInfo(path, width, height)
+    return ImageInfo(path, width, height, format=page_format)
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,10 @@ class RowStats:
     file: str
     line: int
     split: str
-    image: str
-    width: int
-    height: int
+    images: tuple[str, ...]  # the row's pages in order; empty for a text-only row
+    sizes: tuple[tuple[int, int], ...]  # each page's upright (width, height)
     text_tokens: int
-    visual_tokens: int
+    visual_tokens: int  # the sum over the row's pages
     answer_words: int
     content_type: str
     section: str
@@ -91,8 +96,11 @@ class RowStats:
 @dataclass
 class DatasetScan:
     problems: list[Problem] = field(default_factory=list)
-    rows: list[RowStats] = field(default_factory=list)
+    rows: list[RowStats] = field(default_factory=list)  # the rows that will train: long rows dropped by data.long_rows are not here
     images: int = 0
+    formats: dict[str, PageFormat] = field(default_factory=dict)  # each readable page, once
+    dropped: dict[str, int] = field(default_factory=dict)  # split -> rows dropped as too long
+    max_images_per_row: int = 0
 
 
 def check_dataset(
@@ -118,47 +126,112 @@ def scan_dataset(
     """Problems and per-row token counts; each image is opened once."""
     scan = DatasetScan()
     problems = scan.problems
-    if not images_root.is_dir():
+    has_images = any(row.images for row in train + val)
+    if has_images and not images_root.is_dir():
         problems.append(Problem(str(images_root), None, "images root not found; check data.images_root in the recipe", code="images_root"))
         return scan
     infos: dict[str, ImageInfo] = {}
+    limit = recipe.data.max_images_per_row
+    images_cfg, factor = recipe.images, recipe.family.factor
+    kept: dict[str, int] = {"train": 0, "val": 0}
     splits = [("train", row) for row in train] + [("val", row) for row in val]
     for split, row in splits:
-        if row.image not in infos:
-            infos[row.image] = inspect_image(images_root, row.image, decode_images)
-        info = infos[row.image]
-        if info.problem and info.code == "image_alpha":
-            problems.append(Problem(row.file, row.line, info.problem, "warning", info.code))
-        elif info.problem:
-            problems.append(Problem(row.file, row.line, info.problem, code=info.code))
+        if len(row.images) > limit:
+            problems.append(Problem(row.file, row.line, f"the row shows {len(row.images)} pages, over data.max_images_per_row {limit}: "
+                                    "raise it in the recipe (each page costs its visual tokens) or split the row", code="too_many_images"))
             continue
-        if min(info.width, info.height) < MIN_IMAGE_SIDE or info.width * info.height > MAX_IMAGE_PIXELS:
-            problems.append(Problem(row.file, row.line, f"image {row.image!r} is {info.width}x{info.height}: is this a page image?", "warning", "image_size"))
-        visual = visual_tokens(info.width, info.height, recipe.images.min_pixels, recipe.images.max_pixels, recipe.family.factor)
-        text = estimate_text_tokens([t.content for t in row.turns], tokenizer)
+        usable = True
+        for image in row.images:
+            if image not in infos:
+                infos[image] = inspect_image(images_root, image, decode_images)
+                info = infos[image]
+                if info.problem is None and (min(info.width, info.height) < MIN_IMAGE_SIDE or info.width * info.height > MAX_IMAGE_PIXELS):
+                    problems.append(Problem(row.file, row.line, f"image {image!r} is {info.width}x{info.height}: is this a page image?",
+                                            "warning", "image_size"))
+            info = infos[image]
+            if info.problem:
+                problems.append(Problem(row.file, row.line, info.problem, code=info.code))
+                usable = False
+        if not usable:
+            continue
+        sizes = tuple((infos[i].width, infos[i].height) for i in row.images)
+        visual = sum(visual_tokens(w, h, images_cfg.min_pixels, images_cfg.max_pixels, factor) for w, h in sizes)
+        text = estimate_text_tokens([t.content for t in row.turns], tokenizer, images=len(row.images))
         meta = row.metadata
-        scan.rows.append(RowStats(row.file, row.line, split, row.image, info.width, info.height, text, visual,
-                                  sum(len(t.content.split()) for t in row.turns if t.role == "assistant"),
-                                  str(meta.get("content_type") or "unknown"), str(meta.get("section") or "unknown")))
         tokens = text + visual
         if tokens > recipe.train.sequence_len:
             severity = "error" if recipe.data.long_rows == "fail" else "warning"
             action = "raise train.sequence_len, lower images.max_pixels, or set data.long_rows: drop" if severity == "error" else "dropped"
             problems.append(Problem(row.file, row.line, f"~{tokens} tokens is over train.sequence_len {recipe.train.sequence_len} ({action})", severity, "too_long"))
-    scan.images = sum(1 for info in infos.values() if not info.problem or info.code == "image_alpha")
+            if severity == "warning":
+                scan.dropped[split] = scan.dropped.get(split, 0) + 1
+                continue
+        kept[split] += 1
+        scan.max_images_per_row = max(scan.max_images_per_row, len(row.images))
+        scan.rows.append(RowStats(row.file, row.line, split, row.images, sizes, text, visual,
+                                  sum(len(t.content.split()) for t in row.turns if t.role == "assistant"),
+                                  str(meta.get("content_type") or "unknown"), str(meta.get("section") or "unknown")))
+    scan.formats = {image: info.format for image, info in infos.items() if info.problem is None and info.format is not None}
+    scan.images = len(scan.formats)
+    problems.extend(dropped_problems(scan.dropped, {"train": train, "val": val}, kept, recipe))
+    problems.extend(metadata_problems(train + val, recipe))
 
     for rows in (train, val):
         seen: dict[str, PipelineRow] = {}
         for row in rows:
             first = seen.setdefault(row.id, row)
             if first is not row:
-                problems.append(Problem(row.file, row.line, f"duplicate of line {first.line} (same image and question)", "warning", "duplicate"))
+                problems.append(Problem(row.file, row.line, f"duplicate of line {first.line} (same pages and question)", "warning", "duplicate"))
 
-    train_pages = {row.image for row in train}
-    first_val: dict[str, PipelineRow] = {}
+    train_pages = {image for row in train for image in row.images}
+    reported: set[str] = set()
     for row in val:
-        first_val.setdefault(row.image, row)
-    for image in sorted(first_val.keys() & train_pages):
-        row = first_val[image]
-        problems.append(Problem(row.file, row.line, f"page {image!r} is in both train and validation: scores on it measure memorisation", "warning", "leakage"))
+        shared = [image for image in row.images if image in train_pages and image not in reported]
+        if shared:
+            reported.update(shared)
+            pages = ", ".join(repr(i) for i in shared)
+            problems.append(Problem(row.file, row.line, f"page(s) {pages} of this validation row are in training too: scores on it "
+                                    "measure memorisation", "warning", "leakage"))
     return scan
+
+
+def dropped_problems(dropped: dict[str, int], rows: dict[str, list], kept: dict[str, int], recipe) -> list[Problem]:
+    """`long_rows: drop` that would leave a split empty or nearly so: an error, before anything is priced."""
+    problems = []
+    for split, count in dropped.items():
+        total = len(rows[split])
+        path = recipe.data.train if split == "train" else recipe.data.val
+        if (split == "train" and kept[split] == 0) or count > MAX_DROPPED_FRACTION * total:
+            problems.append(Problem(path, None, f"data.long_rows: drop leaves {kept[split]} of {total} {split} rows ({count} are over "
+                                    f"train.sequence_len {recipe.train.sequence_len}): raise train.sequence_len or lower "
+                                    "images.max_pixels (`vlm3 plan` shows the trade-off)", code="dropped_most"))
+    return problems
+
+
+def metadata_problems(rows: list[PipelineRow], recipe) -> list[Problem]:
+    """A `data.metadata` name no row carries is an error; vlm3 names most rows lack are one warning each, with
+    the keys the rows do carry, so "unknown" never silently stands for a section."""
+    if not rows:
+        return []
+    names = dict(recipe.data.metadata or {})
+    where = recipe.data.train
+    carried: dict[str, int] = {}
+    for row in rows:
+        for key in row.metadata:
+            carried[key] = carried.get(key, 0) + 1
+    problems = []
+    for ours, theirs in names.items():
+        if theirs not in carried:
+            problems.append(Problem(where, None, f"data.metadata.{ours} names {theirs!r}, which no row's metadata has; the rows carry: "
+                                    f"{', '.join(sorted(carried)) or 'no metadata'}", code="metadata_map"))
+    for ours in ("section", "page", "content_type"):
+        missing = sum(1 for row in rows if row.metadata.get(ours) in (None, ""))
+        if missing <= MOSTLY_MISSING * len(rows):
+            continue
+        suggestion = next((alias for alias in METADATA_ALIASES[ours] if alias in carried), None)
+        hint = (f"map it with data.metadata: {{{ours}: {suggestion}}}" if suggestion
+                else f"map one with data.metadata: {{{ours}: <key>}}" if carried else "the pipeline writes no metadata")
+        problems.append(Problem(where, None, f"{missing} of {len(rows)} rows have no {ours!r} in their metadata, so they group as "
+                                f"'unknown' in reports and `vlm3 weak`; the rows carry: {', '.join(sorted(carried)) or 'nothing'}; {hint}",
+                                "warning", "metadata_missing"))
+    return problems

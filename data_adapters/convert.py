@@ -7,6 +7,11 @@ Reads the recipe's train and validation files (never modifies them), checks ever
 and image, and writes `train.jsonl` and `val.jsonl` under out_dir only when nothing is
 wrong; a DataError lists every problem with file and line otherwise.
 
+A page the trainer's loader would read otherwise than the harness sends it (EXIF-rotated,
+16-bit, CMYK, transparent, WebP: data_adapters.images) is trained from a lossless PNG of its
+normalised pixels, written under out_dir/pages/ and named in the row by its path relative to
+the run directory (where the trainer runs, locally and on Modal).
+
 Each written row carries `length`: its visual plus text tokens, the count `vlm3 check` makes.
 The trainer's length-grouped sampler (`group_by_length`) reads that column in both splits, so
 micro-batches hold rows of similar length and little of each batch is padding.
@@ -19,7 +24,8 @@ from pathlib import Path
 
 from data_adapters.checks import scan_dataset
 from data_adapters.jsonio import write_jsonl
-from data_adapters.pipeline import DataError, PipelineRow, Problem, read_pipeline, to_axolotl_row
+from data_adapters.images import normalised_copy
+from data_adapters.pipeline import DataError, PipelineRow, Problem, read_pipeline, resolve_image, to_axolotl_row
 from data_adapters.tokens import load_tokenizer
 
 
@@ -31,12 +37,16 @@ class DatasetReport:
     dropped: int = 0
     warnings: list[Problem] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
+    max_images_per_row: int = 1  # vLLM's --limit-mm-per-prompt for this run's model
+    normalised_pages: int = 0  # pages trained from a normalised copy
 
     def to_dict(self) -> dict:
         return {
             "train_rows": self.train_rows,
             "val_rows": self.val_rows,
             "images": self.images,
+            "max_images_per_row": self.max_images_per_row,
+            "normalised_pages": self.normalised_pages,
             "dropped": self.dropped,
             "warnings": [str(w) for w in self.warnings],
             "files": self.files,
@@ -49,17 +59,18 @@ class LoadedData:
     val: list[PipelineRow]
     problems: list[Problem]
     lengths: dict[tuple[str, int], int] = field(default_factory=dict)  # (file, line) -> visual + text tokens
+    formats: dict = field(default_factory=dict)  # image -> data_adapters.images.PageFormat
 
 
 def load_data(recipe, decode_images: bool = True) -> LoadedData:
     """Read and check the recipe's data; nothing is written."""
-    train, train_problems = read_pipeline(recipe.data.train)
-    val, val_problems = read_pipeline(recipe.data.val)
+    train, train_problems = read_pipeline(recipe.data.train, recipe.data.metadata)
+    val, val_problems = read_pipeline(recipe.data.val, recipe.data.metadata)
     problems = train_problems + val_problems
     tokenizer = load_tokenizer(recipe.model.base)  # the same token counts as `vlm3 check`
     scan = scan_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images, tokenizer=tokenizer)
     lengths = {(r.file, r.line): r.tokens for r in scan.rows}
-    return LoadedData(train, val, problems + scan.problems, lengths)
+    return LoadedData(train, val, problems + scan.problems, lengths, scan.formats)
 
 
 def prepare_dataset(
@@ -88,15 +99,21 @@ def prepare_dataset(
     if missing:  # every usable row was scanned; a gap is a bug here, not bad data
         raise RuntimeError(f"no token count for {missing[0].file} line {missing[0].line}")
 
+    pages = {image for row in train + val for image in row.images}
+    copies = {image: f"{out_dir.name}/pages/{normalised_copy(resolve_image(Path(recipe.data.images_root), image), out_dir / 'pages').name}"
+              for image in sorted(pages) if data.formats[image].needs_copy}
+
     def row_with_length(row: PipelineRow) -> dict:
-        return {**to_axolotl_row(row, image_dir, system), "length": data.lengths[(row.file, row.line)]}
+        return {**to_axolotl_row(row, image_dir, system, copies), "length": data.lengths[(row.file, row.line)]}
 
     write_jsonl(out_dir / "train.jsonl", (row_with_length(r) for r in train))
     write_jsonl(out_dir / "val.jsonl", (row_with_length(r) for r in val))
     return DatasetReport(
         train_rows=len(train),
         val_rows=len(val),
-        images=len({r.image for r in train + val}),
+        images=len(pages),
+        max_images_per_row=max((len(r.images) for r in train + val), default=0),
+        normalised_pages=len(copies),
         dropped=dropped,
         warnings=[p for p in data.problems if p.severity != "error"],
         files={"train": str(out_dir / "train.jsonl"), "val": str(out_dir / "val.jsonl")},

@@ -2,12 +2,20 @@
 
 Usage:
     rows, problems = read_pipeline("training_data/vlm_train.jsonl")
-    row = rows[0]; row.question, row.answer, row.image
+    row = rows[0]; row.question, row.answer, row.images
 
 A pipeline line looks like
     {"image": "images/21-03.jpg",
      "conversations": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}],
      "metadata": {"content_type": "...", "section": "...", "page": "..."}}
+A row may show several pages or none:
+    "images": ["images/21-03.jpg", "images/21-04.jpg"]        (every page, in order, before the first question)
+    "content": [{"type": "image", "path": "images/a.jpg"}, {"type": "text", "text": "..."}]
+                                                               (a user turn's own pages, OpenAI/Axolotl parts)
+    no "image" key at all                                      (a text-only row)
+A turn's pages come before its text, in the order the row lists them: the order the trainer sees
+and the harness sends. Metadata under other names is mapped onto vlm3's (section, page,
+content_type, page_text) by the recipe's `data.metadata`.
 Every problem is collected with its file and line, so a user fixes them all in one pass.
 """
 
@@ -19,7 +27,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 ROLES = ("system", "user", "assistant")
 MAX_LINE_BYTES = 4 * 1024 * 1024  # one Q&A row; a page's text plus long answers stay far below
@@ -55,19 +63,45 @@ class DataError(Exception):
         super().__init__(f"{errors} problem(s) in the data:\n" + "\n".join(shown))
 
 
+# vlm3's own metadata names, and the recipe key that maps a pipeline's names onto them.
+METADATA_NAMES = ("section", "page", "content_type", "page_text")
+# Names other pipelines write for them: only used to suggest a `data.metadata` mapping, never applied unasked.
+METADATA_ALIASES = {
+    "section": ("section_title", "section_name", "chapter", "chapter_title", "group", "heading", "topic"),
+    "page": ("page_no", "page_number", "page_num", "pageno", "page_id", "page_label"),
+    "content_type": ("type", "kind", "category", "question_type", "qa_type"),
+    "page_text": ("ocr_text", "text", "ocr", "page_content", "raw_text", "markdown"),
+}
+
+
 @dataclass(frozen=True)
 class Turn:
     role: str
     content: str
+    images: tuple[str, ...] = ()  # pages shown in this (user) turn, before its text, as written in the file
 
 
 @dataclass(frozen=True)
 class PipelineRow:
-    image: str  # as written in the file, relative to the images root
     turns: tuple[Turn, ...]
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     file: str = ""
     line: int = 0
+
+    @classmethod
+    def of(cls, images: str | tuple[str, ...] | list[str], turns, **kwargs) -> "PipelineRow":
+        """A row whose pages all go before the first question (the pipeline's `image`/`images` keys)."""
+        images = (images,) if isinstance(images, str) else tuple(images)
+        turns = list(turns)
+        first = next((i for i, t in enumerate(turns) if t.role == "user"), None)
+        if first is not None and images:
+            turns[first] = Turn(turns[first].role, turns[first].content, images + turns[first].images)
+        return cls(turns=tuple(turns), **kwargs)
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """Every page of the row, in the order the model sees them; empty for a text-only row."""
+        return tuple(image for turn in self.turns for image in turn.images)
 
     @property
     def question(self) -> str:
@@ -81,15 +115,24 @@ class PipelineRow:
 
     @property
     def id(self) -> str:
-        """Stable across reorderings of the file: the same image and question give the same id."""
-        return sample_id(self.image, self.question)
+        """Stable across reorderings of the file: the same pages and question give the same id."""
+        return sample_id(self.images, self.question)
 
     @property
     def page(self) -> str:
-        return str(self.metadata.get("page") or Path(self.image).stem)
+        """The metadata's page, else the first page image's file stem; "" for a text-only row."""
+        return page_name(self.metadata.get("page"), self.images)
 
 
-def sample_id(image: str, question: str) -> str:
+def page_name(page: Any, images: tuple[str, ...] | list[str]) -> str:
+    if page is not None and str(page).strip():
+        return str(page)
+    return "+".join(Path(image).stem for image in images)
+
+
+def sample_id(images: str | tuple[str, ...] | list[str], question: str) -> str:
+    """One page's id is as it always was; several pages join in order; a text-only row has none."""
+    image = images if isinstance(images, str) else "\n".join(images)
     digest = hashlib.sha1(f"{image}\n{question.strip()}".encode("utf-8")).hexdigest()
     return digest[:12]
 
@@ -103,7 +146,65 @@ def flatten_content(content: Any) -> str | None:
     return None
 
 
-def parse_row(obj: Any, file: str, line: int) -> tuple[PipelineRow | None, list[Problem]]:
+IMAGE_PART_TYPES = ("image", "image_url")
+URL_PREFIXES = ("http://", "https://", "data:", "file:")
+
+
+def image_part_path(part: dict) -> tuple[str | None, str | None]:
+    """(path, problem) of one image part: {"type": "image", "path"|"image"|"url": ...} or
+    {"type": "image_url", "image_url": {"url": ...}} (OpenAI's shape) with a path relative to the images root."""
+    value = part.get("path", part.get("image", part.get("url")))
+    if part.get("type") == "image_url":
+        value = part.get("image_url")
+        value = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(value, str) or not value.strip():
+        return None, "has no path: give {\"type\": \"image\", \"path\": \"images/21-03.jpg\"}"
+    if value.lower().startswith(URL_PREFIXES):
+        return None, (f"is a URL ({value[:40]}...): vlm3 trains on files; save the page under the images root "
+                      "and give its relative path")
+    return value, None
+
+
+def read_content(content: Any) -> tuple[str | None, tuple[str, ...], list[str]]:
+    """(text, image paths, problems) of one turn's content: a string, or a list of text and image parts."""
+    if isinstance(content, str):
+        return content, (), []
+    if not isinstance(content, list):
+        return None, (), []
+    texts: list[str] = []
+    images: list[str] = []
+    problems: list[str] = []
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            texts.append(str(part.get("text", "")))
+        elif kind in IMAGE_PART_TYPES:
+            path, problem = image_part_path(part)
+            if problem:
+                problems.append(f"content[{k}] (an image part) {problem}")
+            else:
+                images.append(path)
+        else:
+            problems.append(f"content[{k}] must be {{\"type\": \"text\", \"text\": ...}} or {{\"type\": \"image\", \"path\": ...}}")
+    return "".join(texts), tuple(images), problems
+
+
+def foreign_shape(obj: dict) -> str | None:
+    """A sentence naming another dataset shape and the mapping to vlm3's, when the row is one."""
+    turns = obj.get("conversations")
+    if "conversations" not in obj and "messages" in obj:
+        return ("has a 'messages' column (the OpenAI/Axolotl chat shape): vlm3 reads the pipeline's 'conversations'; "
+                "rename 'messages' to 'conversations' (its role/content turns and image parts are read as they are)")
+    if isinstance(turns, list) and any(isinstance(t, dict) and "from" in t and "value" in t for t in turns):
+        return ("is in the ShareGPT shape ('from'/'value' turns): map each turn to {\"role\", \"content\"} "
+                "(human -> user, gpt -> assistant, system -> system)")
+    if "conversations" not in obj and any(k in obj for k in ("question", "instruction", "prompt")):
+        return ("is a question/answer record, not a conversation: write {\"conversations\": [{\"role\": \"user\", ...}, "
+                "{\"role\": \"assistant\", ...}]}")
+    return None
+
+
+def parse_row(obj: Any, file: str, line: int, metadata_names: dict[str, str] | None = None) -> tuple[PipelineRow | None, list[Problem]]:
     """Check one decoded line against the pipeline format; a row comes back only when it is usable."""
     problems: list[Problem] = []
 
@@ -111,11 +212,13 @@ def parse_row(obj: Any, file: str, line: int) -> tuple[PipelineRow | None, list[
         problems.append(Problem(file, line, message, code=code))
 
     if not isinstance(obj, dict):
-        bad("each line must be a JSON object with 'image' and 'conversations'")
+        bad("each line must be a JSON object with 'conversations' (and 'image' or 'images' for its pages)")
         return None, problems
-    image = obj.get("image")
-    if not isinstance(image, str) or not image.strip():
-        bad("'image' must be a non-empty path such as \"images/21-03.jpg\"", "image_field")
+    shape = foreign_shape(obj)
+    if shape:
+        bad(f"the row {shape}", "row_shape")
+        return None, problems
+    row_images = row_image_keys(obj, bad)
     conversations = obj.get("conversations")
     if not isinstance(conversations, list) or not conversations:
         bad("'conversations' must be a non-empty list of {\"role\", \"content\"} turns", "conversations")
@@ -132,23 +235,82 @@ def parse_row(obj: Any, file: str, line: int) -> tuple[PipelineRow | None, list[
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             bad(f"conversations[{i}] must have 'role' and 'content'", "conversations")
             continue
-        role, content = turn["role"], flatten_content(turn["content"])
+        role = turn["role"]
+        content, images, part_problems = read_content(turn["content"])
+        for problem in part_problems:
+            bad(f"conversations[{i}].{problem}", "image_field")
         if role not in ROLES:
             bad(f"conversations[{i}].role is {role!r}; use one of user, assistant, system", "role")
         if content is None:
-            bad(f"conversations[{i}].content must be a string", "content")
+            bad(f"conversations[{i}].content must be a string, or a list of text and image parts", "content")
             continue
+        if images and role != "user":
+            bad(f"conversations[{i}] ({role}) has an image part: pages go in user turns only", "image_field")
         if not content.strip():
             what = "an empty answer" if role == "assistant" else "empty"
             bad(f"conversations[{i}] ({role}) is {what}: write the text or drop the row", "empty_turn")
+        if IMAGE_PLACEHOLDER in content:
+            bad(f"conversations[{i}] ({role}) holds an {IMAGE_PLACEHOLDER} placeholder (the LLaVA/ShareGPT shape): vlm3 "
+                "places each page itself; remove the placeholder and list the pages in 'images', in order", "row_shape")
         tokens = [t for t in SPECIAL_TOKENS if t in content]
         if tokens:
             bad(f"conversations[{i}] ({role}) contains the model's control token(s) {', '.join(tokens)}: remove them", "special_token")
-        turns.append(Turn(str(role), content))
+        turns.append(Turn(str(role), content, images))
     problems.extend(check_turn_order(turns, file, line))
+    if row_images and any(t.images for t in turns):
+        bad("the row gives pages twice: in 'image'/'images' and as image parts in its turns; use one of them", "image_field")
     if problems:
         return None, problems
-    return PipelineRow(image=image, turns=tuple(turns), metadata=metadata, file=file, line=line), []
+    metadata = map_metadata(metadata, metadata_names or {})
+    return PipelineRow.of(row_images, turns, metadata=metadata, file=file, line=line), []
+
+
+IMAGE_PLACEHOLDER = "<image>"
+
+
+def row_image_keys(obj: dict, bad) -> tuple[str, ...]:
+    """The row-level pages: 'image' (one path) or 'images' (a list); none for a text-only row."""
+    if "image" in obj and "images" in obj and obj["image"] is not None and obj["images"] is not None:
+        bad("the row has both 'image' and 'images': give one page as 'image', or every page as 'images'", "image_field")
+        return ()
+    if obj.get("images") is not None:
+        images = obj["images"]
+        if not isinstance(images, list):
+            bad("'images' must be a list of paths such as [\"images/21-03.jpg\", \"images/21-04.jpg\"]", "image_field")
+            return ()
+        if not images:
+            bad("'images' is an empty list: list the row's pages, or leave the key out for a text-only row", "image_field")
+            return ()
+        found = []
+        for k, image in enumerate(images):
+            if not isinstance(image, str) or not image.strip():
+                bad(f"images[{k}] must be a non-empty path such as \"images/21-03.jpg\"", "image_field")
+            elif image.lower().startswith(URL_PREFIXES):
+                bad(f"images[{k}] is a URL: vlm3 trains on files; save the page under the images root and give its relative path", "image_field")
+            else:
+                found.append(image)
+        return tuple(found)
+    image = obj.get("image")
+    if image is None:
+        return ()  # a text-only row
+    if not isinstance(image, str) or not image.strip():
+        bad("'image' must be a non-empty path such as \"images/21-03.jpg\" (leave the key out for a text-only row)", "image_field")
+        return ()
+    if image.lower().startswith(URL_PREFIXES):
+        bad("'image' is a URL: vlm3 trains on files; save the page under the images root and give its relative path", "image_field")
+        return ()
+    return (image,)
+
+
+def map_metadata(metadata: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The row's metadata with vlm3's names filled from the pipeline's own (`data.metadata`); every key is kept."""
+    if not names:
+        return metadata
+    mapped = dict(metadata)
+    for ours, theirs in names.items():
+        if theirs in metadata:
+            mapped[ours] = metadata[theirs]
+    return mapped
 
 
 def check_turn_order(turns: list[Turn], file: str, line: int) -> list[Problem]:
@@ -166,8 +328,9 @@ def check_turn_order(turns: list[Turn], file: str, line: int) -> list[Problem]:
     return []
 
 
-def read_pipeline(path: str | Path) -> tuple[list[PipelineRow], list[Problem]]:
-    """All usable rows of a pipeline JSONL file, and every problem found in it."""
+def read_pipeline(path: str | Path, metadata_names: dict[str, str] | None = None) -> tuple[list[PipelineRow], list[Problem]]:
+    """All usable rows of a pipeline JSONL file, and every problem found in it; `metadata_names`
+    maps vlm3's metadata names onto the pipeline's (the recipe's `data.metadata`)."""
     path = Path(path)
     name = str(path)
     if not path.is_file():
@@ -197,7 +360,7 @@ def read_pipeline(path: str | Path) -> tuple[list[PipelineRow], list[Problem]]:
             if obj is TOO_DEEP or json_depth(obj) > MAX_JSON_DEPTH:
                 problems.append(Problem(name, number, f"nested more than {MAX_JSON_DEPTH} levels deep: keep metadata flat", code="too_deep"))
                 continue
-            row, found = parse_row(obj, name, number)
+            row, found = parse_row(obj, name, number, metadata_names)
             problems.extend(found)
             if row is not None:
                 rows.append(row)
@@ -260,24 +423,26 @@ def is_regular_file(path: Path) -> bool:
         return False
 
 
-def to_axolotl_row(row: PipelineRow, image_dir: str, system_prompt: str | None = None) -> dict[str, Any]:
+def to_axolotl_row(row: PipelineRow, image_dir: str, system_prompt: str | None = None,
+                   copies: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One pipeline row in Axolotl's multimodal chat format.
 
-    The image goes first in the first user turn, as OpenAI-style clients send it at
-    inference; `image_dir` is where the images live when the trainer runs (a local
-    folder, or a Modal volume path), joined to the row's relative image path.
+    Each user turn's pages go first, in the row's order, then its text, as OpenAI-style clients
+    send them at inference; a text-only row has text parts only. `image_dir` is where the images
+    live when the trainer runs (a local folder, or a Modal volume path), joined to the row's
+    relative image path; `copies` gives the path of a normalised copy for a page whose file the
+    trainer would read differently (EXIF-rotated, 16-bit, CMYK: data_adapters.images).
     Only `messages` and `id` are kept: nested metadata that varies between rows
     breaks `datasets` JSON loading.
     """
+    copies = copies or {}
     messages: list[dict[str, Any]] = []
     if system_prompt and row.turns[0].role != "system":
         messages.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
-    image_placed = False
     for turn in row.turns:
-        content: list[dict[str, str]] = []
-        if turn.role == "user" and not image_placed:
-            content.append({"type": "image", "path": f"{image_dir.rstrip('/')}/{row.image}"})
-            image_placed = True
+        content: list[dict[str, str]] = [
+            {"type": "image", "path": copies.get(image) or f"{image_dir.rstrip('/')}/{image}"} for image in turn.images
+        ]
         content.append({"type": "text", "text": turn.content})
         messages.append({"role": turn.role, "content": content})
     return {"id": row.id, "messages": messages}

@@ -22,6 +22,7 @@ CHARS_PER_TOKEN = 3.2  # English technical text with numbers, Qwen2 BPE; used wh
 # <|im_start|>role\n ... <|im_end|>\n around every turn, plus the default system prompt.
 TOKENS_PER_TURN = 5
 TEMPLATE_TOKENS = 12
+VISION_MARKERS = 2  # <|vision_start|> and <|vision_end|> around each page
 
 
 def resized_size(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = QWEN2_VL_FACTOR) -> tuple[int, int]:
@@ -66,10 +67,11 @@ def load_tokenizer(model: str):
     return None
 
 
-def estimate_text_tokens(texts: list[str], tokenizer=None) -> int:
-    """Tokens of a conversation's text and chat template; exact with a tokenizer, else ~chars/3.2."""
+def estimate_text_tokens(texts: list[str], tokenizer=None, images: int = 1) -> int:
+    """Tokens of a conversation's text and chat template, and each page's <|vision_start|> and
+    <|vision_end|>; exact with a tokenizer, else ~chars/3.2."""
     if tokenizer is not None:
         body = sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts)
     else:
         body = sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
-    return body + TOKENS_PER_TURN * len(texts) + TEMPLATE_TOKENS + 2
+    return body + TOKENS_PER_TURN * len(texts) + TEMPLATE_TOKENS + VISION_MARKERS * images

@@ -417,7 +417,7 @@ def data_files(recipe: Recipe, cwd: Path | None = None) -> dict[str, Path]:
     images: set[str] = set()
     for name in (recipe.data.train, recipe.data.val):
         rows, _ = read_pipeline(cwd / name)
-        images |= {row.image for row in rows}
+        images |= {image for row in rows for image in row.images}
     if recipe.data.probes:
         samples, _ = load_probes(cwd / recipe.data.probes, images_root)
         images |= {sample.image_ref for sample in samples}

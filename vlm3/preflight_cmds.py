@@ -12,9 +12,11 @@ import argparse
 import hashlib
 import os
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from data_adapters.checks import DatasetScan, scan_dataset
+from data_adapters.images import describe, open_page
 from data_adapters.pipeline import read_pipeline, resolve_image
 from data_adapters.tokens import CHARS_PER_TOKEN, load_tokenizer, resized_size, visual_tokens
 from vlm3.recipe import Recipe, load_recipe
@@ -30,8 +32,8 @@ def console():
 
 def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetScan, dict]:
     """Every problem in the recipe's data, and the JSON report of the check."""
-    train, train_problems = read_pipeline(recipe.data.train)
-    val, val_problems = read_pipeline(recipe.data.val)
+    train, train_problems = read_pipeline(recipe.data.train, recipe.data.metadata)
+    val, val_problems = read_pipeline(recipe.data.val, recipe.data.metadata)
     tokenizer = load_tokenizer(recipe.model.base)
     scan = scan_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images, tokenizer=tokenizer)
     from harness.samples import check_probes
@@ -45,6 +47,11 @@ def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetSca
         "files": {"train": recipe.data.train, "val": recipe.data.val, "images_root": recipe.data.images_root},
         "counts": {
             "train_rows": len(train), "val_rows": len(val), "images": scan.images,
+            "kept_train_rows": sum(r.split == "train" for r in scan.rows), "kept_val_rows": sum(r.split == "val" for r in scan.rows),
+            "dropped_long_rows": sum(scan.dropped.values()),
+            "text_only_rows": sum(not r.images for r in scan.rows),
+            "multi_page_rows": sum(len(r.images) > 1 for r in scan.rows),
+            "max_images_per_row": scan.max_images_per_row,
             "errors": sum(p.severity == "error" for p in scan.problems),
             "warnings": sum(p.severity != "error" for p in scan.problems),
         },
@@ -58,9 +65,22 @@ def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetSca
             "over_limit": sum(1 for t in tokens if t > recipe.train.sequence_len),
         },
         "answers": {"mean_words": statistics.fmean(words), "max_words": max(words)},
+        "pages": page_formats(scan),
         "problems": [{"file": p.file, "line": p.line, "severity": p.severity, "code": p.code, "message": p.message} for p in scan.problems],
     }
     return scan, report
+
+
+def page_formats(scan: DatasetScan) -> dict:
+    """Formats and modes of the pages, once per image, and every page the normalisation changes."""
+    formats = scan.formats.values()
+    return {
+        "formats": dict(sorted(Counter(f.format for f in formats).items())),
+        "modes": dict(sorted(Counter(f.mode for f in formats).items())),
+        "rotated": sum(f.rotated for f in formats),
+        "normalised": [{"image": image, "format": f.format, "mode": f.mode, "notes": f.notes}
+                       for image, f in sorted(scan.formats.items()) if f.needs_copy],
+    }
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -76,8 +96,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     counts, tokens = report["counts"], report["tokens"]
     console().print(
         f"{recipe.name}: {counts['train_rows']} train / {counts['val_rows']} val rows, {counts['images']} images; "
-        f"tokens per row p50 {tokens['p50']:,}, p95 {tokens['p95']:,}, max {tokens['max']:,} (limit {recipe.train.sequence_len:,})"
+        f"tokens per row p50 {tokens['p50']:,}, p95 {tokens['p95']:,}, max {tokens['max']:,} (limit {recipe.train.sequence_len:,})",
+        markup=False,
     )
+    shapes = [f"{counts['multi_page_rows']} with several pages (up to {counts['max_images_per_row']})" if counts["multi_page_rows"] else "",
+              f"{counts['text_only_rows']} text-only" if counts["text_only_rows"] else "",
+              f"{counts['dropped_long_rows']} dropped as too long (data.long_rows: drop)" if counts["dropped_long_rows"] else ""]
+    if any(shapes):
+        console().print("  rows: " + "; ".join(s for s in shapes if s), markup=False)
+    pages = report["pages"]
+    if pages["normalised"]:
+        console().print(f"  pages: {len(pages['normalised'])} normalised for training and serving ({pages['rotated']} EXIF-rotated; "
+                        f"formats {pages['formats']}, modes {pages['modes']}); each is listed on the card", markup=False)
     for problem in scan.problems[: args.show]:
         console().print(f"  {problem.severity}: {problem}", markup=False)
     if len(scan.problems) > args.show:
@@ -95,7 +125,7 @@ def dataset_tokens(scan: DatasetScan, recipe: Recipe, max_pixels: int | None = N
 
     def split_rows(split: str) -> tuple[list, Rows]:
         rows = [r for r in scan.rows if r.split == split]
-        visual = [visual_tokens(r.width, r.height, recipe.images.min_pixels, cap, recipe.family.factor) for r in rows]
+        visual = [sum(visual_tokens(w, h, recipe.images.min_pixels, cap, recipe.family.factor) for w, h in r.sizes) for r in rows]
         return rows, Rows(tuple(r.text_tokens + v for r, v in zip(rows, visual)), tuple(visual))
 
     rows, train = split_rows("train")
@@ -109,8 +139,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe)
     scan, report = scan_recipe(recipe)
-    if not scan.rows:
-        console().print(f"no usable training rows; run `vlm3 check {args.recipe}`")
+    blocking = [p for p in scan.problems if p.code == "dropped_most"]
+    if not any(r.split == "train" for r in scan.rows) or blocking:
+        for problem in blocking:
+            console().print(f"  error: {problem}", markup=False)
+        console().print(f"no run to price: {report['counts']['kept_train_rows']} training rows would train; run `vlm3 check {args.recipe}`",
+                        markup=False)
         return 1
     plan = plan_run(recipe, dataset_tokens(scan, recipe))
     console().print(format_plan(plan), markup=False)
@@ -148,18 +182,6 @@ def judge_estimate_line(recipe: Recipe, report: dict) -> str | None:
     return str(estimate_judge_cost(recipe.eval.judge, samples))
 
 
-def flatten_on_white(img):
-    """RGB, with any transparency composited onto white (a page's background), not dropped to black."""
-    from PIL import Image
-
-    if img.mode in ("RGBA", "LA", "PA", "P") and (img.mode != "P" or "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        page = Image.new("RGB", rgba.size, "white")
-        page.paste(rgba, mask=rgba.getchannel("A"))
-        return page
-    return img.convert("RGB")
-
-
 def content_key(path: Path, max_pixels: int, min_pixels: int, factor: int) -> str:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
     return f"{digest}-{min_pixels}-{max_pixels}-{factor}"
@@ -173,11 +195,12 @@ def unreadable_images(rows, root: Path) -> list:
     seen: dict[str, object] = {}
     problems = []
     for row in rows:
-        if row.image not in seen:
-            seen[row.image] = inspect_image(root, row.image, decode=True)
-        info = seen[row.image]
-        if info.code in ("image_undecodable", "image_missing", "image_outside_root"):
-            problems.append(Problem(row.file, row.line, f"{info.problem}: fix or replace it, then run `vlm3 resize` again", code=info.code))
+        for image in row.images:
+            if image not in seen:
+                seen[image] = inspect_image(root, image, decode=True)
+            info = seen[image]
+            if info.code in ("image_undecodable", "image_missing", "image_outside_root"):
+                problems.append(Problem(row.file, row.line, f"{info.problem}: fix or replace it, then run `vlm3 resize` again", code=info.code))
     return problems
 
 
@@ -195,8 +218,8 @@ def cmd_resize(args: argparse.Namespace) -> int:
     images: set[str] = set()
     problems = []
     for path in (recipe.data.train, recipe.data.val):
-        rows, _ = read_pipeline(path)
-        images |= {r.image for r in rows}
+        rows, _ = read_pipeline(path, recipe.data.metadata)
+        images |= {image for r in rows for image in r.images}
         problems += unreadable_images(rows, root)
     if problems:
         # Every image is decoded before anything is written: a bad page leaves no half-made folder.
@@ -205,33 +228,40 @@ def cmd_resize(args: argparse.Namespace) -> int:
         raise DataError(problems)
     cache = out / ".cache"
     cache.mkdir(parents=True, exist_ok=True)
-    written = reused = 0
+    written = reused = normalised = 0
     for image in sorted(images):
         source = resolve_image(root, image)
         if source is None or not source.is_file():
             continue
         key = content_key(source, recipe.images.max_pixels, recipe.images.min_pixels, recipe.family.factor)
-        cached = cache / f"{key}{source.suffix.lower()}"
+        # The copy is upright 8-bit RGB (data_adapters.images), so every reader sees the pixels the
+        # trainer trains on; a page whose mode JPEG cannot hold exactly is kept lossless as PNG.
+        suffix = source.suffix.lower() if not describe(source).needs_copy else ".png"
+        cached = cache / f"{key}{suffix}"
         if cached.exists():
             reused += 1
         else:
-            staging = cache / f".{key}.partial{source.suffix.lower()}"
+            staging = cache / f".{key}.partial{suffix}"
             try:
-                with Image.open(source) as img:
-                    height, width = resized_size(img.height, img.width, recipe.images.min_pixels, recipe.images.max_pixels,
-                                                 recipe.family.factor)
-                    flatten_on_white(img).resize((width, height), Image.Resampling.BICUBIC).save(staging, quality=90)
+                page = open_page(source)
+                height, width = resized_size(page.height, page.width, recipe.images.min_pixels, recipe.images.max_pixels,
+                                             recipe.family.factor)
+                page.resize((width, height), Image.Resampling.BICUBIC).save(staging, quality=90)
             except BaseException:
                 staging.unlink(missing_ok=True)
                 raise
             os.replace(staging, cached)
             written += 1
         target = out / image
+        normalised += suffix != source.suffix.lower()
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() or target.is_symlink():
             target.unlink()
         os.link(cached, target)
     console().print(f"{written} resized, {reused} reused from the cache -> {out} (originals untouched)")
+    if normalised:
+        console().print(f"{normalised} page(s) (rotated, 16-bit, CMYK, transparent or not JPEG/PNG) hold upright 8-bit RGB PNG "
+                        "pixels under their own names; readers decode them by content")
     console().print(f"next: set data.images_root: {out} in a copy of the recipe (image paths keep their names)")
     return 0
 

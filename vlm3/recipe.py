@@ -38,6 +38,10 @@ class ModelSpec(Strict):
     trust_remote_code: bool = False
 
 
+MetadataName = Literal["section", "page", "content_type", "page_text"]
+MAX_IMAGES_PER_ROW = 32  # pages in one prompt: past this a row is a document, not a question about pages
+
+
 class DataSpec(Strict):
     train: str = "training_data/vlm_train.jsonl"
     val: str = "training_data/vlm_val.jsonl"
@@ -48,6 +52,19 @@ class DataSpec(Strict):
     system_prompt: str | None = None
     # Axolotl neither truncates nor drops long multimodal rows: decide here what happens to them.
     long_rows: Literal["fail", "drop"] = "fail"
+    # The pipeline's metadata names for vlm3's own, e.g. {section: section_title, page: page_no,
+    # content_type: type, page_text: ocr_text}; unmapped rows group as "unknown" in reports and `vlm3 weak`.
+    metadata: dict[MetadataName, str] = Field(default_factory=dict)
+    # Pages one row may show (two-page spreads, a figure and its table); each costs its visual tokens.
+    max_images_per_row: int = Field(default=4, ge=1, le=MAX_IMAGES_PER_ROW)
+
+    @field_validator("metadata")
+    @classmethod
+    def metadata_names(cls, names: dict[str, str]) -> dict[str, str]:
+        for ours, theirs in names.items():
+            if not isinstance(theirs, str) or not theirs.strip():
+                raise ValueError(f"{ours}: give the pipeline's metadata key, e.g. section: section_title")
+        return names
 
 
 class ImageSpec(Strict):
@@ -188,6 +205,8 @@ class JudgeSpec(Strict):
 
 
 class EvalSpec(Strict):
+    # What the judge is told the pages are from: "the Kaminari KX750 service manual", "our PLC programming guide".
+    document: str = Field(default="the manual", min_length=1, max_length=200)
     max_tokens: int = Field(default=512, ge=1)
     concurrency: int = Field(default=8, ge=1)
     request_timeout_s: float = Field(default=120.0, gt=0)

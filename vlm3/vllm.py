@@ -22,7 +22,7 @@ from typing import Mapping
 from vlm3.recipe import Recipe
 
 DEFAULT_PORT = 8000
-IMAGES_PER_PROMPT = {"image": 1, "video": 0}  # one page per question, as in training
+IMAGES_PER_PROMPT = 1  # pages per prompt when the run's data shows at most one (vLLM reserves memory per image)
 # vLLM accepts only these --max-lora-rank values; its default (16) is below the reference recipes' r 64.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 # vLLM's --api-key guards only /v1/*; this middleware (added by vLLM with app.add_middleware, the class
@@ -49,8 +49,21 @@ def max_lora_rank(r: int) -> int:
     raise ValueError(f"train.lora.r {r} is above vLLM's largest --max-lora-rank ({VLLM_LORA_RANKS[-1]}); serve the merged model")
 
 
-def vllm_argv(recipe: Recipe, model_dir: str, port: int = DEFAULT_PORT, base_model: str | None = None) -> list[str]:
+def images_per_prompt(run_path: Path) -> int:
+    """The most pages one training row showed (`prepare` records it): what the served model must take per prompt."""
+    report = Path(run_path) / "data" / "data_report.json"
+    try:
+        count = json.loads(report.read_text(encoding="utf-8")).get("max_images_per_row", IMAGES_PER_PROMPT)
+    except (OSError, ValueError, AttributeError):
+        return IMAGES_PER_PROMPT
+    return max(IMAGES_PER_PROMPT, count) if isinstance(count, int) else IMAGES_PER_PROMPT
+
+
+def vllm_argv(recipe: Recipe, model_dir: str, port: int = DEFAULT_PORT, base_model: str | None = None,
+              images: int = IMAGES_PER_PROMPT) -> list[str]:
     """`vllm serve ...` for a run's model folder; with serve.serve_adapter, model_dir is the adapter.
+
+    `images` is the most pages a prompt may carry: the run's largest row (`images_per_prompt`).
 
     In adapter mode the base model (base_model, else the recipe's model.base) is served as
     "<name>-base" and the adapter as "<name>", so clients ask for the same name either way.
@@ -70,7 +83,7 @@ def vllm_argv(recipe: Recipe, model_dir: str, port: int = DEFAULT_PORT, base_mod
         "--max-model-len", str(serve.max_model_len),
         "--gpu-memory-utilization", str(serve.gpu_memory_utilization),
         "--max-num-seqs", str(serve.max_num_seqs),
-        "--limit-mm-per-prompt", compact_json(IMAGES_PER_PROMPT),
+        "--limit-mm-per-prompt", compact_json({"image": images, "video": 0}),
         "--mm-processor-kwargs", compact_json({"min_pixels": recipe.images.min_pixels, "max_pixels": recipe.images.max_pixels}),
         "--generation-config", "vllm",
         "--middleware", KEY_MIDDLEWARE,
