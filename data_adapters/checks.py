@@ -215,9 +215,10 @@ def metadata_problems(rows: list[PipelineRow], recipe) -> list[Problem]:
         return []
     names = dict(recipe.data.metadata or {})
     where = recipe.data.train
-    carried: dict[str, int] = {}
+    carried: dict[str, int] = {}  # the pipeline's own keys (a name filled by the mapping is not one)
     for row in rows:
-        for key in row.metadata:
+        filled = {ours for ours, theirs in names.items() if theirs in row.metadata and row.metadata.get(ours) is row.metadata[theirs]}
+        for key in row.metadata.keys() - filled:
             carried[key] = carried.get(key, 0) + 1
     problems = []
     for ours, theirs in names.items():
@@ -231,7 +232,8 @@ def metadata_problems(rows: list[PipelineRow], recipe) -> list[Problem]:
         suggestion = next((alias for alias in METADATA_ALIASES[ours] if alias in carried), None)
         hint = (f"map it with data.metadata: {{{ours}: {suggestion}}}" if suggestion
                 else f"map one with data.metadata: {{{ours}: <key>}}" if carried else "the pipeline writes no metadata")
-        problems.append(Problem(where, None, f"{missing} of {len(rows)} rows have no {ours!r} in their metadata, so they group as "
-                                f"'unknown' in reports and `vlm3 weak`; the rows carry: {', '.join(sorted(carried)) or 'nothing'}; {hint}",
-                                "warning", "metadata_missing"))
+        effect = ("pages are named by their image files" if ours == "page"
+                  else "they group as 'unknown' in reports and `vlm3 weak`")
+        problems.append(Problem(where, None, f"{missing} of {len(rows)} rows have no {ours!r} in their metadata, so {effect}; "
+                                f"the rows carry: {', '.join(sorted(carried)) or 'nothing'}; {hint}", "warning", "metadata_missing"))
     return problems

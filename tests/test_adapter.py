@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data_adapters.pipeline import PipelineRow, Turn, parse_row, read_pipeline, resolve_image, to_axolotl_row
+from data_adapters.pipeline import PipelineRow, Turn, parse_row, read_pipeline, resolve_image, sample_id, to_axolotl_row
 from tests.conftest import ROOT, run_cli
 
 USER_Q = {"role": "user", "content": "What is the torque?"}
@@ -16,7 +16,7 @@ ANSWER = {"role": "assistant", "content": "40 Nm (30 ft-lb)."}
 
 
 def row_of(*turns: tuple[str, str], image: str = "images/21-03.jpg") -> PipelineRow:
-    return PipelineRow(image=image, turns=tuple(Turn(r, c) for r, c in turns))
+    return PipelineRow.of(image, tuple(Turn(r, c) for r, c in turns))
 
 
 CONVERSIONS = [
@@ -84,7 +84,30 @@ BAD_ROWS = [
     ({**GOOD_LINE, "conversations": [USER_Q, {"role": "assistant", "content": "  "}]}, "is an empty answer"),
     ({**GOOD_LINE, "conversations": []}, "'conversations' must be a non-empty list"),
     ({**GOOD_LINE, "image": ""}, "'image' must be a non-empty path"),
-    ({"conversations": [USER_Q, ANSWER]}, "'image' must be a non-empty path"),
+    ({**GOOD_LINE, "image": 5}, "'image' must be a non-empty path"),
+    ({**GOOD_LINE, "image": "https://example.com/p.jpg"}, "'image' is a URL"),
+    # Several pages: every malformed list named.
+    ({**GOOD_LINE, "image": None, "images": []}, "'images' is an empty list"),
+    ({**GOOD_LINE, "image": None, "images": "images/a.jpg"}, "'images' must be a list of paths"),
+    ({**GOOD_LINE, "image": None, "images": ["images/a.jpg", ""]}, "images[1] must be a non-empty path"),
+    ({**GOOD_LINE, "image": None, "images": ["images/a.jpg", None]}, "images[1] must be a non-empty path"),
+    ({**GOOD_LINE, "images": ["images/a.jpg"]}, "both 'image' and 'images'"),
+    ({**GOOD_LINE, "conversations": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q"}]}, ANSWER]},
+     "content[0] (an image part) has no path"),
+    ({**GOOD_LINE, "conversations": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+                                                                   {"type": "text", "text": "Q"}]}, ANSWER]}, "is a URL"),
+    ({**GOOD_LINE, "conversations": [{"role": "user", "content": [{"type": "audio", "path": "a.wav"}, {"type": "text", "text": "Q"}]}, ANSWER]},
+     "content[0] must be"),
+    ({**GOOD_LINE, "conversations": [{"role": "user", "content": [{"type": "image", "path": "images/b.jpg"}, {"type": "text", "text": "Q"}]}, ANSWER]},
+     "gives pages twice"),
+    ({"conversations": [USER_Q, {"role": "assistant", "content": [{"type": "image", "path": "images/a.jpg"}, {"type": "text", "text": "A"}]}]},
+     "pages go in user turns only"),
+    # Other datasets' shapes: named, with the mapping to use.
+    ({"image": "images/a.jpg", "messages": [USER_Q, ANSWER]}, "rename 'messages' to 'conversations'"),
+    ({"image": "images/a.jpg", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+     "ShareGPT shape ('from'/'value' turns): map each turn"),
+    ({**GOOD_LINE, "conversations": [{"role": "user", "content": "<image>\nWhat is the torque?"}, ANSWER]}, "<image> placeholder"),
+    ({"image": "images/a.jpg", "question": "Q", "answer": "A"}, "a question/answer record"),
     ({**GOOD_LINE, "conversations": [{"role": "user"}, ANSWER]}, "must have 'role' and 'content'"),
     ({**GOOD_LINE, "conversations": [USER_Q, {"role": "assistant", "content": 5}]}, "content must be a string"),
     (["not", "an", "object"], "must be a JSON object"),
@@ -99,6 +122,66 @@ def test_parse_row_rejects(obj, fragment):
     assert row is None
     assert any(fragment in p.message for p in problems), [p.message for p in problems]
     assert all(str(p).startswith("train.jsonl:7: ") for p in problems)
+
+
+TWO_PAGES = ["images/a.jpg", "images/b.png"]
+PAGE_SHAPES = [
+    ("one page", {"image": "images/a.jpg", "conversations": [USER_Q, ANSWER]}, ("images/a.jpg",)),
+    ("images list", {"images": TWO_PAGES, "conversations": [USER_Q, ANSWER]}, tuple(TWO_PAGES)),
+    ("image parts", {"conversations": [{"role": "user", "content": [{"type": "image", "path": "images/a.jpg"},
+                                                                    {"type": "image", "image": "images/b.png"},
+                                                                    {"type": "text", "text": "What is the torque?"}]}, ANSWER]},
+     tuple(TWO_PAGES)),
+    ("OpenAI image_url parts", {"conversations": [{"role": "user", "content": [{"type": "text", "text": "What is the torque?"},
+                                                                               {"type": "image_url", "image_url": {"url": "images/a.jpg"}}]},
+                                                  ANSWER]}, ("images/a.jpg",)),
+    ("text-only", {"conversations": [USER_Q, ANSWER]}, ()),
+    ("image null", {"image": None, "conversations": [USER_Q, ANSWER]}, ()),
+]
+
+
+@pytest.mark.parametrize("case,obj,images", PAGE_SHAPES, ids=[c[0] for c in PAGE_SHAPES])
+def test_parse_row_reads_every_page_shape(case, obj, images):
+    row, problems = parse_row(obj, "f", 1)
+    assert problems == [], [p.message for p in problems]
+    assert row.images == images and row.question == "What is the torque?"
+    converted = to_axolotl_row(row, "/data")["messages"]
+    assert [part.get("path") for part in converted[0]["content"] if part["type"] == "image"] == [f"/data/{i}" for i in images]
+    assert converted[0]["content"][-1] == {"type": "text", "text": "What is the torque?"}  # pages first, then the question
+    assert not any(part["type"] == "image" for message in converted[1:] for part in message["content"])
+
+
+def test_page_sets_give_ids_one_page_as_before():
+    turns = (Turn("user", "Q?"), Turn("assistant", "A."))
+    one = PipelineRow.of("images/a.jpg", turns)
+    two = PipelineRow.of(("images/a.jpg", "images/b.jpg"), turns)
+    swapped = PipelineRow.of(("images/b.jpg", "images/a.jpg"), turns)
+    text = PipelineRow.of((), turns)
+    assert one.id == sample_id("images/a.jpg", "Q?")  # saved answers of one-page rows still pair
+    assert len({one.id, two.id, swapped.id, text.id}) == 4
+    assert (one.page, two.page, text.page) == ("a", "a+b", "")
+
+
+def test_later_turn_pages_stay_in_their_turn():
+    obj = {"conversations": [{"role": "user", "content": [{"type": "image", "path": "images/a.jpg"}, {"type": "text", "text": "Q1"}]},
+                             {"role": "assistant", "content": "A1"},
+                             {"role": "user", "content": [{"type": "image", "path": "images/b.jpg"}, {"type": "text", "text": "Q2"}]},
+                             {"role": "assistant", "content": "A2"}]}
+    row, problems = parse_row(obj, "f", 1)
+    assert problems == [] and row.images == ("images/a.jpg", "images/b.jpg")
+    messages = to_axolotl_row(row, "/d")["messages"]
+    assert [[p.get("path") for p in m["content"] if p["type"] == "image"] for m in messages] == [["/d/images/a.jpg"], [], ["/d/images/b.jpg"], []]
+
+
+def test_metadata_names_are_mapped_and_every_key_kept():
+    obj = {**GOOD_LINE, "metadata": {"section_title": "Electrical", "page_no": 12, "type": "spec", "ocr_text": "Stator 0.2-0.3 ohm"}}
+    names = {"section": "section_title", "page": "page_no", "content_type": "type", "page_text": "ocr_text"}
+    row, problems = parse_row(obj, "f", 1, names)
+    assert problems == []
+    assert (row.metadata["section"], row.page, row.metadata["content_type"], row.metadata["page_text"]) == ("Electrical", "12", "spec", "Stator 0.2-0.3 ohm")
+    assert row.metadata["section_title"] == "Electrical"
+    unmapped, _ = parse_row(obj, "f", 1)
+    assert "section" not in unmapped.metadata
 
 
 def test_parse_row_accepts_text_parts_and_system():
@@ -132,14 +215,14 @@ def write_data(root: Path, rows: list[dict], val_rows: list[dict] | None = None)
     (root / "vlm_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (val_rows or [GOOD_LINE])))
 
 
-def recipe_file(tmp: Path) -> Path:
+def recipe_file(tmp: Path, data_extra: str = "") -> Path:
     path = tmp / "r.yaml"
     (tmp / "model").mkdir(exist_ok=True)
     (tmp / "model" / "config.json").write_text('{"model_type": "qwen2_vl"}')  # the family is read from it
     path.write_text(
         "name: bad-data\n"
         f"model: {{base: {tmp}/model}}\n"
-        f"data: {{train: {tmp}/td/vlm_train.jsonl, val: {tmp}/td/vlm_val.jsonl, images_root: {tmp}/td}}\n"
+        f"data: {{train: {tmp}/td/vlm_train.jsonl, val: {tmp}/td/vlm_val.jsonl, images_root: {tmp}/td{data_extra}}}\n"
         "compute: {gpu: cpu}\n"
     )
     return path
@@ -155,6 +238,14 @@ BAD_INPUT = [
     ("malformed json", None, "not valid JSON"),
     ("empty file", [], "the file has no rows"),
     ("not utf-8", "latin-1", "not UTF-8 text"),
+    ("missing page of two", [{**GOOD_LINE, "image": None, "images": ["images/p.jpg", "images/gone.jpg"]}], "image 'images/gone.jpg' not found"),
+    ("page of two outside", [{**GOOD_LINE, "image": None, "images": ["images/p.jpg", "../r.yaml"]}], "points outside the images root"),
+    ("empty page list", [{**GOOD_LINE, "image": None, "images": []}], "'images' is an empty list"),
+    ("image part without path", [{**GOOD_LINE, "image": None, "conversations": [{"role": "user", "content": [{"type": "image"}]}, ANSWER]}],
+     "has no path"),
+    ("too many pages", [{**GOOD_LINE, "image": None, "images": ["images/p.jpg"] * 5}], "over data.max_images_per_row 4"),
+    ("ShareGPT row", [{"image": "images/p.jpg", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}],
+     "ShareGPT shape"),
 ]
 
 
@@ -192,6 +283,36 @@ def test_prepare_converts_the_sample_manual(tmp_path, sample_dir):
     image = train[0]["messages"][0]["content"][0]
     assert image["type"] == "image" and Path(image["path"]).is_file()
     assert (run / "axolotl.yaml").is_file() and (run / "recipe.yaml").is_file()
+
+
+def test_metadata_mapping_naming_a_key_no_row_has_is_refused(tmp_path):
+    data = tmp_path / "td"
+    write_data(data, [{**GOOD_LINE, "metadata": {"section_title": "Electrical", "page_no": 3}}])
+    before = (data / "vlm_train.jsonl").read_bytes()
+    recipe = recipe_file(tmp_path, ", metadata: {section: section_title, page: page_number}")
+    proc = run_cli("prepare", str(recipe), "--runs-root", str(tmp_path / "runs"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "data.metadata.page names 'page_number', which no row's metadata has; the rows carry: page, page_no, section_title" in proc.stderr
+    assert not (tmp_path / "runs").exists() and (data / "vlm_train.jsonl").read_bytes() == before
+
+
+def test_check_says_once_when_most_rows_have_no_section_and_suggests_the_mapping(tmp_path):
+    rows = [{**GOOD_LINE, "conversations": [{"role": "user", "content": f"Q{i}?"}, ANSWER],
+             "metadata": {"section_title": "Electrical", "page_no": i, "type": "spec"}} for i in range(6)]
+    write_data(tmp_path / "td", rows, [{**GOOD_LINE, "image": None}])
+    proc = run_cli("check", str(recipe_file(tmp_path)), "--out", str(tmp_path / "pf"))
+    report = json.loads((tmp_path / "pf" / "check.json").read_text())
+    missing = [p for p in report["problems"] if p["code"] == "metadata_missing"]
+    assert [p["severity"] for p in missing] == ["warning"] * 3  # section, page and content type: once each, not per row
+    section = next(p["message"] for p in missing if "'section'" in p["message"])
+    assert section.startswith("7 of 7 rows have no 'section'")
+    assert "the rows carry: page, page_no, section_title, type" in section and "data.metadata: {section: section_title}" in section
+    assert "pages are named by their image files" in next(p["message"] for p in missing if "'page'" in p["message"])
+    assert proc.returncode == 0, proc.stdout  # a warning: the run can go on
+    mapped = recipe_file(tmp_path, ", metadata: {section: section_title, content_type: type, page: page_no}")
+    proc = run_cli("check", str(mapped), "--out", str(tmp_path / "pf2"))
+    report = json.loads((tmp_path / "pf2" / "check.json").read_text())
+    assert not [p for p in report["problems"] if p["code"] == "metadata_missing"] and report["counts"]["text_only_rows"] == 1
 
 
 def test_null_metadata_and_symlinked_image_folder(tmp_path):

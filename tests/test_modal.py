@@ -24,7 +24,7 @@ import yaml
 from tests.conftest import DEMO_RECIPE, ROOT, TINY_MODEL
 from vlm3 import modal_support as ms
 from vlm3.recipe import load_recipe, parse_recipe
-from vlm3.vllm import format_command, max_lora_rank, served_model_dir, vllm_argv
+from vlm3.vllm import format_command, images_per_prompt, max_lora_rank, served_model_dir, vllm_argv
 
 GOLDEN = ROOT / "tests" / "golden"
 UPDATE = bool(os.environ.get("VLM3_UPDATE_GOLDEN"))
@@ -269,6 +269,18 @@ def test_vllm_command_matches_golden(path: Path):
     assert flags["--generation-config"] == "vllm"
     assert flags["--max-model-len"] == str(recipe.serve.max_model_len)
     assert not any("api-key" in arg or "API_KEY" in arg for arg in argv), "the key comes from VLLM_API_KEY, never the command line"
+
+
+def test_vllm_takes_as_many_pages_per_prompt_as_the_runs_largest_row(tmp_path):
+    """prepare records the largest row's page count; the server is started to take that many images."""
+    recipe = load_recipe(ROOT / "recipes" / "e30m3_lora.yaml")
+    run = tmp_path / "run"
+    assert images_per_prompt(run) == 1  # a run prepared before rows had several pages
+    (run / "data").mkdir(parents=True)
+    for recorded, expected in ((3, 3), (0, 1), ("two", 1)):  # 0: a text-only dataset still serves one page per prompt
+        (run / "data" / "data_report.json").write_text(json.dumps({"max_images_per_row": recorded}))
+        flags = vllm_argv(recipe, "/m", images=images_per_prompt(run))
+        assert json.loads(flags[flags.index("--limit-mm-per-prompt") + 1]) == {"image": expected, "video": 0}
 
 
 def test_adapter_mode_command_matches_golden():

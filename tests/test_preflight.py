@@ -22,10 +22,11 @@ A = {"role": "assistant", "content": "40 Nm."}
 
 
 def line(image="images/p.jpg", conversations=None, **extra):
-    return {"image": image, "conversations": conversations or [Q, A], "metadata": {"page": "1"}, **extra}
+    return {"image": image, "conversations": conversations or [Q, A], "metadata": {"page": "1", "section": "11 Engine", "content_type": "spec"}, **extra}
 
 
-def dataset(tmp: Path, train: list[dict], val: list[dict] | None = None, sizes: dict[str, tuple[int, int]] | None = None, seq: int = 4096, long_rows: str = "fail"):
+def dataset(tmp: Path, train: list[dict], val: list[dict] | None = None, sizes: dict[str, tuple[int, int]] | None = None, seq: int = 4096,
+            long_rows: str = "fail", data: dict | None = None):
     root = tmp / "td"
     (root / "images").mkdir(parents=True, exist_ok=True)
     for name, size in {"p.jpg": (850, 1100), "q.jpg": (850, 1100), **(sizes or {})}.items():
@@ -33,14 +34,15 @@ def dataset(tmp: Path, train: list[dict], val: list[dict] | None = None, sizes: 
     (root / "vlm_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
     (root / "vlm_val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (val if val is not None else [line("images/q.jpg")])))
     recipe = parse_recipe({"name": "t", "compute": {"gpu": "cpu"}, "train": {"sequence_len": seq},
-                           "data": {"train": str(root / "vlm_train.jsonl"), "val": str(root / "vlm_val.jsonl"), "images_root": str(root), "long_rows": long_rows}})
+                           "data": {"train": str(root / "vlm_train.jsonl"), "val": str(root / "vlm_val.jsonl"), "images_root": str(root), "long_rows": long_rows, **(data or {})}})
     return root, recipe
 
 
 def codes(tmp, train, val=None, **kw) -> dict[str, str]:
+    val = kw.pop("val", val)
     root, recipe = dataset(tmp, train, val, **kw)
-    rows_t, pt = read_pipeline(recipe.data.train)
-    rows_v, pv = read_pipeline(recipe.data.val)
+    rows_t, pt = read_pipeline(recipe.data.train, recipe.data.metadata)
+    rows_v, pv = read_pipeline(recipe.data.val, recipe.data.metadata)
     scan = scan_dataset(rows_t, rows_v, root, recipe)
     return {p.code: p.severity for p in pt + pv + scan.problems}
 
@@ -58,7 +60,13 @@ CHECKS = [
     ("duplicate", [line(), line()], {}, "duplicate", "warning"),
     ("too long (fail)", [line()], {"seq": 300}, "too_long", "error"),
     ("too long (drop)", [line()], {"seq": 300, "long_rows": "drop"}, "too_long", "warning"),
-    ("transparent page", [line("images/clear.png")], {"sizes": {"clear.png": (850, 1100)}}, "image_alpha", "warning"),
+    ("too long (drop), every row", [line()], {"seq": 300, "long_rows": "drop"}, "dropped_most", "error"),
+    ("too many pages", [line(None, images=["images/p.jpg", "images/q.jpg"])], {"data": {"max_images_per_row": 1}}, "too_many_images", "error"),
+    ("second page missing", [line(None, images=["images/p.jpg", "images/none.jpg"])], {}, "image_missing", "error"),
+    ("no section", [{**line(), "metadata": {"page": "1"}}], {"val": [{**line("images/q.jpg"), "metadata": {"page": "2"}}]},
+     "metadata_missing", "warning"),
+    ("mapping names nothing", [line()], {"data": {"metadata": {"section": "section_title"}}}, "metadata_map", "error"),
+    ("shared page in a two-page val row", [line()], {"val": [line(None, images=["images/q.jpg", "images/p.jpg"])]}, "leakage", "warning"),
 ]
 
 
@@ -261,3 +269,49 @@ def test_train_stops_before_training_on_bad_probes_and_lists_every_problem_of_a_
                     "image 'images/none.jpg' not found"):
         assert message in proc.stderr, proc.stderr
     assert not (tmp_path / "runs").exists()  # stopped before a run was made, let alone trained
+
+
+def test_visual_tokens_sum_over_a_rows_pages_at_their_upright_size(tmp_path):
+    """A two-page row costs both pages; an EXIF-rotated photo is counted as the trainer sees it (upright)."""
+    root, recipe = dataset(tmp_path, [line(None, images=["images/p.jpg", "images/wide.jpg"]), line("images/photo.jpg"),
+                                      line(None, conversations=[Q, A])], sizes={"wide.jpg": (1100, 850)})
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: 1100 wide, 850 high; shown upright: 850 x 1100
+    Image.new("RGB", (1100, 850), "white").save(root / "images" / "photo.jpg", exif=exif)
+    rows, _ = read_pipeline(recipe.data.train)
+    scan = scan_dataset(rows, [], root, recipe)
+    by_line = {r.line: r for r in scan.rows}
+    cap = recipe.images
+    page = visual_tokens(850, 1100, cap.min_pixels, cap.max_pixels)
+    assert by_line[1].sizes == ((850, 1100), (1100, 850))
+    assert by_line[1].visual_tokens == page + visual_tokens(1100, 850, cap.min_pixels, cap.max_pixels)
+    assert by_line[2].sizes == ((850, 1100),) and by_line[2].visual_tokens == page
+    assert by_line[3].images == () and by_line[3].visual_tokens == 0
+    # Each page's <|vision_start|> and <|vision_end|> are text tokens of its row.
+    assert by_line[1].text_tokens - by_line[2].text_tokens == 2
+    assert by_line[2].text_tokens - by_line[3].text_tokens == 2
+    assert scan.formats["images/photo.jpg"].rotated and scan.formats["images/photo.jpg"].needs_copy
+    assert scan.max_images_per_row == 2
+
+
+def test_check_and_plan_apply_long_rows_drop_and_refuse_an_empty_run(tmp_path):
+    rows = [line(conversations=[{"role": "user", "content": f"Question {i} " + "word " * (400 if i < 3 else 1)}, A]) for i in range(5)]
+    root, _ = dataset(tmp_path, rows)
+    recipe_path = tmp_path / "r.yaml"
+
+    def write(seq: int) -> None:
+        recipe_path.write_text(f"name: drop\ncompute: {{gpu: cpu}}\ntrain: {{sequence_len: {seq}}}\n"
+                               f"data: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}, long_rows: drop}}\n")
+
+    write(1400)  # the three long rows (~1,240 visual + ~550 text tokens) are dropped, two of five stay: most of the split
+    check = run_cli("check", str(recipe_path), "--out", str(tmp_path / "pf"))
+    report = json.loads((tmp_path / "pf" / "check.json").read_text())
+    assert check.returncode == 1 and report["counts"]["kept_train_rows"] == 2 and report["counts"]["dropped_long_rows"] == 3
+    assert "data.long_rows: drop leaves 2 of 5 train rows" in check.stdout
+    plan = run_cli("plan", str(recipe_path))
+    assert plan.returncode == 1 and "no run to price: 2 training rows would train" in plan.stdout and "$" not in plan.stdout
+    assert "Traceback" not in plan.stderr + check.stderr
+
+    write(4096)  # nothing is over the limit: the plan prices all five rows
+    plan = run_cli("plan", str(recipe_path))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
