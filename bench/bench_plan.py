@@ -5,7 +5,7 @@ Usage:
 
 Each row is a 1700x2200 page (1,240 visual tokens at the recipe's 1280 tokens' cap, by its family's token
 rule: 1280*28*28 pixels for Qwen2-VL and Qwen2.5-VL, 1280*32*32 for Qwen3-VL; fewer at a lower cap) plus
-60-360 text tokens drawn with a fixed seed: the shape of the E30 M3 data without the data.
+60-360 text tokens drawn with a fixed seed: the shape of the sample manual's data without the data.
 Prints the plan of each recipe, its model's shape (parameters, KV cache, LoRA size, one page through the
 vision tower), then how it compares with today's path (checkpointing on, micro-batch 4, random batches,
 the vision tower backpropagated), which README and BENCHMARKS.md quote.

@@ -41,8 +41,25 @@ def svg_length_histogram(tokens: list[int], label: str, limit: int | None = None
     return svg(width, height, label, parts)
 
 
-def counts_table(title: str, counter: Counter) -> str:
-    return tag("section", tag("h3", title), table([title, "rows"], [[name, n] for name, n in counter.most_common()]))
+def counts_table(title: str, counter: Counter, unit: str = "rows") -> str:
+    return tag("section", tag("h3", title), table([title, unit], [[name, n] for name, n in counter.most_common()]))
+
+
+def pages_section(pages: dict) -> list:
+    """Formats and modes once per image, and each page the normalisation changes (turned, scaled, flattened)."""
+    if not pages:
+        return []
+    changed = [[p["image"], p["format"], p["mode"], "; ".join(p["notes"])] for p in pages.get("normalised", [])[:500]]
+    return [
+        tag("h2", "Page images"),
+        tag("div", counts_table("format", Counter(pages.get("formats", {})), "images"),
+            counts_table("mode", Counter(pages.get("modes", {})), "images"),
+            class_="plots"),
+        tag("p", f"{pages.get('rotated', 0)} page(s) carry an EXIF rotation; {len(pages.get('normalised', []))} are trained, sent "
+                 "and shown as upright 8-bit RGB (a lossless PNG of the same pixels everywhere):"),
+        table(["image", "format", "mode", "what the normalisation does"], changed) if changed else tag("p", "None: every page is an "
+                                                                                                         "upright 8-bit JPEG or PNG."),
+    ]
 
 
 def render_dataset_card(report: dict, scan: DatasetScan, out_path: Path) -> Path:
@@ -52,6 +69,9 @@ def render_dataset_card(report: dict, scan: DatasetScan, out_path: Path) -> Path
         ["train rows", report["counts"]["train_rows"]],
         ["validation rows", report["counts"]["val_rows"]],
         ["images", report["counts"]["images"]],
+        ["rows with several pages / text-only", f"{report['counts'].get('multi_page_rows', 0)} (up to "
+         f"{report['counts'].get('max_images_per_row', 1)} pages) / {report['counts'].get('text_only_rows', 0)}"],
+        ["rows dropped as too long (data.long_rows: drop)", report["counts"].get("dropped_long_rows", 0)],
         ["errors", report["counts"]["errors"]],
         ["warnings", report["counts"]["warnings"]],
         ["tokens per row (p50 / p95 / max)", f"{report['tokens']['p50']:,} / {report['tokens']['p95']:,} / {report['tokens']['max']:,}"],
@@ -68,6 +88,7 @@ def render_dataset_card(report: dict, scan: DatasetScan, out_path: Path) -> Path
         tag("h2", "Rows by content type and section"),
         tag("div", counts_table("content type", Counter(r.content_type for r in rows)),
             counts_table("section", Counter(r.section for r in rows)), class_="plots"),
+        *pages_section(report.get("pages") or {}),
         tag("h2", f"Problems ({len(report['problems'])})"),
         table(["where", "severity", "check", "message"], problems) if problems else tag("p", "None found."),
     ]
