@@ -315,3 +315,31 @@ def test_check_and_plan_apply_long_rows_drop_and_refuse_an_empty_run(tmp_path):
     write(4096)  # nothing is over the limit: the plan prices all five rows
     plan = run_cli("plan", str(recipe_path))
     assert plan.returncode == 0, plan.stdout + plan.stderr
+
+
+def test_resize_writes_rotated_photos_upright_and_16_bit_pages_unclipped(tmp_path):
+    """`vlm3 resize` uses the one normalisation: what it writes is what the trainer and the harness see."""
+    root, _ = dataset(tmp_path, [line("images/photo.jpg"), line("images/deep.png"), line(None, images=["images/p.jpg", "images/q.jpg"])])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone photo stored sideways: 1100 wide, 850 high
+    sideways = Image.new("RGB", (1100, 850), "white")
+    sideways.paste((0, 0, 0), (0, 0, 60, 850))  # the page's header bar, along the stored image's left edge
+    sideways.save(root / "images" / "photo.jpg", exif=exif, quality=95)
+    deep = Image.new("I;16", (850, 1100), 60000)
+    deep.paste(Image.new("I;16", (850, 80), 8000), (0, 0))  # a dark header bar on a light 16-bit page
+    deep.save(root / "images" / "deep.png")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}}}\n")
+    out = tmp_path / "resized"
+    proc = run_cli("resize", str(recipe_file), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "2 page(s) (rotated, 16-bit" in proc.stdout
+    with Image.open(out / "images" / "photo.jpg") as img:
+        assert img.size[0] < img.size[1] and not img.getexif().get(0x0112)  # upright, and no tag left to turn it again
+        top = img.convert("L").crop((0, 0, img.width, 20))
+        assert max(top.getextrema()) < 60  # the header bar is at the top, as on the page
+    with Image.open(out / "images" / "deep.png") as img:
+        grey = img.convert("L")
+        assert grey.getpixel((10, 10)) == round(8000 / 257) and grey.getpixel((10, 500)) == round(60000 / 257)
+    with Image.open(out / "images" / "q.jpg") as img:  # the second page of a two-page row is resized too
+        assert img.size == tuple(reversed(resized_size(1100, 850, 56 * 56, 1280 * 28 * 28)))

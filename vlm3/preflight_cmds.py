@@ -236,7 +236,8 @@ def cmd_resize(args: argparse.Namespace) -> int:
         key = content_key(source, recipe.images.max_pixels, recipe.images.min_pixels, recipe.family.factor)
         # The copy is upright 8-bit RGB (data_adapters.images), so every reader sees the pixels the
         # trainer trains on; a page whose mode JPEG cannot hold exactly is kept lossless as PNG.
-        suffix = source.suffix.lower() if not describe(source).needs_copy else ".png"
+        needs_copy = describe(source).needs_copy
+        suffix = ".png" if needs_copy else source.suffix.lower()
         cached = cache / f"{key}{suffix}"
         if cached.exists():
             reused += 1
@@ -253,7 +254,7 @@ def cmd_resize(args: argparse.Namespace) -> int:
             os.replace(staging, cached)
             written += 1
         target = out / image
-        normalised += suffix != source.suffix.lower()
+        normalised += needs_copy
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists() or target.is_symlink():
             target.unlink()
