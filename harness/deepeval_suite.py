@@ -37,7 +37,7 @@ from harness.judge_client import JudgeCache, JudgeClient, page_image  # noqa: E4
 from harness.judge_metrics import JudgeCase, make_metric, to_test_case  # noqa: E402
 
 
-def _load() -> tuple[Path, object, list[tuple[str, JudgeCase]]]:
+def _load() -> tuple[Path, object, list[tuple[str, JudgeCase]], str | None]:
     if not _EVAL_DIR:
         pytest.skip("set VLM3_EVAL_DIR to an evaluation directory (or run `vlm3 deepeval EVAL_DIR`)", allow_module_level=True)
     from harness.evaluation import judge_spec_of, read_eval_dir
@@ -52,10 +52,10 @@ def _load() -> tuple[Path, object, list[tuple[str, JudgeCase]]]:
     limit = int(os.environ.get("VLM3_MAX_SAMPLES") or 0)
     cases = cases[:limit] if limit else cases
     ids = [re.sub(r"[^A-Za-z0-9_.:-]+", "_", f"{c.category or 'unknown'}-{c.kind or 'sample'}-{c.id}") for c in cases]
-    return eval_dir, spec, list(zip(ids, cases))
+    return eval_dir, spec, list(zip(ids, cases)), meta.get("document")
 
 
-EVAL_DIR, SPEC, CASES = _load()
+EVAL_DIR, SPEC, CASES, DOCUMENT = _load()
 API_KEY, SKIP_REASON = judge_status(SPEC)
 
 
@@ -63,7 +63,8 @@ API_KEY, SKIP_REASON = judge_status(SPEC)
 def judge_client():
     if SKIP_REASON:
         pytest.skip(SKIP_REASON)
-    client = JudgeClient(judge_settings_for(SPEC, API_KEY), JudgeCache(EVAL_DIR / CACHE_FILE))
+    settings = judge_settings_for(SPEC, API_KEY)
+    client = JudgeClient(settings.replace(document=DOCUMENT) if DOCUMENT else settings, JudgeCache(EVAL_DIR / CACHE_FILE))
     yield client
     usage = client.usage
     cost = "cost not counted" if usage.cost_usd is None else f"${usage.cost_usd:.4f}"
@@ -77,5 +78,6 @@ def judge_client():
 def test_judge(case: JudgeCase, judge_client: JudgeClient) -> None:
     from deepeval import assert_test
 
-    image = page_image(case.image) if judge_client.sees_images and case.image and Path(case.image).is_file() else None
-    assert_test(to_test_case(case, image), [make_metric(name, SPEC.threshold, judge_client) for name in SPEC.metrics])
+    # Every page of the sample, in order (none for a text-only sample), as `vlm3 score` sends them.
+    pages = [page_image(path) for path in case.images if Path(path).is_file()] if judge_client.sees_images else []
+    assert_test(to_test_case(case, pages), [make_metric(name, SPEC.threshold, judge_client) for name in SPEC.metrics])

@@ -50,8 +50,10 @@ def generate_into(
     probe_threshold: float = 0.85,
     on_progress: Callable[[GenerationStats], None] | None = None,
     judge: Any = _UNSET,
+    document: str | None = None,
 ) -> GenerationStats:
-    """judge: the recipe's eval.judge (a JudgeSpec, its dict, or None for no judge), kept for `vlm3 score`.
+    """judge: the recipe's eval.judge (a JudgeSpec, its dict, or None for no judge), kept for `vlm3 score`;
+    document: what the pages are from (the recipe's eval.document), kept for the judge's prompts.
     FolderBusy when another process is writing eval_dir."""
     settings_record = {k: v for k, v in asdict(settings).items() if k != "api_key"}  # secrets stay out of files
     meta = {"label": label, "model": settings.model, "endpoint": endpoint, "endpoint_id": settings.endpoint,
@@ -59,6 +61,8 @@ def generate_into(
             "probe_threshold": probe_threshold, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if judge is not _UNSET:
         meta["judge"] = judge.model_dump() if hasattr(judge, "model_dump") else judge
+    if document:
+        meta["document"] = document
     with folder_lock(eval_dir, "generating"):
         write_json(eval_dir / "meta.json", meta)
         write_jsonl(eval_dir / "samples.jsonl", ({**s.to_dict(), "prompt_hash": prompt_hash(s, settings)} for s in samples))
@@ -173,7 +177,7 @@ def _score_locked(eval_dir, title, judge, judge_spec, judge_settings, on_judge_p
         else:
             outcome = judge_records(records, samples, spec, cache_dir=eval_dir, settings=judge_settings,
                                     on_progress=on_judge_progress, on_estimate=on_judge_estimate,
-                                    probe_threshold=meta.get("probe_threshold", 0.85))
+                                    probe_threshold=meta.get("probe_threshold", 0.85), document=meta.get("document"))
     summary = summarize(
         records,
         label=meta["label"],

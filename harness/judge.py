@@ -46,6 +46,7 @@ from harness.judge_client import (
     cost_usd,
     page_image,
 )
+from harness.samples import sample_pages
 
 CACHE_FILE = "judge_cache.sqlite"
 DEEPEVAL_DIR = ".deepeval"  # DeepEval's own files, inside the evaluation directory
@@ -172,6 +173,7 @@ def judge_records(
     on_progress: Callable[[int, int], None] | None = None,
     on_estimate: Callable[["JudgeEstimate"], None] | None = None,
     probe_threshold: float = 0.85,
+    document: str | None = None,
 ) -> JudgeOutcome:
     """Judge every answered record with the spec's metrics; fill record["judge"]; return summary["judge"].
 
@@ -179,7 +181,8 @@ def judge_records(
     client_factory: settings -> an SDK client (anthropic.Anthropic or openai.OpenAI); default: the official
     SDK with its own retries off. The cache lives in cache_dir/judge_cache.sqlite.
     on_estimate(estimate) is called before the first judge call; on_progress(done, total) after each
-    metric of each sample."""
+    metric of each sample. document: what the pages are from, as the judge's prompts name it (the recipe's
+    eval.document; the settings' neutral default when None)."""
     spec = load_judge_spec(spec)
     reason = None
     if spec is None or not spec.metrics:
@@ -191,6 +194,8 @@ def judge_records(
         for record in records:
             record["judge"] = None
         return JudgeOutcome(skipped_summary(spec, reason))
+    if document:
+        settings = settings.replace(document=document)
 
     cache_dir = Path(cache_dir)
     from harness.judge_metrics import configure_deepeval
@@ -236,20 +241,22 @@ async def _judge_all(records, samples, spec, client: JudgeClient, on_progress) -
         if not record["answer"].strip():
             continue  # scored 0 below
         case = JudgeCase.from_sample(sample, record["answer"])
-        image = None
-        if client.sees_images and case.image:
-            if case.image not in images:
-                try:
-                    images[case.image] = page_image(case.image)
-                except (OSError, ValueError):
-                    images[case.image] = None  # judged without the page; the context says so by its absence
-            image = images[case.image]
-        test_cases[record["id"]] = to_test_case(case, image)
+        pages = []
+        if client.sees_images:
+            for path in case.images:  # every page of the sample, in order; none for a text-only sample
+                if path not in images:
+                    try:
+                        images[path] = page_image(path)
+                    except (OSError, ValueError):
+                        images[path] = None  # judged without this page; the context says so by its absence
+                if images[path] is not None:
+                    pages.append(images[path])
+        test_cases[record["id"]] = to_test_case(case, pages)
 
     if "rubric" in spec.metrics and spec.use_batch_api and client.settings.provider == "anthropic":
         try:
             await asyncio.get_running_loop().run_in_executor(
-                None, client.prefill_batch, [rubric_request(tc) for tc in test_cases.values()]
+                None, client.prefill_batch, [rubric_request(tc, client.settings.document) for tc in test_cases.values()]
             )
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task; the polling thread must stop too
             client.stop_waiting()
@@ -408,7 +415,7 @@ def estimate_judge_cost(spec, samples: list[dict] | int, answers: Mapping[str, s
 
 
 def _sample_sizes(samples: list[dict], answers: Mapping[str, str | None] | None, images: bool) -> list[tuple[int, int]]:
-    """(text tokens, page image tokens) of each sample that will be judged."""
+    """(text tokens, page image tokens summed over the sample's pages) of each sample that will be judged."""
     page_tokens: dict[str, int] = {}
     sizes = []
     for sample in samples:
@@ -419,13 +426,13 @@ def _sample_sizes(samples: list[dict], answers: Mapping[str, str | None] | None,
                  + _tokens(sample.get("expected") or " ".join(sample.get("expected_keywords") or []))
                  + _tokens(sample.get("page_text")))
         page = 0
-        if images and sample.get("image"):
-            if sample["image"] not in page_tokens:
+        for path in [path for path, _ in sample_pages(sample) if path] if images else []:
+            if path not in page_tokens:
                 try:
-                    page_tokens[sample["image"]] = page_image(sample["image"]).tokens
+                    page_tokens[path] = page_image(path).tokens
                 except (OSError, ValueError):
-                    page_tokens[sample["image"]] = 0
-            page = page_tokens[sample["image"]]
+                    page_tokens[path] = 0
+            page += page_tokens[path]
         sizes.append((texts, page))
     return sizes
 

@@ -132,7 +132,12 @@ class ImagePart:
 
 
 def page_image(path: str | Path) -> ImagePart:
-    return ImagePart.from_bytes(Path(path).read_bytes())
+    """A page as the judge sees it: the same normalised bytes the model was sent (data_adapters.images:
+    the file itself for an upright 8-bit JPEG or PNG, else a lossless PNG of the upright pixels)."""
+    from data_adapters.images import page_bytes
+
+    data, media_type = page_bytes(path)
+    return ImagePart.from_bytes(data, media_type)
 
 
 Part = str | ImagePart
@@ -293,6 +298,9 @@ class JudgeCache:
             self._db.close()
 
 
+DEFAULT_DOCUMENT = "the manual"  # the recipe's eval.document when it names none
+
+
 @dataclass(frozen=True)
 class JudgeSettings:
     """How this run reaches the judge: the recipe's JudgeSpec plus what only the environment knows."""
@@ -310,6 +318,7 @@ class JudgeSettings:
     batch_poll_s: float = 30.0
     batch_max_wait_s: float = 25 * 3600.0  # a batch expires after 24 h
     max_tokens: int = JUDGE_MAX_TOKENS
+    document: str = DEFAULT_DOCUMENT  # what the pages are from, as the metrics' prompts name it (eval.document)
 
     @classmethod
     def from_spec(cls, spec, api_key: str, **overrides: Any) -> "JudgeSettings":

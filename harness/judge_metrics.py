@@ -3,7 +3,7 @@ and a single-call rubric grader, all talking to the judge through JudgeClient (c
 
 Usage:
     case = JudgeCase.from_sample(sample, answer)
-    test_case = to_test_case(case, page_image(case.image) if client.sees_images else None)
+    test_case = to_test_case(case, [page_image(p) for p in case.images] if client.sees_images else None)
     metric = make_metric("faithfulness", threshold=0.7, client=client)
     await metric.a_measure(test_case, _show_indicator=False)   # JudgeUnscored when the judge gave no usable answer
 
@@ -14,8 +14,8 @@ What the judge reads for one sample:
     retrieval_context (Faithfulness, rubric) and context (Hallucination), in this order:
         1. the reference answer (or the keywords), labelled as taken from the manual
         2. the page text, when the pipeline provides it (metadata.page_text of a validation row)
-        3. the page image, when the judge can see images (Claude: yes; an OpenAI-compatible judge: no,
-           unless JudgeSettings.images is set)
+        3. the page images, every page of the sample in order (none for a text-only sample), when the judge
+           can see images (Claude: yes; an OpenAI-compatible judge: no, unless JudgeSettings.images is set)
     The reference comes first because it is the only ground truth every sample has; the page adds what
     the reference leaves out, so a correct detail beyond the reference is not counted as made up.
 
@@ -35,21 +35,25 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.judge_client import ImagePart, JudgeClient, JudgeRequest, JudgeUnscored
+from harness.judge_client import DEFAULT_DOCUMENT, ImagePart, JudgeClient, JudgeRequest, JudgeUnscored
+from harness.samples import sample_pages
 
 METRIC_NAMES = ("answer_relevancy", "faithfulness", "correctness", "hallucination", "rubric")
-REFERENCE_LABEL = "Reference answer from the service manual:"
-KEYWORDS_LABEL = "The service manual's answer covers:"
-PAGE_TEXT_LABEL = "Text of the service manual page:"
-PAGE_IMAGE_LABEL = "Image of the service manual page:"
-RUBRIC_VERSION = 1  # bump when RUBRIC_INSTRUCTIONS change meaning (it is in the cache key either way)
+# The document is named in the metrics' prompts from the recipe's eval.document (JudgeSettings.document):
+# nothing here assumes which manual, product or machine the pages come from.
+REFERENCE_LABEL = "Reference answer taken from the document:"
+KEYWORDS_LABEL = "The document's answer covers:"
+PAGE_TEXT_LABEL = "Text of the document page:"
+PAGE_IMAGE_LABEL = "Image of the document page:"
+PAGE_IMAGES_LABEL = "Images of the document pages, in order:"  # a sample that shows several pages
+RUBRIC_VERSION = 2  # bump when RUBRIC_INSTRUCTIONS change meaning (it is in the cache key either way)
 # DeepEval image id -> the image as sent. Ids are per test case, parts are per page (shared objects), so
 # this grows by one small entry per sample, not by one image.
 _IMAGE_PARTS: dict[str, ImagePart] = {}
 
 CORRECTNESS_CRITERIA = (
-    "Determine whether the actual output is correct BMW E30 M3 service information for the input question, "
-    "judged against the expected output taken from the service manual: specification values (torque, "
+    "Determine whether the actual output is correct information from {document} for the input question, "
+    "judged against the expected output taken from that document: specification values (torque, "
     "tightening stages and angles, clearances, capacities, pressures), their units and the steps of a "
     "procedure must agree with the expected output. A paraphrase or extra correct detail is fine; a wrong "
     "or missing value, unit, stage or safety-relevant step is not."
@@ -64,9 +68,10 @@ CORRECTNESS_STEPS = (
 )
 
 RUBRIC_INSTRUCTIONS = """\
-You grade an answer to a question about one page of the BMW E30 M3 service manual.
-Grade only against the reference answer and the page (its text and image when given), not against
-outside knowledge of the car.
+You grade an answer to a question about the pages of a document.
+The document: {document}.
+Grade only against the reference answer and the pages (their text and images when given), not against
+outside knowledge of the subject.
 
 Score two things from 0 to 10:
 - correctness: does the answer give the facts the reference gives for this question? A paraphrase is
@@ -98,19 +103,25 @@ class JudgeCase:
     reference: str | None = None
     keywords: tuple[str, ...] | None = None
     page_text: str | None = None
-    image: str | None = None  # path of the page image
+    image: str | None = None  # path of the first page image
     kind: str | None = None
     category: str | None = None
     content_type: str | None = None
+    images: tuple[str, ...] = ()  # every page of the sample, in order; () for a text-only sample
 
     @classmethod
     def from_sample(cls, sample: dict, answer: str) -> "JudgeCase":
         keywords = sample.get("expected_keywords")
+        pages = tuple(path for path, _ in sample_pages(sample) if path)
         return cls(
             id=str(sample["id"]), question=sample["question"], answer=answer, reference=sample.get("expected"),
-            keywords=tuple(keywords) if keywords else None, page_text=sample.get("page_text"), image=sample.get("image"),
-            kind=sample.get("kind"), category=sample.get("category"), content_type=sample.get("content_type"),
+            keywords=tuple(keywords) if keywords else None, page_text=sample.get("page_text"), image=pages[0] if pages else None,
+            kind=sample.get("kind"), category=sample.get("category"), content_type=sample.get("content_type"), images=pages,
         )
+
+    def __post_init__(self) -> None:
+        if not self.images and self.image:  # a case made with one page the old way
+            object.__setattr__(self, "images", (self.image,))
 
     @property
     def expected_output(self) -> str:
@@ -118,18 +129,24 @@ class JudgeCase:
             return self.reference
         return "The answer should cover: " + ", ".join(self.keywords or ())
 
-    def context(self, image: ImagePart | None = None) -> list[str]:
-        """retrieval_context / context, in the order the module docstring gives; images as DeepEval placeholders."""
+    def context(self, images: ImagePart | list[ImagePart] | None = None) -> list[str]:
+        """retrieval_context / context, in the order the module docstring gives; images as DeepEval placeholders,
+        every page in one item, in order (one page reads as it always did)."""
         items = [f"{REFERENCE_LABEL} {self.reference}" if self.reference
                  else f"{KEYWORDS_LABEL} " + ", ".join(self.keywords or ())]
         if self.page_text:
             items.append(f"{PAGE_TEXT_LABEL}\n{self.page_text}")
-        if image is not None:
+        images = [images] if isinstance(images, ImagePart) else [i for i in images or [] if i is not None]
+        if images:
             from deepeval.test_case import MLLMImage
 
-            placeholder = MLLMImage(dataBase64=image.data_b64, mimeType=image.media_type)  # shares the page's base64 string
-            _IMAGE_PARTS[placeholder._id] = image
-            items.append(f"{PAGE_IMAGE_LABEL} {placeholder}")
+            placeholders = []
+            for image in images:
+                placeholder = MLLMImage(dataBase64=image.data_b64, mimeType=image.media_type)  # shares the page's base64 string
+                _IMAGE_PARTS[placeholder._id] = image
+                placeholders.append(str(placeholder))
+            label = PAGE_IMAGE_LABEL if len(images) == 1 else PAGE_IMAGES_LABEL
+            items.append(f"{label} {' '.join(placeholders)}")
         return items
 
 
@@ -144,10 +161,10 @@ def configure_deepeval(files_dir: Path | None = None) -> None:
         os.environ.setdefault("DEEPEVAL_HOME", str(files_dir / "home"))
 
 
-def to_test_case(case: JudgeCase, image: ImagePart | None = None):
+def to_test_case(case: JudgeCase, images: ImagePart | list[ImagePart] | None = None):
     from deepeval.test_case import LLMTestCase
 
-    context = case.context(image)
+    context = case.context(images)
     return LLMTestCase(
         input=case.question, actual_output=case.answer, expected_output=case.expected_output,
         retrieval_context=context, context=context, name=case.id,
@@ -213,13 +230,22 @@ def prompt_parts(prompt: Any) -> tuple:
     return tuple(out)
 
 
-def metric_settings(name: str) -> dict:
+def correctness_criteria(document: str = DEFAULT_DOCUMENT) -> str:
+    return CORRECTNESS_CRITERIA.replace("{document}", document)
+
+
+def rubric_instructions(document: str = DEFAULT_DOCUMENT) -> str:
+    return RUBRIC_INSTRUCTIONS.replace("{document}", document)  # the reply format holds JSON braces: no str.format
+
+
+def metric_settings(name: str, document: str = DEFAULT_DOCUMENT) -> dict:
     """What shapes a metric's prompts besides its inputs: part of every cache key."""
     if name == "correctness":
-        return {"class": "GEval", "name": "Correctness", "criteria": CORRECTNESS_CRITERIA, "steps": list(CORRECTNESS_STEPS),
+        return {"class": "GEval", "name": "Correctness", "criteria": correctness_criteria(document), "steps": list(CORRECTNESS_STEPS),
                 "params": ["input", "actual_output", "expected_output"]}
     if name == "rubric":
-        return {"class": "RubricMetric", "version": RUBRIC_VERSION, "instructions": hashlib.sha256(RUBRIC_INSTRUCTIONS.encode()).hexdigest()}
+        return {"class": "RubricMetric", "version": RUBRIC_VERSION,
+                "instructions": hashlib.sha256(rubric_instructions(document).encode()).hexdigest()}
     return {"class": {"answer_relevancy": "AnswerRelevancyMetric", "faithfulness": "FaithfulnessMetric",
                       "hallucination": "HallucinationMetric"}[name], "include_reason": True}
 
@@ -231,7 +257,8 @@ def make_metric(name: str, threshold: float, client: JudgeClient):
     from deepeval.metrics import AnswerRelevancyMetric, FaithfulnessMetric, GEval, HallucinationMetric
     from deepeval.test_case import SingleTurnParams
 
-    model = _judge_llm_class()(client, name, metric_settings(name))
+    document = client.settings.document
+    model = _judge_llm_class()(client, name, metric_settings(name, document))
     common = dict(threshold=threshold, model=model, include_reason=True, async_mode=True)
     if name == "answer_relevancy":
         return AnswerRelevancyMetric(**common, eval_mode="llm")
@@ -246,15 +273,15 @@ def make_metric(name: str, threshold: float, client: JudgeClient):
             return HallucinationMetric(**common, eval_mode="llm")
     if name == "correctness":
         return GEval(
-            name="Correctness", criteria=CORRECTNESS_CRITERIA, evaluation_steps=list(CORRECTNESS_STEPS),
+            name="Correctness", criteria=correctness_criteria(document), evaluation_steps=list(CORRECTNESS_STEPS),
             evaluation_params=[SingleTurnParams.INPUT, SingleTurnParams.ACTUAL_OUTPUT, SingleTurnParams.EXPECTED_OUTPUT],
             threshold=threshold, model=model, async_mode=True,
         )
     raise ValueError(f"unknown judge metric {name!r}; choose from {', '.join(METRIC_NAMES)}")
 
 
-def rubric_request(test_case) -> JudgeRequest:
-    """The rubric's single request for a DeepEval test case: the page image first (Claude reads an image
+def rubric_request(test_case, document: str = DEFAULT_DOCUMENT) -> JudgeRequest:
+    """The rubric's single request for a DeepEval test case: the page images first, in order (Claude reads an image
     best before the text about it), then the instructions, question, reference, page text and answer."""
     images: list[ImagePart] = []
     page_texts: list[str] = []
@@ -263,13 +290,13 @@ def rubric_request(test_case) -> JudgeRequest:
         if item.startswith(PAGE_TEXT_LABEL):
             page_texts.append(item)
     text = "\n\n".join([
-        RUBRIC_INSTRUCTIONS,
+        rubric_instructions(document),
         f"Question:\n{test_case.input}",
         f"Reference:\n{test_case.expected_output}",
         *page_texts,
         f"Answer to grade:\n{test_case.actual_output}",
     ])
-    return JudgeRequest("rubric", metric_settings("rubric"), (*images, text), RubricVerdict)
+    return JudgeRequest("rubric", metric_settings("rubric", document), (*images, text), RubricVerdict)
 
 
 def rubric_score(verdict: RubricVerdict) -> float:
@@ -294,11 +321,11 @@ def _rubric_metric_class():
             self.details: dict | None = None
 
         def measure(self, test_case, *args, **kwargs) -> float:
-            verdict, _ = self.client.ask(rubric_request(test_case))
+            verdict, _ = self.client.ask(rubric_request(test_case, self.client.settings.document))
             return self._record(verdict)
 
         async def a_measure(self, test_case, *args, **kwargs) -> float:
-            verdict, _ = await self.client.a_ask(rubric_request(test_case))
+            verdict, _ = await self.client.a_ask(rubric_request(test_case, self.client.settings.document))
             return self._record(verdict)
 
         def _record(self, verdict: RubricVerdict) -> float:

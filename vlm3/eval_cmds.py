@@ -164,7 +164,8 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
                 bar.update(task, completed=stats.skipped + stats.answered + stats.failed, note=f"{stats.failed} failed" if stats.failed else "")
 
             stats = generate_into(eval_dir, samples, settings, label=label, endpoint=endpoint.endpoint_id,
-                                  probe_threshold=recipe.eval.probe_pass_threshold, on_progress=show, judge=recipe.eval.judge)
+                                  probe_threshold=recipe.eval.probe_pass_threshold, on_progress=show, judge=recipe.eval.judge,
+                                  document=recipe.eval.document)
     console().print(
         f"{label}: {stats.answered} answered, {stats.skipped} already saved, {stats.failed} failed "
         f"in {stats.seconds:.1f} s -> {eval_dir / 'predictions.jsonl'}"
