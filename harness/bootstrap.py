@@ -3,7 +3,7 @@
 Usage:
     low, high = cluster_bootstrap_ci(values, clusters, resamples=2000, seed=0)
     # values: one number per sample (a 0/1 verdict, a score, or a paired difference B - A)
-    # clusters: the page each sample is about (its image), same length
+    # clusters: the page(s) each sample is about (clusters_of: samples sharing a page together), same length
 
 Several questions share a page; a model that cannot read that page fails all of them together.
 Resampling questions treats them as independent draws and gives intervals that are too narrow;
@@ -17,6 +17,8 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
+
+from harness.samples import sample_pages
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -57,12 +59,35 @@ def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence[Hashable], 
     return quantile(means, tail), quantile(means, 1 - tail)
 
 
+def page_refs(sample: dict) -> list[str]:
+    """The pages a sample needs, as written in the data (else as scored), in order; [] when it names none."""
+    return [str(ref or path) for path, ref in sample_pages(sample) if ref or path]
+
+
 def page_of(sample: dict) -> str | None:
-    """The page a sample is about: its image as written in the data (else as scored); None when it names none."""
-    page = sample.get("image_ref") or sample.get("image")
-    return None if page is None else str(page)
+    """The page set a sample is about: its pages as written in the data (else as scored), one per line
+    (one page is its path, as before); None when it names none (a text-only sample)."""
+    pages = page_refs(sample)
+    return "\n".join(pages) if pages else None
 
 
 def clusters_of(samples: Sequence[dict]) -> list[Hashable]:
-    """One cluster key per sample: its page, or the sample alone when it names no page (nothing to cluster by)."""
-    return [page if (page := page_of(s)) is not None else ("sample", i) for i, s in enumerate(samples)]
+    """One cluster key per sample: samples that share any page are one cluster (a two-page question and a
+    question about either page are not independent); a sample that names no page is a cluster alone."""
+    parent: dict[str, str] = {}
+
+    def root(page: str) -> str:
+        while parent[page] != page:
+            parent[page] = parent[parent[page]]
+            page = parent[page]
+        return page
+
+    pages = [page_refs(s) for s in samples]
+    for refs in pages:
+        for ref in refs:
+            parent.setdefault(ref, ref)
+        for ref in refs[1:]:
+            a, b = root(refs[0]), root(ref)
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # the smallest page names the cluster: the same keys every run
+    return [root(refs[0]) if refs else ("sample", i) for i, refs in enumerate(pages)]

@@ -22,6 +22,7 @@ from statistics import fmean
 from typing import Any
 
 from harness.bootstrap import cluster_bootstrap_ci, clusters_of
+from harness.samples import sample_pages
 
 CI_LEVEL = 0.95
 RESAMPLES = 1000  # per group; the interval's ends move by about 0.01 between seeds at this count
@@ -62,7 +63,7 @@ def group_stats(records: list[dict], seed: int = 0) -> dict[str, Any]:
         "pass_rate": round(passed / len(checked), 4) if checked else None,
         "pass_rate_ci": None,
         "interval_unit": None,
-        "pages": len(set(clusters_of(records))),
+        "pages": len(set(clusters_of(records))),  # resampling units: pages, samples sharing a page together
         "spec_score": None,
         "spec_n": 0,
         "judge": {},
@@ -70,7 +71,7 @@ def group_stats(records: list[dict], seed: int = 0) -> dict[str, Any]:
     if checked:
         values = [float(r["passed"]) for r in checked]
         pages = clusters_of(checked)
-        by_page = len(set(pages)) > 1
+        by_page = len(set(pages)) > 1 and any(sample_pages(r) for r in checked)  # text-only samples: each its own draw
         clusters = pages if by_page else list(range(len(checked)))
         low, high = cluster_bootstrap_ci(values, clusters, RESAMPLES, seed, CI_LEVEL)
         stats.update(pass_rate_ci=[round(low, 4), round(high, 4)], interval_unit="pages" if by_page else "questions")
@@ -92,11 +93,16 @@ def group_stats(records: list[dict], seed: int = 0) -> dict[str, Any]:
     return stats
 
 
+TEXT_ONLY = "text-only"  # the page group of samples that show no page
+
+
 def group_by(records: list[dict], key: str, seed: int = 0) -> dict[str, dict]:
     groups: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         value = record.get(key)
-        groups["unknown" if value is None or value == "" else str(value)].append(record)
+        if value is None or value == "":
+            value = TEXT_ONLY if key == "page" and not sample_pages(record) else "unknown"
+        groups[str(value)].append(record)
     return {name: group_stats(rows, seed) for name, rows in sorted(groups.items())}
 
 

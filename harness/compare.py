@@ -29,6 +29,7 @@ from data_adapters.jsonio import write_text_atomic
 from harness.bootstrap import cluster_bootstrap_ci, clusters_of
 from harness.html import Html, badge, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
 from harness.page_images import PageImages
+from harness.samples import sample_pages
 
 CI_LEVEL = 0.95
 # Metrics whose values are 0/1 outcomes: shown as percentages, deltas in percentage points.
@@ -69,6 +70,15 @@ class Flip:
     answer_a: str | None = None
     answer_b: str | None = None
     turn: int = 1
+    images: list[str] = field(default_factory=list)  # every page the sample showed, in order; [] when text-only
+    image_refs: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        """The page(s) a flip is about, for the terminal: the page name, else the first page's file, else text-only."""
+        if self.page or self.image_ref:
+            return f"page {self.page or self.image_ref}"
+        return "text-only" if not self.images else "page -"
 
 
 @dataclass(frozen=True)
@@ -219,12 +229,14 @@ def _flip(a: dict, b: dict) -> Flip | None:
     before, after = a.get("passed"), b.get("passed")
     if not isinstance(before, bool) or not isinstance(after, bool) or before == after:
         return None
+    pages = sample_pages(b) or sample_pages(a)
     return Flip(id=str(a.get("id")), question=str(a.get("question") or b.get("question") or ""),
                 category=a.get("category") or b.get("category"), kind=a.get("kind") or b.get("kind"),
                 before=before, after=after, section=a.get("section") or b.get("section"),
                 page=a.get("page") or b.get("page"), image=b.get("image") or a.get("image"),
                 image_ref=a.get("image_ref") or b.get("image_ref"), expected=a.get("expected") or b.get("expected"),
-                answer_a=a.get("answer"), answer_b=b.get("answer"), turn=int(a.get("turn") or 1))
+                answer_a=a.get("answer"), answer_b=b.get("answer"), turn=int(a.get("turn") or 1),
+                images=[path for path, _ in pages if path], image_refs=[ref for _, ref in pages if ref])
 
 
 def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a", label_b: str = "b",
@@ -387,7 +399,7 @@ def format_comparison(c: Comparison) -> str:
     for title, flips in (("fail -> pass", fail_to_pass(c)), ("pass -> fail", pass_to_fail(c))):
         lines += ["", f"{title}: {len(flips)}"]
         for f in flips[:TEXT_FLIP_LIMIT]:
-            where = "/".join(_one_line(v, 24) for v in (f.kind or "-", f.section or f.category or "-", f"page {f.page or f.image_ref or '-'}"))
+            where = "/".join(_one_line(v, 24) for v in (f.kind or "-", f.section or f.category or "-", f.where))
             lines.append(f"  {_one_line(f.id, 24)}  [{where}]  {_one_line(f.question)}")
             lines.append(f"      reference: {_one_line(f.expected if f.expected is not None else '-', 100)}")
             lines.append(f"      A ({'pass' if f.before else 'fail'}): {_one_line(f.answer_a if f.answer_a is not None else '-', 100)}")
@@ -471,7 +483,8 @@ def _flip_card(f: Flip, c: Comparison, pages: PageImages) -> Html:
              tag("pre", "—" if f.answer_a is None else f.answer_a, class_="text"),
              tag("div", f"B: {c.label_b} ", badge(f.after), class_="label"),
              tag("pre", "—" if f.answer_b is None else f.answer_b, class_="text")]
-    return tag("article", tag("div", pages.thumbnail(f.image, f.image_ref)), tag("div", parts), class_="sample")
+    shown = {"images": f.images, "image_refs": f.image_refs, "image": f.image, "image_ref": f.image_ref}
+    return tag("article", tag("div", pages.thumbnails(shown)), tag("div", parts), class_="sample")
 
 
 def _flip_section(title: str, flips: list[Flip], anchor: str, c: Comparison, pages: PageImages) -> Html:

@@ -28,7 +28,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import mimetypes
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from data_adapters.images import page_bytes
 from harness.samples import EvalSample
 
 TEMPERATURE = 0.0  # deterministic answers: scores compare models, not sampling luck
@@ -86,28 +86,33 @@ class GenerationStats:
 
 
 def image_data_url(path: str) -> str:
-    mime = mimetypes.guess_type(path)[0] or "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
+    """A page as a data: URL: the file itself, or a lossless PNG of its normalised pixels (data_adapters.images)."""
+    data, mime = page_bytes(path)
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def pages_of(sample: EvalSample) -> list[str]:
+    """The sample's pages (absolute paths) in the order they are sent; [] for a text-only sample."""
+    images = list(getattr(sample, "images", None) or [])
+    return images or ([sample.image] if sample.image else [])
 
 
 def build_messages(sample: EvalSample, system_prompt: str | None = None) -> list[dict]:
-    """The image first, then the question: the order the model was trained on (with the row's own system turn)."""
+    """Every page in order, then the question: the order the model was trained on (with the row's own system turn).
+    A text-only sample sends the question alone."""
     messages: list[dict] = []
     system_prompt = getattr(sample, "system", None) or system_prompt
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
-    # A later turn of a multi-turn row: the earlier exchanges come first, the image in the first user turn.
+    # A later turn of a multi-turn row: the earlier exchanges come first, the pages in the first user turn.
     history = list(getattr(sample, "history", None) or [])
     first_question = history[0]["content"] if history else sample.question
-    messages.append(
-        {
-            "role": "user",
-            "content": [
-                {"type": "image_url", "image_url": {"url": image_data_url(sample.image)}},
-                {"type": "text", "text": first_question},
-            ],
-        }
-    )
+    pages = pages_of(sample)
+    if pages:
+        content = [{"type": "image_url", "image_url": {"url": image_data_url(page)}} for page in pages]
+        messages.append({"role": "user", "content": [*content, {"type": "text", "text": first_question}]})
+    else:
+        messages.append({"role": "user", "content": first_question})
     if history:
         messages += [{"role": turn["role"], "content": turn["content"]} for turn in history[1:]]
         messages.append({"role": "user", "content": sample.question})
@@ -115,9 +120,11 @@ def build_messages(sample: EvalSample, system_prompt: str | None = None) -> list
 
 
 def prompt_hash(sample: EvalSample, settings: GenerationSettings) -> str:
-    """Changes when anything that shapes the answer changes: image bytes, question, system prompt, limits."""
+    """Changes when anything that shapes the answer changes: each page's bytes in order, question, system prompt, limits."""
     digest = hashlib.sha256()
-    digest.update(hashlib.sha256(Path(sample.image).read_bytes()).digest())
+    # One page hashes as it always did (saved answers still match); a text-only sample hashes no page.
+    for page in pages_of(sample):
+        digest.update(hashlib.sha256(Path(page).read_bytes()).digest())
     system = getattr(sample, "system", None) or settings.system_prompt
     history = list(getattr(sample, "history", None) or [])
     # The earlier turns shape the answer too; a first turn hashes as before, so saved answers still match.

@@ -2,7 +2,7 @@
 
 Usage:
     pages = PageImages()
-    card = tag("article", pages.thumbnail(sample["image"], sample["image_ref"]), ...)
+    card = tag("article", pages.thumbnails(sample), ...)     # every page of the sample, in order
     Path("r.html").write_text(document(title, *body, pages.embedded()))   # after every thumbnail() call
 
 Several questions share a page: the image is encoded once, as a CSS class whose background is
@@ -19,7 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from data_adapters.images import open_page
 from harness.html import Html, fragment, tag
+from harness.samples import sample_pages
 
 FULL_WIDTH = 1100  # px: a 850x1100 manual page is kept at its size; larger scans are scaled down
 THUMB_WIDTH = 360  # px on screen
@@ -27,6 +29,7 @@ JPEG_QUALITY = 80
 
 CSS = """
 .page-thumb { display: block; width: 360px; background-size: contain; background-repeat: no-repeat; border: 1px solid #d8dde6; }
+a + a > .page-thumb { margin-top: .4rem; }
 .lightbox { display: none; position: fixed; inset: 0; background: rgba(20, 24, 32, .85); z-index: 10; overflow: auto; padding: 2rem; box-sizing: border-box; }
 .lightbox:target { display: block; }
 .lightbox .page-full { display: block; margin: 0 auto; max-width: 100%; background-size: contain; background-repeat: no-repeat; background-color: #fff; }
@@ -37,13 +40,12 @@ CSS = """
 def encode_page(path: Path, width: int = FULL_WIDTH) -> tuple[str, int, int] | None:
     """(data URI of a JPEG at most `width` wide, width, height), or None if the image cannot be read."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.width > width:
-                image = image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-            size = image.size
+        image = open_page(path)  # upright (EXIF applied), 16-bit scaled, transparency on white: as the model saw it
+        if image.width > width:
+            image = image.resize((width, max(1, round(image.height * width / image.width))), Image.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        size = image.size
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), *size
@@ -60,6 +62,13 @@ class PageImages:
             encoded = encode_page(Path(path))
             self._pages[path] = None if encoded is None else (f"pg{len(self._pages) + 1}", *encoded)
         return self._pages[path]
+
+    def thumbnails(self, sample: dict) -> Html:
+        """Every page of a sample (or score record), in order; "text-only" for a sample that shows none."""
+        pages = sample_pages(sample)
+        if not pages:
+            return tag("div", "text-only", class_="placeholder")
+        return fragment(*[self.thumbnail(path, name) for path, name in pages])
 
     def thumbnail(self, path: str | None, name: str | None = None) -> Html:
         name = name or path

@@ -249,8 +249,8 @@ def _sample_card(sample: dict, pages: PageImages) -> Html:
         parts.append(tag("p", f"finish reason: {sample['finish_reason']}", class_="muted"))
     parts.append(tag("div", "checks", class_="label"))
     parts.append(_checks(_dict(sample.get("checks")), _dict(_dict(sample.get("judge")).get("metrics"))))
-    # `image` is the path the scorer read; `image_ref` (relative to training_data/) only names it.
-    return tag("article", tag("div", pages.thumbnail(sample.get("image"), sample.get("image_ref"))), tag("div", parts), class_="sample")
+    # Every page the sample showed, in order: `images` are the paths the scorer read; `image_refs` only name them.
+    return tag("article", tag("div", pages.thumbnails(sample)), tag("div", parts), class_="sample")
 
 
 def _labelled(label: str, text: Any, css: str = "text") -> Html:

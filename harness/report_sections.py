@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.html import Html, fnum, num_cell, pct, table, tag
-from harness.weak import find_weak
+from harness.weak import find_weak, look_first
 
 WEAK_PAGES_SHOWN = 10
 FAILURES_PER_PAGE = 5
@@ -74,26 +74,36 @@ def breakdown_section(summary: dict) -> Html | None:
     return tag("section", parts, id="breakdowns")
 
 
+def _failure_list(group) -> Html:
+    failures = [tag("li", f"{f.id}: {f.question}", tag("br"), tag("span", "; ".join(f.reasons), class_="muted"))
+                for f in group.failures[:FAILURES_PER_PAGE]]
+    if len(group.failures) > FAILURES_PER_PAGE:
+        failures.append(tag("li", f"… and {len(group.failures) - FAILURES_PER_PAGE} more", class_="muted"))
+    return tag("ul", failures, class_="details")
+
+
 def weak_section(scores: list[dict]) -> Html:
     weak = find_weak([s for s in scores if isinstance(s, dict)])
-    if not weak.pages:
+    if not weak.has_failures:
         return tag("section", tag("h2", "Weak sections and pages"),
                    tag("p", f"No failures among {weak.samples} samples ({weak.errors} without an answer).", class_="muted"), id="weak")
-    worst = weak.sections[0]
-    intro = (f"Look first at section {worst.name} ({worst.failed} of {worst.n} failed). "
-             f"{weak.failed} failed of {weak.samples} samples on {len(weak.pages)} page(s); "
-             f"{weak.errors} without an answer are counted apart. `vlm3 weak EVAL_DIR` prints this and writes weak_pages.jsonl.")
+    text_only = f" and {weak.text_only.failed} text-only sample(s) (no page)" if weak.text_only else ""
+    first = look_first(weak)
+    intro = (f"{first[:1].upper()}{first[1:]}. "
+             f"{weak.failed} failed of {weak.samples} samples on {len(weak.pages)} page(s){text_only}; a sample with several "
+             f"pages counts on each. {weak.errors} without an answer are counted apart. "
+             "`vlm3 weak EVAL_DIR` prints this and writes weak_pages.jsonl.")
     section_rows = [[g.name, num_cell(g.failed), num_cell(g.n), num_cell(g.errors), num_cell(pct(g.failure_rate))] for g in weak.sections]
-    page_rows = []
-    for g in weak.pages[:WEAK_PAGES_SHOWN]:
-        failures = [tag("li", f"{f.id}: {f.question}", tag("br"), tag("span", "; ".join(f.reasons), class_="muted"))
-                    for f in g.failures[:FAILURES_PER_PAGE]]
-        if len(g.failures) > FAILURES_PER_PAGE:
-            failures.append(tag("li", f"… and {len(g.failures) - FAILURES_PER_PAGE} more", class_="muted"))
-        page_rows.append([g.name, g.section or "—", g.image_ref or "—", num_cell(g.failed), num_cell(g.n), tag("ul", failures, class_="details")])
+    page_rows = [[g.name, g.section or "—", g.image_ref or "—", num_cell(g.failed), num_cell(g.n), _failure_list(g)]
+                 for g in weak.pages[:WEAK_PAGES_SHOWN]]
     more = (tag("p", f"… and {len(weak.pages) - WEAK_PAGES_SHOWN} more pages in weak_pages.jsonl", class_="muted")
             if len(weak.pages) > WEAK_PAGES_SHOWN else None)
+    pages = [tag("h3", "Pages by failures"), table(["page", "section", "image", "failed", "n", "failing questions and why"], page_rows),
+             more] if page_rows else []
+    text = ([tag("h3", "Text-only samples (no page)"),
+             tag("p", f"{weak.text_only.failed} of {weak.text_only.n} failed; not counted on any page.", class_="muted"),
+             _failure_list(weak.text_only)] if weak.text_only else [])
     return tag("section", tag("h2", "Weak sections and pages"), tag("p", intro),
+               [tag("p", note, class_="notes") for note in weak.notes],
                tag("h3", "Sections by failures"), table(["section", "failed", "n", "errors", "failure rate"], section_rows),
-               tag("h3", "Pages by failures"), table(["page", "section", "image", "failed", "n", "failing questions and why"], page_rows),
-               more, id="weak")
+               pages, text, id="weak")

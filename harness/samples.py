@@ -5,10 +5,11 @@ Usage:
 
 Every assistant turn of a validation row becomes a sample, asked with the conversation before
 it (the reference answers of the earlier turns, as in training: teacher forcing); a probe
-becomes one sample with `expected_answer` or `expected_keywords`. Each sample keeps the
-pipeline's metadata (section, page, content type and every other key) so scores can be
-broken down and weak pages found. Image paths resolve against the recipe's images root, as
-in training.
+becomes one sample with `expected_answer` or `expected_keywords`. A sample shows every page of
+its row or probe, in order (`images`), or none (a text-only row or probe). Each sample keeps the
+pipeline's metadata (section, page, content type and every other key, under vlm3's names where
+the recipe's `data.metadata` maps them) so scores can be broken down and weak pages found. Image
+paths resolve against the recipe's images root, as in training.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from data_adapters.checks import inspect_image
-from data_adapters.pipeline import DataError, Problem, read_pipeline, sample_id
+from data_adapters.pipeline import URL_PREFIXES, DataError, Problem, page_name, read_pipeline, sample_id
 
 Only = Literal["all", "val", "probes", "general"]
 
@@ -27,9 +28,9 @@ Only = Literal["all", "val", "probes", "general"]
 @dataclass(frozen=True)
 class EvalSample:
     id: str
-    kind: str  # "val" or "probe"
-    image: str  # absolute path
-    image_ref: str  # as written in the data, relative to the images root
+    kind: str  # "val", "probe" or "general"
+    image: str | None  # the first page's absolute path; None for a text-only sample (readers of one page use it)
+    image_ref: str | None  # the first page as written in the data, relative to the images root
     question: str
     expected: str | None
     expected_keywords: list[str] | None = None
@@ -40,15 +41,82 @@ class EvalSample:
     system: str | None = None  # the row's own system turn, sent as in training (else the recipe's system_prompt)
     extra: dict = field(default_factory=dict)
     section: str | None = None
-    page: str | None = None  # the metadata's page, else the image's file stem
+    page: str | None = None  # the metadata's page, else the pages' file stems joined by "+"; None when text-only
     metadata: dict = field(default_factory=dict)  # every metadata key of the row or probe except page_text
     turn: int = 1  # which assistant turn of its row this sample asks (1-based)
     turns: int = 1  # assistant turns in the row
     history: list = field(default_factory=list)  # turns before the question: [{"role", "content"}], first user turn first
     row_ref: str | None = None  # "file:line" of the row or probe it came from
+    images: list[str] = field(default_factory=list)  # every page, absolute paths, in the order they are sent; [] when text-only
+    image_refs: list[str] = field(default_factory=list)  # the same pages as written in the data
+
+    def __post_init__(self) -> None:
+        # One page given the old way (image=, image_ref=) is the page list; a page list gives its first page.
+        if not self.images and self.image:
+            object.__setattr__(self, "images", [self.image])
+        if not self.image_refs and self.image_ref:
+            object.__setattr__(self, "image_refs", [self.image_ref])
+        if self.image is None and self.images:
+            object.__setattr__(self, "image", self.images[0])
+        if self.image_ref is None and self.image_refs:
+            object.__setattr__(self, "image_ref", self.image_refs[0])
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def sample_pages(sample: dict) -> list[tuple[str | None, str | None]]:
+    """(path, name as written) of each page of a sample or score record, in order; [] when text-only.
+
+    Records saved before samples had several pages carry only `image` and `image_ref`: their one page."""
+    paths = sample.get("images")
+    refs = sample.get("image_refs")
+    if not isinstance(paths, list) or not paths:
+        paths = [sample["image"]] if sample.get("image") else []
+    if not isinstance(refs, list) or not refs:
+        refs = [sample["image_ref"]] if sample.get("image_ref") else []
+    count = max(len(paths), len(refs))
+    return [(paths[i] if i < len(paths) else None, refs[i] if i < len(refs) else None) for i in range(count)]
+
+
+def is_text_only(sample: dict) -> bool:
+    return not sample_pages(sample)
+
+
+def probe_page_refs(probe: dict, where: tuple[str, int]) -> tuple[list[str], list[Problem]]:
+    """The pages a probe names, as written: `image` (one), `images` (a list) or neither (a text-only probe)."""
+    image, images = probe.get("image"), probe.get("images")
+    if image is not None and images is not None:
+        return [], [Problem(*where, "the probe has both 'image' and 'images': give one page as 'image', or every page as 'images'", code="probe")]
+    if images is not None:
+        if not isinstance(images, list):
+            return [], [Problem(*where, "'images' must be a list of paths such as [\"images/21-03.jpg\", \"images/21-04.jpg\"]", code="probe")]
+        if not images:
+            return [], [Problem(*where, "'images' is an empty list: list the probe's pages, or leave the key out for a text-only probe", code="probe")]
+        problems = [Problem(*where, f"images[{k}] must be a non-empty path such as \"images/21-03.jpg\"", code="probe")
+                    for k, ref in enumerate(images) if not isinstance(ref, str) or not ref.strip()]
+        return ([] if problems else list(images)), problems
+    if image is None:
+        return [], []  # a text-only probe
+    if not isinstance(image, str) or not image.strip():
+        return [], [Problem(*where, "'image' must be a non-empty path such as \"images/21-03.jpg\" (leave the key out for a text-only probe)", code="probe")]
+    return [image], []
+
+
+def check_pages(images_root: Path, refs: list[str] | tuple[str, ...], where: tuple[str, int]) -> tuple[list[str], list[Problem]]:
+    """Each page's absolute path, checked like a training image; every bad page is a problem at `where`."""
+    paths: list[str] = []
+    problems: list[Problem] = []
+    for ref in refs:
+        if ref.lower().startswith(URL_PREFIXES):
+            problems.append(Problem(*where, f"image {ref[:40]!r} is a URL: save the page under the images root and give its relative path", code="image_field"))
+            continue
+        info = inspect_image(images_root, ref, decode=False)  # checked like training images
+        if info.problem:
+            problems.append(Problem(*where, info.problem, code=info.code))
+        else:
+            paths.append(str(info.path))
+    return paths, problems
 
 
 def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[Problem]]:
@@ -70,11 +138,12 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
             problems.append(Problem(*where, f"not valid JSON ({exc.msg})", code="json"))
             continue
         if not isinstance(probe, dict):
-            problems.append(Problem(*where, "each line must be a JSON object with id, image, question and an expected answer", code="probe"))
+            problems.append(Problem(*where, "each line must be a JSON object with id, question, an expected answer, "
+                                            "and its pages as image or images (none for a text-only probe)", code="probe"))
             continue
         # Every problem of the line at once: the user fixes it in one pass.
         found: list[Problem] = []
-        missing = [k for k in ("id", "image", "question") if not isinstance(probe.get(k), str) or not probe[k].strip()]
+        missing = [k for k in ("id", "question") if not isinstance(probe.get(k), str) or not probe[k].strip()]
         if missing:
             found.append(Problem(*where, f"missing {', '.join(missing)}", code="probe"))
         answer, keywords = probe.get("expected_answer"), probe.get("expected_keywords")
@@ -82,12 +151,9 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
             found.append(Problem(*where, "give exactly one of expected_answer and expected_keywords", code="probe"))
         if isinstance(probe.get("id"), str) and probe["id"] in seen:
             found.append(Problem(*where, f"duplicate id {probe['id']!r}", code="probe"))
-        image = None
-        if "image" not in missing:
-            info = inspect_image(images_root, probe["image"], decode=False)  # probes are checked like training images
-            if info.problem and info.code != "image_alpha":
-                found.append(Problem(*where, info.problem, code=info.code))
-            image = info.path
+        refs, bad = probe_page_refs(probe, where)
+        paths, bad_pages = check_pages(images_root, refs, where)
+        found += bad + bad_pages
         if found:
             problems += found
             continue
@@ -98,8 +164,8 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
             EvalSample(
                 id=f"probe:{probe['id']}",
                 kind="probe",
-                image=str(image),
-                image_ref=probe["image"],
+                image=paths[0] if paths else None,
+                image_ref=refs[0] if refs else None,
                 question=probe["question"],
                 expected=answer,
                 expected_keywords=list(keywords) if keywords is not None else None,
@@ -107,16 +173,18 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
                 content_type=probe.get("content_type"),
                 source=probe.get("source"),
                 section=_text(metadata.get("section")),
-                page=_text(metadata.get("page")) or Path(probe["image"]).stem,
+                page=_text(page_name(metadata.get("page"), refs)),
                 metadata=metadata,
                 row_ref=f"{path}:{number}",
+                images=paths,
+                image_refs=refs,
             )
         )
     return samples, problems
 
 
 # A probe's own fields; every other key of a probe line is its metadata.
-PROBE_FIELDS = ("id", "image", "question", "expected_answer", "expected_keywords", "category", "content_type", "source", "metadata")
+PROBE_FIELDS = ("id", "image", "images", "question", "expected_answer", "expected_keywords", "category", "content_type", "source", "metadata")
 
 
 def _text(value) -> str | None:
@@ -134,27 +202,30 @@ def check_probes(recipe) -> list[Problem]:
     return [replace(p, message=f"probe: {p.message} (`vlm3 eval` stops on this; fix it or remove data.probes)") for p in problems]
 
 
-def load_val_samples(path: Path, images_root: Path) -> tuple[list[EvalSample], list[Problem]]:
-    rows, problems = read_pipeline(path)
+def load_val_samples(path: Path, images_root: Path, metadata_names: dict[str, str] | None = None) -> tuple[list[EvalSample], list[Problem]]:
+    """Samples of every usable row; `metadata_names` is the recipe's `data.metadata` (vlm3 name -> pipeline key)."""
+    rows, problems = read_pipeline(path, metadata_names)
     samples = []
     for row in rows:
-        info = inspect_image(images_root, row.image, decode=False)
-        if info.problem and info.code != "image_alpha":
-            problems.append(Problem(row.file, row.line, info.problem, code=info.code))
+        paths, bad = check_pages(images_root, row.images, (row.file, row.line))
+        if bad:
+            problems += bad
             continue
-        samples.extend(row_samples(row, info.path))
+        samples.extend(row_samples(row, paths))
     return samples, problems
 
 
-def row_samples(row, image: Path) -> list[EvalSample]:
+def row_samples(row, images: list[str] | list[Path]) -> list[EvalSample]:
     """One sample per assistant turn; turn k is asked after turns 1..k-1 with their reference answers.
+    `images` are the row's pages as absolute paths, in the row's order.
 
     Turn 1 keeps the row's plain id (saved answers of earlier versions still pair); later turns add `#tK`."""
     meta = row.metadata
+    paths, refs = [str(p) for p in images], list(row.images)
     system = row.turns[0].content if row.turns[0].role == "system" else None
     dialogue = [t for t in row.turns if t.role != "system"]
     exchanges = [(dialogue[i].content, dialogue[i + 1].content) for i in range(0, len(dialogue) - 1, 2)]
-    base_id = f"val:{sample_id(row.image, row.question)}"
+    base_id = f"val:{sample_id(row.images, row.question)}"
     metadata = {k: v for k, v in meta.items() if k != "page_text"}  # page_text has its own field
     samples = []
     for number, (question, answer) in enumerate(exchanges, start=1):
@@ -163,8 +234,8 @@ def row_samples(row, image: Path) -> list[EvalSample]:
             EvalSample(
                 id=base_id if number == 1 else f"{base_id}#t{number}",
                 kind="val",
-                image=str(image),
-                image_ref=row.image,
+                image=paths[0] if paths else None,
+                image_ref=refs[0] if refs else None,
                 question=question,
                 expected=answer,
                 category=_text(meta.get("category")) or _text(meta.get("content_type")),
@@ -173,12 +244,14 @@ def row_samples(row, image: Path) -> list[EvalSample]:
                 page_text=meta.get("page_text") if isinstance(meta.get("page_text"), str) else None,
                 system=system,
                 section=_text(meta.get("section")),
-                page=row.page,
+                page=_text(row.page),
                 metadata=metadata,
                 turn=number,
                 turns=len(exchanges),
                 history=history,
                 row_ref=f"{row.file}:{row.line}",
+                images=list(paths),
+                image_refs=list(refs),
             )
         )
     return samples
@@ -191,7 +264,7 @@ def load_eval_samples(recipe, only: Only = "all", max_samples: int | None = None
     samples: list[EvalSample] = []
     problems: list[Problem] = []
     if only in ("all", "val"):
-        found, bad = load_val_samples(Path(recipe.data.val), images_root)
+        found, bad = load_val_samples(Path(recipe.data.val), images_root, dict(recipe.data.metadata or {}))
         limit = max_samples or recipe.eval.max_samples
         samples += found[:limit] if limit else found
         problems += bad

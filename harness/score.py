@@ -19,6 +19,7 @@ from statistics import mean
 from typing import Any, Iterable
 
 from harness.breakdown import breakdowns, carried_fields, turn_counts
+from harness.samples import sample_pages
 from harness.specs import keyword_recall, match
 
 WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?")
@@ -45,6 +46,8 @@ def token_f1(expected: str, actual: str) -> float:
 def score_sample(sample: dict, prediction: dict | None) -> dict[str, Any]:
     """One score record: the sample, the model's answer, each check's verdict and the overall one."""
     record = {k: sample.get(k) for k in ("id", "kind", "category", "content_type", "source", "image", "image_ref", "question", "expected", "expected_keywords")}
+    pages = sample_pages(sample)  # every page, in order ([] when text-only); `image`/`image_ref` stay the first for old readers
+    record.update(images=[path for path, _ in pages if path], image_refs=[ref for _, ref in pages if ref])
     record.update(carried_fields(sample))
     answer = prediction.get("answer") if prediction else None
     error = None if prediction else "no prediction (run `vlm3 generate` again)"

@@ -7,9 +7,14 @@ Usage:
 
 A sample fails when a deterministic check (spec values, keywords) fails or a judge metric is
 below its threshold. A sample without an answer is an error: counted apart, never a failure.
+A sample that shows several pages counts against each of them (any of them may be the one the model
+misread); a text-only sample (no page) is grouped apart, as text-only. Sections are ranked by failures,
+except "unknown section" (samples whose metadata names no section), which comes after every named
+section with a note saying how to map the pipeline's section key (`data.metadata` in the recipe).
 weak_pages.jsonl has one line per page with at least one failure, worst first:
     {"image": "/abs/images/11-07.jpg", "image_ref": "images/11-07.jpg", "section": "11 Engine",
      "page": "11-07", "kinds": ["val"], "failed": 3, "n": 5, "failing_ids": [...], "reasons": [...]}
+then, when text-only samples failed, one line for them: {"text_only": true, "image": null, "page": null, ...}.
 Validation pages are held out from training: regenerate training Q&A for the weak sections'
 training pages (or move a page into training deliberately), never train on the validation rows.
 """
@@ -20,10 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.bootstrap import page_of
 from harness.breakdown import has_answer, judge_metrics
+from harness.samples import sample_pages
 
 REASON_LIMIT = 300  # characters of one reason kept: a judge's explanation can be long
+UNKNOWN_SECTION = "unknown section"
+TEXT_ONLY = "text-only"
 
 
 @dataclass(frozen=True)
@@ -58,11 +65,17 @@ class WeakGroup:
 
 @dataclass(frozen=True)
 class WeakReport:
-    sections: list[WeakGroup]  # worst first; only groups with a failure
-    pages: list[WeakGroup]
+    sections: list[WeakGroup]  # worst first, "unknown section" after every named one; only groups with a failure
+    pages: list[WeakGroup]  # a sample with several pages counts on each
     samples: int
     failed: int
     errors: int
+    text_only: WeakGroup | None = None  # samples that show no page, when one of them failed
+    notes: list[str] = field(default_factory=list)  # why a ranking reads as it does (e.g. samples with no section)
+
+    @property
+    def has_failures(self) -> bool:
+        return bool(self.pages or self.text_only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,24 +114,35 @@ def failure_reasons(record: dict) -> list[str]:
 
 
 def _section_of(record: dict) -> str:
-    return str(record.get("section") or "unknown section")
+    return str(record.get("section") or UNKNOWN_SECTION)
+
+
+def _page_group(pages: dict[str, WeakGroup], record: dict, path: str | None, ref: str | None, section: str) -> WeakGroup:
+    """The group of one page, keyed by the page as written in the data (else as scored)."""
+    key = str(ref or path)
+    alone = len(sample_pages(record)) == 1  # the sample's page name describes this page only when it shows one
+    name = record.get("page") if alone and record.get("page") else Path(key).stem
+    group = pages.get(key)
+    if group is None:
+        group = pages[key] = WeakGroup(name=str(name), section=section, image=path, image_ref=ref,
+                                       page=record.get("page") if alone else None)
+    elif group.page is None and alone and record.get("page"):
+        group.name, group.page = str(record["page"]), record["page"]  # a sample about this page alone names it best
+    return group
 
 
 def find_weak(records: list[dict]) -> WeakReport:
     """Sections and pages ranked by failures (most first, then failure rate), each with its failing questions."""
     sections: dict[str, WeakGroup] = {}
     pages: dict[str, WeakGroup] = {}
+    text_only = WeakGroup(name=TEXT_ONLY)
     # vlm3's general probes are not pages of the manual: nothing to regenerate there (`vlm3 compare` reports them).
     records = [r for r in records if r.get("kind") != "general"]
     for record in records:
         section = _section_of(record)
-        page_key = page_of(record) or str(record.get("page") or record.get("id"))
-        groups = (
-            sections.setdefault(section, WeakGroup(name=section, section=section)),
-            pages.setdefault(page_key, WeakGroup(name=str(record.get("page") or page_key), section=section,
-                                                 image=record.get("image"), image_ref=record.get("image_ref"),
-                                                 page=record.get("page"))),
-        )
+        shown = sample_pages(record)
+        page_groups = [_page_group(pages, record, path, ref, section) for path, ref in shown] or [text_only]
+        groups = (sections.setdefault(section, WeakGroup(name=section, section=section)), *page_groups)
         reasons = failure_reasons(record)
         for group in groups:
             group.n += 1
@@ -133,19 +157,31 @@ def find_weak(records: list[dict]) -> WeakReport:
                                               expected=record.get("expected"), answer=record.get("answer"), reasons=reasons,
                                               turn=int(record.get("turn") or 1)))
 
-    def ranked(groups: dict[str, WeakGroup]) -> list[WeakGroup]:
-        return sorted((g for g in groups.values() if g.failed), key=lambda g: (-g.failed, -g.failure_rate, g.name))
+    def ranked(groups: dict[str, WeakGroup], last: str | None = None) -> list[WeakGroup]:
+        return sorted((g for g in groups.values() if g.failed), key=lambda g: (g.name == last, -g.failed, -g.failure_rate, g.name))
 
-    return WeakReport(sections=ranked(sections), pages=ranked(pages), samples=len(records),
-                      failed=sum(1 for r in records if failure_reasons(r)), errors=sum(1 for r in records if not has_answer(r)))
+    notes = []
+    unnamed = sections.get(UNKNOWN_SECTION)
+    if unnamed is not None and unnamed.failed:
+        notes.append(f"{unnamed.n} sample(s) carry no section and are ranked last as \"{UNKNOWN_SECTION}\": "
+                     "map the pipeline's section key with data.metadata in the recipe (e.g. section: section_title)")
+    # A section nobody named is not a place to look first: it goes after the named ones.
+    return WeakReport(sections=ranked(sections, last=UNKNOWN_SECTION), pages=ranked(pages), samples=len(records),
+                      failed=sum(1 for r in records if failure_reasons(r)), errors=sum(1 for r in records if not has_answer(r)),
+                      text_only=text_only if text_only.failed else None, notes=notes)
 
 
 def weak_page_rows(report: WeakReport) -> list[dict]:
     """weak_pages.jsonl: what a data pipeline needs to regenerate Q&A for a page."""
-    return [{"image": g.image, "image_ref": g.image_ref, "section": g.section, "page": g.page or g.name, "kinds": g.kinds,
-             "failed": g.failed, "n": g.n, "errors": g.errors, "failing_ids": [f.id for f in g.failures],
-             "reasons": [{"id": f.id, "question": f.question, "reasons": f.reasons} for f in g.failures]}
-            for g in report.pages]
+    def row(g: WeakGroup, **fields) -> dict:
+        return {"image": g.image, "image_ref": g.image_ref, "section": g.section, "page": g.page or g.name, **fields, "kinds": g.kinds,
+                "failed": g.failed, "n": g.n, "errors": g.errors, "failing_ids": [f.id for f in g.failures],
+                "reasons": [{"id": f.id, "question": f.question, "reasons": f.reasons} for f in g.failures]}
+
+    rows = [row(g) for g in report.pages]
+    if report.text_only is not None:
+        rows.append(row(report.text_only, text_only=True) | {"page": None})
+    return rows
 
 
 def _printable(text: Any, limit: int = 100) -> str:
@@ -156,34 +192,60 @@ def _printable(text: Any, limit: int = 100) -> str:
 
 def format_weak(report: WeakReport, out_path: str, top: int = 5) -> str:
     """The terminal view: where to look first, then the ranked sections and pages with their failing questions."""
-    if not report.pages:
+    if not report.has_failures:
         head = [f"no failures among {report.samples} samples ({report.errors} without an answer)"
                 + (": run `vlm3 generate` again for those" if report.errors else "")]
         return "\n".join(head + [f"wrote {out_path} (empty)"])
-    worst_section, worst_page = report.sections[0], report.pages[0]
     lines = [
-        f"look first at section {_printable(worst_section.name)} ({worst_section.failed} of {worst_section.n} failed) "
-        f"and page {_printable(worst_page.name)} ({worst_page.failed} of {worst_page.n} failed, {_printable(worst_page.image_ref)})",
+        look_first(report),
         f"{report.failed} failed of {report.samples} samples on {len(report.pages)} page(s)"
+        + (f" and {report.text_only.failed} text-only sample(s) (no page)" if report.text_only else "")
         + (f"; {report.errors} without an answer are counted apart" if report.errors else ""),
         f"wrote {out_path}: one line per weak page (image, section, page, failing ids, reasons) for regenerating Q&A",
+        *(f"note: {_printable(note, 300)}" for note in report.notes),
         "",
         "sections by failures:",
     ]
     lines += [f"  {g.failed:>3} of {g.n:<3} {_printable(g.name, 60)}" for g in report.sections[:top]]
     if len(report.sections) > top:
         lines.append(f"  ... and {len(report.sections) - top} more")
-    lines += ["", "pages by failures:"]
+    lines += ["", "pages by failures (a sample with several pages counts on each):"] if report.pages else []
     for g in report.pages[:top]:
         lines.append(f"  {g.failed:>3} of {g.n:<3} page {_printable(g.name, 30)}  [{_printable(g.section or '-', 40)}]  {_printable(g.image_ref or '', 60)}")
-        for failure in g.failures[:3]:
-            lines.append(f"        {_printable(failure.id, 28)}  {_printable(failure.question, 80)}")
-            lines.append(f"          why: {_printable('; '.join(failure.reasons), 110)}")
-        if len(g.failures) > 3:
-            lines.append(f"        ... and {len(g.failures) - 3} more")
+        lines += _failure_lines(g)
     if len(report.pages) > top:
         lines.append(f"  ... and {len(report.pages) - top} more pages in {out_path}")
+    if report.text_only is not None:
+        lines += ["", f"text-only samples (no page, not counted on any page): {report.text_only.failed} of {report.text_only.n} failed"]
+        lines += _failure_lines(report.text_only)
     return "\n".join(lines)
+
+
+def _failure_lines(group: WeakGroup, shown: int = 3) -> list[str]:
+    lines = []
+    for failure in group.failures[:shown]:
+        lines.append(f"        {_printable(failure.id, 28)}  {_printable(failure.question, 80)}")
+        lines.append(f"          why: {_printable('; '.join(failure.reasons), 110)}")
+    if len(group.failures) > shown:
+        lines.append(f"        ... and {len(group.failures) - shown} more")
+    return lines
+
+
+def look_first(report: WeakReport) -> str:
+    """Where to look first: the worst named section and the worst page; never "unknown section" without saying why."""
+    parts = []
+    worst = report.sections[0] if report.sections else None
+    if worst is not None and worst.name != UNKNOWN_SECTION:
+        parts.append(f"section {_printable(worst.name)} ({worst.failed} of {worst.n} failed)")
+    if report.pages:
+        page = report.pages[0]
+        parts.append(f"page {_printable(page.name)} ({page.failed} of {page.n} failed, {_printable(page.image_ref)})")
+    elif report.text_only is not None:
+        parts.append(f"the text-only samples ({report.text_only.failed} of {report.text_only.n} failed)")
+    line = "look first at " + " and ".join(parts)
+    if worst is not None and worst.name == UNKNOWN_SECTION:
+        line += " (no section to rank: the failing samples carry no section in their metadata)"
+    return line
 
 
 def write_weak_pages(eval_dir, records: list[dict]) -> tuple[WeakReport, Path]:
