@@ -27,7 +27,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: help install trainer-env tiny-model sample-data demo test test-real test-families test-fast golden validate check plan \
+.PHONY: help install trainer-env tiny-model sample-data demo test test-real test-families test-manuals test-fast golden validate check plan \
         prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
         bench bench-judge bench-specs judge-estimate deepeval modal-train modal-train-dev clean
 
@@ -73,8 +73,8 @@ sample-data: $(SAMPLE)/training_data/vlm_train.jsonl ## generate the synthetic s
 demo: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## the whole pipeline on the tiny CPU model
 	$(VLM3) demo recipes/tiny_cpu_demo.yaml
 
-test: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## all tests but the real-regime and families tiers (CPU, no network, no keys)
-	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m "not real and not families"
+test: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## all tests but the real-regime, families and manuals tiers (CPU, no network, no keys)
+	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m "not real and not families and not manuals"
 
 test-real: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## the 7B recipes' regime on CPU: bf16 7B-shaped tiny model, LoRA r 64, merge check
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m real
@@ -82,8 +82,11 @@ test-real: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## t
 test-families: install trainer-env tiny-model sample-data ## every family's trainer tests, and Qwen2.5-VL's and Qwen3-VL's whole CPU loop; a few minutes
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m families
 
+test-manuals: install trainer-env tiny-model sample-data ## Qwen2-VL's and Qwen3-VL's whole CPU loop on a second manual: odd page formats, several pages or none per row; a few minutes
+	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m manuals
+
 test-fast: install ## tests that need no trainer environment
-	$(BIN)/python -m pytest -q -m "not trainer and not real and not families"
+	$(BIN)/python -m pytest -q -m "not trainer and not real and not families and not manuals"
 
 golden: install ## regenerate golden files; review the diff before committing
 	VLM3_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_render.py tests/test_modal.py -k golden

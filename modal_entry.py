@@ -264,8 +264,8 @@ def smoke_test(run_name: str) -> dict:
         routes = ms.auth_probe_routes(openapi.json() if openapi.status_code == 200 else {})
         statuses = {f"{method} {path}": httpx.request(method, root + path, timeout=10).status_code for method, path in routes}
         result["unguarded_routes"] = ms.unguarded_routes(statuses)
-        image, question = first_example(run.path)
-        request = ms.smoke_request(recipe.served_name, image_data_url(image), question)
+        images, question = first_example(run.path)
+        request = ms.smoke_request(recipe.served_name, [image_data_url(image) for image in images], question)
         answered = time.monotonic()
         response = httpx.post(f"{root}/v1/chat/completions", json=request, headers={"Authorization": f"Bearer {key}"}, timeout=300)
         response.raise_for_status()

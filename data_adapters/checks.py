@@ -156,7 +156,8 @@ def scan_dataset(
             continue
         sizes = tuple((infos[i].width, infos[i].height) for i in row.images)
         visual = sum(visual_tokens(w, h, images_cfg.min_pixels, images_cfg.max_pixels, factor) for w, h in sizes)
-        text = estimate_text_tokens([t.content for t in row.turns], tokenizer, images=len(row.images))
+        added_system = None if row.turns[0].role == "system" else (recipe.data.system_prompt or recipe.family.default_system)
+        text = estimate_text_tokens([t.content for t in row.turns], tokenizer, images=len(row.images), system=added_system)
         meta = row.metadata
         tokens = text + visual
         if tokens > recipe.train.sequence_len:

@@ -19,9 +19,9 @@ from pathlib import Path
 QWEN2_VL_FACTOR = 14 * 2  # Qwen2-VL: 14-px patches, 2x2 merged; a family's own is vlm3.families.Family.factor
 MAX_ASPECT_RATIO = 200  # the Qwen-VL processors refuse anything more elongated
 CHARS_PER_TOKEN = 3.2  # English technical text with numbers, Qwen2 BPE; used when no tokenizer is at hand
-# <|im_start|>role\n ... <|im_end|>\n around every turn, plus the default system prompt.
+# <|im_start|>role\n ... <|im_end|>\n around every turn (the system turn too: the recipe's system_prompt,
+# or the family's default one, which Qwen2-VL's and Qwen2.5-VL's template adds and Qwen3-VL's does not).
 TOKENS_PER_TURN = 5
-TEMPLATE_TOKENS = 12
 VISION_MARKERS = 2  # <|vision_start|> and <|vision_end|> around each page
 
 
@@ -67,11 +67,13 @@ def load_tokenizer(model: str):
     return None
 
 
-def estimate_text_tokens(texts: list[str], tokenizer=None, images: int = 1) -> int:
-    """Tokens of a conversation's text and chat template, and each page's <|vision_start|> and
-    <|vision_end|>; exact with a tokenizer, else ~chars/3.2."""
+def estimate_text_tokens(texts: list[str], tokenizer=None, images: int = 1, system: str | None = None) -> int:
+    """Tokens of a conversation's turns and chat template, and each page's <|vision_start|> and
+    <|vision_end|>; exact with the model's tokenizer, else ~chars/3.2. `system` is the system turn
+    the template adds to a row that has none (the recipe's system_prompt, or the family's default)."""
+    turns = [*texts, system] if system else list(texts)
     if tokenizer is not None:
-        body = sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in texts)
+        body = sum(len(tokenizer.encode(t, add_special_tokens=False).ids) for t in turns)
     else:
-        body = sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts)
-    return body + TOKENS_PER_TURN * len(texts) + TEMPLATE_TOKENS + VISION_MARKERS * images
+        body = sum(math.ceil(len(t) / CHARS_PER_TOKEN) for t in turns)
+    return body + TOKENS_PER_TURN * len(turns) + VISION_MARKERS * images

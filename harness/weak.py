@@ -127,7 +127,8 @@ def _page_group(pages: dict[str, WeakGroup], record: dict, path: str | None, ref
         group = pages[key] = WeakGroup(name=str(name), section=section, image=path, image_ref=ref,
                                        page=record.get("page") if alone else None)
     elif group.page is None and alone and record.get("page"):
-        group.name, group.page = str(record["page"]), record["page"]  # a sample about this page alone names it best
+        # A sample about this page alone names it best, and places it: a two-page sample's section is its first page's.
+        group.name, group.page, group.section = str(record["page"]), record["page"], section
     return group
 
 

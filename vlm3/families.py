@@ -74,6 +74,8 @@ class Family:
     lora_kernels: bool
     liger: bool  # Liger 0.8.1 has an apply function for the model_type (Axolotl's Liger plugin calls it)
     vllm_lora: bool  # vLLM 0.33's model class takes LoRA adapters (serve.serve_adapter)
+    # The system turn the chat template adds to a conversation that has none (counted in every row's tokens).
+    default_system: str | None = None
 
     @property
     def factor(self) -> int:
@@ -110,19 +112,21 @@ class Family:
         return keys
 
 
+QWEN2_DEFAULT_SYSTEM = "You are a helpful assistant."  # Qwen2-VL's template (Axolotl's qwen2_vl) adds it
+
 FAMILIES: dict[str, Family] = {
     "qwen2_vl": Family(
         name="qwen2_vl", label="Qwen2-VL", architecture="Qwen2VLForConditionalGeneration",
         patch_size=14, merge_size=2,
         vision_lora=r"model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))",
-        chat_template="qwen2_vl", role_boundaries=None,
+        chat_template="qwen2_vl", role_boundaries=None, default_system=QWEN2_DEFAULT_SYSTEM,
         lora_kernels=False, liger=True, vllm_lora=True,
     ),
     "qwen2_5_vl": Family(
         name="qwen2_5_vl", label="Qwen2.5-VL", architecture="Qwen2_5_VLForConditionalGeneration",
         patch_size=14, merge_size=2,
         vision_lora=r"model\.visual\.blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(gate|up|down)_proj)",
-        chat_template="qwen2_vl", role_boundaries=None,
+        chat_template="qwen2_vl", role_boundaries=None, default_system=QWEN2_DEFAULT_SYSTEM,
         lora_kernels=False, liger=True, vllm_lora=True,
     ),
     "qwen3_vl": Family(

@@ -420,7 +420,7 @@ def data_files(recipe: Recipe, cwd: Path | None = None) -> dict[str, Path]:
         images |= {image for row in rows for image in row.images}
     if recipe.data.probes:
         samples, _ = load_probes(cwd / recipe.data.probes, images_root)
-        images |= {sample.image_ref for sample in samples}
+        images |= {ref for sample in samples for ref in sample.image_refs}
     for image in sorted(images):
         local = images_root / image
         if local.is_file():  # missing images were reported by the data check before we got here
@@ -656,12 +656,12 @@ def unguarded_routes(statuses: dict[str, int]) -> list[str]:
     return sorted(route for route, code in statuses.items() if code != 401)
 
 
-def smoke_request(model: str, image_url: str, question: str, max_tokens: int = 128) -> dict[str, Any]:
-    """One chat completion with the image first, as the harness and the training data put it."""
+def smoke_request(model: str, image_urls: list[str], question: str, max_tokens: int = 128) -> dict[str, Any]:
+    """One chat completion with the row's pages first, in order, as the harness and the training data put them."""
     return {
         "model": model,
         "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": image_url}},
+            *({"type": "image_url", "image_url": {"url": url}} for url in image_urls),
             {"type": "text", "text": question},
         ]}],
         "max_tokens": max_tokens,

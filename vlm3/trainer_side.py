@@ -73,9 +73,10 @@ def validate_config(config_path: Path, gpu: str, gpu_count: int) -> dict:
     return {"ok": True, "errors": []}
 
 
-def check_examples(run: Path, limit: int = CHECK_EXAMPLES) -> list[tuple[str, str]]:
-    """Image paths and questions from the run's converted data (validation first), for the logits check."""
-    examples: list[tuple[str, str]] = []
+def check_examples(run: Path, limit: int = CHECK_EXAMPLES) -> list[tuple[list[str], str]]:
+    """(page paths, question) from the run's converted data (validation first), for the logits check: each
+    row's pages in order (none for a text-only row), relative paths (normalised copies) under the run."""
+    examples: list[tuple[list[str], str]] = []
     for name in ("val.jsonl", "train.jsonl"):
         path = run / "data" / name
         if not (path.exists() and path.stat().st_size):
@@ -85,26 +86,28 @@ def check_examples(run: Path, limit: int = CHECK_EXAMPLES) -> list[tuple[str, st
                 return examples
             row = json.loads(line)
             user = next(m for m in row["messages"] if m["role"] == "user")
-            image = next(c["path"] for c in user["content"] if c["type"] == "image")
+            images = [str(run / c["path"]) if not Path(c["path"]).is_absolute() else c["path"]
+                      for c in user["content"] if c["type"] == "image"]
             text = next(c["text"] for c in user["content"] if c["type"] == "text")
-            examples.append((image, text))
+            examples.append((images, text))
     if not examples:
         raise FileNotFoundError(f"no converted data under {run / 'data'}")
     return examples
 
 
-def first_example(run: Path) -> tuple[str, str]:
-    """An image path and question from the run's converted data (the smoke test asks it)."""
+def first_example(run: Path) -> tuple[list[str], str]:
+    """Page paths and a question from the run's converted data (the smoke test asks it)."""
     return check_examples(run, limit=1)[0]
 
 
-def model_inputs(processor, image_path: str, question: str):
-    from PIL import Image
+def model_inputs(processor, image_paths: list[str], question: str):
+    """The processor's inputs for one question about its pages, loaded as the trainer loads them (transformers' load_image)."""
+    from transformers.image_utils import load_image
 
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    messages = [{"role": "user", "content": [*({"type": "image"} for _ in image_paths), {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    with Image.open(image_path) as img:
-        return processor(text=[prompt], images=[img.convert("RGB")], return_tensors="pt")
+    images = [load_image(path) for path in image_paths]
+    return processor(text=[prompt], images=images or None, return_tensors="pt")
 
 
 def merge_dtype(config: dict) -> str:
@@ -265,7 +268,7 @@ def verify_merge(run: Path) -> dict:
         problems.append(f"the image processor cuts {patching['patch_size']}-px patches merged {patching['merge_size']}x{patching['merge_size']}; "
                         f"{family.label} needs {family.patch_size}-px patches merged {family.merge_size}x{family.merge_size}")
 
-    inputs = [model_inputs(processor, image, question) for image, question in check_examples(run)]
+    inputs = [model_inputs(processor, images, question) for images, question in check_examples(run)]
     dtype_name = merge_dtype(config) if config.get("adapter") else "float32"
     result: dict = {"family": family.name if family else None, "architectures": model_config["architectures"], "pixel_limits": limits, "dtype": dtype_name}
     with torch.no_grad():
