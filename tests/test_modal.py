@@ -277,8 +277,8 @@ def test_vllm_takes_as_many_pages_per_prompt_as_the_runs_largest_row(tmp_path):
     run = tmp_path / "run"
     assert images_per_prompt(run) == 1  # a run prepared before rows had several pages
     (run / "data").mkdir(parents=True)
-    for recorded, expected in ((3, 3), (0, 1), ("two", 1)):  # 0: a text-only dataset still serves one page per prompt
-        (run / "data" / "data_report.json").write_text(json.dumps({"max_images_per_row": recorded}))
+    for recorded, probes, expected in ((3, 0, 3), (0, 0, 1), ("two", 0, 1), (1, 2, 2)):  # 0: a text-only dataset still serves one page
+        (run / "data" / "data_report.json").write_text(json.dumps({"max_images_per_row": recorded, "max_images_per_probe": probes}))
         flags = vllm_argv(recipe, "/m", images=images_per_prompt(run))
         assert json.loads(flags[flags.index("--limit-mm-per-prompt") + 1]) == {"image": expected, "video": 0}
 

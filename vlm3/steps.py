@@ -62,10 +62,20 @@ def prepare_run(
     config = render_axolotl_config(recipe, base_model=base, has_val=bool(data.val))
     run = RunDir.create(recipe, root=root)
     report = prepare_dataset(recipe, run.data_dir, image_dir=image_dir, data=data)
-    write_json(run.data_dir / "data_report.json", report.to_dict())
+    write_json(run.data_dir / "data_report.json", {**report.to_dict(), "max_images_per_probe": probe_pages(recipe)})
     write_text_atomic(run.config_file, yaml.safe_dump(config, sort_keys=False))
     run.mark_stage("prepare", "done", train_rows=report.train_rows, val_rows=report.val_rows, dropped=report.dropped)
     return run
+
+
+def probe_pages(recipe: Recipe) -> int:
+    """The most pages one probe shows: the served model must take that many per prompt too (vlm3.vllm.images_per_prompt)."""
+    if not recipe.data.probes:
+        return 0
+    from harness.samples import load_probes
+
+    samples, _ = load_probes(Path(recipe.data.probes), Path(recipe.data.images_root))
+    return max((len(sample.images) for sample in samples), default=0)
 
 
 def check_rendered_config(run: RunDir, env: TrainerEnv) -> None:

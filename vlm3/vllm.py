@@ -50,13 +50,14 @@ def max_lora_rank(r: int) -> int:
 
 
 def images_per_prompt(run_path: Path) -> int:
-    """The most pages one training row showed (`prepare` records it): what the served model must take per prompt."""
+    """The most pages one training row or probe showed (`prepare` records both): what the served model must take per prompt."""
     report = Path(run_path) / "data" / "data_report.json"
     try:
-        count = json.loads(report.read_text(encoding="utf-8")).get("max_images_per_row", IMAGES_PER_PROMPT)
+        recorded = json.loads(report.read_text(encoding="utf-8"))
+        counts = [recorded.get(key) for key in ("max_images_per_row", "max_images_per_probe")]
     except (OSError, ValueError, AttributeError):
         return IMAGES_PER_PROMPT
-    return max(IMAGES_PER_PROMPT, count) if isinstance(count, int) else IMAGES_PER_PROMPT
+    return max([IMAGES_PER_PROMPT, *(c for c in counts if isinstance(c, int) and not isinstance(c, bool))])
 
 
 def vllm_argv(recipe: Recipe, model_dir: str, port: int = DEFAULT_PORT, base_model: str | None = None,
