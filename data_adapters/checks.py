@@ -136,6 +136,10 @@ def scan_dataset(
     kept: dict[str, int] = {"train": 0, "val": 0}
     splits = [("train", row) for row in train] + [("val", row) for row in val]
     for split, row in splits:
+        repeated = sorted({image for image in row.images if row.images.count(image) > 1})
+        if repeated:
+            problems.append(Problem(row.file, row.line, f"page(s) {', '.join(map(repr, repeated))} listed more than once in the row: "
+                                    "each copy costs its visual tokens again; list each page once", "warning", "repeated_page"))
         if len(row.images) > limit:
             problems.append(Problem(row.file, row.line, f"the row shows {len(row.images)} pages, over data.max_images_per_row {limit}: "
                                     "raise it in the recipe (each page costs its visual tokens) or split the row", code="too_many_images"))
@@ -218,8 +222,7 @@ def metadata_problems(rows: list[PipelineRow], recipe) -> list[Problem]:
     where = recipe.data.train
     carried: dict[str, int] = {}  # the pipeline's own keys (a name filled by the mapping is not one)
     for row in rows:
-        filled = {ours for ours, theirs in names.items() if theirs in row.metadata and row.metadata.get(ours) is row.metadata[theirs]}
-        for key in row.metadata.keys() - filled:
+        for key in row.source_keys:
             carried[key] = carried.get(key, 0) + 1
     problems = []
     for ours, theirs in names.items():
@@ -227,14 +230,15 @@ def metadata_problems(rows: list[PipelineRow], recipe) -> list[Problem]:
             problems.append(Problem(where, None, f"data.metadata.{ours} names {theirs!r}, which no row's metadata has; the rows carry: "
                                     f"{', '.join(sorted(carried)) or 'no metadata'}", code="metadata_map"))
     for ours in ("section", "page", "content_type"):
-        missing = sum(1 for row in rows if row.metadata.get(ours) in (None, ""))
-        if missing <= MOSTLY_MISSING * len(rows):
+        counted = [row for row in rows if row.images] if ours == "page" else rows  # a text-only row has no page to name
+        missing = sum(1 for row in counted if row.metadata.get(ours) in (None, ""))
+        if not counted or missing <= MOSTLY_MISSING * len(counted):
             continue
         suggestion = next((alias for alias in METADATA_ALIASES[ours] if alias in carried), None)
         hint = (f"map it with data.metadata: {{{ours}: {suggestion}}}" if suggestion
                 else f"map one with data.metadata: {{{ours}: <key>}}" if carried else "the pipeline writes no metadata")
         effect = ("pages are named by their image files" if ours == "page"
                   else "they group as 'unknown' in reports and `vlm3 weak`")
-        problems.append(Problem(where, None, f"{missing} of {len(rows)} rows have no {ours!r} in their metadata, so {effect}; "
+        problems.append(Problem(where, None, f"{missing} of {len(counted)} rows have no {ours!r} in their metadata, so {effect}; "
                                 f"the rows carry: {', '.join(sorted(carried)) or 'nothing'}; {hint}", "warning", "metadata_missing"))
     return problems

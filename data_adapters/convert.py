@@ -112,7 +112,8 @@ def prepare_dataset(
         train_rows=len(train),
         val_rows=len(val),
         images=len(pages),
-        max_images_per_row=max((len(r.images) for r in train + val), default=0),
+        # Over every row the harness may send (the whole validation file, dropped long rows included), not just those trained.
+        max_images_per_row=max((len(r.images) for r in data.train + data.val), default=0),
         normalised_pages=len(copies),
         dropped=dropped,
         warnings=[p for p in data.problems if p.severity != "error"],

@@ -87,6 +87,7 @@ class PipelineRow:
     metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     file: str = ""
     line: int = 0
+    source_keys: tuple[str, ...] = field(default=(), compare=False)  # the pipeline's own metadata keys, before data.metadata
 
     @classmethod
     def of(cls, images: str | tuple[str, ...] | list[str], turns, **kwargs) -> "PipelineRow":
@@ -261,8 +262,8 @@ def parse_row(obj: Any, file: str, line: int, metadata_names: dict[str, str] | N
         bad("the row gives pages twice: in 'image'/'images' and as image parts in its turns; use one of them", "image_field")
     if problems:
         return None, problems
-    metadata = map_metadata(metadata, metadata_names or {})
-    return PipelineRow.of(row_images, turns, metadata=metadata, file=file, line=line), []
+    mapped = map_metadata(metadata, metadata_names or {})
+    return PipelineRow.of(row_images, turns, metadata=mapped, file=file, line=line, source_keys=tuple(metadata)), []
 
 
 IMAGE_PLACEHOLDER = "<image>"

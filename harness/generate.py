@@ -104,18 +104,18 @@ def build_messages(sample: EvalSample, system_prompt: str | None = None) -> list
     system_prompt = getattr(sample, "system", None) or system_prompt
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
-    # A later turn of a multi-turn row: the earlier exchanges come first, the pages in the first user turn.
-    history = list(getattr(sample, "history", None) or [])
-    first_question = history[0]["content"] if history else sample.question
-    pages = pages_of(sample)
-    if pages:
-        content = [{"type": "image_url", "image_url": {"url": image_data_url(page)}} for page in pages]
-        messages.append({"role": "user", "content": [*content, {"type": "text", "text": first_question}]})
-    else:
-        messages.append({"role": "user", "content": first_question})
-    if history:
-        messages += [{"role": turn["role"], "content": turn["content"]} for turn in history[1:]]
-        messages.append({"role": "user", "content": sample.question})
+    # A later turn of a multi-turn row: the earlier exchanges come first; each user turn shows its own pages
+    # (page_turns), as in training; without page_turns every page goes in the first user turn.
+    turns = [*(getattr(sample, "history", None) or []), {"role": "user", "content": sample.question}]
+    pages = iter(pages_of(sample))
+    counts = iter(list(getattr(sample, "page_turns", None) or []) or [len(pages_of(sample))])
+    for turn in turns:
+        shown = [next(pages) for _ in range(next(counts, 0))] if turn["role"] == "user" else []
+        if shown:
+            parts = [{"type": "image_url", "image_url": {"url": image_data_url(page)}} for page in shown]
+            messages.append({"role": "user", "content": [*parts, {"type": "text", "text": turn["content"]}]})
+        else:
+            messages.append({"role": turn["role"], "content": turn["content"]})
     return messages
 
 
@@ -127,8 +127,11 @@ def prompt_hash(sample: EvalSample, settings: GenerationSettings) -> str:
         digest.update(hashlib.sha256(Path(page).read_bytes()).digest())
     system = getattr(sample, "system", None) or settings.system_prompt
     history = list(getattr(sample, "history", None) or [])
-    # The earlier turns shape the answer too; a first turn hashes as before, so saved answers still match.
-    digest.update(json.dumps([sample.question, system, settings.max_tokens, TEMPERATURE] + ([history] if history else [])).encode())
+    page_turns = list(getattr(sample, "page_turns", None) or [])
+    # The earlier turns shape the answer too, and so does which turn shows which page; a first turn (all pages
+    # in it) hashes as before, so saved answers still match.
+    digest.update(json.dumps([sample.question, system, settings.max_tokens, TEMPERATURE] + ([history] if history else [])
+                             + ([page_turns] if page_turns else [])).encode())
     return digest.hexdigest()[:16]
 
 

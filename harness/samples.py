@@ -49,6 +49,9 @@ class EvalSample:
     row_ref: str | None = None  # "file:line" of the row or probe it came from
     images: list[str] = field(default_factory=list)  # every page, absolute paths, in the order they are sent; [] when text-only
     image_refs: list[str] = field(default_factory=list)  # the same pages as written in the data
+    # Pages per user turn, first turn first, up to the asked one (a later turn may show its own pages, as in
+    # training); empty: every page in the first user turn.
+    page_turns: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # One page given the old way (image=, image_ref=) is the page list; a page list gives its first page.
@@ -227,15 +230,17 @@ def row_samples(row, images: list[str] | list[Path]) -> list[EvalSample]:
     exchanges = [(dialogue[i].content, dialogue[i + 1].content) for i in range(0, len(dialogue) - 1, 2)]
     base_id = f"val:{sample_id(row.images, row.question)}"
     metadata = {k: v for k, v in meta.items() if k != "page_text"}  # page_text has its own field
+    per_turn = [len(dialogue[i].images) for i in range(0, len(dialogue) - 1, 2)]  # each user turn's own pages
     samples = []
     for number, (question, answer) in enumerate(exchanges, start=1):
         history = [{"role": role, "content": text} for q, a in exchanges[: number - 1] for role, text in (("user", q), ("assistant", a))]
+        shown = sum(per_turn[:number])  # a turn is asked with the pages of its own and earlier turns only
         samples.append(
             EvalSample(
                 id=base_id if number == 1 else f"{base_id}#t{number}",
                 kind="val",
-                image=paths[0] if paths else None,
-                image_ref=refs[0] if refs else None,
+                image=paths[0] if shown else None,
+                image_ref=refs[0] if shown else None,
                 question=question,
                 expected=answer,
                 category=_text(meta.get("category")) or _text(meta.get("content_type")),
@@ -250,8 +255,9 @@ def row_samples(row, images: list[str] | list[Path]) -> list[EvalSample]:
                 turns=len(exchanges),
                 history=history,
                 row_ref=f"{row.file}:{row.line}",
-                images=list(paths),
-                image_refs=list(refs),
+                images=paths[:shown],
+                image_refs=refs[:shown],
+                page_turns=per_turn[:number] if any(per_turn[1:number]) else [],
             )
         )
     return samples

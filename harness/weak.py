@@ -141,7 +141,7 @@ def find_weak(records: list[dict]) -> WeakReport:
     records = [r for r in records if r.get("kind") != "general"]
     for record in records:
         section = _section_of(record)
-        shown = sample_pages(record)
+        shown = list(dict.fromkeys(sample_pages(record)))  # a page listed twice in one sample counts once
         page_groups = [_page_group(pages, record, path, ref, section) for path, ref in shown] or [text_only]
         groups = (sections.setdefault(section, WeakGroup(name=section, section=section)), *page_groups)
         reasons = failure_reasons(record)

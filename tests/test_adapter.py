@@ -328,3 +328,12 @@ def test_null_metadata_and_symlinked_image_folder(tmp_path):
     assert resolve_image(inside, "images/p.jpg") is None
     row, problems = parse_row({**GOOD_LINE, "metadata": None}, "f", 1)
     assert problems == [] and row.metadata == {}
+
+
+@pytest.mark.parametrize("mapping", ["{section: section}", "{section: page, page: section}"])
+def test_a_mapping_onto_the_same_or_swapped_names_is_no_error(tmp_path, mapping):
+    write_data(tmp_path / "td", [{**GOOD_LINE, "metadata": {"section": "11 Engine", "page": "11-07", "content_type": "spec"}}],
+               [{**GOOD_LINE, "metadata": {"section": "12 Electrical", "page": "12-01", "content_type": "spec"}}])
+    proc = run_cli("check", str(recipe_file(tmp_path, f", metadata: {mapping}")), "--out", str(tmp_path / "pf"))
+    report = json.loads((tmp_path / "pf" / "check.json").read_text())
+    assert proc.returncode == 0 and not [p for p in report["problems"] if p["code"] in ("metadata_map", "metadata_missing")], report["problems"]

@@ -298,3 +298,36 @@ def test_vlm3_eval_end_to_end_on_pages_and_text_only(manual, tmp_path):
     html = (out / "report.html").read_text()
     [card] = [c for c in html.split('<article class="sample">')[1:] if TWO_PAGE_QUESTION in c]
     assert card.count('class="page-thumb') == 2
+
+
+def test_a_later_turns_pages_are_sent_in_that_turn_as_in_training(manual, tmp_path):
+    """Turn 1 shows page a, turn 2 shows page b: turn 1 is asked without b, turn 2 with a in turn 1 and b in turn 2."""
+    from data_adapters.pipeline import parse_row, to_axolotl_row
+    from harness.samples import row_samples
+
+    obj = {"conversations": [
+        {"role": "user", "content": [{"type": "image", "path": "images/21-03.png"}, {"type": "text", "text": "Q1?"}]},
+        {"role": "assistant", "content": "A1."},
+        {"role": "user", "content": [{"type": "image", "path": "images/21-04.jpg"}, {"type": "text", "text": "Q2?"}]},
+        {"role": "assistant", "content": "A2."}]}
+    row, problems = parse_row(obj, "f", 1)
+    assert problems == []
+    paths = [str(manual / ref) for ref in row.images]
+    first, second = row_samples(row, paths)
+    assert (first.image_refs, second.image_refs) == (["images/21-03.png"], ["images/21-03.png", "images/21-04.jpg"])
+    assert first.page_turns == [] and second.page_turns == [1, 1]
+
+    def pages_by_turn(messages) -> list[list[str]]:
+        return [[part["image_url"]["url"] for part in m["content"] if part["type"] == "image_url"] if isinstance(m["content"], list) else []
+                for m in messages]
+
+    sent = build_messages(second)
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert pages_by_turn(sent) == [[image_data_url(paths[0])], [], [image_data_url(paths[1])]]
+    assert pages_by_turn(build_messages(first)) == [[image_data_url(paths[0])]]
+    # The same turns, pages and order as the trainer's row.
+    trained = to_axolotl_row(row, str(manual))["messages"]
+    assert [[p["path"] for p in m["content"] if p["type"] == "image"] for m in trained] == [[paths[0]], [], [paths[1]], []]
+    settings = GenerationSettings(base_url="http://127.0.0.1:9/v1", model="m", api_key="")
+    moved = EvalSample(**{**second.to_dict(), "page_turns": [2, 0]})  # both pages shown first: another prompt
+    assert prompt_hash(moved, settings) != prompt_hash(second, settings)

@@ -118,6 +118,7 @@ def pixels(tmp_path_factory) -> dict:
 
 
 @pytest.mark.trainer
+@pytest.mark.manuals  # with the second manual's tier: it builds that manual and runs the trainer environment
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_sent_trained_and_opened_pixels_are_identical(pixels, fmt, capsys):
     manual = pixels["manual"]
@@ -143,6 +144,7 @@ def test_sent_trained_and_opened_pixels_are_identical(pixels, fmt, capsys):
 
 
 @pytest.mark.trainer
+@pytest.mark.manuals
 def test_the_problem_is_real_on_the_originals(pixels, capsys):
     """What the trainer's loader makes of the files themselves, without vlm3's normalisation."""
     manual, here, there = pixels["manual"], pixels["here"], pixels["there"]

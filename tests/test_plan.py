@@ -25,6 +25,7 @@ from vlm3.plan import (
     plan_run,
     shape_from_config,
     shape_of,
+    vision_flops,
     window_pairs,
 )
 from vlm3.recipe import load_recipe, parse_recipe
@@ -354,3 +355,18 @@ def test_activation_bytes_match_a_saved_tensor_count_for_each_family(model, base
     result = measure("activations", "--model", model, "--tokens", "128", "--lora-dropout", "0.0")
     plan = layer_activation_bytes(shape_of(base), Training(lora_dropout=0.0))
     assert plan == pytest.approx(result["bytes_per_token"], rel=0.01)
+
+
+def test_a_two_page_row_runs_the_vision_tower_once_per_page():
+    """The tower attends within one page: two 1,240-token pages cost two pages' attention, not one 2,480-token page's."""
+    shape = shape_of("Qwen/Qwen2-VL-7B-Instruct")
+    training = Training(vision_forward_only=True)
+    two_pages = Rows((2600,), (2480,), ((1240, 1240),))
+    as_one = Rows((2600,), (2480,))
+    split = epoch_work(shape, two_pages, 1, False, 1, training).flops
+    merged = epoch_work(shape, as_one, 1, False, 1, training).flops
+    pages = vision_flops(shape, [1240, 1240], training)
+    assert split.vision_forward == pages.vision_forward == 2 * vision_flops(shape, [1240], training).vision_forward
+    assert merged.vision_forward > split.vision_forward  # attention grows with the square of one image's tokens
+    assert split.lm_forward == merged.lm_forward  # the language model sees the row's tokens either way
+    assert two_pages.head(0) == Rows((), (), ())

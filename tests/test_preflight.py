@@ -66,6 +66,7 @@ CHECKS = [
     ("no section", [{**line(), "metadata": {"page": "1"}}], {"val": [{**line("images/q.jpg"), "metadata": {"page": "2"}}]},
      "metadata_missing", "warning"),
     ("mapping names nothing", [line()], {"data": {"metadata": {"section": "section_title"}}}, "metadata_map", "error"),
+    ("a page listed twice", [line(None, images=["images/p.jpg", "images/p.jpg"])], {}, "repeated_page", "warning"),
     ("shared page in a two-page val row", [line()], {"val": [line(None, images=["images/q.jpg", "images/p.jpg"])]}, "leakage", "warning"),
 ]
 

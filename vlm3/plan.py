@@ -416,10 +416,21 @@ def micro_batches(lengths: list[int], micro_batch: int, grouped: bool, group_bat
 
 @dataclass(frozen=True)
 class Rows:
-    """Per-row token counts of one split: total (visual + text) and visual."""
+    """Per-row token counts of one split: total (visual + text) and visual (summed over the row's pages);
+    `pages` gives each row's pages apart (the vision tower attends within one page), else one page a row."""
 
     lengths: tuple[int, ...]
     visual: tuple[int, ...]
+    pages: tuple[tuple[int, ...], ...] = ()
+
+    def images(self, rows) -> list[int]:
+        """Visual tokens of each page of the given rows, in order (what the vision tower runs on)."""
+        if self.pages:
+            return [v for i in rows for v in self.pages[i]]
+        return [self.visual[i] for i in rows]
+
+    def head(self, n: int) -> "Rows":
+        return Rows(self.lengths[:n], self.visual[:n], self.pages[:n])
 
 
 @dataclass(frozen=True)
@@ -463,7 +474,7 @@ def epoch_work(shape: ModelShape, rows: Rows, micro_batch: int, grouped: bool, g
     batches = micro_batches(list(rows.lengths), micro_batch, grouped, group_batch, seed)
     for batch in batches:
         lengths = [rows.lengths[i] for i in batch]
-        total = total + batch_flops(shape, lengths, [rows.visual[i] for i in batch], training, train_step)
+        total = total + batch_flops(shape, lengths, rows.images(batch), training, train_step)
         real += sum(lengths)
         positions += len(lengths) * max(lengths)
     return EpochWork(total, real, positions, len(batches))
@@ -599,7 +610,7 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
     training = Training.of(recipe)
     train = data.train_rows()
     samples = min(len(train.lengths), recipe.data.max_samples or len(train.lengths))
-    train = Rows(train.lengths[:samples], train.visual[:samples])
+    train = train.head(samples)
     count = max(recipe.compute.gpu_count, 1)
     micro = recipe.train.micro_batch_size
     grouped = bool(recipe.axolotl.get("group_by_length", True))
@@ -620,13 +631,13 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
     if data.val is not None and data.val.lengths:
         val = data.val
         if recipe.data.max_val_samples:
-            val = Rows(val.lengths[: recipe.data.max_val_samples], val.visual[: recipe.data.max_val_samples])
+            val = val.head(recipe.data.max_val_samples)
         per_eval = epoch_work(shape, val, micro, grouped, micro, training, train_step=False).flops.total
         eval_flops = (steps // recipe.train.eval_steps) * per_eval
 
     flops = train_flops.total + eval_flops
     real_tokens = epoch.real_tokens * epochs_done
-    floor = floor_flops(shape, list(train.lengths), list(train.visual), training.gradient_checkpointing) * epochs_done
+    floor = floor_flops(shape, list(train.lengths), train.images(range(len(train.lengths))), training.gradient_checkpointing) * epochs_done
     longest = max(train.lengths, default=0) or data.max_row_tokens
     longest_visual = max(train.visual, default=0)
     memory = memory_bytes(shape, recipe, training, longest, longest_visual, count)

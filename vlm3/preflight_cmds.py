@@ -125,8 +125,9 @@ def dataset_tokens(scan: DatasetScan, recipe: Recipe, max_pixels: int | None = N
 
     def split_rows(split: str) -> tuple[list, Rows]:
         rows = [r for r in scan.rows if r.split == split]
-        visual = [sum(visual_tokens(w, h, recipe.images.min_pixels, cap, recipe.family.factor) for w, h in r.sizes) for r in rows]
-        return rows, Rows(tuple(r.text_tokens + v for r, v in zip(rows, visual)), tuple(visual))
+        pages = [tuple(visual_tokens(w, h, recipe.images.min_pixels, cap, recipe.family.factor) for w, h in r.sizes) for r in rows]
+        visual = [sum(p) for p in pages]
+        return rows, Rows(tuple(r.text_tokens + v for r, v in zip(rows, visual)), tuple(visual), tuple(pages))
 
     rows, train = split_rows("train")
     _, val = split_rows("val")
@@ -182,9 +183,12 @@ def judge_estimate_line(recipe: Recipe, report: dict) -> str | None:
     return str(estimate_judge_cost(recipe.eval.judge, samples))
 
 
+NORMALISATION = "n1"  # in the cache key: copies written before pages were normalised (16-bit clipped, sideways) are not reused
+
+
 def content_key(path: Path, max_pixels: int, min_pixels: int, factor: int) -> str:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
-    return f"{digest}-{min_pixels}-{max_pixels}-{factor}"
+    return f"{digest}-{min_pixels}-{max_pixels}-{factor}-{NORMALISATION}"
 
 
 def unreadable_images(rows, root: Path) -> list:
