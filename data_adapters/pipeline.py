@@ -269,10 +269,10 @@ def parse_row(obj: Any, file: str, line: int, metadata_names: dict[str, str] | N
 IMAGE_PLACEHOLDER = "<image>"
 
 
-def row_image_keys(obj: dict, bad) -> tuple[str, ...]:
-    """The row-level pages: 'image' (one path) or 'images' (a list); none for a text-only row."""
+def row_image_keys(obj: dict, bad, what: str = "row") -> tuple[str, ...]:
+    """The row-level pages: 'image' (one path) or 'images' (a list); none for a text-only row (or probe: `what`)."""
     if "image" in obj and "images" in obj and obj["image"] is not None and obj["images"] is not None:
-        bad("the row has both 'image' and 'images': give one page as 'image', or every page as 'images'", "image_field")
+        bad(f"the {what} has both 'image' and 'images': give one page as 'image', or every page as 'images'", "image_field")
         return ()
     if obj.get("images") is not None:
         images = obj["images"]
@@ -280,7 +280,7 @@ def row_image_keys(obj: dict, bad) -> tuple[str, ...]:
             bad("'images' must be a list of paths such as [\"images/21-03.jpg\", \"images/21-04.jpg\"]", "image_field")
             return ()
         if not images:
-            bad("'images' is an empty list: list the row's pages, or leave the key out for a text-only row", "image_field")
+            bad(f"'images' is an empty list: list the {what}'s pages, or leave the key out for a text-only {what}", "image_field")
             return ()
         found = []
         for k, image in enumerate(images):
@@ -295,7 +295,7 @@ def row_image_keys(obj: dict, bad) -> tuple[str, ...]:
     if image is None:
         return ()  # a text-only row
     if not isinstance(image, str) or not image.strip():
-        bad("'image' must be a non-empty path such as \"images/21-03.jpg\" (leave the key out for a text-only row)", "image_field")
+        bad(f"'image' must be a non-empty path such as \"images/21-03.jpg\" (leave the key out for a text-only {what})", "image_field")
         return ()
     if image.lower().startswith(URL_PREFIXES):
         bad("'image' is a URL: vlm3 trains on files; save the page under the images root and give its relative path", "image_field")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from data_adapters.checks import inspect_image
-from data_adapters.pipeline import URL_PREFIXES, DataError, Problem, page_name, read_pipeline, sample_id
+from data_adapters.pipeline import URL_PREFIXES, DataError, Problem, page_name, read_pipeline, row_image_keys, sample_id
 
 Only = Literal["all", "val", "probes", "general"]
 
@@ -87,23 +87,11 @@ def is_text_only(sample: dict) -> bool:
 
 
 def probe_page_refs(probe: dict, where: tuple[str, int]) -> tuple[list[str], list[Problem]]:
-    """The pages a probe names, as written: `image` (one), `images` (a list) or neither (a text-only probe)."""
-    image, images = probe.get("image"), probe.get("images")
-    if image is not None and images is not None:
-        return [], [Problem(*where, "the probe has both 'image' and 'images': give one page as 'image', or every page as 'images'", code="probe")]
-    if images is not None:
-        if not isinstance(images, list):
-            return [], [Problem(*where, "'images' must be a list of paths such as [\"images/21-03.jpg\", \"images/21-04.jpg\"]", code="probe")]
-        if not images:
-            return [], [Problem(*where, "'images' is an empty list: list the probe's pages, or leave the key out for a text-only probe", code="probe")]
-        problems = [Problem(*where, f"images[{k}] must be a non-empty path such as \"images/21-03.jpg\"", code="probe")
-                    for k, ref in enumerate(images) if not isinstance(ref, str) or not ref.strip()]
-        return ([] if problems else list(images)), problems
-    if image is None:
-        return [], []  # a text-only probe
-    if not isinstance(image, str) or not image.strip():
-        return [], [Problem(*where, "'image' must be a non-empty path such as \"images/21-03.jpg\" (leave the key out for a text-only probe)", code="probe")]
-    return [image], []
+    """The pages a probe names, as written: `image` (one), `images` (a list) or neither (a text-only probe),
+    read as a pipeline row's are."""
+    problems: list[Problem] = []
+    refs = row_image_keys(probe, lambda message, code="probe": problems.append(Problem(*where, message, code="probe")), what="probe")
+    return ([] if problems else list(refs)), problems
 
 
 def check_pages(images_root: Path, refs: list[str] | tuple[str, ...], where: tuple[str, int]) -> tuple[list[str], list[Problem]]:
