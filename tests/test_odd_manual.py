@@ -31,6 +31,7 @@ from data_adapters.images import oriented_size
 from data_adapters.pipeline import read_pipeline
 from data_adapters.tokens import visual_tokens
 from tests.conftest import ROOT, run_cli
+from tests.test_families import in_trainer
 from tests.odd_manual import DOCUMENT, METADATA_NAMES, write_odd_manual, write_odd_recipe
 from vlm3.families import FAMILIES
 from vlm3.tiny_model import FOLDERS
@@ -39,17 +40,6 @@ pytestmark = [pytest.mark.trainer, pytest.mark.manuals]
 
 LOOP_FAMILIES = ["qwen2_vl", "qwen3_vl"]
 MICRO_BATCH = 4  # 40 rows: 10 steps, each micro-batch mixing one-page, two-page and text-only rows
-
-
-def trainer_script(code: str, stdin: str = "", timeout: float = 600):
-    """Python code in the trainer environment; its last stdout line is JSON."""
-    from vlm3.trainer_env import TrainerEnv
-
-    env = TrainerEnv.locate()
-    proc = subprocess.run([str(env.python), "-c", code], input=stdin, capture_output=True, text=True, cwd=ROOT,
-                          env=env.environ(), timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +141,7 @@ print(json.dumps({"rows": rows, "served": served}))
 def processor_counts(odd_loop) -> dict:
     run = odd_loop["run"]
     eval_dirs = [str(run / "eval" / label) for label in ("finetuned", "base") if (run / "eval" / label / "predictions.jsonl").exists()]
-    return trainer_script(PROCESSOR_COUNTS, json.dumps({"run": str(run), "eval_dirs": eval_dirs}))
+    return in_trainer(PROCESSOR_COUNTS, json.dumps({"run": str(run), "eval_dirs": eval_dirs}))
 
 
 def planned_visual(odd_loop, split: str = "train") -> list[int]:
