@@ -784,3 +784,10 @@ def test_the_tiny_recipe_trains_on_modal():
                           cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "train:" in proc.stdout
+
+
+def test_serving_must_hold_the_datas_largest_row_of_pages():
+    recipe = load_recipe(ROOT / "recipes" / "e30m3_lora.yaml")  # 4,096 tokens; 1,280 visual tokens a page
+    assert ms.serve_problems(recipe, pages=1)[0] == []
+    errors, _ = ms.serve_problems(recipe, pages=4)
+    assert errors and "cannot hold 4 pages (the data's largest row)" in errors[0]

@@ -331,14 +331,16 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
 
 
-def serve_problems(recipe: Recipe) -> tuple[list[str], list[str]]:
-    """(errors, notes) about serving this recipe with vLLM on Modal."""
+def serve_problems(recipe: Recipe, pages: int = 1) -> tuple[list[str], list[str]]:
+    """(errors, notes) about serving this recipe with vLLM on Modal; `pages`: the most pages one prompt carries."""
     serve, errors, notes = recipe.serve, [], []
-    needed = visual_tokens(recipe) + PROMPT_MARGIN_TOKENS
+    pages = max(pages, 1)
+    needed = pages * visual_tokens(recipe) + PROMPT_MARGIN_TOKENS
     if serve.max_model_len < needed:
+        what = "one page" if pages == 1 else f"{pages} pages (the data's largest row)"
         errors.append(
-            f"serve.max_model_len {serve.max_model_len} cannot hold one page at images.max_pixels "
-            f"({visual_tokens(recipe)} {recipe.family.label} visual tokens) plus a question and answer: use at least {needed}"
+            f"serve.max_model_len {serve.max_model_len} cannot hold {what} at images.max_pixels "
+            f"({visual_tokens(recipe)} {recipe.family.label} visual tokens a page) plus a question and answer: use at least {needed}"
         )
     if serve.gpu in ("cpu", "T4"):
         errors.append(f"serve.gpu {serve.gpu!r}: vLLM serves in bfloat16, which needs an A10G, L4, L40S or newer")
@@ -686,10 +688,19 @@ def hub_targets(recipe: Recipe, dataset_repo: str = "", model_repo: str = "") ->
 # Checks before anything starts, and what to run next
 
 
+def largest_row_pages(recipe: Recipe, cwd: Path | None = None) -> int:
+    """The most pages one training or validation row shows (the served model must take them in one prompt)."""
+    from data_adapters.pipeline import read_pipeline
+
+    cwd = Path(cwd or Path.cwd())
+    rows = [row for name in (recipe.data.train, recipe.data.val) for row in read_pipeline(cwd / name)[0]]
+    return max((len(row.images) for row in rows), default=1)
+
+
 def launch_problems(recipe: Recipe, cwd: Path | None = None) -> tuple[list[str], list[str]]:
     """(errors, notes) about running this recipe on Modal; errors stop the launch before any upload."""
     errors = data_problems(recipe, cwd)
-    serve_errors, notes = serve_problems(recipe)
+    serve_errors, notes = serve_problems(recipe, pages=largest_row_pages(recipe, cwd))
     errors += serve_errors
     if recipe.compute.gpu != "cpu" and recipe.compute.gpu_type not in GPU_MEMORY_GIB:
         errors.append(f"compute.gpu {recipe.compute.gpu!r} is not a Modal GPU")
