@@ -25,12 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.breakdown import has_answer, judge_metrics
+from harness.breakdown import TEXT_ONLY, has_answer, judge_metrics
 from harness.samples import sample_pages
 
 REASON_LIMIT = 300  # characters of one reason kept: a judge's explanation can be long
 UNKNOWN_SECTION = "unknown section"
-TEXT_ONLY = "text-only"
 
 
 @dataclass(frozen=True)
