@@ -158,7 +158,7 @@ def test_extract_single_quantity(text, family, value, high):
         "Fit a 10K resistor.",
         "Fit the 4 M3 screws.",
         "Replace the 2 cups.",
-        "Speed 5 km/h, area 200 km^2, a 0.5 mm^2 wire",
+        "The 1st, 2nd, 3rd and 4th cylinders; the 1990s",
     ],
 )
 def test_extract_finds_nothing_without_units(text):
