@@ -309,26 +309,41 @@ _EQUIV_FILL = re.compile(r"\s*(?:[,;/]|(?i:or))?\s*")
 _REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+times)|two\s+times(?P<two>)|[x×]\s*(?P<n>[2-4])(?!\d)))")
 
 # A qualifier before a value: found once per text, then the nearest one in the value's clause applies.
+# English, German (mind., max., höchstens, Verschleißgrenze) and French (mini, maxi, au moins, limite d'usure).
 _QUALIFIER_BEFORE = re.compile(
-    r"(?=[wsrlmaniu<≤=>≥go])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit)\b"
-    r"|(?P<max>\b(?:max(?:imum)?|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
-    r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below)\b\.?|<=?|≤|=<)"
-    r"|(?P<min>\b(?:min(?:imum)?|at\s+least|no\s+less\s+than|not\s+less\s+than|(?<!not\s)(?<!no\s)more\s+than|over|above|"
-    r"greater\s+than)\b\.?|>=?|≥|=>))")
+    r"(?=[wsrlmaniuhvpj<≤=>≥go])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit|\bverschlei(?:ß|ss)grenze|"
+    r"\blimite(?:\s+d'usure)?)\b"
+    r"|(?P<max>\b(?:max(?:imum|imal|i)?|höchstens|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
+    r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below|au\s+maximum|au\s+plus|pas\s+plus\s+de)\b\.?|<=?|≤|=<)"
+    r"|(?P<min>\b(?:min(?:imum|imal|i)?|mind(?:estens)?|at\s+least|no\s+less\s+than|not\s+less\s+than|"
+    r"(?<!not\s)(?<!no\s)more\s+than|over|above|greater\s+than|au\s+moins|pas\s+moins\s+de)\b\.?|>=?|≥|=>))")
+# "Max. torque: 230 Nm at 4750 rpm", "Couple maxi", "max. Leistung": "max" names the quantity, it is no qualifier.
+_NAMED_AFTER = re.compile(r"\s*(?:(?:engine|motor)\s+)?(?:torque|power|output|speed|rpm|revs|horsepower|drehmoment|"
+                          r"leistung|drehzahl|couple|puissance|régime)\b")
+_NAMED_BEFORE = re.compile(r"(?:torque|power|output|drehmoment|leistung|drehzahl|couple|puissance|régime)\s*$")
 QUALIFIER_REACH = {"limit": 40, "max": 40, "min": 40}  # characters between a qualifier and its value, in one clause
 
 _QUALIFIER_AFTER = [
-    ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum)?\b\.?|or\s+less\b|at\s+most\b|or\s+under\b))")),
-    ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum)?\b\.?|or\s+more\b|at\s+least\b|or\s+over\b))")),
+    ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum|i)?\b\.?|or\s+less\b|at\s+most\b|or\s+under\b))")),
+    ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum|i)?\b\.?|mind\.|or\s+more\b|at\s+least\b|or\s+over\b))")),
     ("limit", re.compile(r"(?i:\s*\(?\s*(?:(?:wear|service)\s+)?limit\b)")),
 ]
 _CONDITION_BEFORE = re.compile(r"(?=[a@wbmeoc])(?:(?:\bat|@|\bwhen|\bwith|\babove|\bbelow|\bmeasured\s+at|\bengine\s+speed(?:\s+of)?|"
                                r"\boil\s+temperature(?:\s+of)?|\bcoolant\s+temperature(?:\s+of)?)\s*(?:approx\.?\s*|about\s*)?|@\s*)")
+# Conditions in words, in English, German and French: idle, cold, hot; "with/without filter change", "mit/ohne
+# Filter", "avec/sans filtre" (the object after the word is what must agree).
 _CONDITION_WORDS = re.compile(
-    r"(?=[a@i(chwon])(?i:(?:\bat|@)\s*(?P<idle>idle)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)|\b(?P<cold>cold)\b"
-    r"|\b(?P<hot>hot|warm|warmed[\s-]up|(?:normal\s+)?operating\s+temperature)\b)")
+    r"(?=[a@i(chwonlrkfbmsà])(?i:(?:\bat|@)\s*(?P<idle>idle)\b|\b(?P<idling>idling|leerlauf|ralenti)\b|\((?P<idle2>idle)\)"
+    r"|\b(?P<cold>cold|kalt|froid)\b"
+    r"|\b(?P<hot>hot|warm|warmed[\s-]up|(?:normal\s+)?operating\s+temperature|betriebswarm|chaud)\b"
+    r"|\b(?P<without>without|w/o|ohne|sans)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
+    r"|\b(?P<with>with|mit|avec)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,})")
+_WORD_CONDITION = {"idle": "speed", "idling": "speed", "idle2": "speed", "cold": "temperature", "hot": "temperature"}
+# "at", "bei", "à" before a value of another dimension make it a condition ("185 cc/min at 3.0 bar").
+_AT_BEFORE = re.compile(r"(?:\bat|@|\bbei|\bà|\bmeasured\s+at)\s*(?:approx\.?\s*|about\s*|ca\.\s*)?")
 _SENTENCE_END = re.compile(r"\n|;|[.!?](?=\s+[A-Z(]|\s*$)")
-_SEGMENT_END = re.compile(r"(?=[\n;,.!?atwb ])(?:\n|;|,| / |(?<!min)(?<!max)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b))")
+_SEGMENT_END = re.compile(r"(?=[\n;,.!?atwbudpe ])(?:\n|;|,| / |(?<!min)(?<!max)(?<!mind)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)"
+                          r"|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b|\bund\b|\bdann\b|\bet\b|\bpuis\b))")
 _LABEL_RE = re.compile(
     r"(?=[mspfiertnoul1-5])(?i:\b(?P<size>M\d{1,2})(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\b"
     r"|\b(?:stage|step|pass)\s*#?\s*(?P<stage>\d{1,2})\b|\b(?P<stage_ord>\d)(?:st|nd|rd|th)\s+(?:stage|step|pass)\b"
@@ -1019,21 +1034,31 @@ def _fold_equivalents(text: str, found: list[Quantity]) -> list[Quantity]:
 
 
 def _roles(text: str, low: str, quantities: list[Quantity], sentence_ends: list[int]) -> list[Quantity]:
-    # Per sentence, how many values of other families a speed or temperature could be the condition of.
-    others: dict[int, int] = defaultdict(int)
-    for q in quantities:
+    """Spec, condition or incidental. A speed or temperature after "at", "when", "with" ... is the condition of a
+    sentence that states a value of another family; a value of any family after "at" is the condition of a
+    sentence that states one of another dimension not itself after "at" ("14.2 V at 5,000 rpm", "185 cc/min at
+    3.0 bar", "45 kg at 40 mm")."""
+    sentence_of = [bisect.bisect_left(sentence_ends, q.start) for q in quantities]
+    others: dict[int, int] = defaultdict(int)  # per sentence: values a speed or temperature could be the condition of
+    for q, sentence in zip(quantities, sentence_of):
         if q.family not in ("speed", "temperature"):
-            others[bisect.bisect_left(sentence_ends, q.start)] += 1
+            others[sentence] += 1
     incidental_ends = {m.end() for m in _INCIDENTAL_BEFORE.finditer(low)}
     condition_ends = {m.end() for m in _CONDITION_BEFORE.finditer(low)} if any(
         q.family in ("speed", "temperature") for q in quantities) else set()
+    at_ends = {m.end() for m in _AT_BEFORE.finditer(low)} if len(quantities) > 1 else set()
+    free: dict[int, set[str]] = defaultdict(set)  # per sentence: dimensions stated not after "at"
+    for q, sentence in zip(quantities, sentence_of):
+        if q.start not in at_ends:
+            free[sentence].add(_dimension(q.family))
     out = []
-    for q in quantities:
+    for q, sentence in zip(quantities, sentence_of):
         role = "spec"
         if _INCIDENTAL_AFTER.match(text, q.end) or q.start in incidental_ends:
             role = "incidental"
-        elif q.family in ("speed", "temperature") and q.start in condition_ends \
-                and others[bisect.bisect_left(sentence_ends, q.start)]:
+        elif q.family in ("speed", "temperature") and q.start in condition_ends and others[sentence]:
+            role = "condition"
+        elif q.start in at_ends and free[sentence] - {_dimension(q.family)}:
             role = "condition"
         out.append(_updated(q, role=role) if role != "spec" else q)
     return out
@@ -1104,8 +1129,13 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
     conditions: dict[int, list[Condition]] = {k: [] for k in specs}
     mentions: list[tuple[int, int, Condition]] = []
     for m in _CONDITION_WORDS.finditer(low):
-        word = {"idling": "idle", "idle2": "idle"}.get(m.lastgroup, m.lastgroup)
-        mentions.append((m.start(), m.end(), Condition("speed" if word == "idle" else "temperature", word, None, m.group())))
+        if m.lastgroup in ("with", "without"):
+            thing = m.group().split()[-1].removeprefix("l'")  # "with filter change" and "without filter" agree on "filter"
+            condition = Condition(f"with {thing}", m.lastgroup, None, m.group())
+        else:
+            word = {"idling": "idle", "idle2": "idle"}.get(m.lastgroup, m.lastgroup)
+            condition = Condition(_WORD_CONDITION[m.lastgroup], word, None, m.group())
+        mentions.append((m.start(), m.end(), condition))
     for q in quantities:
         if q.role == "condition":
             mentions.append((q.start, q.end, Condition(q.family, None, q, q.raw)))
@@ -1118,7 +1148,8 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
         for k in targets:
             conditions[k].append(condition)
 
-    qualifiers = [(m.start(), m.end(), m.lastgroup) for m in _QUALIFIER_BEFORE.finditer(low)]
+    qualifiers = [(m.start(), m.end(), m.lastgroup) for m in _QUALIFIER_BEFORE.finditer(low)
+                  if not _NAMED_AFTER.match(low, m.end()) and not _NAMED_BEFORE.search(low, max(0, m.start() - 20), m.start())]
     qualifier_ends = [end for _, end, _ in qualifiers]
     out = list(quantities)
     for k in specs:
@@ -1239,7 +1270,7 @@ def _label_conflict(want: Quantity, got: Quantity) -> bool:
 
 
 def _condition_agrees(a: Condition, b: Condition) -> bool:
-    if a.dimension != b.dimension:
+    if a.dimension != b.dimension and not (a.quantity and b.quantity and compatible(a.dimension, b.dimension)):
         return False
     if a.word or b.word:
         return a.word == b.word
@@ -1251,6 +1282,8 @@ def _condition_problems(wanted: tuple[Condition, ...], given: tuple[Condition, .
     for w in wanted:
         if not any(_condition_agrees(w, g) for g in given):
             rival = next((g for g in given if g.dimension == w.dimension), None)
+            if rival is None and w.dimension.startswith("with "):
+                continue  # "with filter" unsaid is not a contradiction; "without filter" is
             problems.append(f"condition {w.raw!r} " + (f"differs: answer says {rival.raw!r}" if rival else "is missing"))
     for g in given:
         if any(w.dimension == g.dimension for w in wanted) and not any(_condition_agrees(w, g) for w in wanted):
