@@ -136,7 +136,7 @@ PINT_DEFINITIONS = (
 )
 
 _SP = r"[ \t]?"
-_B = r"(?![A-Za-z0-9µμ])"  # a unit must not run on into a longer word
+_B = r"(?![A-Za-z0-9µμΩ])"  # a unit must not run on into a longer word
 _NOT_INCH = (r"(?!\s+\d)(?!\s+(?:my|his|her|our|your|their|its?|there|here|which|what|this|these|those|front|rear|"
              r"case|stock|general|service|good|turn|line|use|"
              r"the|a|an|each|every|one|two|three|four|five|six|several|stages?|steps?|sequence|"
@@ -167,11 +167,11 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:°|deg(?:ree)?s?\.?)(?i:{_SP}on\s+the)?{_SP}(?:F|(?i:fahrenheit))(?i:\s+scale)?{_B}", "degree_Fahrenheit",
      "temperature"),
     (rf"(?:(?i:kelvins?|°?{_SP}deg(?:ree)?s?{_SP}kelvin)|°{_SP}K(?![-/.]\w)){_B}", "kelvin", "temperature"),
-    (rf"(?i:da{_SP}n{_SP}[·⋅•.*-]?{_SP}m){_B}", "decanewton * meter", "torque"),
-    (rf"(?i:n{_SP}[·⋅•.*-]?{_SP}m|newton[\s-]?met(?:er|re)s?){_B}", "newton * meter", "torque"),
-    (rf"(?i:kgf?{_SP}[·⋅•.*-]?{_SP}m|m{_SP}[·⋅•.*-]?{_SP}kgf?|kp{_SP}[·⋅•.*-]?{_SP}m|m{_SP}[·⋅•.*-]?{_SP}kp){_B}",
+    (rf"(?i:da{_SP}n{_SP}[·⋅•・･.*-]?{_SP}m){_B}", "decanewton * meter", "torque"),
+    (rf"(?i:n{_SP}[·⋅•・･.*-]?{_SP}m|newton[\s-]?met(?:er|re)s?){_B}", "newton * meter", "torque"),
+    (rf"(?i:kgf?{_SP}[·⋅•・･.*-]?{_SP}m|m{_SP}[·⋅•・･.*-]?{_SP}kgf?|kp{_SP}[·⋅•・･.*-]?{_SP}m|m{_SP}[·⋅•・･.*-]?{_SP}kp){_B}",
      "kgm", "torque"),
-    (rf"(?i:kgf?{_SP}[·⋅•.*-]?{_SP}cm|cm{_SP}[·⋅•.*-]?{_SP}kgf?){_B}", "kgcm", "torque"),
+    (rf"(?i:kgf?{_SP}[·⋅•・･.*-]?{_SP}cm|cm{_SP}[·⋅•・･.*-]?{_SP}kgf?){_B}", "kgcm", "torque"),
     (rf"(?i:(?:in|inch)\.?{_SP}[-·⋅/\s]?{_SP}(?:lbf?s?|pounds?)\.?|(?:lbf?s?|pounds?)\.?{_SP}[-·⋅\s]?{_SP}(?:inch(?:es)?|in)\.?){_B}",
      "inch * force_pound", "torque"),
     (rf"(?i:(?:ft|foot|feet)\.?{_SP}[-·⋅/\s]?{_SP}(?:lbf?s?|pounds?)\.?|(?:lbf?s?|pounds?)\.?{_SP}[-·⋅\s]?{_SP}(?:ft|foot|feet)\.?)(?![A-Za-z0-9])",
@@ -180,7 +180,13 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     # Engine speed as manuals print it: rpm, r.p.m., U/min and 1/min (German), tr/min (French), min⁻¹, "800/min".
     (rf"(?i:rpm|r\.p\.m\.?|r/min|rev/min|tr/min|t/min|u/min|1/min|min[-−]1|/{_SP}min(?!\w)|revs?{_SP}(?:per|/){_SP}min(?:ute)?)(?!\w)",
      "revolutions_per_minute", "speed"),
-    (rf"[ \t]?:[ \t]?1(?![.,]?\d)", "ratio_to_one", "ratio"),  # "10.5:1", "3.727 : 1"
+    (rf"[ \t]?(?::|/|(?i:to)\b)[ \t]?1(?![.,]?\d)(?![ \t]?[A-Za-z°%])", "ratio_to_one", "ratio"),  # "10.5:1", "9,5/1", "18 to 1"
+    (rf"V{_SP}?(?:DC|AC|d\.c\.|a\.c\.){_B}", "volt", "voltage"),  # "28.0 VDC", "12 V DC"
+    (rf"A{_SP}(?:DC|AC){_B}", "ampere", "current"),
+    (rf"(?i:mfd|mf){_B}", "microfarad", "capacitance"),  # the old spelling of µF
+    (rf"(?i:(?:us|u\.s\.){_SP}(?:fl\.?{_SP})?oz\.?|fl\.?{_SP}oz\.?|fluid{_SP}ounces?){_B}", "fluid_ounce", "volume"),
+    (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:fl\.?{_SP})?oz\.?){_B}", "imperial_fluid_ounce", "volume"),
+    (rf"(?i:inch(?:es)?\s+of\s+mercury|in\.?{_SP}of{_SP}hg){_B}", "inch_Hg", "pressure"),
     (rf"(?:PS|CV|cv|ch){_B}", "metric_horsepower", "power"),  # German PS, French ch/CV (pint reads PS as petasiemens)
     (rf"(?i:bhp|whp){_B}", "horsepower", "power"),
     (rf"(?i:kp){_B}", "kilogram_force", "force"),  # kilopond
@@ -311,38 +317,41 @@ _REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+
 # A qualifier before a value: found once per text, then the nearest one in the value's clause applies.
 # English, German (mind., max., höchstens, Verschleißgrenze) and French (mini, maxi, au moins, limite d'usure).
 _QUALIFIER_BEFORE = re.compile(
-    r"(?=[wsrlmaniuhvpj<≤=>≥go])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit|\bverschlei(?:ß|ss)grenze|"
-    r"\blimite(?:\s+d'usure)?)\b"
+    r"(?=[wsrlmaniuhvpj<≤=>≥go使限])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit|\bverschlei(?:ß|ss)grenze|"
+    r"\blimite(?:\s+d'usure)?)\b|(?P<limit2>使用限度|限度)"
     r"|(?P<max>\b(?:max(?:imum|imal|i)?|höchstens|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
     r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below|au\s+maximum|au\s+plus|pas\s+plus\s+de)\b\.?|<=?|≤|=<)"
     r"|(?P<min>\b(?:min(?:imum|imal|i)?|mind(?:estens)?|at\s+least|no\s+less\s+than|not\s+less\s+than|"
     r"(?<!not\s)(?<!no\s)more\s+than|over|above|greater\s+than|au\s+moins|pas\s+moins\s+de)\b\.?|>=?|≥|=>))")
 # "Max. torque: 230 Nm at 4750 rpm", "Couple maxi", "max. Leistung": "max" names the quantity, it is no qualifier.
-_NAMED_AFTER = re.compile(r"\s*(?:(?:engine|motor)\s+)?(?:torque|power|output|speed|rpm|revs|horsepower|drehmoment|"
+_NAMED_AFTER = re.compile(r"\s*(?:(?:engine|motor|road|top|vehicle)\s+)?(?:torque|power|output|speed|rpm|revs|horsepower|drehmoment|"
                           r"leistung|drehzahl|couple|puissance|régime)\b")
-_NAMED_BEFORE = re.compile(r"(?:torque|power|output|drehmoment|leistung|drehzahl|couple|puissance|régime)\s*$")
+_NAMED_BEFORE = re.compile(r"(?:torque|power|output|drehmoment|leistung|drehzahl|couple|puissance|régime|vitesse)\s*$")
 QUALIFIER_REACH = {"limit": 40, "max": 40, "min": 40}  # characters between a qualifier and its value, in one clause
 
+_BRACKET_AFTER = re.compile(r"[ \t]*[(\[{][^()\[\]{}]{1,40}[)\]}]")
 _QUALIFIER_AFTER = [
     ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum|i)?\b\.?|or\s+less\b|at\s+most\b|or\s+under\b))")),
     ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum|i)?\b\.?|mind\.|or\s+more\b|at\s+least\b|or\s+over\b))")),
     ("limit", re.compile(r"(?i:\s*\(?\s*(?:(?:wear|service)\s+)?limit\b)")),
+    ("min", re.compile(r"\s*以上")), ("max", re.compile(r"\s*(?:以下|未満)")),  # Japanese: "12.5 V以上" is 12.5 V or more
 ]
 _CONDITION_BEFORE = re.compile(r"(?=[a@wbmeoc])(?:(?:\bat|@|\bwhen|\bwith|\babove|\bbelow|\bmeasured\s+at|\bengine\s+speed(?:\s+of)?|"
                                r"\boil\s+temperature(?:\s+of)?|\bcoolant\s+temperature(?:\s+of)?)\s*(?:approx\.?\s*|about\s*)?|@\s*)")
 # Conditions in words, in English, German and French: idle, cold, hot; "with/without filter change", "mit/ohne
 # Filter", "avec/sans filtre" (the object after the word is what must agree).
 _CONDITION_WORDS = re.compile(
-    r"(?=[a@i(chwonlrkfbmsà])(?i:(?:\bat|@)\s*(?P<idle>idle)\b|\b(?P<idling>idling|leerlauf|ralenti)\b|\((?P<idle2>idle)\)"
-    r"|\b(?P<cold>cold|kalt|froid)\b"
-    r"|\b(?P<hot>hot|warm|warmed[\s-]up|(?:normal\s+)?operating\s+temperature|betriebswarm|chaud)\b"
+    r"(?=[a@i(chwonlrkfbmsà冷温暖])(?i:(?:\bat|@|\bau|\bim|\bbei)\s*(?P<idle>idle|ralenti|leerlauf)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)"
+    r"|\b(?P<cold>cold|kalt|froid)\b|(?P<cold2>冷間時?)"
+    r"|\b(?P<hot>hot|warm(?![\s-]up\b)|warmed[\s-]up|(?:normal\s+)?operating\s+temperature|betriebswarm|chaud)\b|(?P<hot2>温間時?|暖機時)"
     r"|\b(?P<without>without|w/o|ohne|sans)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
     r"|\b(?P<with>with|mit|avec)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,})")
-_WORD_CONDITION = {"idle": "speed", "idling": "speed", "idle2": "speed", "cold": "temperature", "hot": "temperature"}
+_WORD_CONDITION = {"idle": "speed", "idling": "speed", "idle2": "speed", "cold": "temperature", "hot": "temperature",
+                   "cold2": "temperature", "hot2": "temperature"}
 # "at", "bei", "à" before a value of another dimension make it a condition ("185 cc/min at 3.0 bar").
 _AT_BEFORE = re.compile(r"(?:\bat|@|\bbei|\bà|\bmeasured\s+at)\s*(?:approx\.?\s*|about\s*|ca\.\s*)?")
 _SENTENCE_END = re.compile(r"\n|;|[.!?](?=\s+[A-Z(]|\s*$)")
-_SEGMENT_END = re.compile(r"(?=[\n;,.!?atwbudpe ])(?:\n|;|,| / |(?<!min)(?<!max)(?<!mind)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)"
+_SEGMENT_END = re.compile(r"(?=[\n;,.!?atwbudpe 、，；])(?:\n|;|,|、|，|；| / |(?<!min)(?<!max)(?<!mind)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)"
                           r"|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b|\bund\b|\bdann\b|\bet\b|\bpuis\b))")
 _LABEL_RE = re.compile(
     r"(?=[mspfiertnoul1-5])(?i:\b(?P<size>M\d{1,2})(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\b"
@@ -387,6 +396,7 @@ class Quantity:
     stage: int | None = None
     equivalents: tuple[Quantity, ...] = ()  # restatements in other units
     labels: tuple[tuple[str, str], ...] = ()  # (kind, value): ("valve", "intake"), ("stage", "2")
+    names: frozenset[str] = frozenset()  # the words that name the value in its clause ("on", "fully", "rated")
     qualifier: str | None = None  # "min", "max", "limit"
     conditions: tuple[Condition, ...] = ()
     unit: str = ""  # pint unit as printed; a tuple's first element when ambiguous
@@ -489,10 +499,15 @@ def _dimension(family: str) -> str:
     return _SAME_DIMENSION.get(family, family)
 
 
+def _kind(family: str) -> str:
+    """Families that compare share a kind: one dimension, or a mass and a force (a manual's kg is often kgf)."""
+    dimension = _SAME_DIMENSION.get(family, family)
+    return "force" if dimension == "mass" else dimension
+
+
 def compatible(family_a: str, family_b: str) -> bool:
-    """Whether values of these families compare: one dimension, or a mass and a force (kg for kgf)."""
-    a, b = _dimension(family_a), _dimension(family_b)
-    return a == b or {a, b} == {"mass", "force"}
+    """Whether values of these families compare."""
+    return family_a == family_b or _kind(family_a) == _kind(family_b)
 
 
 @lru_cache(maxsize=256)
@@ -525,9 +540,9 @@ _NOT_UNIT_WORDS = frozenset(
     "a an at are in is it on of or to the and as by be do if no so up we us per pro par x point points pc pcs "
     "ct rod rods chain chains link links hand hands pole poles perch barn bit bits byte bytes mark cycle cycles "
     "count counts dozen gross line lines pi tex den ly au pt mil mils ch cv ps st nd rd th cup cups".split())
-_SINGLE_LETTER_UNITS = frozenset("VAWNJgshΩ%‰")
+_SINGLE_LETTER_UNITS = frozenset("VAWNJgshlLΩ%‰")
 _SYMBOL_NAMES = {"%": "percent", "‰": "permille"}
-_PREFIXES = frozenset({"kilo", "mega", "giga", "milli", "micro", "centi", "deci", "nano", "hecto"})
+_PREFIXES = frozenset({"kilo", "mega", "giga", "milli", "micro", "centi", "deci", "deca", "nano", "hecto"})
 _PREFIXABLE = frozenset({"meter", "gram", "second", "liter", "newton", "pascal", "bar", "volt", "ampere", "ohm", "farad",
                          "watt", "joule", "hertz", "henry", "coulomb", "watt_hour", "ampere_hour", "electron_volt",
                          "calorie", "tesla", "gram_force"})
@@ -658,7 +673,7 @@ def _decimals(digits: str, whole: str = "") -> float:
     return 0.5 * 10 ** (zeros - 1) if zeros >= 3 and whole.strip("0") else 0.5
 
 
-def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[float, float]], bool]:
+def _read_number(m: re.Match, decimal_comma: bool | None, borrowed: bool = False) -> tuple[list[tuple[float, float]], bool]:
     if m.re is _WORD_NUM_RE:
         return _read_words(m)
     if m.group("mw"):
@@ -677,7 +692,9 @@ def _read_number(m: re.Match, decimal_comma: bool | None) -> tuple[list[tuple[fl
         if m.group("gs") == " " or decimals or text.count(",") > 1 or not decimal_comma:
             return [thousands], not decimals
         head, tail = text.split(",")
-        return [(float(f"{head}.{tail}"), _decimals(tail))], False
+        decimal = (float(f"{head}.{tail}"), _decimals(tail))
+        # An answer that does not say, read in the reference's decimal commas: "1,750 rpm" may still be thousands.
+        return ([decimal, thousands] if borrowed else [decimal]), False
     if m.group("p"):
         text = m.group("p")
         whole, sep, decimals = text.replace(",", ".").partition(".")
@@ -712,7 +729,8 @@ def _notation(text: str) -> bool | None:
     return None
 
 
-def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: bool = False) -> list[_Num]:
+def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: bool = False,
+                  borrowed: bool = False) -> list[_Num]:
     """Numbers in text order, each with its unit if one follows; at most MAX_NUMBERS + 1 of them."""
     nums: list[_Num] = []
     # Where an identifier word ("bolt", "step", "No.") ends: a number starting there names a thing.
@@ -730,10 +748,10 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
             nums.append(_Num(m.start(), first, [(float(text[m.start():first]), 0.5)], True))
             rest = _NUM_RE.match(text, first + 1)
             if rest:
-                readings, integer = _read_number(rest, decimal_comma)
+                readings, integer = _read_number(rest, decimal_comma, borrowed)
                 nums.append(_Num(rest.start(), rest.end(), readings, integer))
             continue
-        readings, integer = _read_number(m, decimal_comma)
+        readings, integer = _read_number(m, decimal_comma, borrowed)
         if readings:
             nums.append(_Num(m.start(), m.end(), readings, integer))
     for m in _TURN_RE.finditer(low) if "turn" in low else ():
@@ -953,7 +971,7 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
         unit_index = nxt.unit_index if nxt is not None and num.propagated and nxt.unit_index is not None else num.unit_index
         if nxt and same_unit and (_RANGE_GAP.fullmatch(gap) or (between and re.fullmatch(r"(?i:\s*and\s*)", gap))):
             sign = _sign(text, num, family)
-            start = max(0, num.start - 12) + between.start() if between else num.start - (sign < 0)
+            start = between.start() if between else num.start - (sign < 0)
             q = _build(text, start, _end(nxt), unit_index, [num.readings, nxt.readings], (sign, _sign(text, nxt, family)))
             i += 2
         elif nxt and (same_family or nxt.unit_index is None) and _TOL_GAP.fullmatch(gap):
@@ -1056,7 +1074,8 @@ def _roles(text: str, low: str, quantities: list[Quantity], sentence_ends: list[
         role = "spec"
         if _INCIDENTAL_AFTER.match(text, q.end) or q.start in incidental_ends:
             role = "incidental"
-        elif q.family in ("speed", "temperature") and q.start in condition_ends and others[sentence]:
+        elif q.family in ("speed", "temperature") and others[sentence] and (
+                q.start in condition_ends or q.raw[:8].lower() in ("between ", "from ")):
             role = "condition"
         elif q.start in at_ends and free[sentence] - {_dimension(q.family)}:
             role = "condition"
@@ -1064,6 +1083,7 @@ def _roles(text: str, low: str, quantities: list[Quantity], sentence_ends: list[
     return out
 
 
+_LEAD_GAP = re.compile(r"[ \t]*[:=]?[ \t]*")
 _CONDITION_GAP = re.compile(r"(?i:[\s,]*[(\[]?\s*(?:(?:at|@|with|when|measured|the|engine|oil|coolant|speed|temperature|of)\s*)*)")
 
 
@@ -1073,8 +1093,9 @@ def _qualifier(text: str, q: Quantity, clause_start: int, before: list[tuple[int
         start, end, name = before[n]
         if start >= clause_start and q.start - end <= QUALIFIER_REACH[name] and not _CLAUSE_BREAK.search(text, end, q.start):
             return name
+    bracket = _BRACKET_AFTER.match(text, q.end)  # "40 km/h (25 mph) or more"
     for name, pattern in _QUALIFIER_AFTER:
-        if pattern.match(text, q.end):
+        if pattern.match(text, q.end) or (bracket and pattern.match(text, bracket.end())):
             return name
     return None
 
@@ -1133,7 +1154,7 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
             thing = m.group().split()[-1].removeprefix("l'")  # "with filter change" and "without filter" agree on "filter"
             condition = Condition(f"with {thing}", m.lastgroup, None, m.group())
         else:
-            word = {"idling": "idle", "idle2": "idle"}.get(m.lastgroup, m.lastgroup)
+            word = {"idling": "idle", "idle2": "idle", "cold2": "cold", "hot2": "hot"}.get(m.lastgroup, m.lastgroup)
             condition = Condition(_WORD_CONDITION[m.lastgroup], word, None, m.group())
         mentions.append((m.start(), m.end(), condition))
     for q in quantities:
@@ -1141,14 +1162,17 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
             mentions.append((q.start, q.end, Condition(q.family, None, q, q.raw)))
     for start, end, condition in mentions:
         n = bisect.bisect_right(spec_ends, start) - 1  # the spec value ending last before the mention
-        if n >= 0 and start - spec_ends[n] <= 60 and _CONDITION_GAP.fullmatch(text, spec_ends[n], start):
+        ahead = bisect.bisect_left(spec_starts, end)  # "kalt 0,20 mm; warm 0,25 mm": a word just before its value
+        if condition.word and ahead < len(specs) and _LEAD_GAP.fullmatch(text, end, spec_starts[ahead]):
+            targets = [specs[ahead]]
+        elif n >= 0 and start - spec_ends[n] <= 60 and _CONDITION_GAP.fullmatch(text, spec_ends[n], start):
             targets = [specs[n]]
         else:
             targets = by_sentence.get(bisect.bisect_left(sentence_ends, start), [])
         for k in targets:
             conditions[k].append(condition)
 
-    qualifiers = [(m.start(), m.end(), m.lastgroup) for m in _QUALIFIER_BEFORE.finditer(low)
+    qualifiers = [(m.start(), m.end(), m.lastgroup.rstrip("2")) for m in _QUALIFIER_BEFORE.finditer(low)
                   if not _NAMED_AFTER.match(low, m.end()) and not _NAMED_BEFORE.search(low, max(0, m.start() - 20), m.start())]
     qualifier_ends = [end for _, end, _ in qualifiers]
     out = list(quantities)
@@ -1157,9 +1181,103 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
         segment = spec_segments[k]
         clause_start = segment_ends[segment - 1] if segment else 0
         stage = next((int(v) for kind, v in labels[k] if kind == "stage" and v.isdigit()), None)
+        before = max(clause_start, quantities[k - 1].end if k else 0, q.start - NAME_REACH)
+        after = min(segment_ends[min(segment, len(segment_ends) - 1)], quantities[k + 1].start if k + 1 < len(quantities) else len(text), q.end + NAME_REACH)
         out[k] = _updated(q, labels=tuple(sorted(labels[k])), qualifier=_qualifier(text, q, clause_start, qualifiers, qualifier_ends),
-                         conditions=tuple(conditions[k]), stage=stage)
+                         conditions=tuple(conditions[k]), stage=stage,
+                         names=_names(text[before:q.start]) | _names(text[q.end:after]))
     return out
+
+
+# Names. The words around a value in its clause name it ("on at 92 °C", "IN 0.15 mm", "fully open 95 °C", "3.5 bar at
+# rated speed"). Where a reference names several values of one dimension apart, an answer's value that carries only
+# another value's distinctive words is that other value: a swap fails. A lone value's name has opposites
+# ("toe-in"/"toe-out", "BTDC"/"ATDC", "on"/"off"). The same name in the languages manuals are written in reads as one.
+NAME_REACH = 60  # characters before and after a value that can name it
+_NAME_SYNONYMS = {
+    "intake": ("inlet", "IN", "admission", "adm", "einlass", "ansaug", "吸気", "吸入"),
+    "exhaust": ("EX", "échappement", "echappement", "éch", "auslass", "排気"),
+    "front": ("avant", "av", "vorn", "vorne", "vorderachse", "前", "フロント"),
+    "rear": ("arrière", "arriere", "ar", "hinten", "hinterachse", "後", "リヤ", "リア"),
+    "manual": ("bvm", "mt", "schaltgetriebe", "manuelle", "manuel"),
+    "automatic": ("auto", "bva", "automatik", "automatique"),
+    "on": ("ein", "enclenchement", "cutin", "closes"),
+    "off": ("aus", "déclenchement", "declenchement", "cutout"),
+    "btdc": ("vot", "beforetdc", "avantpmh", "vorot"),
+    "atdc": ("not", "aftertdc", "aprèspmh", "aprespmh", "nachot"),
+    "toein": ("vorspur", "pincement"),
+    "toeout": ("nachspur", "ouverture"),  # French "ouverture" is toe-out (not "opening")
+    "idle": ("idling", "leerlauf", "ralenti"),
+    "open": ("opens", "opening", "öffnet"),
+}
+_CANONICAL_NAME = {word.casefold() if not word.isupper() else word: name
+                   for name, words in _NAME_SYNONYMS.items() for word in words}
+_OPPOSITES = {"on": "off", "intake": "exhaust", "front": "rear", "manual": "automatic", "btdc": "atdc", "toein": "toeout",
+              "upper": "lower", "inner": "outer", "left": "right", "per": "total", "before": "after"}
+_OPPOSITES |= {b: a for a, b in _OPPOSITES.items()}
+_NAME_JOINS = re.compile(r"(?i:\b(toe|cut|before|after|avant|après|apres|vor|nach)[\s-]+(in|out|tdc|pmh|ot)\b)")
+_NAME_WORD = re.compile(r"[^\W\d_]+")
+_NOT_NAMES = frozenset(
+    "the a an is are be should must will to at of and then it its this that for as by from with about approx "
+    "approximately ca set every each max maximum min minimum limit mini maxi mind der die das le la les de du des "
+    "et und à a bei am im mit".split())
+
+
+def _names(window: str) -> frozenset[str]:
+    words = set()
+    for word in _NAME_WORD.findall(_NAME_JOINS.sub(r"\1\2", window)):
+        name = _CANONICAL_NAME.get(word) or _CANONICAL_NAME.get(word.casefold())
+        if name is None:
+            word = word.casefold()
+            name = word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+        if name not in _NOT_NAMES and len(name) > 1 or not name.isascii():
+            words.add(name)
+    return frozenset(words)
+
+
+def _kinds(wanted: list[Quantity]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, want in enumerate(wanted):
+        groups[_kind(want.family)].append(i)
+    return groups
+
+
+def _distinct_names(wanted: list[Quantity], groups: dict[str, list[int]]) -> list[frozenset[str]]:
+    """Per reference value: the words that name it apart from the other values of its kind (all its words when
+    it is the only one)."""
+    out = []
+    for want in wanted:
+        group = groups[_kind(want.family)]
+        out.append(want.names - frozenset.intersection(*(wanted[k].names for k in group)) if len(group) > 1 else want.names)
+    return out
+
+
+def _name_conflict(i: int, groups: dict[str, list[int]], distinct: list[frozenset[str]], got: Quantity) -> bool:
+    """Whether the answer names `got` as another reference value than wanted[i], or by the opposite of its name."""
+    if not got.names:
+        return False
+    if any(_OPPOSITES.get(word) in got.names and word not in got.names for word in distinct[i]):
+        return True
+    group = groups.get(_kind(got.family), [])
+    claims = [k for k in group if distinct[k] & got.names] if len(group) > 1 else []
+    return bool(claims) and i not in claims
+
+
+def _unpaired_names(wanted: list[Quantity], groups: dict[str, list[int]], distinct: list[frozenset[str]],
+                    given: list[Quantity], assigned: dict[int, int]) -> list[str]:
+    """Values the reference names apart that the answer states under names none of the reference's are (another
+    language, other words): paired by order, so values in another order fail."""
+    problems = []
+    for group in groups.values():
+        if len(group) < 2 or not all(distinct[i] and i in assigned for i in group):
+            continue
+        if any(distinct[k] & given[assigned[i]].names for k in group for i in group):
+            continue  # the answer's words pair its values: _name_conflict has judged them
+        order = [assigned[i] for i in group]
+        if order != sorted(order):
+            problems.append("the reference names " + ", ".join(repr(wanted[i].raw) for i in group) + " apart, the "
+                            "answer's words for them are none of the reference's, and its values come in another order")
+    return problems
 
 
 def _label(m: re.Match) -> tuple[str, str]:
@@ -1190,7 +1308,8 @@ def _extract(text: str, decimal_comma: bool | None = None, temperature: bool = F
     low = text.lower()
     if len(low) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
         low = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-    nums = _scan_numbers(text, low, notation if notation is not None else decimal_comma, temperature)
+    nums = _scan_numbers(text, low, notation if notation is not None else decimal_comma, temperature,
+                         borrowed=notation is None and bool(decimal_comma))
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
     quantities = _attach(text, low, _group(text, nums))
@@ -1348,6 +1467,8 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
             problems += 1
             details.append(problem)
 
+    groups = _kinds(wanted)
+    distinct = _distinct_names(wanted, groups)
     assigned: dict[int, int] = {}
     used: set[int] = set()
     cursor: dict[str, int] = {}
@@ -1355,7 +1476,7 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     positional: set[int] = set()
     for i, want in enumerate(wanted):
         pool = [j for j, g in enumerate(given) if j not in used and g.role == "spec" and compatible(g.family, want.family)
-                and not _label_conflict(want, g)]
+                and not _label_conflict(want, g) and not _name_conflict(i, groups, distinct, g)]
         strong = [j for j in pool if want.labels and set(want.labels) <= set(given[j].labels)]
         if strong:
             pool = strong
@@ -1430,6 +1551,9 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
         hallucinated.append(got)
         details.append(f"hallucinated: {got.raw!r} ({_describe(got)}) is not a value the reference gives")
 
+    for problem in _unpaired_names(wanted, groups, distinct, given, assigned):
+        problems += 1
+        details.append(problem)
     order = [assigned[i] for i in sorted(assigned) if i in positional and _group_of(wanted[i].family) == "sequence"]
     order_ok = not out_of_order and all(a < b for a, b in zip(order, order[1:]))
     passed = good == len(wanted) and order_ok and not hallucinated and not problems
