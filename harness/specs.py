@@ -258,7 +258,7 @@ _WORDS = rf"(?:(?:a|{'|'.join(_ONES[1:10])})\s+hundred(?:\s+(?:and\s+)?{_BELOW_1
 
 # Numbers: a mixed number, a fraction, digits grouped in thousands, a plain decimal, words.
 _NUM_RE = re.compile(
-    r"(?<![A-Za-z0-9_,/^])(?<!\d\.)(?=[\d.])(?:"
+    r"(?<![A-Za-z0-9_,^])(?<!\d/)(?<!\d\.)(?=[\d.])(?:"
     r"(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
     r"|(?P<fn>\d{1,3})/(?P<fd>\d{1,3})(?![\d/])"
     r"|(?P<g>\d{1,3}(?:(?P<gs>[, ])\d{3})(?:(?P=gs)\d{3})*(?:\.\d+)?)(?![\d,]\d)"
@@ -317,7 +317,7 @@ _REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+
 # A qualifier before a value: found once per text, then the nearest one in the value's clause applies.
 # English, German (mind., max., höchstens, Verschleißgrenze) and French (mini, maxi, au moins, limite d'usure).
 _QUALIFIER_BEFORE = re.compile(
-    r"(?=[wsrlmaniuhvpj<≤=>≥go使限])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit|\bverschlei(?:ß|ss)grenze|"
+    r"(?=[wsrlmaniuhvpjb<≤=>≥go使限])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit|\bverschlei(?:ß|ss)grenze|"
     r"\blimite(?:\s+d'usure)?)\b|(?P<limit2>使用限度|限度)"
     r"|(?P<max>\b(?:max(?:imum|imal|i)?|höchstens|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
     r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below|au\s+maximum|au\s+plus|pas\s+plus\s+de)\b\.?|<=?|≤|=<)"
@@ -331,8 +331,8 @@ QUALIFIER_REACH = {"limit": 40, "max": 40, "min": 40}  # characters between a qu
 
 _BRACKET_AFTER = re.compile(r"[ \t]*[(\[{][^()\[\]{}]{1,40}[)\]}]")
 _QUALIFIER_AFTER = [
-    ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum|i)?\b\.?|or\s+less\b|at\s+most\b|or\s+under\b))")),
-    ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum|i)?\b\.?|mind\.|or\s+more\b|at\s+least\b|or\s+over\b))")),
+    ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum|i)?\b\.?|(?:[a-z]+\s+)?or\s+(?:less|under|below)\b|at\s+most\b))")),
+    ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum|i)?\b\.?|mind\.|(?:[a-z]+\s+)?or\s+(?:more|over|above)\b|at\s+least\b))")),
     ("limit", re.compile(r"(?i:\s*\(?\s*(?:(?:wear|service)\s+)?limit\b)")),
     ("min", re.compile(r"\s*以上")), ("max", re.compile(r"\s*(?:以下|未満)")),  # Japanese: "12.5 V以上" is 12.5 V or more
 ]
@@ -1046,7 +1046,9 @@ def _fold_equivalents(text: str, found: list[Quantity]) -> list[Quantity]:
             out.append(_updated(found[j], hedge=head.raw))
             i = j + 1
             continue
-        out.append(_updated(head, equivalents=tuple(equivalents)) if equivalents else head)
+        # "475 cc (16.1 US oz) per leg": the words after the equivalent name the value too
+        out.append(_updated(head, equivalents=tuple(equivalents), names=head.names.union(*(e.names for e in equivalents)))
+                   if equivalents else head)
         i = j
     return out
 
@@ -1075,7 +1077,8 @@ def _roles(text: str, low: str, quantities: list[Quantity], sentence_ends: list[
         if _INCIDENTAL_AFTER.match(text, q.end) or q.start in incidental_ends:
             role = "incidental"
         elif q.family in ("speed", "temperature") and others[sentence] and (
-                q.start in condition_ends or q.raw[:8].lower() in ("between ", "from ")):
+                q.start in condition_ends or q.raw[:8].lower() in ("between ", "from ")
+                or (q.family == "speed" and text[max(0, q.start - 3):q.start].rstrip().endswith("/"))):  # "7.5 kW/8,000 min⁻¹"
             role = "condition"
         elif q.start in at_ends and free[sentence] - {_dimension(q.family)}:
             role = "condition"
