@@ -311,6 +311,9 @@ _OR_GAP = re.compile(r"(?i:\s*,?\s*or\s*)")
 _EQUIV_GAP = re.compile(r"\s*(?:/|=|≈|(?i:or))\s*")
 _OPEN_GAP = re.compile(r"[\s*_]*[(\[{]\s*(?:(?i:approx(?:imately)?\.?|about|ca\.?|~|≈)\s*)?")
 _CLOSE = {"(": ")", "[": "]", "{": "}"}
+# A unit symbol after a number that no notation here and nothing in pint reads: a symbol character, not a word.
+# (Japanese and Chinese words glued to a number, "3箇所", are words, not units.)
+_UNREAD_UNIT = re.compile(r"[ \t]?[^\x00-\x7f\s\u2010-\u2015\u2212±×…\u3000-\u9fff\uff00-\uffef]\S{0,8}")
 _EQUIV_FILL = re.compile(r"\s*(?:[,;/]|(?i:or))?\s*")
 _REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+times)|two\s+times(?P<two>)|[x×]\s*(?P<n>[2-4])(?!\d)))")
 
@@ -1304,8 +1307,10 @@ def extract_quantities(text: str, decimal_comma: bool | None = None, temperature
     return _extract(text, decimal_comma, temperature)[0]
 
 
-def _extract(text: str, decimal_comma: bool | None = None, temperature: bool = False) -> tuple[list[Quantity], bool, bool | None]:
-    """The quantities, whether the text holds more than MAX_NUMBERS numbers (then only those are read), its notation."""
+def _extract(text: str, decimal_comma: bool | None = None,
+             temperature: bool = False) -> tuple[list[Quantity], bool, bool | None, list[str]]:
+    """The quantities, whether the text holds more than MAX_NUMBERS numbers (then only those are read), its notation,
+    and the numbers followed by a unit symbol nothing here reads ("15 ㎐" if pint did not know it)."""
     text = _prepare(text[:MAX_TEXT_CHARS])
     notation = _notation(text)
     low = text.lower()
@@ -1316,7 +1321,9 @@ def _extract(text: str, decimal_comma: bool | None = None, temperature: bool = F
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
     quantities = _attach(text, low, _group(text, nums))
-    return _fold_equivalents(text, quantities), too_many, notation
+    unread = [text[num.start:m.end()] for num in nums if num.unit_index is None and not num.identifier
+              for m in (_UNREAD_UNIT.match(text, num.end),) if m]
+    return _fold_equivalents(text, quantities), too_many, notation, unread
 
 
 # Comparing the reference with the answer.
@@ -1428,9 +1435,13 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     if len(expected) > MAX_TEXT_CHARS:
         return _fail(False, f"not applicable: the reference is {len(expected):,} characters, over the "
                             f"{MAX_TEXT_CHARS:,} the spec check reads")
-    every, too_many, reference_notation = _extract(expected)
+    every, too_many, reference_notation, unread = _extract(expected)
     if too_many:
         return _fail(False, f"not applicable: the reference holds more than {MAX_NUMBERS} numbers")
+    if unread:
+        # Never a verdict on the readable rest: "15–17 ㎐ at 20 °C" checked on "20 °C" alone would pass any value.
+        return _fail(False, "not applicable: the reference states " + ", ".join(repr(u) for u in unread[:3])
+                     + " in a unit the spec check does not read")
     wanted = [q for q in every if q.role == "spec"]
     if not wanted:
         why = ("only incidental sizes or conditions" if every else "no quantity with a unit the checker reads")
@@ -1440,7 +1451,9 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
                            f"reads: not graded as correct")
     # An answer read in the reference's light: its decimal notation where the answer does not say, a bare K as
     # kelvin where the reference states a temperature.
-    found, too_many, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted))
+    found, too_many, _, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted))
+    # The page's own text, when the row carries it, is evidence for a value the answer adds (read up to MAX_TEXT_CHARS).
+    page = _extract(page_text, reference_notation)[0] if isinstance(page_text, str) and page_text.strip() else []
     if too_many:
         return _fail(True, f"answer holds more than {MAX_NUMBERS} numbers: not graded as correct")
 
@@ -1550,6 +1563,10 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
         if twin is not None and sum(1 for w in wanted if _group_of(w.family) == _group_of(got.family)) == 1 \
                 and not _SEQUENCE_WORDS.search(prepared, min(got.start, given[assigned[twin]].end), max(got.start, given[assigned[twin]].end) + 1):
             details.append(f"repeated: {got.raw!r}")
+            continue
+        stated = next((p for p in page if compatible(p.family, got.family) and _agrees_with(p, got)), None)
+        if stated is not None:
+            details.append(f"not judged: {got.raw!r} is stated on the page ({stated.raw!r} in its text)")
             continue
         hallucinated.append(got)
         details.append(f"hallucinated: {got.raw!r} ({_describe(got)}) is not a value the reference gives")
