@@ -1,22 +1,28 @@
-"""Benchmark the spec checker: the labelled corpus, quantulum3's annotated sentences, pairs per second.
+"""Benchmark the spec checker: the labelled corpora, quantulum3's annotated sentences, pairs per second.
 
 Usage:
     .venv/bin/python bench/bench_specs.py                    # about 20 s
     .venv/bin/python bench/bench_specs.py --baseline 3d703a3 # also the checker as it was at that commit
 
-Three measurements, printed as Markdown tables (BENCHMARKS.md quotes them):
+Four measurements, printed as Markdown tables (BENCHMARKS.md quotes them):
 
 1. Agreement with tests/data/spec_cases.jsonl, a corpus labelled by a strict grader: per class,
    false passes (the checker passes a case the grader fails), false fails, and "not applicable"
    disagreements.
-2. Extraction against outside material: the annotated English test sentences shipped in the
+2. The same agreement on tests/data/spec_cases_manuals.jsonl, per category and per manual kind. Its
+   (reference, answer) pairs were written from the notations real manuals print, kind by kind
+   (Toyota's N·m {kgf·cm, ft·lbf} braces, Haynes' lbf ft and thou, German 22…25 Nm and mind.,
+   French 0,20 à 0,25 mm and maxi, Japanese 0.7〜0.8 mm, aircraft psig and in-lb, motorcycle,
+   outboard, tractor, wiring and small-engine manuals), and labelled by a grader who never saw the
+   checker or ran it while writing them; each case carries its manual kind and its category.
+3. Extraction against outside material: the annotated English test sentences shipped in the
    quantulum3 package (quantities.json, quantities.ambiguity.json; a dev dependency), limited to
    the checker's physical dimensions (length and distance, volume, temperature, angle, pressure,
    torque, rotational speed). A quantity the checker extracts is correct when its span overlaps an
    annotated one and its value, converted by pint, equals the annotated value (the midpoint for a
    range, as quantulum3 annotates ranges). Bracketed equivalents count as quantities of their own.
    Precision = correct / extracted; recall = annotated in-dimension quantities found / all of them.
-3. match() pairs per second on one core: CPU time (time.process_time) over the corpus pairs, so
+4. match() pairs per second on one core: CPU time (time.process_time) over the first corpus's pairs, so
    other processes on a shared machine do not count; wall-clock is printed beside it.
 """
 
@@ -40,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from harness import specs  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "spec_cases.jsonl"
+MANUAL_CASES = ROOT / "tests" / "data" / "spec_cases_manuals.jsonl"  # grouped by category and by manual kind
 GOAL_CLASSES = ("value", "unit", "sequence", "qualifier")  # zero false passes required here
 
 # quantulum3's unit names -> (dimension, pint unit); every other annotated unit is out of the checker's families.
@@ -75,24 +82,38 @@ def load_checker(revision: str | None) -> ModuleType:
     return module
 
 
-def corpus_agreement(checker: ModuleType) -> dict:
-    cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows: dict[str, Counter] = defaultdict(Counter)
+def load_cases(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def corpus_agreement(checker: ModuleType, path: Path = CASES, keys: tuple[str, ...] = ("class",)) -> dict:
+    """Agreement rows per value of each key (a case field: class, category, manual), and their total."""
+    rows: dict[str, dict[str, Counter]] = {key: defaultdict(Counter) for key in keys}
+    total: Counter = Counter()
     wrong: list[str] = []
-    for case in cases:
+    for case in load_cases(path):
         result = checker.match(case["expected"], case["actual"])
         verdict = result.passed if result.applicable else None
-        row = rows[case["class"]]
-        row["n"] += 1
         if verdict == case["passed"]:
-            row["agree"] += 1
-            continue
-        kind = ("false pass" if verdict is True and case["passed"] is False else
-                "false fail" if verdict is False and case["passed"] is True else "applicability")
-        row[kind] += 1
-        wrong.append(f"{case['id']} {case['class']}: {kind}: {case['expected']!r} / {case['actual']!r} ({case['note']})")
-    total = sum(rows.values(), Counter())
-    return {"rows": dict(rows), "total": total, "wrong": wrong}
+            kind = "agree"
+        else:
+            kind = ("false pass" if verdict is True and case["passed"] is False else
+                    "false fail" if verdict is False and case["passed"] is True else "applicability")
+            groups = " ".join([case["class"]] + [case[key] for key in keys if key != "class"])
+            wrong.append(f"{case['id']} {groups}: {kind}: {case['expected']!r} / {case['actual']!r} ({case['note']})")
+        for row in [rows[key][case[key]] for key in keys] + [total]:
+            row["n"] += 1
+            row[kind] += 1
+    return {"rows": {key: dict(by_value) for key, by_value in rows.items()}, "total": total, "wrong": wrong}
+
+
+def agreement_table(heading: str, rows: dict[str, Counter], total: Counter) -> None:
+    print(f"| {heading} | cases | agree | false passes | false fails | applicability |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, row in sorted(rows.items()):
+        print(f"| {name} | {row['n']} | {_percent(row['agree'], row['n'])} | {row['false pass']} | {row['false fail']} | {row['applicability']} |")
+    print(f"| **all** | {total['n']} | **{_percent(total['agree'], total['n'])}** | {total['false pass']} | "
+          f"{total['false fail']} | {total['applicability']} |")
 
 
 def quantulum_sentences() -> list[dict]:
@@ -202,7 +223,7 @@ def extraction_scores(checker: ModuleType) -> dict:
 
 
 def pairs_per_second(checker: ModuleType, seconds: float = 4.0) -> tuple[float, float]:
-    cases = [json.loads(line) for line in CASES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    cases = load_cases(CASES)
     pairs = [(c["expected"], c["actual"]) for c in cases]
     for expected, actual in pairs:  # warm the pint registry and the conversion cache once
         checker.match(expected, actual)
@@ -224,15 +245,18 @@ def _percent(part: float, whole: float) -> str:
 def report(label: str, checker: ModuleType, verbose: bool) -> None:
     corpus = corpus_agreement(checker)
     print(f"\n### {label}: labelled corpus ({corpus['total']['n']} cases)\n")
-    print("| class | cases | agree | false passes | false fails | applicability |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, row in sorted(corpus["rows"].items()):
-        print(f"| {name} | {row['n']} | {_percent(row['agree'], row['n'])} | {row['false pass']} | {row['false fail']} | {row['applicability']} |")
-    total = corpus["total"]
-    print(f"| **all** | {total['n']} | **{_percent(total['agree'], total['n'])}** | {total['false pass']} | "
-          f"{total['false fail']} | {total['applicability']} |")
-    goal = sum(corpus["rows"].get(name, Counter())["false pass"] for name in GOAL_CLASSES)
+    agreement_table("class", corpus["rows"]["class"], corpus["total"])
+    goal = sum(corpus["rows"]["class"].get(name, Counter())["false pass"] for name in GOAL_CLASSES)
     print(f"\nFalse passes on {', '.join(GOAL_CLASSES)} cases: {goal}")
+
+    manuals = corpus_agreement(checker, MANUAL_CASES, ("category", "manual"))
+    print(f"\n### {label}: corpus from manuals' notations ({manuals['total']['n']} cases), per category\n")
+    agreement_table("category", manuals["rows"]["category"], manuals["total"])
+    print(f"\n### {label}: corpus from manuals' notations, per manual kind\n")
+    agreement_table("manual", manuals["rows"]["manual"], manuals["total"])
+    total = manuals["total"]
+    print(f"\nTotal on the manuals' corpus: {total['agree']} of {total['n']} agree ({_percent(total['agree'], total['n'])}), "
+          f"{total['false pass']} false passes, {total['false fail']} false fails, {total['applicability']} applicability")
 
     extraction = extraction_scores(checker)
     print(f"\n### {label}: quantulum3's annotated sentences, in the checker's dimensions\n")
@@ -253,7 +277,7 @@ def report(label: str, checker: ModuleType, verbose: bool) -> None:
           f"(one core), {wall:,.0f} pairs per wall-clock second\n")
     if verbose:
         print("Disagreements and extraction errors:")
-        for line in corpus["wrong"] + extraction["errors"]:
+        for line in corpus["wrong"] + manuals["wrong"] + extraction["errors"]:
             print("  " + line)
 
 
