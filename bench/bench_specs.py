@@ -60,10 +60,25 @@ QUANTULUM_UNITS = {
     "degree Celsius": ("temperature", "degree_Celsius"), "degree fahrenheit": ("temperature", "degree_Fahrenheit"),
     "degree Fahrenheit": ("temperature", "degree_Fahrenheit"), "kelvin": ("temperature", "kelvin"),
     "minute of arc": ("angle", "arcminute"), "second of arc": ("angle", "arcsecond"),
+    # Read since every unit pint knows is read: mass, time, speed, power, energy, frequency, area, percent ...
+    "milligram": ("mass", "milligram"), "kilogram": ("mass", "kilogram"), "pound-mass": ("mass", "pound"),
+    "tonne": ("mass", "metric_ton"),
+    "second": ("time", "second"), "minute": ("time", "minute"), "hour": ("time", "hour"), "day": ("time", "day"),
+    "week": ("time", "week"), "month": ("time", "month"), "year": ("time", "year"),
+    "kilometre per hour": ("road speed", "kilometer / hour"), "percentage": ("percent", "percent"),
+    "watt": ("power", "watt"), "watt hour": ("energy", "watt_hour"), "megawatt hour": ("energy", "megawatt_hour"),
+    "electronvolt": ("energy", "electron_volt"), "teraelectronvolt": ("energy", "teraelectron_volt"),
+    "gigahertz": ("frequency", "gigahertz"), "inverse second": ("frequency", "1 / second"),
+    "square kilometre": ("area", "kilometer ** 2"), "square mile": ("area", "mile ** 2"),
+    "kilometre per square second": ("acceleration", "kilometer / second ** 2"),
+    "kilogram per cubic centimetre": ("density", "kilogram / centimeter ** 3"),
+    "litre per kilometre": ("consumption", "liter / kilometer"), "gray": ("dose", "gray"), "milligray": ("dose", "milligray"),
+    "watt per minute": ("power per time", "watt / minute"),
 }
 # Units a workshop manual states specifications in (the second recall row).
 WORKSHOP_UNITS = {"inch", "metre", "kilometre", "mile", "litre", "cubic centimetre", "gallon", "degree Celsius",
-                  "degree fahrenheit", "degree Fahrenheit"}
+                  "degree fahrenheit", "degree Fahrenheit", "kilogram", "pound-mass", "second", "minute", "hour",
+                  "kilometre per hour", "percentage", "watt"}
 
 
 def load_checker(revision: str | None) -> ModuleType:

@@ -259,7 +259,8 @@ _WORDS = rf"(?:(?:a|{'|'.join(_ONES[1:10])})\s+hundred(?:\s+(?:and\s+)?{_BELOW_1
 # Numbers: a mixed number, a fraction, digits grouped in thousands, a plain decimal, words.
 _NUM_RE = re.compile(
     r"(?<![A-Za-z0-9_,^])(?<!\d/)(?<!\d\.)(?=[\d.])(?:"
-    r"(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
+    r"(?P<sci>\d{1,12}(?:\.(?P<scid>\d{1,12}))?)(?:[eE](?P<exp>[-+−]?\d{1,3})|[ \t]?[x×][ \t]?10\^?(?P<exp2>[-−]?\d{1,3}))(?![\d.])"
+    r"|(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
     r"|(?P<fn>\d{1,3})/(?P<fd>\d{1,3})(?![\d/])"
     r"|(?P<g>\d{1,3}(?:(?P<gs>[, ])\d{3})(?:(?P=gs)\d{3})*(?:\.\d+)?)(?![\d,]\d)"
     r"|(?P<p>\d{1,12}(?:[.,]\d{1,12})?|(?<!\.)\.\d{1,12}(?![.,]\d))"
@@ -543,12 +544,12 @@ _NOT_UNIT_WORDS = frozenset(
     "a an at are in is it on of or to the and as by be do if no so up we us per pro par x point points pc pcs "
     "ct rod rods chain chains link links hand hands pole poles perch barn bit bits byte bytes mark cycle cycles "
     "count counts dozen gross line lines pi tex den ly au pt mil mils ch cv ps st nd rd th cup cups".split())
-_SINGLE_LETTER_UNITS = frozenset("VAWNJgshlLΩ%‰")
+_SINGLE_LETTER_UNITS = frozenset("VAWNJgshltLΩ%‰")
 _SYMBOL_NAMES = {"%": "percent", "‰": "permille"}
-_PREFIXES = frozenset({"kilo", "mega", "giga", "milli", "micro", "centi", "deci", "deca", "nano", "hecto"})
+_PREFIXES = frozenset({"kilo", "mega", "giga", "tera", "milli", "micro", "centi", "deci", "deca", "nano", "hecto"})
 _PREFIXABLE = frozenset({"meter", "gram", "second", "liter", "newton", "pascal", "bar", "volt", "ampere", "ohm", "farad",
                          "watt", "joule", "hertz", "henry", "coulomb", "watt_hour", "ampere_hour", "electron_volt",
-                         "calorie", "tesla", "gram_force"})
+                         "calorie", "tesla", "gram_force", "gray", "sievert", "becquerel"})
 _POWER = re.compile(r"(.*?)(?:\^?(-?[1-4]))?")
 
 
@@ -558,6 +559,8 @@ def _unit_name(piece: str, denominator: bool = False) -> str | None:
     base, power = _POWER.fullmatch(piece).groups()
     if denominator and base in ("in", "h", "s"):  # "lb/in", "km/h": unambiguous after a slash
         base = {"in": "inch", "h": "hour", "s": "second"}[base]
+    elif denominator and len(base) == 1:  # "J/m^2", "m/s": any unit letter after a slash
+        pass
     elif (base not in _SINGLE_LETTER_UNITS if len(base) == 1 else base.lower() in _NOT_UNIT_WORDS):
         return None
     base = _SYMBOL_NAMES.get(base, base)
@@ -607,8 +610,16 @@ def _form_index(unit: str, family: str) -> int:
     return index
 
 
+_SQUARE_RE = re.compile(rf"[ \t]{{0,2}}(?:(?i:sq\.?|square)[ \t]+(?P<before>{_PIECE})|(?P<after>{_PIECE})[ \t]+(?i:squared)\b)")
+
+
 def _read_unit(text: str, pos: int) -> tuple[int, int] | None:
     """(unit index, end) of a unit pint knows that starts at pos, or None."""
+    square = _SQUARE_RE.match(text, pos)  # "116,347 sq mi", "4 square kilometers", "4 km squared"
+    if square:
+        name = _unit_name(square.group("before") or square.group("after"))
+        if name and _family_of(name) == "length":
+            return _form_index(f"{name} ** 2", "area"), square.end()
     m = _GENERIC_UNIT_RE.match(text, pos)
     if m is None:
         return None
@@ -679,6 +690,10 @@ def _decimals(digits: str, whole: str = "") -> float:
 def _read_number(m: re.Match, decimal_comma: bool | None, borrowed: bool = False) -> tuple[list[tuple[float, float]], bool]:
     if m.re is _WORD_NUM_RE:
         return _read_words(m)
+    if m.group("sci"):  # 4e14, 9.83e-3, 5.5x10-3, 2.48×10−5
+        exponent = int((m.group("exp") or m.group("exp2")).replace("−", "-"))
+        scale = 10.0 ** exponent
+        return [(float(m.group("sci")) * scale, _decimals(m.group("scid") or "") * scale)], False
     if m.group("mw"):
         den = int(m.group("md"))
         if den == 0:
@@ -907,12 +922,13 @@ def _propagate_units(text: str, nums: list[_Num]) -> None:
     """A unit written once for several values: "15 then 30 Nm", "0.10 ~ 0.15 mm", "10 ± 1 Nm"."""
     for i in range(len(nums) - 2, -1, -1):
         num, after = nums[i], nums[i + 1]
-        if num.unit_index is not None or num.identifier or after.unit_index is None or after.identifier:
+        if num.unit_index is not None or num.identifier or after.unit_index is None or after.identifier \
+                or (num.integer and 1900 <= num.readings[0][0] <= 2099):  # "in 2013, and 278,000 t": a year
             continue
         gap = _gap(text, num, after)
         if _RANGE_GAP.fullmatch(gap) or _TOL_GAP.fullmatch(gap) or _OR_GAP.fullmatch(gap) \
                 or (_BETWEEN_BEFORE.search(text, max(0, num.start - 12), num.start) and re.fullmatch(r"(?i:\s*and\s*)", gap)) \
-                or (_LIST_GAP.fullmatch(gap) and _family(after) in SEQUENCE_FAMILIES + ("length", "pressure", "volume")):
+                or (_LIST_GAP.fullmatch(gap) and _family(after) in LIST_FAMILIES):
             num.unit_index, num.unit_end, num.propagated = after.unit_index, after.unit_end, True
 
 
@@ -939,6 +955,9 @@ def _build(text: str, start: int, end: int, unit_index: int, ends: list[list[tup
                     precision=precision, start=start, end=end)
 
 
+# A unit written once after a list of values ("15 then 30 Nm", "45 and 50 mg") belongs to each of them.
+LIST_FAMILIES = SEQUENCE_FAMILIES + ("length", "pressure", "volume", "mass", "force", "voltage", "current", "resistance",
+                                     "power", "percent")
 SIGNED_FAMILIES = ("temperature", "angle", "length", "pressure", "percent", "voltage", "current")
 
 
