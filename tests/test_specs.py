@@ -541,3 +541,129 @@ def test_every_text_of_the_sample_manual_grades_itself_as_a_pass(tmp_path, seed)
     assert len(texts) > 50
     failures = [(text, match(text, text).details) for text in texts if match(text, text).applicable and not match(text, text).passed]
     assert failures == []
+
+
+# Any manual's notation (the units pint knows, other languages, names that pair values).
+
+
+@pytest.mark.parametrize(
+    "text, family, value, high",
+    [
+        ("15–17 Ω", "resistance", 15.0, 17.0),
+        ("1.5 kΩ", "resistance", 1500.0, None),
+        ("max. 5 mΩ", "resistance", 0.005, None),
+        ("14.2–14.8 V", "voltage", 14.2, 14.8),
+        ("28.0 VDC", "voltage", 28.0, None),
+        ("30 A", "current", 30.0, None),
+        ("0.22 µF", "capacitance", 2.2e-7, None),
+        ("0.20 mfd", "capacitance", 2e-7, None),
+        ("1,350 kg", "mass", 1350.0, None),
+        ("200 N", "force", 200.0, None),
+        ("50 daN", "force", 500.0, None),
+        ("110 kW", "power", 110000.0, None),
+        ("150 PS", "power", 150 * 735.49875, None),
+        ("5 s", "time", 5.0, None),
+        ("100 km/h", "road speed", 100 / 3.6, None),
+        ("35 %", "percent", 35.0, None),
+        ("10.5:1", "ratio", 10.5, None),
+        ("9,5/1", "ratio", 9.5, None),
+        ("185 cc/min", "flow", 185e-6 / 60, None),
+        ("10 mL per minute", "flow", 10e-6 / 60, None),
+        ("800 1/min", "speed", 800.0, None),
+        ("750 U/min", "speed", 750.0, None),
+        ("850 tr/min", "speed", 850.0, None),
+        ("8,000 min⁻¹", "speed", 8000.0, None),
+        ("3000 r.p.m.", "speed", 3000.0, None),
+        ("30 psig", "pressure", 30 * 0.0689475729, None),
+        ("4 thou", "length", 0.1016, None),
+        ("475 cc per leg", "volume", 0.475, None),
+        ("使用限度は36.5 mmです", "length", 36.5, None),
+        ("0.7〜0.8 mm", "length", 0.7, 0.8),
+        ("22…25 Nm", "torque", 22.0, 25.0),
+        ("0,20 bis 0,25 mm", "length", 0.2, 0.25),
+        ("0,20 à 0,25 mm", "length", 0.2, 0.25),
+        ("−0°30′", "angle", -0.5, None),
+        ("4e14 s-1", "frequency", 4e14, None),
+        ("116,347 sq mi", "area", 116347 * 1609.344 ** 2, None),
+    ],
+)
+def test_extract_reads_any_unit_pint_knows(text, family, value, high):
+    [quantity] = extract_quantities(text)
+    assert quantity.family == family
+    assert quantity.value == pytest.approx(value, rel=1e-4)
+    assert quantity.high == (None if high is None else pytest.approx(high, rel=1e-4))
+
+
+@pytest.mark.parametrize(
+    "expected, actual, passed",
+    [
+        # Checked in part (the outside finding): the main value is read, so a wrong one fails.
+        ("Injector resistance: 15–17 Ω at 20 °C", "15–17 kΩ at 20 °C", False),
+        ("Injector resistance: 15–17 Ω at 20 °C", "15 to 17 ohms at 20 °C", True),
+        ("Charging voltage 14.2–14.8 V at 5,000 rpm", "12.2–12.8 V at 5,000 rpm", False),
+        ("Injector flow 185 cc/min at 3.0 bar", "350 cc/min at 3.0 bar", False),
+        ("Injector flow 185 cc/min at 3.0 bar", "185 cc/min at 2.0 bar", False),
+        ("Spring load 45 kg at 40 mm", "441 N at 40 mm", True),  # a manual's kg is kgf
+        ("Maximum output 150 PS", "110 kW", True),
+        ("Top speed 100 km/h", "62 mph", True),
+        ("Compression ratio 10.5:1", "10.5 to 1", True),
+        ("Compression ratio 10.5:1", "11.5:1", False),
+        # Labels outside a fixed list pair their values; a swap fails.
+        ("Thermo switch: on at 92 °C, off at 87 °C", "on at 92 °C and off at 87 °C", True),
+        ("Thermo switch: on at 92 °C, off at 87 °C", "on at 87 °C and off at 92 °C", False),
+        ("Valve clearance: IN 0.15 mm, EX 0.25 mm", "intake 0.15 mm, exhaust 0.25 mm", True),
+        ("Valve clearance: IN 0.15 mm, EX 0.25 mm", "IN 0.25 mm, EX 0.15 mm", False),
+        ("Thermostat: starts to open 82 °C, fully open 95 °C", "starts to open at 95 °C, fully open at 82 °C", False),
+        ("Oil pressure: 1.0 bar at low idle, 3.5 bar at rated speed", "1.0 bar at rated speed, 3.5 bar at low idle", False),
+        ("Final drive: 3.727:1 (manual), 3.909:1 (automatic)", "manual 3.909:1, automatic 3.727:1", False),
+        ("Toe setting: 2 ± 1 mm toe-in", "2 ± 1 mm toe-out", False),
+        ("Ignition timing: 10° BTDC at idle", "10° ATDC at idle", False),
+        ("Reifendruck: vorn 2,0 bar, hinten 2,3 bar", "front 2.0 bar, rear 2.3 bar", True),
+        ("Reifendruck: vorn 2,0 bar, hinten 2,3 bar", "front 2.3 bar, rear 2.0 bar", False),
+        # Signs of angles are kept.
+        ("Camber −0°30′ ± 30′", "+0°30′ ± 30′", False),
+        ("Camber −0°30′ ± 30′", "-0.5° ± 0.5°", True),
+        # Word conditions and other languages.
+        ("Oil capacity with filter change: 4.5 L", "4.5 L without filter change", False),
+        ("Oil capacity with filter change: 4.5 L", "4.5 L with a filter change", True),
+        ("Ventilspiel: kalt 0,20 mm; warm 0,25 mm", "cold 0.20 mm, warm 0.25 mm", True),
+        ("Ventilspiel: kalt 0,20 mm; warm 0,25 mm", "cold 0.25 mm, warm 0.20 mm", False),
+        ("Bremsbelag mind. 2,0 mm", "at least 2.0 mm", True),
+        ("Bremsbelag mind. 2,0 mm", "max. 2.0 mm", False),
+        ("Épaisseur mini 2,0 mm", "2 mm minimum", True),
+        # A quantity's name is no qualifier; braces are equivalents; the manual's own equivalent passes.
+        ("Max. torque: 230 Nm at 4750 rpm", "230 Nm at 4,750 rpm", True),
+        ("Couple maxi : 20,4 daN.m à 1750 tr/min", "204 N·m at 1,750 rpm", True),
+        ("127 N·m {1,300 kgf·cm, 94 ft·lbf}", "127 N·m", True),
+        ("127 N·m {1,300 kgf·cm, 94 ft·lbf}", "94 ft·lbf", True),
+        ("Timing belt: every 6,000 km (4,000 mi)", "every 4,000 miles", True),
+        ("Timing belt: every 6,000 km (4,000 mi)", "every 5,000 miles", False),
+        ("Maximum output: 7.5 kW (10.2 PS)/8,000 min⁻¹", "10.2 PS at 7,000 rpm", False),
+        # Japanese: numbers glued to words, 〜 ranges, 以上/以下, 前/後.
+        ("シリンダ内径の使用限度は36.5 mmです", "The service limit is 36.5 mm.", True),
+        ("バルブクリアランス：0.7〜0.8 mm", "0.7 to 0.8 mm", True),
+        ("バッテリー電圧：12.5 V以上", "at least 12.5 V", True),
+        ("タイヤ空気圧：前200kPa、後225kPa", "front 225 kPa, rear 200 kPa", False),
+    ],
+)
+def test_any_manuals_notation(expected, actual, passed):
+    result = match(expected, actual)
+    assert result.applicable
+    assert result.passed is passed, result.details
+
+
+def test_a_reference_value_in_a_unit_nothing_reads_is_no_partial_verdict():
+    # Only "20 °C" would be readable: checking it alone would pass any resistance.
+    result = match("Resistance 15 Ж at 20 °C", "16 Ж at 20 °C")
+    assert result.applicable is False and not result.passed
+    assert "'15 Ж'" in result.details[0]
+    assert match("締付トルク：24N・m、3箇所", "24 N·m").passed  # a Japanese word glued to a number is a word
+
+
+def test_a_value_the_page_states_is_evidence_not_a_hallucination():
+    reference, answer = "Engine oil capacity 4.5 litres", "Engine oil capacity 4.5 litres, 4.7 litres with filter"
+    assert not match(reference, answer).passed
+    page = "Engine oil: 4.5 litres without filter; 4.7 litres with filter. Drain plug 25 Nm."
+    result = match(reference, answer, page_text=page)
+    assert result.passed, result.details
+    assert not match(reference, "4.5 litres, 5.7 litres with filter", page_text=page).passed  # not on the page
