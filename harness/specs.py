@@ -5,23 +5,31 @@ Usage:
     result = match("Stage 1: 40 Nm, Stage 2: 90°", answer_text)
     print(result.passed, result.applicable, *result.details, sep="\\n")
 
-What is read. A quantity is a number with a unit of one of the families torque, angle,
-length, pressure, volume, temperature, engine speed and distance (m, km, miles: intervals
-and cable lengths). Numbers: decimals with a point or
-a comma, thousands grouped by comma or space, fractions and mixed numbers (3/16, 2 1/2, ⅜),
-spelled-out numbers up to the hundreds ("sixty degrees") and the words of turns ("a quarter
-turn", "half a turn"). Ranges (-, –, to, ~, between … and …), tolerances (±, +/-,
-+0.02/-0.01), one unit written once for several values ("15 then 30 Nm", "intake 0.25,
-exhaust 0.35 mm"), repeated stages ("2 x 90°", "90° twice").
+What is read. A quantity is a number with a unit pint knows, in any dimension: torque, angle,
+length, pressure, volume, temperature, engine speed, distance (m, km, miles: intervals and cable
+lengths), and resistance, voltage, current, capacitance, mass, force, power, time, road speed,
+frequency, flow, percent, ratios ("10.5:1", "9,5/1", "18 to 1") and any other unit pint parses
+("15 Ω", "4.7 µF", "185 cc/min", "10 mL per minute", "100 lb/in", "116,347 sq mi"). Values compare
+only within a dimension (a manual's kg and kgf compare through standard gravity). Numbers:
+decimals with a point or a comma, thousands grouped by comma or space, scientific notation (4e14,
+5.5x10-3), fractions and mixed numbers (3/16, 2 1/2, ⅜), numbers glued to Japanese text
+("使用限度は36.5 mmです"), spelled-out numbers up to the hundreds ("sixty degrees") and the words of
+turns ("a quarter turn", "half a turn"). Ranges (-, –, to, ~, …, 〜, ～, bis, à, between … and …),
+tolerances (±, +/-, +0.02/-0.01), signs of temperatures, angles, lengths, pressures, percentages,
+voltages and currents ("−0°30′ ± 30′" is not "+0°30′ ± 30′"), one unit written once for several
+values ("15 then 30 Nm", "intake 0.25, exhaust 0.35 mm"), repeated stages ("2 x 90°", "90° twice").
 
-Units and conversions come from pint. The notations of workshop manuals (kgm, mkg, kpm,
-kgf·m, daN·m, kg/cm² meaning kgf/cm², kp/cm², ltr, ℓ, cc, cm³, ℃, º, a bare C/F after a
-temperature, ft/lbs, ft.lbs.) map to pint units in one table, UNIT_FORMS; the few units
-pint lacks are defined from pint's own in PINT_DEFINITIONS. No conversion constant is
-written here. Bare pints, quarts and gallons may be US or imperial: either reading may match.
-Also read: cubed lengths (mm³, m³, km^3, "km cubed", "cubic kilometres", cu ft), kelvin, minutes
-and seconds of arc, picometres and attometres, US kitchen measures (tbsp, tsp, "a cup of ..."),
-and thousands written "k" before a unit ("0.5k miles", "100K km").
+Units and conversions come from pint. The notations of workshop manuals pint lacks or reads
+otherwise (kgm, mkg, kpm, kgf·m, daN·m, kg/cm² meaning kgf/cm², kp/cm², ltr, ℓ, cc, cm³, ℃, º, a
+bare C/F after a temperature, ft/lbs, ft.lbs., PS/CV/ch, psig, thou/mil, mfd, VDC, US oz, mbar,
+rpm as r.p.m., U/min, 1/min, tr/min, min⁻¹ and "/min") map to pint units in one table, UNIT_FORMS;
+the few units pint lacks are defined from pint's own in PINT_DEFINITIONS; every other unit symbol
+is asked of pint's parser (_unit_name: an English word pint happens to know, "at", "point", "rod",
+a lone letter other than V A W N J g s h l t, is no unit). No conversion constant is written here.
+Bare pints, quarts and gallons may be US or imperial: either reading may match. Also read: cubed
+lengths (mm³, m³, km^3, "km cubed", "cubic kilometres", cu ft), kelvin, minutes and seconds of
+arc, picometres and attometres, US kitchen measures (tbsp, tsp, "a cup of ..."), and thousands
+written "k" before a unit ("0.5k miles", "100K km").
 
 Symbols that mean two things are read by their context (_resolve_symbols):
 - A prime (′ or ') after a number is minutes of arc after a degree value ("7°30′", "7°30′ ±
@@ -62,7 +70,9 @@ or more zeros is a round figure ("60,000 km" = "37,000 miles"). Fractions and tu
 exact (1/4 turn = 90°). A range matches only a range whose two ends agree; a single value
 inside an expected range fails, and so does a nominal value without the reference's tolerance.
 
-Qualifiers (min, max, limit) and conditions are part of a spec. "max 0.10 mm" and "at least
+Qualifiers (min, max, limit; German mind., max., höchstens; French mini, maxi; Japanese 以上, 以下,
+使用限度) and conditions are part of a spec. A quantity's name is no qualifier: "Max. torque: 230
+Nm at 4750 rpm", "Couple maxi", "Vitesse maxi". "max 0.10 mm" and "at least
 0.10 mm" differ; a qualifier the reference states must be stated; "limit" (wear or service
 limit) agrees with a limit, min or max. Conditions (at idle, cold, hot / at operating
 temperature, at 3000 rpm, at 80 °C) must agree when the reference states one: with one
@@ -70,15 +80,32 @@ condition for the whole reference it may be stated anywhere in the answer; with 
 conditions for different values each value must carry its own. A condition the answer adds
 where the reference states none is not judged.
 
+Conditions in words (cold/kalt/froid/冷間, hot/warm/chaud, at idle/au ralenti/im Leerlauf, with/
+without/mit/ohne/avec/sans + a noun) must agree; "with filter" unsaid is no contradiction, "without
+filter" is. A value of any dimension after "at", "@", "bei" or "à" is the condition of a value of
+another dimension ("14.2 V at 5,000 rpm", "185 cc/min at 3.0 bar", "45 kg at 40 mm", "7.5 kW/8,000
+min⁻¹").
+
+Names. The words around a value in its clause name it (_names): when the reference names values
+of one dimension apart ("on at 92 °C, off at 87 °C", "IN 0.15 mm, EX 0.25 mm", "starts to open 82
+°C, fully open 95 °C", "1.0 bar at low idle, 3.5 bar at rated speed", "3.727:1 (manual)"), an
+answer's value that carries only another value's distinctive words is that other value: a swap
+fails. A lone value's name has opposites (toe-in/toe-out, BTDC/ATDC, on/off, per leg/total). The
+same names in German, French and Japanese read as one (vorn/avant/前 = front; BVM = manual;
+enclenchement = on). Values the reference names apart that the answer names with none of its
+words pair in order.
+
 Labels. When the reference labels its values (M8/M10, intake/exhaust, stage 1/2/3,
 front/rear, inner/outer, new/used, left/right, upper/lower), values pair by label: a swap
 fails, a reordering passes. Unlabelled values of a tightening sequence (torque and angle
 stages) pair in order: a missing, added or reordered stage fails.
 
-Equivalents. "45 Nm (33 ft-lb)", "45 Nm / 33 ft-lb": each equivalent an answer states must
+Equivalents. "45 Nm (33 ft-lb)", "45 Nm / 33 ft-lb", Toyota's "127 N·m {1,300 kgf·cm, 94 ft·lbf}": each equivalent an answer states must
 agree with its own main value at the equivalent's printed precision ("45 Nm (40 ft-lb)"
-fails), and the main value must match the reference whatever its equivalent says. A
-reference's own consistent equivalent may be matched in its place.
+fails), and the main value must match the reference whatever its equivalent says. An
+equivalent the reference itself prints may be matched in its place, even when it is not the
+exact conversion ("6,000 km (4,000 mi)" answered "every 4,000 miles"); the same pair restated
+passes.
 
 Hedges. "30 or 35 Nm" states no single value: it fails.
 
@@ -93,8 +120,13 @@ a year, a part number), sizes of tools and parts ("17 mm socket", "the 10 mm bol
 ("at 3000 rpm" after a pressure), and distances where the reference states none ("recheck
 after 1000 km").
 
+Page text. When the row carries the page's text (match(..., page_text=)), a value the answer
+adds that the page states is not a hallucination (the page is read up to MAX_TEXT_CHARS).
+
 Not applicable. A reference with no quantity the checker can read gives applicable=False and
-the reason; such a sample is graded by keywords or the judge, never by this check.
+the reason; so does a reference with a number followed by a unit symbol nothing here reads
+("15 Ж"): never a verdict on the readable rest. Such a sample is graded by keywords or the judge,
+never by this check, and the report lists it with the reason.
 
 Bounds. Each text is read up to MAX_TEXT_CHARS and MAX_NUMBERS numbers; an answer over either
 fails with the reason, a reference over either is not applicable. Each pattern is scanned
