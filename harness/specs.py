@@ -219,6 +219,7 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:(?:us|u\.s\.){_SP}(?:fl\.?{_SP})?oz\.?|fl\.?{_SP}oz\.?|fluid{_SP}ounces?){_B}", "fluid_ounce", "volume"),
     (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:fl\.?{_SP})?oz\.?){_B}", "imperial_fluid_ounce", "volume"),
     (rf"(?i:inch(?:es)?\s+of\s+mercury|in\.?{_SP}of{_SP}hg){_B}", "inch_Hg", "pressure"),
+    (rf"(?i:(?:us{_SP})?gal(?:lons?)?{_SP}(?:/|per){_SP}min(?:ute)?|gpm){_B}", "gallon / minute", "flow"),
     (rf"(?:PS|CV|cv|ch){_B}", "metric_horsepower", "power"),  # German PS, French ch/CV (pint reads PS as petasiemens)
     (rf"(?i:bhp|whp){_B}", "horsepower", "power"),
     (rf"(?i:kp){_B}", "kilogram_force", "force"),  # kilopond
@@ -279,7 +280,7 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
 # A unit follows the number after at most two spaces, or a hyphen before a word ("16-meter", "a 10-mm socket");
 # a unit followed by "/" and a letter is part of a rate ("10 l/km"), not one of these.
 _UNIT_RE = re.compile("(?:[ \t]{0,2}|-(?=[A-Za-zµ°]))(?:" + "|".join(f"(?P<u{i}>{p})" for i, (p, _, _) in enumerate(UNIT_FORMS))
-                      + r")(?!/[A-Za-z]|\^|\s?(?:cubed|squared|per)\b)")
+                      + r")(?!/[A-Za-z]|/[ \t]?\d{1,6}[ \t]?[A-Za-z]|\^|\s?(?:cubed|squared|per)\b)")
 
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
          "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
@@ -329,9 +330,10 @@ _INCIDENTAL_BEFORE = re.compile(r"(?=[mswd])(?:\bm\d{1,2}\s*[x×]\s*|\b(?:socket
 _CLAUSE_BREAK = re.compile(r"[,;\n]")
 
 # A range or tolerance stays on one line: "- 30 Nm\n- 60 Nm" is a list, not 30–60 Nm.
-_RANGE_GAP = re.compile(r"-?[ \t]*(?:[-–—‒−~〜]|to|bis|à|\.{2,3}|…)[ \t]*[-−]?")  # "8- to 16-meter", "-18 °C to -34 °C"
+_RANGE_GAP = re.compile(r"-?[ \t]*(?:[-–—‒−~〜]|to|bis|à|\.{2,3}|…)[ \t]*[-−+]?")  # "−10 % to +10 %"  # "8- to 16-meter", "-18 °C to -34 °C"
 _BETWEEN_BEFORE = re.compile(r"(?i:\bbetween|\bfrom)\s*$")
 _TOL_GAP = re.compile(r"[ \t]*(?:±|\+/-|\+/−|\+-|\+ / -)[ \t]*")
+_LONE_TOLERANCE = re.compile(r"(?<![\d\w)°′″'\"%])[ \t]*±[ \t]*$")
 _PLUS_GAP = re.compile(r"[ \t]*\+[ \t]*")
 _SLASH_MINUS_GAP = re.compile(r"[ \t]*/?[ \t]*[-−][ \t]*")
 _TIMES_GAP = re.compile(r"\s*[x×]\s*")
@@ -417,10 +419,11 @@ _DECIMAL_POINT = re.compile(r"\d\.\d|\d{1,3}(?:,\d{3}){2,}")
 
 @dataclass(frozen=True)
 class Condition:
-    dimension: str  # "speed" (idle, rpm) or "temperature" (cold, hot, °C)
-    word: str | None  # idle, cold, hot; None for a stated value
+    dimension: str  # a family ("speed": idle, rpm; "temperature": cold, hot, °C), or "with <noun>"
+    word: str | None  # idle, cold, hot, with, without; None for a stated value
     quantity: Quantity | None = None
     raw: str = ""
+    heading: bool = False  # stated in the heading before the value ("CO at idle: 0.5 %"): it names the value
 
 
 @dataclass(frozen=True)
@@ -500,7 +503,7 @@ _FAMILY_EXAMPLES = (
     ("kelvin", "temperature"), ("meter / second ** 2", "acceleration"),
     ("kilogram / liter", "density"),
 )
-_NAMED_FAMILIES = frozenset(name for _, name in _FAMILY_EXAMPLES) | {"energy", "percent", "angle", "ratio"}
+_NAMED_FAMILIES = frozenset(name for _, name in _FAMILY_EXAMPLES) | {"energy", "consumption", "percent", "angle", "ratio"}
 _DIMENSIONLESS_FAMILIES = {"percent": "percent", "permille": "percent", "ppm": "percent", "radian": "angle",
                            "degree": "angle", "arcminute": "angle", "arcsecond": "angle", "turn": "angle",
                            "revolution": "angle", "ratio_to_one": "ratio"}
@@ -528,6 +531,8 @@ def _family_of(unit: str) -> str | None:
         return next((family for name, family in _DIMENSIONLESS_FAMILIES.items() if name in str(parsed)), None)
     if _ENERGY_UNITS.search(str(parsed)):
         return "energy"
+    if parsed.dimensionality == registry.parse_units("meter ** 2").dimensionality and "/" in str(parsed):
+        return "consumption"  # "7 l/100 km": a volume per distance, an area to pint
     return _family_names().get(parsed.dimensionality) or str(parsed.dimensionality)
 
 
@@ -569,7 +574,8 @@ def _symbol(family: str, unit: str) -> str:
 _PIECE = r"[A-Za-zμΩ%‰][A-Za-zμΩ]{0,15}(?:\^?-?[1-4](?![.,]?\d))?(?![A-Za-z0-9])"
 _GENERIC_UNIT_RE = re.compile(
     rf"(?:[ \t]{{0,2}}|-(?=[A-Za-zμ]))(?P<head>{_PIECE}(?:[·⋅*]{_PIECE})*)"
-    rf"(?:(?P<slash>[ \t]*/[ \t]*)(?P<den>{_PIECE})|[ \t]+(?i:per|pro|par)[ \t]+(?P<perden>{_PIECE}))?")
+    rf"(?:(?P<slash>[ \t]*/[ \t]*)(?:(?P<dnum>\d{{1,6}})[ \t]?)?(?P<den>{_PIECE})"
+    rf"|[ \t]+(?i:per|pro|par)[ \t]+(?:(?P<pnum>\d{{1,6}})[ \t]?)?(?P<perden>{_PIECE}))?")
 # Words pint reads as units that, after a number in a manual, are words or counts ("4 at a time", "12 point
 # socket", "4 pc", "2 rods"); and the lone letters that are units (an "A" after a number may be a panel).
 _NOT_UNIT_WORDS = frozenset(
@@ -645,13 +651,13 @@ def _form_index(unit: str, family: str) -> int:
 _SQUARE_RE = re.compile(rf"[ \t]{{0,2}}(?:(?i:sq\.?|square)[ \t]+(?P<before>{_PIECE})|(?P<after>{_PIECE})[ \t]+(?i:squared)\b)")
 
 
-def _read_unit(text: str, pos: int) -> tuple[int, int] | None:
-    """(unit index, end) of a unit pint knows that starts at pos, or None."""
+def _read_unit(text: str, pos: int) -> tuple[int, int, int] | None:
+    """(unit index, end, per how many of the denominator) of a unit pint knows that starts at pos, or None."""
     square = _SQUARE_RE.match(text, pos)  # "116,347 sq mi", "4 square kilometers", "4 km squared"
     if square:
         name = _unit_name(square.group("before") or square.group("after"))
         if name and _family_of(name) == "length":
-            return _form_index(f"{name} ** 2", "area"), square.end()
+            return _form_index(f"{name} ** 2", "area"), square.end(), 1
     m = _GENERIC_UNIT_RE.match(text, pos)
     if m is None:
         return None
@@ -659,12 +665,13 @@ def _read_unit(text: str, pos: int) -> tuple[int, int] | None:
     if m.start("head") == pos and len(head) == 1 and head.islower():
         return None  # "the 1990s", "5s": a lone lower-case letter is a unit only after a space
     below = m.group("den") or m.group("perden")
+    count = int(m.group("dnum") or m.group("pnum") or 1)  # "0,5 l/1000 km", "850 cm³/30 s": the value is per one
     found, end = (_generic_unit(head, below), m.end()) if below else (None, 0)
     if found is None:
-        found, end = _generic_unit(head, None), m.end("head")
+        found, end, count = _generic_unit(head, None), m.end("head"), 1
     if found is None or (m.start("head") == pos or text[pos] == "-") and found[1] not in _NAMED_FAMILIES:
         return None  # "6.0-sigma", "1cds": a constant or an odd dimension glued to a number is not a quantity
-    return _form_index(*found), end
+    return _form_index(*found), end, count
 
 
 def convert(value: float, unit: str, to_unit: str) -> float:
@@ -780,8 +787,11 @@ def _notation(text: str) -> bool | None:
 
 
 def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: bool = False,
-                  borrowed: bool = False) -> list[_Num]:
-    """Numbers in text order, each with its unit if one follows; at most MAX_NUMBERS + 1 of them."""
+                  borrowed: bool = False, ratio: bool = False) -> list[_Num]:
+    """Numbers in text order, each with its unit if one follows; at most MAX_NUMBERS + 1 of them.
+
+    `ratio`: the reference states ratios, so a bare decimal in the answer is one ("1st 3.538").
+    """
     nums: list[_Num] = []
     # Where an identifier word ("bolt", "step", "No.") ends: a number starting there names a thing.
     identifier_ends = {m.end() for m in _IDENTIFIER_WORD.finditer(low)}
@@ -838,7 +848,9 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
                 num.unit_index = int(unit.lastgroup[1:])
                 num.unit_end = unit.end()
             else:
-                num.unit_index, num.unit_end = _read_unit(text, num.end) or (None, 0)
+                num.unit_index, num.unit_end, per = _read_unit(text, num.end) or (None, 0, 1)
+                if per != 1:
+                    num.readings = [(value / per, precision / per) for value, precision in num.readings]
     # A number inside the unit before it ("10.5:1", "800 1/min") is part of that unit.
     inside: list[_Num] = []
     for num in kept:
@@ -852,6 +864,12 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
     for before, num in zip(kept, kept[1:]):
         if before.identifier and num.unit_index is None and _RANGE_GAP.fullmatch(text[before.end:num.start]):
             num.identifier = True  # "bolts 1 to 6"
+    if ratio or _RATIO_WORD.search(low):
+        # Gear ratios printed bare ("Gear ratio: 1st 3.538, 2nd 2.045"): a decimal after the word is a ratio.
+        for num in kept:
+            if num.unit_index is None and not num.identifier and _DECIMAL.fullmatch(text, num.start, num.end) \
+                    and (ratio or _RATIO_WORD.search(low, max(0, num.start - SYMBOL_CONTEXT_CHARS), num.start)):
+                num.unit_index, num.unit_end = _RATIO_UNIT, num.end
     return kept
 
 
@@ -863,6 +881,9 @@ _PRIME_UNIT, _DOUBLE_PRIME_UNIT, _KELVIN_UNIT, _PICO_UNIT, _ATTO_UNIT = (
     UNIT_FORMS.index(form) for form in (_PRIME, _DOUBLE_PRIME, _KELVIN_SYMBOL, _PICO_SYMBOL, _ATTO_SYMBOL))
 _CONTEXT_UNITS = {_PRIME_UNIT, _DOUBLE_PRIME_UNIT, _KELVIN_UNIT, _PICO_UNIT, _ATTO_UNIT}
 _KELVIN_GROUP = f"u{_KELVIN_UNIT}"
+_RATIO_UNIT = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "ratio_to_one")
+_RATIO_WORD = re.compile(r"\bratios?\b|\brapport|übersetzung|untersetzung|\breduction\b|変速比|減速比")
+_DECIMAL = re.compile(r"\d+[.,]\d+")
 _KILO = re.compile(r"[kK](?=[ \t])")
 _DMS_GAP = re.compile(r"[ \t]?")  # 12°30′, 12° 30′ 15″
 _PAIR_GAP = re.compile(r"[ \t]*[(\[/=][ \t]*")  # 2½′ (150″)
@@ -1036,6 +1057,11 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
                 and _family(nums[i + 2]) in (None, family):
             q = _tolerance(text, num, [(nxt, 1.0), (nums[i + 2], -1.0)], _end(nums[i + 2]), unit_index)
             i += 3
+        elif _LONE_TOLERANCE.search(text, max(0, num.start - 4), num.start):
+            # "within ±10 %", "runout ± 0.05 mm": a range around zero
+            q = _build(text, text.rfind("±", 0, num.start), _end(num), num.unit_index,
+                       [[(-v, p) for v, p in num.readings], num.readings])
+            i += 1
         else:
             sign = _sign(text, num, family)
             q = _build(text, num.start - (sign < 0), _end(num), num.unit_index, [num.readings], (sign,))
@@ -1227,7 +1253,9 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
         else:
             targets = by_sentence.get(bisect.bisect_left(sentence_ends, start), [])
         for k in targets:
-            conditions[k].append(condition)
+            heading = end <= quantities[k].start and ":" in text[end:quantities[k].start]
+            conditions[k].append(Condition(condition.dimension, condition.word, condition.quantity, condition.raw, True)
+                                 if heading else condition)
 
     qualifiers = [(m.start(), m.end(), m.lastgroup.rstrip("2")) for m in _QUALIFIER_BEFORE.finditer(low)
                   if not _NAMED_AFTER.match(low, m.end()) and not _NAMED_BEFORE.search(low, max(0, m.start() - 20), m.start())]
@@ -1273,7 +1301,7 @@ _OPPOSITES = {"on": "off", "intake": "exhaust", "front": "rear", "manual": "auto
               "upper": "lower", "inner": "outer", "left": "right", "per": "total", "before": "after"}
 _OPPOSITES |= {b: a for a, b in _OPPOSITES.items()}
 _NAME_JOINS = re.compile(r"(?i:\b(toe|cut|before|after|avant|après|apres|vor|nach)[\s-]+(in|out|tdc|pmh|ot)\b)")
-_NAME_WORD = re.compile(r"[^\W\d_]+")
+_NAME_WORD = re.compile(r"\d(?:st|nd|rd|th)\b|[^\W\d_]+")  # "1st" and "2nd" name gears
 _NOT_NAMES = frozenset(
     "the a an is are be should must will to at of and then it its this that for as by from with about approx "
     "approximately ca set every each max maximum min minimum limit mini maxi mind der die das le la les de du des "
@@ -1348,18 +1376,19 @@ def _label(m: re.Match) -> tuple[str, str]:
     return _LABEL_KIND[group], group
 
 
-def extract_quantities(text: str, decimal_comma: bool | None = None, temperature: bool = False) -> list[Quantity]:
+def extract_quantities(text: str, decimal_comma: bool | None = None, temperature: bool = False,
+                       ratio: bool = False) -> list[Quantity]:
     """Every quantity with a recognised unit, in text order, equivalents folded in, roles set.
 
     `decimal_comma` is the notation to use when the text itself does not say (match() passes the
     reference's); None or False reads "1,200" as thousands (see the module docstring). `temperature`
     says that the text answers a temperature, so a bare "4300 K" is kelvin.
     """
-    return _extract(text, decimal_comma, temperature)[0]
+    return _extract(text, decimal_comma, temperature, ratio)[0]
 
 
 def _extract(text: str, decimal_comma: bool | None = None,
-             temperature: bool = False) -> tuple[list[Quantity], bool, bool | None, list[str]]:
+             temperature: bool = False, ratio: bool = False) -> tuple[list[Quantity], bool, bool | None, list[str]]:
     """The quantities, whether the text holds more than MAX_NUMBERS numbers (then only those are read), its notation,
     and the numbers followed by a unit symbol nothing here reads ("15 ㎐" if pint did not know it)."""
     text = _prepare(text[:MAX_TEXT_CHARS])
@@ -1368,7 +1397,7 @@ def _extract(text: str, decimal_comma: bool | None = None,
     if len(low) != len(text):  # a few characters lower-case to two ("İ"): keep positions aligned
         low = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
     nums = _scan_numbers(text, low, notation if notation is not None else decimal_comma, temperature,
-                         borrowed=notation is None and bool(decimal_comma))
+                         borrowed=notation is None and bool(decimal_comma), ratio=ratio)
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
     quantities = _attach(text, low, _group(text, nums))
@@ -1462,8 +1491,10 @@ def _condition_problems(wanted: tuple[Condition, ...], given: tuple[Condition, .
     for w in wanted:
         if not any(_condition_agrees(w, g) for g in given):
             rival = next((g for g in given if g.dimension == w.dimension), None)
-            if rival is None and w.dimension.startswith("with "):
-                continue  # "with filter" unsaid is not a contradiction; "without filter" is
+            if rival is None and (w.heading or w.dimension.startswith("with ")):
+                # "with filter" unsaid is no contradiction ("without filter" is), nor a heading's condition
+                # unsaid ("CO at idle: 0.5 % or less" answered "no more than 0.5 %")
+                continue
             problems.append(f"condition {w.raw!r} " + (f"differs: answer says {rival.raw!r}" if rival else "is missing"))
     for g in given:
         if any(w.dimension == g.dimension for w in wanted) and not any(_condition_agrees(w, g) for w in wanted):
@@ -1502,7 +1533,8 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
                            f"reads: not graded as correct")
     # An answer read in the reference's light: its decimal notation where the answer does not say, a bare K as
     # kelvin where the reference states a temperature.
-    found, too_many, _, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted))
+    found, too_many, _, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted),
+                                     any(q.family == "ratio" for q in wanted))
     # The page's own text, when the row carries it, is evidence for a value the answer adds (read up to MAX_TEXT_CHARS).
     page = _extract(page_text, reference_notation)[0] if isinstance(page_text, str) and page_text.strip() else []
     if too_many:
