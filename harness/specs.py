@@ -263,9 +263,9 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:qts?|quarts?)){_B}", "imperial_quart", "volume"),
     (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:pts?|pints?)){_B}", "imperial_pint", "volume"),
     (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:gals?|gallons?)){_B}", "imperial_gallon", "volume"),
-    (rf"(?i:us{_SP}(?:gals?|gallons?)){_B}", "gallon", "volume"),
-    (rf"(?i:us{_SP}(?:qts?|quarts?)){_B}", "quart", "volume"),
-    (rf"(?i:us{_SP}(?:pts?|pints?)){_B}", "pint", "volume"),
+    (rf"(?i:(?:us|u\.s\.){_SP}(?:gals?|gallons?)){_B}", "gallon", "volume"),
+    (rf"(?i:(?:us|u\.s\.){_SP}(?:qts?|quarts?)){_B}", "quart", "volume"),
+    (rf"(?i:(?:us|u\.s\.){_SP}(?:pts?|pints?)){_B}", "pint", "volume"),
     (rf"(?i:gals?|gallons?){_B}", ("gallon", "imperial_gallon"), "volume"),
     (rf"(?i:qts?|quarts?){_B}", ("quart", "imperial_quart"), "volume"),
     (rf"(?i:pts?|pints?){_B}", ("pint", "imperial_pint"), "volume"),
@@ -1489,6 +1489,9 @@ def _condition_agrees(a: Condition, b: Condition) -> bool:
 def _condition_problems(wanted: tuple[Condition, ...], given: tuple[Condition, ...]) -> list[str]:
     problems = []
     for w in wanted:
+        if w.word and any(v.quantity and v.dimension == w.dimension and any(_condition_agrees(v, g) for g in given)
+                          for v in wanted):
+            continue  # "at 20 °C (cold)" answered "at 20 °C": the stated temperature says it
         if not any(_condition_agrees(w, g) for g in given):
             rival = next((g for g in given if g.dimension == w.dimension), None)
             if rival is None and (w.heading or w.dimension.startswith("with ")):
