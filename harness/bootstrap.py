@@ -10,6 +10,11 @@ Resampling questions treats them as independent draws and gives intervals that a
 resampling whole pages (with all their questions) keeps that dependence. Each resample is the
 mean over the questions of the drawn pages (a ratio estimator: pages with more questions weigh
 more, as in the plain mean). With one question per page this is the ordinary bootstrap.
+
+An interval is only as good as its pages: `bootstrap_interval` gives none from fewer than
+MIN_PAGES pages (two pages resample into three outcomes at most) or when the resamples do not
+vary (every one the same mean: a zero-width interval such as [-100, -100] says nothing), and
+says why instead.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
 from harness.samples import sample_pages
+
+MIN_PAGES = 3  # fewer resampling units (pages; a text-only sample is one alone) than this give no interval
+ZERO_WIDTH = 1e-12  # an interval narrower than this (in the values' unit) is a single point: the resamples did not vary
+NO_SPREAD = "every resample gives the same value"
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -57,6 +66,18 @@ def cluster_bootstrap_ci(values: Sequence[float], clusters: Sequence[Hashable], 
     means.sort()
     tail = (1 - level) / 2
     return quantile(means, tail), quantile(means, 1 - tail)
+
+
+def bootstrap_interval(values: Sequence[float], clusters: Sequence[Hashable], resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[tuple[float, float] | None, str | None]:
+    """(low, high) and None, or None and why there is no interval: too few pages, or resamples that do not vary."""
+    pages = len(set(clusters))
+    if pages < MIN_PAGES:
+        return None, f"{pages} page{'' if pages == 1 else 's'}: too few for an interval"
+    low, high = cluster_bootstrap_ci(values, clusters, resamples, seed, level)
+    if high - low < ZERO_WIDTH:
+        return None, NO_SPREAD
+    return (low, high), None
 
 
 def page_refs(sample: dict) -> list[str]:

@@ -10,9 +10,11 @@ n-th in B, and samples without an id are never paired. Each metric is compared
 over the pairs where both sides have a value, as delta = B - A with a paired
 percentile-bootstrap interval of the mean difference that resamples pages (every
 question about one page image together, harness.bootstrap): questions sharing a
-page are not independent. The same deltas come per section and content type
-(validation rows) and per probe category; flipped samples carry both answers,
-the reference and the page image.
+page are not independent. No interval and no star come from fewer than three pages
+or from resamples that do not vary: the table says why instead (a decision, such as
+--fail-if-worse, may still rest on every page moving alike: worse_reason). The same
+deltas come per section and content type (validation rows) and per probe category;
+flipped samples carry both answers, the reference and the page image.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from statistics import fmean
 from typing import Any
 
 from data_adapters.jsonio import write_text_atomic
-from harness.bootstrap import cluster_bootstrap_ci, clusters_of
+from harness.bootstrap import MIN_PAGES, NO_SPREAD, bootstrap_interval, clusters_of
 from harness.html import Html, badge, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
 from harness.page_images import PageImages
 from harness.samples import sample_pages
@@ -44,14 +46,15 @@ class MetricDelta:
     mean_a: float
     mean_b: float
     delta: float  # mean of the paired differences b - a
-    ci_low: float
-    ci_high: float
+    ci_low: float | None  # None: no interval (no_interval says why)
+    ci_high: float | None
     unscored: int = 0  # judge metrics: pairs left out because either side is unscored
-    pages: int = 0  # distinct pages among the pairs (0: not recorded); with one page there is no interval to resample
+    pages: int = 0  # distinct pages among the pairs (0: not recorded): the bootstrap's resampling units
+    no_interval: str | None = None  # why there is no interval: too few pages, or resamples that do not vary
 
     @property
     def has_interval(self) -> bool:
-        return self.pages != 1
+        return self.ci_low is not None and self.ci_high is not None
 
 
 @dataclass(frozen=True)
@@ -211,14 +214,15 @@ def _metric_delta(name: str, extract: Callable[[dict], float | None], pairs: lis
         return None
     diffs = [vb - va for va, vb in values]
     pages = clusters_of([a for (a, b) in pairs if extract(a) is not None and extract(b) is not None])
-    ci_low, ci_high = cluster_bootstrap_ci(diffs, pages, resamples, seed, CI_LEVEL)
+    interval, no_interval = bootstrap_interval(diffs, pages, resamples, seed, CI_LEVEL)
+    ci_low, ci_high = interval or (None, None)
     unscored = 0
     if name.startswith("judge:"):
         judge_name = name.split(":", 1)[1]
         unscored = sum(1 for a, b in pairs if _is_unscored(a, judge_name) or _is_unscored(b, judge_name))
     return MetricDelta(name=name, n=len(values), mean_a=fmean(va for va, _ in values),
                        mean_b=fmean(vb for _, vb in values), delta=fmean(diffs), ci_low=ci_low, ci_high=ci_high,
-                       unscored=unscored, pages=len(set(pages)))
+                       unscored=unscored, pages=len(set(pages)), no_interval=no_interval)
 
 
 def _is_unscored(sample: dict, judge_name: str) -> bool:
@@ -261,7 +265,7 @@ def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a
 def general_verdict(pairs: list[tuple[dict, dict]], resamples: int, seed: int) -> dict | None:
     """Whether B kept the general abilities A had (vlm3's general probes); None when neither side asked them.
 
-    Lost when B's pass rate on them is lower and the interval excludes zero; B failing probes
+    Lost when B's pass rate on them is lower with confidence (worse_reason); B failing probes
     that A passed is listed either way."""
     general = [(a, b) for a, b in pairs if a.get("kind") == "general"]
     if not general:
@@ -270,7 +274,8 @@ def general_verdict(pairs: list[tuple[dict, dict]], resamples: int, seed: int) -
     lost = [str(a.get("id")) for a, b in general if a.get("passed") is True and b.get("passed") is False]
     return {"n": len(general), "a_passed": sum(1 for a, _ in general if a.get("passed") is True),
             "b_passed": sum(1 for _, b in general if b.get("passed") is True),
-            "kept": not (delta is not None and delta.delta < 0 and excludes_zero(delta)), "lost": lost,
+            "kept": not (delta is not None and worse_reason(delta)), "lost": lost,
+            "lost_because": worse_reason(delta) if delta is not None else None,
             "delta": None if delta is None else asdict(delta)}
 
 
@@ -278,7 +283,7 @@ def format_general(c: Comparison) -> str | None:
     g = c.general
     if not g:
         return None
-    verdict = "kept" if g["kept"] else "LOST (lower pass rate, the interval excludes zero)"
+    verdict = "kept" if g["kept"] else f"LOST (lower pass rate: {g.get('lost_because') or 'the interval excludes zero'})"
     text = f"general ability (vlm3's reading, counting, transcribing probes): A {g['a_passed']}/{g['n']}, B {g['b_passed']}/{g['n']} passed -> {verdict}"
     return text + (f"; B fails what A passed: {', '.join(g['lost'])}" if g["lost"] else "")
 
@@ -311,13 +316,13 @@ class UnknownMetric(ValueError):
 
 
 def worse_with_confidence(c: Comparison, metric: str) -> MetricDelta | None:
-    """The metric's delta when B is worse than A and the interval excludes zero, else None (every metric: higher is better)."""
+    """The metric's delta when B is worse than A with confidence (worse_reason), else None (every metric: higher is better)."""
     found = [m for m in c.metrics if m.name == metric]
     if not found:
         names = ", ".join(m.name for m in c.metrics) or "none"
         raise UnknownMetric(f"--fail-if-worse {metric}: no such metric in this comparison (it has: {names})")
     m = found[0]
-    return m if m.delta < 0 and excludes_zero(m) else None
+    return m if worse_reason(m) else None
 
 
 def format_value(name: str, value: float) -> str:
@@ -335,12 +340,29 @@ def format_ci(name: str, low: float, high: float) -> str:
 
 
 def interval_text(m: MetricDelta) -> str:
-    return format_ci(m.name, m.ci_low, m.ci_high) if m.has_interval else "one page: no interval"
+    if m.has_interval:
+        return format_ci(m.name, m.ci_low, m.ci_high)
+    return f"– ({m.no_interval})" if m.no_interval else "–"
 
 
 def excludes_zero(m: MetricDelta) -> bool:
-    # Questions about a single page are one draw: resampling them says nothing about another page.
+    # Without an interval (too few pages, resamples that do not vary) there is no significance to claim.
     return m.has_interval and (m.ci_low > 0 or m.ci_high < 0)
+
+
+def moved_alike(m: MetricDelta) -> bool:
+    """Every one of at least MIN_PAGES pages moved by the same non-zero amount (e.g. B fails all A passed):
+    no interval to show and no star, but a decision (--fail-if-worse, the general verdict) may rest on it."""
+    return m.no_interval == NO_SPREAD and m.pages >= MIN_PAGES and m.delta != 0
+
+
+def worse_reason(m: MetricDelta) -> str | None:
+    """Why B is worse than A with confidence on this metric, or None when it is not."""
+    if m.delta >= 0:
+        return None
+    if excludes_zero(m):
+        return "the interval excludes zero"
+    return f"worse by the same amount on every one of {m.pages} pages" if moved_alike(m) else None
 
 
 def _metric_cells(c: Comparison) -> list[list[str]]:
@@ -382,7 +404,8 @@ def format_comparison(c: Comparison) -> str:
              f"({c.only_a} only in A, {c.only_b} only in B"
              + (f"; {c.errored} left out: no answer on a side, run `vlm3 generate` again" if c.errored else "") + ")"
              + (f"; errors (no answer, not scored): A {c.errors_a}, B {c.errors_b}" if c.errors_a or c.errors_b else ""),
-             f"intervals resample the {c.pages} page(s) (all questions about one page together)"]
+             f"intervals resample the {c.pages} page(s) (all questions about one page together); "
+             f"none from fewer than {MIN_PAGES} pages or from resamples that do not vary"]
     if format_general(c):
         lines.append(format_general(c))
     lines.append("")
@@ -445,7 +468,8 @@ def render_compare_html(c: Comparison, out_path: Path) -> Path:
         tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
                  f"{c.only_b} only in B, {c.errored} left out for a missing answer (errors, not scored: A {c.errors_a}, B {c.errors_b}). "
                  f"Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap resampling the {c.pages} page(s): "
-                 "all questions about one page together.", class_="muted"),
+                 f"all questions about one page together; none from fewer than {MIN_PAGES} pages or from resamples "
+                 "that do not vary.", class_="muted"),
         tag("section", tag("h2", "Metrics"), table(_headers(c), rows) if rows else tag("p", "No metric has a value on both sides."),
             svg_delta_whiskers(whiskers, "metric deltas with confidence intervals") if whiskers else None, id="metrics"),
         _groups_section(c),

@@ -238,12 +238,13 @@ def svg_rate_bars(rows: Sequence[tuple[str, float | None, str]], label: str, thr
     return svg(width, height, label, parts)
 
 
-def svg_delta_whiskers(rows: Sequence[tuple[str, float, float, float, str]], label: str) -> Html:
-    """One bar per (name, delta, ci_low, ci_high, annotation), drawn from zero, with the interval as a whisker."""
+def svg_delta_whiskers(rows: Sequence[tuple[str, float, float | None, float | None, str]], label: str) -> Html:
+    """One bar per (name, delta, ci_low, ci_high, annotation), drawn from zero, with the interval as a whisker
+    (none where ci_low or ci_high is None: no interval)."""
     label_w, plot_w, row_h, top = 170, 360, 26, 8
     width = label_w + plot_w + 170
     height = top + row_h * max(len(rows), 1) + 22
-    extent = max([abs(v) for _, delta, lo, hi, _ in rows for v in (delta, lo, hi)] + [0.05])
+    extent = max([abs(v) for _, delta, lo, hi, _ in rows for v in (delta, lo, hi) if v is not None] + [0.05])
     zero_x = label_w + plot_w / 2
 
     def x_of(value: float) -> float:
@@ -254,12 +255,14 @@ def svg_delta_whiskers(rows: Sequence[tuple[str, float, float, float, str]], lab
         y = top + i * row_h
         mid = y + row_h / 2
         left, right = sorted((zero_x, x_of(delta)))
-        color = "#1f8a4c" if lo > 0 else "#c0392b" if hi < 0 else "#8fa3c7"
+        interval = lo is not None and hi is not None
+        color = "#1f8a4c" if interval and lo > 0 else "#c0392b" if interval and hi < 0 else "#8fa3c7"
         parts.append(svg_text(label_w - 6, mid + 4, shorten(name, 26), anchor="end"))
         parts.append(tag("rect", tag("title", f"{name}: {annotation}"), x=f"{left:.1f}", y=f"{y + 6:.1f}",
                          width=f"{max(right - left, 1):.1f}", height=row_h - 12, fill=color))
-        for x1, y1, x2, y2 in ((x_of(lo), mid, x_of(hi), mid), (x_of(lo), mid - 6, x_of(lo), mid + 6),
-                               (x_of(hi), mid - 6, x_of(hi), mid + 6)):
+        whisker = ((x_of(lo), mid, x_of(hi), mid), (x_of(lo), mid - 6, x_of(lo), mid + 6),
+                   (x_of(hi), mid - 6, x_of(hi), mid + 6)) if interval else ()
+        for x1, y1, x2, y2 in whisker:
             parts.append(tag("line", x1=f"{x1:.1f}", y1=f"{y1:.1f}", x2=f"{x2:.1f}", y2=f"{y2:.1f}",
                              stroke="#1d2330", stroke_width=1.5))
         parts.append(svg_text(label_w + plot_w + 8, mid + 4, annotation))

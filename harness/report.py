@@ -35,7 +35,7 @@ from harness.html import (
 )
 
 from harness.page_images import PageImages
-from harness.report_sections import breakdown_section, weak_section
+from harness.report_sections import breakdown_section, spec_not_applicable_section, weak_section
 
 THUMBNAIL_WIDTH = 360
 DEFAULT_PROBE_THRESHOLD = 0.85
@@ -62,6 +62,7 @@ def render_report(summary: dict, scores: list[dict], out_path: Path, title: str 
         _judge_section(summary.get("judge")),
         breakdown_section(summary),
         weak_section(scores),
+        spec_not_applicable_section(scores),
         _gallery_section(scores, max_gallery, pages),
         pages.embedded(),
     ]
@@ -94,7 +95,9 @@ def _header(summary: dict, title: str) -> Html:
     judge_counts = _judge_counts_line(_dict(summary.get("judge")))
     if judge_counts:
         items.append(("judge", judge_counts))
-    return tag("header", tag("h1", title, " ", badge(summary.get("passed"))),
+    # The overall badge is the probes' verdict: with no probe there is none to show (not a FAIL).
+    verdict = badge(summary.get("passed")) if _has_probes(probes) else None
+    return tag("header", tag("h1", title, " ", verdict),
                definition_list((key, "—" if value is None else value) for key, value in items))
 
 
@@ -120,7 +123,13 @@ def _probe_threshold(probes: dict) -> float:
     return threshold if is_number(threshold) else DEFAULT_PROBE_THRESHOLD
 
 
-def _probe_line(probes: dict) -> Html:
+def _has_probes(probes: dict) -> bool:
+    return is_number(probes.get("n")) and probes["n"] > 0
+
+
+def _probe_line(probes: dict) -> Html | str:
+    if not _has_probes(probes):
+        return "no probes"
     threshold = _probe_threshold(probes)
     return fragment(f"{pct(probes.get('pass_rate'))} of {_shown(probes.get('n'))} probes passed, threshold {pct(threshold)} ",
                     badge(probes.get("passed")))
@@ -162,6 +171,9 @@ def _probes_section(probes: Any) -> Html | None:
     probes = _dict(probes)
     if not probes:
         return None
+    if not _has_probes(probes):
+        return tag("section", tag("h2", "Probes"), tag("p", "No probes: nothing was held to the probe threshold "
+                                                          "(name a probes file in the recipe's data.probes).", class_="muted"), id="probes")
     bars = [("all probes", probes.get("pass_rate"), _rate_annotation(probes))]
     bars += [(source, _dict(stats).get("pass_rate"), _rate_annotation(_dict(stats)))
              for source, stats in _dict(probes.get("by_source")).items()]

@@ -1,22 +1,26 @@
-"""Report sections of the iteration loop: breakdowns by section, page, content type and probe category, and weak pages.
+"""Report sections of the iteration loop: breakdowns, weak pages, and the samples the spec check cannot grade.
 
 Usage:
-    from harness.report_sections import breakdown_section, weak_section
-    body += [breakdown_section(summary), weak_section(score_records)]
+    from harness.report_sections import breakdown_section, weak_section, spec_not_applicable_section
+    body += [breakdown_section(summary), weak_section(score_records), spec_not_applicable_section(score_records)]
 
-Both take what summary.json and scores.jsonl hold and tolerate missing keys (an older summary
+Each takes what summary.json and scores.jsonl hold and tolerates missing keys (an older summary
 has no breakdowns: the section is left out).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from harness.html import Html, fnum, num_cell, pct, table, tag
+from harness.html import Html, fnum, num_cell, pct, shorten, table, tag
+from harness.score import spec_not_applicable_reason
 from harness.weak import find_weak, look_first
 
 WEAK_PAGES_SHOWN = 10
 FAILURES_PER_PAGE = 5
+NOT_APPLICABLE_SHOWN = 100  # rows; the rest are in scores.jsonl (checks.spec.details)
+QUESTION_CHARS = 300
 
 
 def _dict(value: Any) -> dict:
@@ -107,3 +111,21 @@ def weak_section(scores: list[dict]) -> Html:
                [tag("p", note, class_="notes") for note in weak.notes],
                tag("h3", "Sections by failures"), table(["section", "failed", "n", "errors", "failure rate"], section_rows),
                pages, text, id="weak")
+
+
+def spec_not_applicable_section(scores: list[dict]) -> Html | None:
+    """The samples the spec check cannot grade (no quantity it reads in the reference), each with its reason;
+    None when there are none. They are in no spec rate: keywords or the judge grade them, or nothing does."""
+    ungraded = [(s, reason) for s in scores if isinstance(s, dict) and (reason := spec_not_applicable_reason(s)) is not None]
+    if not ungraded:
+        return None
+    reasons = Counter(reason for _, reason in ungraded).most_common()
+    rows = [[str(s.get("id") or "—"), shorten(str(s.get("question") or "—"), QUESTION_CHARS), reason]
+            for s, reason in ungraded[:NOT_APPLICABLE_SHOWN]]
+    more = (tag("p", f"… and {len(ungraded) - NOT_APPLICABLE_SHOWN} more in scores.jsonl (checks.spec.details)", class_="muted")
+            if len(ungraded) > NOT_APPLICABLE_SHOWN else None)
+    return tag("section", tag("h2", f"Not graded by the spec check ({len(ungraded)})"),
+               tag("p", "The reference states no quantity the spec check reads, so it gives no verdict: these samples "
+                        "are in no spec rate, and only keywords or the judge grade them.", class_="muted"),
+               table(["reason", "samples"], [[reason, num_cell(count)] for reason, count in reasons]),
+               table(["id", "question", "reason"], rows), more, id="spec-not-applicable")

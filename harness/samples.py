@@ -133,13 +133,8 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
                                             "and its pages as image or images (none for a text-only probe)", code="probe"))
             continue
         # Every problem of the line at once: the user fixes it in one pass.
-        found: list[Problem] = []
-        missing = [k for k in ("id", "question") if not isinstance(probe.get(k), str) or not probe[k].strip()]
-        if missing:
-            found.append(Problem(*where, f"missing {', '.join(missing)}", code="probe"))
+        found = [Problem(*where, message, code="probe") for message in probe_grading_problems(probe)]
         answer, keywords = probe.get("expected_answer"), probe.get("expected_keywords")
-        if (answer is None) == (keywords is None):
-            found.append(Problem(*where, "give exactly one of expected_answer and expected_keywords", code="probe"))
         if isinstance(probe.get("id"), str) and probe["id"] in seen:
             found.append(Problem(*where, f"duplicate id {probe['id']!r}", code="probe"))
         refs, bad = probe_page_refs(probe, where)
@@ -172,6 +167,57 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
             )
         )
     return samples, problems
+
+
+def probe_grading_problems(probe: dict) -> list[str]:
+    """What keeps a probe from being asked and graded, each naming the field and what to write instead.
+
+    A blank keyword or answer would grade nothing (an empty answer passed `expected_keywords: [""]`);
+    a number where text belongs would crash the scorer. `vlm3 check` and `vlm3 eval` refuse them."""
+    problems = []
+    missing = [k for k in ("id", "question") if not isinstance(probe.get(k), str) or not probe[k].strip()]
+    if missing:
+        problems.append(f"missing {', '.join(missing)}: write each as text, e.g. " + ", ".join(f'"{k}": "{EXAMPLES[k]}"' for k in missing))
+    answer, keywords = probe.get("expected_answer"), probe.get("expected_keywords")
+    if answer is None and keywords is None:
+        problems.append("nothing to grade: give exactly one of expected_answer and expected_keywords, e.g. "
+                        f'"expected_answer": "{EXAMPLES["expected_answer"]}" or "expected_keywords": {EXAMPLES["expected_keywords"]}')
+    elif answer is not None and keywords is not None:
+        problems.append("give exactly one of expected_answer and expected_keywords, not both")
+    if answer is not None and not isinstance(answer, str):
+        hint = (f'"expected_answer": "{answer} Nm" with its unit, or "expected_keywords": ["{answer}"] for a bare number'
+                if _is_number(answer) else f'"expected_answer": "{EXAMPLES["expected_answer"]}"')
+        problems.append(f"expected_answer is {_shown(answer)}, not text: write it in quotes, e.g. {hint}")
+    elif isinstance(answer, str) and not answer.strip():
+        problems.append(f'expected_answer is blank: write the reference answer, e.g. "expected_answer": "{EXAMPLES["expected_answer"]}"')
+    if keywords is not None and not isinstance(keywords, list):
+        example = json.dumps([keywords]) if isinstance(keywords, str) and keywords.strip() else EXAMPLES["expected_keywords"]
+        problems.append(f'expected_keywords is {_shown(keywords)}, not a list: write a list of words, e.g. "expected_keywords": {example}')
+    elif keywords == []:
+        problems.append("expected_keywords is empty, so nothing would be graded: list the words the answer must contain, "
+                        f'e.g. "expected_keywords": {EXAMPLES["expected_keywords"]}')
+    for index, keyword in enumerate(keywords if isinstance(keywords, list) else []):
+        if not isinstance(keyword, str):
+            example = f'"{keyword}"' if _is_number(keyword) else '"gasket"'
+            problems.append(f"expected_keywords[{index}] is {_shown(keyword)}, not text: write it in quotes, e.g. {example}")
+        elif not keyword.strip():
+            problems.append(f"expected_keywords[{index}] is blank and would pass any answer: remove it or write the word the answer must contain")
+    return problems
+
+
+EXAMPLES = {"id": "head-bolt-torque", "question": "What torque do the cylinder head bolts take?", "expected_answer": "45 Nm",
+            "expected_keywords": '["gasket", "sealant"]'}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _shown(value) -> str:
+    """A JSON value for a message: what it is, then the value itself (cut)."""
+    kind = ("a number" if _is_number(value) else "text" if isinstance(value, str) else "a list" if isinstance(value, list)
+            else "an object" if isinstance(value, dict) else "true/false" if isinstance(value, bool) else "null")
+    return f"{kind} ({json.dumps(value, ensure_ascii=False)[:40]})"
 
 
 # A probe's own fields; every other key of a probe line is its metadata.

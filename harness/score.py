@@ -8,7 +8,8 @@ A sample's `passed` is decided by the checks that apply to it: the spec check wh
 reference states quantities with units, keyword recall for keyword probes. When neither
 applies (a free-text answer with no numbers) `passed` is None: only the judge can grade it.
 A reference with no quantity the spec check can read makes that check "not applicable": it is
-never a pass or a fail, and summary.json counts such samples apart (counts.spec_not_applicable).
+never a pass or a fail, and summary.json counts such samples apart (counts.spec_not_applicable,
+and how many for each reason in spec_not_applicable_reasons); the report lists them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any, Iterable
 
 from harness.breakdown import breakdowns, carried_fields, turn_counts
 from harness.samples import sample_pages
-from harness.specs import keyword_recall, match
+from harness.keywords import keyword_recall, usable_keywords
+from harness.specs import match
 
 WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?")
 MEMORISATION_NOTE = (
@@ -64,19 +66,35 @@ def score_sample(sample: dict, prediction: dict | None) -> dict[str, Any]:
 
     verdicts: list[bool] = []
     expected = sample.get("expected")
-    if expected:
-        spec = match(expected, answer)
+    if isinstance(expected, str) and expected.strip():
+        # The page's own text, when the row carries it, is evidence for a value the answer adds.
+        spec = match(expected, answer, page_text=sample.get("page_text"))
         checks["spec"] = {"applicable": spec.applicable, "passed": spec.passed, "score": spec.score, "details": list(spec.details)}
         checks["token_f1"] = round(token_f1(expected, answer), 4)
         if spec.applicable:
             verdicts.append(spec.passed)
-    keywords = sample.get("expected_keywords")
+    # Blank keywords grade nothing (`vlm3 check` refuses them; a sample saved before that must not pass on them).
+    keywords = usable_keywords(sample.get("expected_keywords"))
     if keywords:
         found = keyword_recall(keywords, answer)
         checks["keywords"] = {"recall": found.recall, "passed": found.passed, "found": list(found.found), "missing": list(found.missing)}
         verdicts.append(found.passed)
     record.update(checks=checks, passed=all(verdicts) if verdicts else None)
     return record
+
+
+NOT_APPLICABLE = "not applicable: "
+
+
+def spec_not_applicable_reason(record: dict) -> str | None:
+    """Why the spec check could not grade this record (its first detail, without the prefix); None when it could
+    or did not run."""
+    checks = record.get("checks") if isinstance(record.get("checks"), dict) else {}
+    spec = checks.get("spec") if isinstance(checks.get("spec"), dict) else {}
+    if spec.get("applicable") is not False:
+        return None
+    details = spec.get("details") if isinstance(spec.get("details"), list) else []
+    return str(details[0]).removeprefix(NOT_APPLICABLE) if details else "no reason given"
 
 
 def rate(values: Iterable[bool | None]) -> float | None:
@@ -136,10 +154,12 @@ def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **
             "n": len(probes),
             "pass_rate": probe_rate,
             "threshold": probe_threshold,
-            "passed": probe_rate is not None and probe_rate >= probe_threshold,
+            "passed": None if probe_rate is None else probe_rate >= probe_threshold,  # None: no probe was graded
             "errors": sum(1 for r in probes if r["error"]),  # not in pass_rate: a failure is not a wrong answer
             "by_source": grouped(probes, "source"),
         },
+        "spec_not_applicable_reasons": dict(Counter(
+            reason for r in records if (reason := spec_not_applicable_reason(r)) is not None).most_common()),
         "thresholds": {"probe_pass_rate": probe_threshold},
         "judge": None,
         "notes": [MEMORISATION_NOTE] if any(r.get("source") == "train_page" for r in probes) else [],
@@ -148,5 +168,8 @@ def summarize(records: list[dict], label: str, probe_threshold: float = 0.85, **
     summary["complete"] = summary["counts"]["errors"] == 0
     summary["breakdowns"] = breakdowns(records)
     summary["turns"] = turn_counts(records)
-    summary["passed"] = bool(summary["probes"]["passed"]) if probes else bool(summary["metrics"]["pass_rate"] and summary["metrics"]["pass_rate"] >= probe_threshold)
+    # The verdict is the probes' against their threshold (eval.probe_pass_threshold). With no probe graded (none
+    # in the recipe, or none answered) nothing was held to it: None, not a failure. The validation pass rate is a
+    # measurement, not a gate: the probe threshold says nothing about it.
+    summary["passed"] = summary["probes"]["passed"]
     return summary

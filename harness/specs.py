@@ -459,14 +459,6 @@ class SpecMatch:
     order_ok: bool
 
 
-@dataclass(frozen=True)
-class KeywordMatch:
-    passed: bool
-    recall: float
-    found: tuple[str, ...]
-    missing: tuple[str, ...]
-
-
 @lru_cache(maxsize=1)
 def _registry():
     import pint  # imported on first use: the light CLI never pays for it unless it grades
@@ -1681,27 +1673,3 @@ def _labels_text(q: Quantity) -> str:
     return ", ".join(f"stage {v}" if kind == "stage" else v for kind, v in q.labels)
 
 
-
-def _normalise_words(text: str) -> str:
-    # "Top-Dead-Centre", "top dead  centre" and "top_dead_centre" all become "top dead centre".
-    text = unicodedata.normalize("NFKC", text).casefold().replace("’", "'")
-    return " ".join(re.sub(r"[-‐‑‒–—_]+", " ", text).split())
-
-
-def keyword_recall(keywords: list[str], actual: str, threshold: float = 1.0) -> KeywordMatch:
-    """Fraction of `keywords` present in `actual` as whole words (a plural s/es is allowed).
-
-    Blank keywords are ignored; with none left, recall is 1.0.
-    """
-    haystack = _normalise_words(actual)
-    found: list[str] = []
-    missing: list[str] = []
-    for keyword in keywords:
-        needle = _normalise_words(keyword)
-        if not needle:
-            continue
-        present = re.search(rf"(?<!\w){re.escape(needle)}(?:e?s)?(?!\w)", haystack)
-        (found if present else missing).append(keyword)
-    counted = len(found) + len(missing)
-    recall = len(found) / counted if counted else 1.0
-    return KeywordMatch(recall >= threshold, recall, tuple(found), tuple(missing))

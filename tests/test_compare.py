@@ -89,13 +89,14 @@ def test_pairs_by_id_and_counts_the_unpaired():
 
 
 def test_repeated_ids_pair_occurrence_by_occurrence():
-    a = [sample("dup", f1=0.0), sample("dup", f1=0.5)]
-    b = [sample("dup", f1=0.25), sample("dup", f1=1.0)]
+    a = [sample("dup", f1=0.0), sample("dup", f1=0.5), sample("dup", f1=0.25)]
+    b = [sample("dup", f1=0.25), sample("dup", f1=1.0), sample("dup", f1=0.25)]
     c = compare_scores(a, b)
-    assert c.paired == 2
-    assert (metric(c, "token_f1").mean_a, metric(c, "token_f1").mean_b) == (0.25, 0.625)
-    # Occurrence pairing gives diffs 0.25 and 0.5; pairing both with one B sample would not.
-    assert paired_bootstrap_ci([0.25, 0.5], 2000, 0) == (metric(c, "token_f1").ci_low, metric(c, "token_f1").ci_high)
+    assert c.paired == 3
+    assert (metric(c, "token_f1").mean_a, metric(c, "token_f1").mean_b) == (0.25, 0.5)
+    # Occurrence pairing gives diffs 0.25, 0.5 and 0; pairing every A with one B sample would not.
+    m = metric(c, "token_f1")
+    assert paired_bootstrap_ci([0.25, 0.5, 0.0], 2000, 0) == pytest.approx((m.ci_low, m.ci_high))
 
 
 @pytest.mark.parametrize("name, a_kwargs, b_kwargs, expected_n", [
@@ -159,7 +160,8 @@ def test_to_dict_is_json_serialisable_and_complete():
     data = json.loads(json.dumps(c.to_dict()))
     assert data["label_b"] == "tuned" and data["paired"] == 1
     assert data["metrics"][1] == {"name": "token_f1", "n": 1, "mean_a": 0.5, "mean_b": 0.75, "delta": 0.25,
-                                  "ci_low": 0.25, "ci_high": 0.25, "unscored": 0, "pages": 1}
+                                  "ci_low": None, "ci_high": None, "unscored": 0, "pages": 1,
+                                  "no_interval": "1 page: too few for an interval"}
     assert data["flips"][0]["before"] is True and data["flips"][0]["after"] is False
 
 
@@ -239,3 +241,50 @@ def test_pairs_with_a_failed_request_are_left_out_and_counted():
     assert (comparison.paired, comparison.errored) == (1, 1)
     assert [f.id for f in comparison.flips] == ["2"]
     assert "1 left out: no answer on a side" in format_comparison(comparison)
+
+
+def paged(sample_id, page, **kw):
+    return {**sample(sample_id, **kw), "image_ref": f"images/{page}.jpg"}
+
+
+# (A's and B's pass verdicts, the page of each pair): pairs on a page resample together.
+@pytest.mark.parametrize("a_passed, b_passed, pages, interval, reason", [
+    ([True, True], [False, False], ["p1", "p2"], False, "2 pages: too few for an interval"),  # once printed [-100, -100] *
+    ([True, False, True, True], [False, False, True, False], ["p1", "p1", "p2", "p2"], False, "2 pages: too few"),
+    ([True] * 5, [False] * 5, ["p1", "p2", "p3", "p4", "p5"], False, "every resample gives the same value"),
+    # Differences of +1 and -1 on p1, none elsewhere: every page sums to zero, so does every resample.
+    ([False, True, True, True, False], [True, False, True, True, False], ["p1", "p1", "p2", "p2", "p3"], False,
+     "every resample gives the same value"),
+    ([True, True, True, False, True, True], [False, True, False, False, False, True], ["p1", "p2", "p3", "p4", "p5", "p6"], True, None),
+])
+def test_no_interval_and_no_star_from_too_few_pages_or_resamples_that_do_not_vary(tmp_path, a_passed, b_passed, pages, interval, reason):
+    a = [paged(f"s{i}", page, passed=passed) for i, (page, passed) in enumerate(zip(pages, a_passed))]
+    b = [paged(f"s{i}", page, passed=passed) for i, (page, passed) in enumerate(zip(pages, b_passed))]
+    c = compare_scores(a, b, "base", "tuned", resamples=500)
+    m = metric(c, "pass_rate")
+    assert m.has_interval is interval
+    line = next(row for row in format_comparison(c).splitlines() if row.startswith("pass_rate"))
+    data = json.loads(json.dumps(c.to_dict()))["metrics"][0]
+    html = render_compare_html(c, tmp_path / "compare.html").read_text(encoding="utf-8")
+    if interval:
+        assert (data["ci_low"], data["ci_high"]) == (m.ci_low, m.ci_high) and data["no_interval"] is None
+        return
+    assert reason in m.no_interval and reason in line and reason in html
+    assert not line.endswith("*") and "–" in line and "interval excludes zero" not in format_comparison(c)
+    assert (data["ci_low"], data["ci_high"]) == (None, None) and reason in data["no_interval"]
+    assert "num neg" not in html and "num pos" not in html  # no cell marked as significant
+
+
+@pytest.mark.parametrize("pages, worse", [
+    (["p1", "p2"], None),  # two pages lost: too little to fail a gate on
+    (["p1", "p2", "p3"], "worse by the same amount on every one of 3 pages"),  # no interval to show, but every page lost
+])
+def test_the_gate_fires_on_every_page_lost_alike_but_not_on_too_few_pages(pages, worse):
+    from harness.compare import worse_reason, worse_with_confidence
+
+    a = [paged(f"s{i}", page, passed=True) for i, page in enumerate(pages)]
+    b = [paged(f"s{i}", page, passed=False) for i, page in enumerate(pages)]
+    c = compare_scores(a, b)
+    found = worse_with_confidence(c, "pass_rate")
+    assert (worse_reason(found) if found else None) == worse
+    assert not next(line for line in format_comparison(c).splitlines() if line.startswith("pass_rate")).endswith("*")

@@ -268,7 +268,7 @@ def test_eval_weak_and_compare_on_the_sample_manual(tmp_path, sample_dir):
     flipped = int(re.search(r"pass -> fail: (\d+)", one_page.stdout).group(1))
     assert flipped >= 6 and "section: 11 Engine" in one_page.stdout
     # A section of one page: its questions are one draw, so no interval and no star.
-    assert re.search(r"section: 11 Engine +pass_rate .*-100.0 pp +one page: no interval", one_page.stdout)
+    assert re.search(r"section: 11 Engine +pass_rate .*-100.0 pp +– \(1 page: too few for an interval\)", one_page.stdout)
     html = tmp_path / "evals" / "compare-v1-vs-v2.html"
     assert html.exists() and (tmp_path / "evals" / "compare-v1-vs-v2.json").exists()
     assert "I cannot read that." in html.read_text()

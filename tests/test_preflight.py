@@ -231,6 +231,59 @@ def test_check_stops_on_probes_that_eval_would_refuse(tmp_path):
     assert "probes.jsonl:1" not in proc.stdout  # the BOM is accepted
 
 
+PROBE = {"id": "a", "category": "torque_spec", "image": "images/p.jpg", "question": "Q?"}
+
+
+@pytest.mark.parametrize("fields, field, instead", [
+    ({"expected_keywords": [""]}, "expected_keywords[0] is blank", "remove it or write the word"),
+    ({"expected_keywords": ["gasket", "   "]}, "expected_keywords[1] is blank", "remove it or write the word"),
+    ({"expected_keywords": [5]}, "expected_keywords[0] is a number (5), not text", 'write it in quotes, e.g. "5"'),
+    ({"expected_keywords": "gasket"}, 'expected_keywords is text ("gasket"), not a list', '"expected_keywords": ["gasket"]'),
+    ({"expected_keywords": []}, "expected_keywords is empty", "list the words the answer must contain"),
+    ({"expected_answer": 45}, "expected_answer is a number (45), not text", '"expected_answer": "45 Nm"'),
+    ({"expected_answer": " "}, "expected_answer is blank", "write the reference answer"),
+    ({}, "nothing to grade: give exactly one of expected_answer and expected_keywords", '"expected_answer": "45 Nm"'),
+    ({"question": None}, "missing question", '"question": "'),
+])
+def test_probe_fields_that_grade_nothing_or_crash_the_scorer_are_problems_at_their_line(tmp_path, fields, field, instead):
+    from harness.samples import load_probes
+
+    root, _ = dataset(tmp_path, [line()])
+    probes = tmp_path / "probes.jsonl"
+    good = {**PROBE, "id": "good", "expected_answer": "40 Nm"}
+    bad = {key: value for key, value in {**PROBE, "expected_keywords": ["x"], **fields}.items() if value is not None}
+    if "expected_answer" in fields or not fields:
+        bad.pop("expected_keywords")
+    probes.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    samples, problems = load_probes(probes, root)
+    assert [s.id for s in samples] == ["probe:good"]
+    assert [(p.line, p.code) for p in problems] == [(2, "probe")], problems
+    assert field in problems[0].message and instead in problems[0].message
+
+
+def probe_recipe(tmp_path, probe: dict) -> Path:
+    root, _ = dataset(tmp_path, [line()])
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text(json.dumps(probe) + "\n")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: t\ncompute: {{gpu: cpu}}\ndata: {{train: {root}/vlm_train.jsonl, val: {root}/vlm_val.jsonl, images_root: {root}, probes: {probes}}}\n")
+    return recipe_file
+
+
+def test_check_and_eval_refuse_a_blank_keyword_before_anything_runs(tmp_path):
+    recipe_file = probe_recipe(tmp_path, {**PROBE, "expected_keywords": ["", 5]})
+    checked = run_cli("check", str(recipe_file), "--out", str(tmp_path / "pf"))
+    assert checked.returncode == 1 and "Traceback" not in checked.stdout + checked.stderr
+    for message in ("probes.jsonl:1: probe: expected_keywords[0] is blank", "probes.jsonl:1: probe: expected_keywords[1] is a number (5)"):
+        assert message in checked.stdout, checked.stdout
+    out = tmp_path / "e"
+    # An endpoint nothing listens on: eval must stop on the data before it asks anything.
+    evaluated = run_cli("eval", str(recipe_file), "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "--only", "probes", "--out", str(out))
+    assert evaluated.returncode == 1 and "Traceback" not in evaluated.stderr
+    assert "probes.jsonl:1: expected_keywords[0] is blank" in evaluated.stderr, evaluated.stderr
+    assert not (out / "predictions.jsonl").exists() and not (out / "samples.jsonl").exists()
+
+
 def test_resize_flattens_transparent_pages_onto_white(tmp_path):
     root, _ = dataset(tmp_path, [line("images/clear.png")], sizes={"clear.png": (850, 1100)})
     recipe_file = tmp_path / "r.yaml"

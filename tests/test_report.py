@@ -241,3 +241,49 @@ def test_histogram_title_and_counts_do_not_overlap_and_an_outlier_keeps_small_bi
     assert count_ys and min(count_ys) - title_y >= 12  # one text line apart (11 px font)
     heights = [float(h) for h in re.findall(r'<rect[^>]* height="([\d.]+)"', plot)]
     assert sorted(h for h in heights if h > 0)[0] >= 3  # the single 0.05 still shows next to the 200
+
+
+@pytest.mark.parametrize("probes", [{"n": 0, "pass_rate": None, "threshold": 0.85, "passed": None, "by_source": {}},
+                                    {"n": 0, "pass_rate": None, "threshold": 0.85, "passed": False, "by_source": {}}])  # an older summary
+def test_no_probes_show_no_badge_and_say_so(tmp_path, scores, probes):
+    _, text = render(tmp_path, summary(probes=probes, passed=probes["passed"]), scores)
+    header = text.split("<header>", 1)[1].split("</header>", 1)[0]
+    probes_section = text.split('id="probes"', 1)[1].split("</section>", 1)[0]
+    assert "badge" not in header and "no probes" in header
+    assert "badge" not in probes_section and "No probes" in probes_section
+
+
+def not_applicable(sample_id, question, reason="the reference states no quantity with a unit the checker reads"):
+    return sample(sample_id, passed=None, question=question,
+                  spec={"applicable": False, "passed": False, "score": 0.0, "details": [f"not applicable: {reason}"]})
+
+
+def test_samples_the_spec_check_cannot_grade_are_listed_with_their_reason(tmp_path, scores):
+    ungraded = [not_applicable("proc-1", "How is the <b>gasket</b> fitted?"),
+                not_applicable("proc-2", "Which hoses?"),
+                not_applicable("long-1", "Torque?", reason="the reference is 9,000 characters <over>")]
+    _, text = render(tmp_path, summary(), scores + ungraded)
+    section = text.split('id="spec-not-applicable"', 1)[1].split("</section>", 1)[0]
+    assert "Not graded by the spec check (3)" in section
+    for expected in ("proc-1", "How is the &lt;b&gt;gasket&lt;/b&gt; fitted?", "Which hoses?",
+                     "the reference is 9,000 characters &lt;over&gt;",
+                     "<td>the reference states no quantity with a unit the checker reads</td><td class=\"num\">2</td>"):
+        assert expected in section
+    assert "<b>gasket" not in text and "passing-one" not in section
+    _, without = render(tmp_path, summary(), scores)
+    assert 'id="spec-not-applicable"' not in without
+
+
+def test_the_terminal_says_how_many_samples_the_spec_check_did_not_grade(tmp_path, capsys):
+    from harness.score import score_sample, summarize
+    from vlm3.eval_cmds import print_summary
+
+    base = {"kind": "val", "question": "Q?", "expected_keywords": None}
+    records = [score_sample({**base, "id": "a", "expected": "Replace the gasket."}, {"answer": "Replace it."}),
+               score_sample({**base, "id": "b", "expected": "Check the hoses."}, {"answer": "Checked."}),
+               score_sample({**base, "id": "c", "expected": "45 Nm"}, {"answer": "45 Nm"})]
+    print_summary(summarize(records, label="t"), tmp_path)
+    out = capsys.readouterr().out
+    assert "2 samples not graded by the spec check (see report)" in out and "no probes" in out
+    print_summary(summarize(records[2:], label="t"), tmp_path)
+    assert "not graded by the spec check" not in capsys.readouterr().out

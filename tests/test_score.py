@@ -93,3 +93,61 @@ def test_spec_not_applicable_is_counted_apart_and_graded_by_keywords():
     summary = summarize(records, label="t")
     assert summary["counts"]["spec_checked"] == 1 and summary["counts"]["spec_not_applicable"] == 2
     assert summary["metrics"]["spec_pass_rate"] == 1.0  # the inapplicable samples are in neither count
+
+
+@pytest.mark.parametrize("kinds, answers, probes_passed, passed", [
+    (["val", "val"], ["45 Nm", "50 Nm"], None, None),  # no probes: nothing held to the probe threshold, not a failure
+    (["val", "probe"], ["45 Nm", None], None, None),  # the one probe failed to answer: no probe graded
+    (["val", "probe"], ["50 Nm", "45 Nm"], True, True),
+    (["val", "probe"], ["45 Nm", "50 Nm"], False, False),
+])
+def test_the_overall_verdict_is_the_probes_and_none_without_a_graded_probe(kinds, answers, probes_passed, passed):
+    records = [score_sample(sample(id=f"s{i}", kind=kind), {"answer": answer, "error": None if answer else "HTTP 500"})
+               for i, (kind, answer) in enumerate(zip(kinds, answers))]
+    summary = summarize(records, label="t", probe_threshold=0.85)
+    assert summary["probes"]["passed"] is probes_passed
+    assert summary["passed"] is passed
+
+
+def test_spec_not_applicable_reasons_are_counted_by_reason():
+    long_reference = "Torque 40 Nm. " + "x" * 9000
+    records = [
+        score_sample(sample(id="a", expected="Replace the gasket."), {"answer": "Replace it."}),
+        score_sample(sample(id="b", expected="Check the hoses."), {"answer": "Checked."}),
+        score_sample(sample(id="c", expected=long_reference), {"answer": "40 Nm"}),
+        score_sample(sample(id="d"), {"answer": "45 Nm"}),
+    ]
+    reasons = summarize(records, label="t")["spec_not_applicable_reasons"]
+    assert sum(reasons.values()) == 3 and len(reasons) == 2
+    first, count = next(iter(reasons.items()))
+    assert count == 2 and not first.startswith("not applicable")  # the most common first, without the prefix
+    assert summarize(records[3:], label="t")["spec_not_applicable_reasons"] == {}
+
+
+def test_the_page_text_reaches_the_spec_check(monkeypatch):
+    import harness.score
+    from harness.specs import SpecMatch
+
+    seen = {}
+
+    def fake_match(expected, actual, page_text=None):
+        seen.update(expected=expected, actual=actual, page_text=page_text)
+        return SpecMatch(True, True, 1.0, [], (), (), True)
+
+    monkeypatch.setattr(harness.score, "match", fake_match)
+    score_sample(sample(page_text="Head bolts: 45 Nm, then 90°."), {"answer": "45 Nm"})
+    assert seen == {"expected": "Tighten to 45 Nm (33 ft-lb).", "actual": "45 Nm", "page_text": "Head bolts: 45 Nm, then 90°."}
+    score_sample(sample(), {"answer": "45 Nm"})  # a probe carries no page text
+    assert seen["page_text"] is None
+
+
+@pytest.mark.parametrize("fields", [
+    {"expected": None, "expected_keywords": [""]},
+    {"expected": None, "expected_keywords": ["  ", 5]},
+    {"expected": 45, "expected_keywords": None},
+    {"expected": "", "expected_keywords": "gasket"},
+])
+def test_a_saved_sample_with_nothing_to_grade_gives_no_verdict_and_no_crash(fields):
+    # `vlm3 check` and `vlm3 eval` refuse such probes; samples saved before that are scored without a verdict.
+    record = score_sample(sample(**fields), {"answer": ""})
+    assert record["passed"] is None and record["checks"]["keywords"] is None

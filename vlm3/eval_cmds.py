@@ -191,10 +191,13 @@ def print_summary(summary: dict, eval_dir: Path) -> None:
     def pct(value) -> str:
         return "-" if value is None else f"{100 * value:.0f}%"
 
+    def verdict(passed: bool | None) -> str:
+        return "no verdict" if passed is None else "PASS" if passed else "FAIL"
+
     console().print(
         f"{summary['label']}: pass {pct(m['pass_rate'])}, specs {pct(m['spec_pass_rate'])}, keywords {pct(m['keyword_recall'])}, "
         f"token F1 {m['token_f1'] if m['token_f1'] is not None else '-'}; "
-        + (f"probes {pct(probes['pass_rate'])} (threshold {pct(probes['threshold'])}: {'PASS' if probes['passed'] else 'FAIL'}); " if probes["n"] else "no probes; ")
+        + (f"probes {pct(probes['pass_rate'])} (threshold {pct(probes['threshold'])}: {verdict(probes['passed'])}); " if probes["n"] else "no probes; ")
         + f"errors {summary['counts']['errors']} (not scored"
         + (f": {summary['counts']['failed']} failed, {summary['counts']['missing']} never answered" if "failed" in summary["counts"] else "")
         + ")",
@@ -205,6 +208,9 @@ def print_summary(summary: dict, eval_dir: Path) -> None:
     line = format_judge_line(summary.get("judge"))
     if line:
         console().print(line, markup=False)
+    ungraded = summary["counts"].get("spec_not_applicable") or 0
+    if ungraded:
+        console().print(f"{ungraded} sample{'s' if ungraded != 1 else ''} not graded by the spec check (see report)", markup=False)
     console().print(f"report: {eval_dir / 'report.html'}")
 
 
@@ -325,7 +331,7 @@ def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import format_ci, format_delta, worse_with_confidence
+    from harness.compare import format_delta, interval_text, worse_reason, worse_with_confidence
     from harness.evaluation import EvalError
 
     comparison, _ = compare_dirs(Path(args.eval_a), Path(args.eval_b), Path(args.out) if args.out else None)
@@ -338,7 +344,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise EvalError(str(exc)) from None
         if worse is not None:
             console().print(f"FAIL: B is worse on {worse.name}: {format_delta(worse.name, worse.delta)} "
-                            f"{format_ci(worse.name, worse.ci_low, worse.ci_high)} (the interval excludes zero)", markup=False)
+                            f"{interval_text(worse)} ({worse_reason(worse)})", markup=False)
             return 1
         console().print(f"--fail-if-worse {args.fail_if_worse}: B is not worse with confidence", markup=False)
     return 0
