@@ -17,7 +17,6 @@ from harness.specs import (
     extract_quantities,
     match,
 )
-from harness.keywords import keyword_recall
 
 CASES_PATH = Path(__file__).parent / "data" / "spec_cases.jsonl"
 CASES = [json.loads(line) for line in CASES_PATH.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -511,31 +510,6 @@ def test_an_answer_with_too_many_numbers_fails_with_the_reason():
     result = match("40 Nm", "40 Nm " + "1 " * (MAX_NUMBERS + 5))
     assert result.applicable and not result.passed
     assert str(MAX_NUMBERS) in result.details[0]
-
-
-@pytest.mark.parametrize(
-    "keywords, actual, passed, recall",
-    [
-        (["top dead centre"], "Set cylinder 1 to top-dead-centre.", True, 1.0),
-        (["top-dead-centre"], "Set cylinder 1 to Top Dead  Centre.", True, 1.0),
-        (["TDC", "timing mark"], "Align the Timing Mark at tdc.", True, 1.0),
-        (["gasket"], "Replace the gaskets.", True, 1.0),
-        (["gasket", "sealant"], "Replace the gasket.", False, 0.5),
-        (["bar"], "Use the crossbar.", False, 0.0),
-        (["camshaft"], "", False, 0.0),
-    ],
-)
-def test_keyword_recall(keywords, actual, passed, recall):
-    result = keyword_recall(keywords, actual)
-    assert result.passed is passed
-    assert result.recall == pytest.approx(recall)
-
-
-def test_keyword_recall_lists_found_and_missing_and_honours_threshold():
-    result = keyword_recall(["gasket", "sealant"], "Replace the gasket.", threshold=0.5)
-    assert result.passed
-    assert result.found == ("gasket",)
-    assert result.missing == ("sealant",)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
