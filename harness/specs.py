@@ -1201,17 +1201,20 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
         if kind == "size" and inside >= 0 and m.start() < quantities[inside].end:
             continue  # the "M8" of "M8 x 1.25 mm" already read as an incidental size
         found_labels.append((m, kind, value, bisect.bisect_left(segment_ends, m.start())))
+    label_starts: dict[tuple[int, str], list[int]] = defaultdict(list)  # per segment and kind, in text order
+    for m, kind, _, segment in found_labels:
+        label_starts[segment, kind].append(m.start())
     for m, kind, value, segment in found_labels:
         targets = by_segment.get(segment, [])
-        if len(targets) > 1:
+        starts = label_starts[segment, kind]
+        if len(targets) > 1 and len(starts) > 1:
             # Two labels of one kind in a segment ("Stage 1: 39 Nm / Stage 2: 90°" without a break):
             # each takes the values up to the next label of its kind.
-            rivals = [r.start() for r, kd, _, sg in found_labels if sg == segment and kd == kind and r is not m]
-            if rivals:
-                upto = min((r for r in rivals if r > m.start()), default=len(text))
-                after = [k for k in targets if m.start() < quantities[k].start < upto]
-                since = max((r for r in rivals if r < m.start()), default=-1)
-                targets = after or [k for k in targets if since < quantities[k].start < m.start()][-1:]
+            n = bisect.bisect_left(starts, m.start())
+            upto = starts[n + 1] if n + 1 < len(starts) else len(text)
+            since = starts[n - 1] if n else -1
+            after = [k for k in targets if m.start() < quantities[k].start < upto]
+            targets = after or [k for k in targets if since < quantities[k].start < m.start()][-1:]
 
         if not targets:  # "For M10 bolts, 45 Nm": the next value of the sentence
             n = bisect.bisect_left(spec_starts, m.end())
@@ -1329,15 +1332,19 @@ def _distinct_names(wanted: list[Quantity], groups: dict[str, list[int]]) -> lis
     return out
 
 
-def _name_conflict(i: int, groups: dict[str, list[int]], distinct: list[frozenset[str]], got: Quantity) -> bool:
-    """Whether the answer names `got` as another reference value than wanted[i], or by the opposite of its name."""
+def _name_conflict(i: int, distinct: list[frozenset[str]], got: Quantity, claims: list[int]) -> bool:
+    """Whether the answer names `got` as another reference value than wanted[i] (`claims`: the reference values
+    whose distinctive words it carries, _claims), or by the opposite of its name."""
     if not got.names:
         return False
-    if any(_OPPOSITES.get(word) in got.names and word not in got.names for word in distinct[i]):
+    if claims and i not in claims:
         return True
+    return any(_OPPOSITES.get(word) in got.names and word not in got.names for word in distinct[i])
+
+
+def _claims(groups: dict[str, list[int]], distinct: list[frozenset[str]], got: Quantity) -> list[int]:
     group = groups.get(_kind(got.family), [])
-    claims = [k for k in group if distinct[k] & got.names] if len(group) > 1 else []
-    return bool(claims) and i not in claims
+    return [k for k in group if distinct[k] & got.names] if len(group) > 1 and got.names else []
 
 
 def _unpaired_names(wanted: list[Quantity], groups: dict[str, list[int]], distinct: list[frozenset[str]],
@@ -1563,6 +1570,7 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
 
     groups = _kinds(wanted)
     distinct = _distinct_names(wanted, groups)
+    claims = [_claims(groups, distinct, g) for g in given]
     assigned: dict[int, int] = {}
     used: set[int] = set()
     cursor: dict[str, int] = {}
@@ -1570,7 +1578,7 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     positional: set[int] = set()
     for i, want in enumerate(wanted):
         pool = [j for j, g in enumerate(given) if j not in used and g.role == "spec" and compatible(g.family, want.family)
-                and not _label_conflict(want, g) and not _name_conflict(i, groups, distinct, g)]
+                and not _label_conflict(want, g) and not _name_conflict(i, distinct, g, claims[j])]
         strong = [j for j in pool if want.labels and set(want.labels) <= set(given[j].labels)]
         if strong:
             pool = strong
