@@ -47,6 +47,8 @@ from harness import specs  # noqa: E402
 
 CASES = ROOT / "tests" / "data" / "spec_cases.jsonl"
 MANUAL_CASES = ROOT / "tests" / "data" / "spec_cases_manuals.jsonl"  # grouped by category and by manual kind
+# A second set written the same way, after the checker was built, by a grader who never saw it (measured as it came).
+HOLDOUT_CASES = ROOT / "tests" / "data" / "spec_cases_holdout.jsonl"
 GOAL_CLASSES = ("value", "unit", "sequence", "qualifier")  # zero false passes required here
 
 # quantulum3's unit names -> (dimension, pint unit); every other annotated unit is out of the checker's families.
@@ -273,6 +275,13 @@ def report(label: str, checker: ModuleType, verbose: bool) -> None:
     print(f"\nTotal on the manuals' corpus: {total['agree']} of {total['n']} agree ({_percent(total['agree'], total['n'])}), "
           f"{total['false pass']} false passes, {total['false fail']} false fails, {total['applicability']} applicability")
 
+    holdout = corpus_agreement(checker, HOLDOUT_CASES, ("category", "manual"))
+    print(f"\n### {label}: the second set ({holdout['total']['n']} cases), per category\n")
+    agreement_table("category", holdout["rows"]["category"], holdout["total"])
+    total = holdout["total"]
+    print(f"\nTotal on the second set: {total['agree']} of {total['n']} agree ({_percent(total['agree'], total['n'])}), "
+          f"{total['false pass']} false passes, {total['false fail']} false fails, {total['applicability']} applicability")
+
     extraction = extraction_scores(checker)
     print(f"\n### {label}: quantulum3's annotated sentences, in the checker's dimensions\n")
     print("| sentences | extracted | correct | precision |")
@@ -292,7 +301,7 @@ def report(label: str, checker: ModuleType, verbose: bool) -> None:
           f"(one core), {wall:,.0f} pairs per wall-clock second\n")
     if verbose:
         print("Disagreements and extraction errors:")
-        for line in corpus["wrong"] + manuals["wrong"] + extraction["errors"]:
+        for line in corpus["wrong"] + manuals["wrong"] + holdout["wrong"] + extraction["errors"]:
             print("  " + line)
 
 

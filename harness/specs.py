@@ -210,7 +210,7 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
      "foot * force_pound", "torque"),
     (rf"(?i:turns?|revs?|revolutions?){_B}(?!{_SP}(?i:per|/))", "turn", "angle"),
     # Engine speed as manuals print it: rpm, r.p.m., U/min and 1/min (German), tr/min (French), min⁻¹, "800/min".
-    (rf"(?i:rpm|r\.p\.m\.?|r/min|rev/min|tr/min|t/min|u/min|1/min|min[-−]1|/{_SP}min(?!\w)|revs?{_SP}(?:per|/){_SP}min(?:ute)?)(?!\w)",
+    (rf"(?i:rpm|r\.p\.m\.?|r/min|rev/min|tr/min|t/min|u/min|giri/min|1/min|min[-−]1|/{_SP}min(?!\w)|revs?{_SP}(?:per|/){_SP}min(?:ute)?)(?!\w)",
      "revolutions_per_minute", "speed"),
     (rf"[ \t]?(?::|/|(?i:to)\b)[ \t]?1(?![.,]?\d)(?![ \t]?[A-Za-z°%])", "ratio_to_one", "ratio"),  # "10.5:1", "9,5/1", "18 to 1"
     (rf"V{_SP}?(?:DC|AC|d\.c\.|a\.c\.){_B}", "volt", "voltage"),  # "28.0 VDC", "12 V DC"
@@ -219,6 +219,13 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:(?:us|u\.s\.){_SP}(?:fl\.?{_SP})?oz\.?|fl\.?{_SP}oz\.?|fluid{_SP}ounces?){_B}", "fluid_ounce", "volume"),
     (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:fl\.?{_SP})?oz\.?){_B}", "imperial_fluid_ounce", "volume"),
     (rf"(?i:inch(?:es)?\s+of\s+mercury|in\.?{_SP}of{_SP}hg){_B}", "inch_Hg", "pressure"),
+    (rf"(?i:(?:in\.?|inch(?:es)?){_SP}(?:of{_SP})?(?:h2o|water(?:\s+column)?|w\.?c\.?)){_B}", "inch_H2O", "pressure"),
+    (rf"(?i:mm{_SP}(?:h2o|ws|wc|water(?:\s+column)?)|mmws){_B}", "millimeter_H2O", "pressure"),
+    (rf"(?i:(?:[µμu]m|microns?){_SP}(?:of{_SP})?(?:hg|mercury)){_B}", "micrometer_Hg", "pressure"),  # HVAC vacuum
+    (rf"(?i:(?:us{_SP})?(?:gph|gal(?:lons?)?{_SP}(?:/|per){_SP}h(?:(?:ou)?rs?)?)){_B}", "gallon / hour", "flow"),
+    # Service intervals: "every 2,000 operating hours", "100 flight hours"
+    (rf"(?i:(?:operating|flight|flying|engine|running|service|working)\s+h(?:ou)?rs?){_B}", "hour", "time"),
+    (rf"(?i:thousandths?(?:\s+of\s+an?\s+inch)?){_B}", "thou", "length"),
     (rf"(?i:(?:us{_SP})?gal(?:lons?)?{_SP}(?:/|per){_SP}min(?:ute)?|gpm){_B}", "gallon / minute", "flow"),
     (rf"(?:PS|CV|cv|ch){_B}", "metric_horsepower", "power"),  # German PS, French ch/CV (pint reads PS as petasiemens)
     (rf"(?i:bhp|whp){_B}", "horsepower", "power"),
@@ -330,8 +337,9 @@ _INCIDENTAL_BEFORE = re.compile(r"(?=[mswd])(?:\bm\d{1,2}\s*[x×]\s*|\b(?:socket
 _CLAUSE_BREAK = re.compile(r"[,;\n]")
 
 # A range or tolerance stays on one line: "- 30 Nm\n- 60 Nm" is a list, not 30–60 Nm.
-_RANGE_GAP = re.compile(r"-?[ \t]*(?:[-–—‒−~〜]|to|bis|à|\.{2,3}|…)[ \t]*[-−+]?")  # "−10 % to +10 %"  # "8- to 16-meter", "-18 °C to -34 °C"
-_BETWEEN_BEFORE = re.compile(r"(?i:\bbetween|\bfrom)\s*$")
+_RANGE_GAP = re.compile(r"-?[ \t]*(?:[-–—‒−~〜÷]|to|bis|à|\.{2,3}|…)[ \t]*[-−+]?")  # "−10 % to +10 %", "25 ÷ 30 Nm"  # "8- to 16-meter", "-18 °C to -34 °C"
+_BETWEEN_BEFORE = re.compile(r"(?i:\bbetween|\bfrom|\bde|\bda|\bvon|\bentre|\btra|\bfra)\s*$")
+_BETWEEN_AND = re.compile(r"(?i:\s*(?:and|und|et|y|e|a|à|bis)\s*)")  # "between 10 and 13", "de 0,20 a 0,25", "da 10 a 13"
 _TOL_GAP = re.compile(r"[ \t]*(?:±|\+/-|\+/−|\+-|\+ / -)[ \t]*")
 _LONE_TOLERANCE = re.compile(r"(?<![\d\w)°′″'\"%])[ \t]*±[ \t]*$")
 _PLUS_GAP = re.compile(r"[ \t]*\+[ \t]*")
@@ -343,8 +351,8 @@ _LIST_GAP = re.compile(
     rf"(?i:\s*(?:,|;|/|&)?\s*(?:(?:and|then|or|and\s+then|followed\s+by|finally)\s+)?"
     rf"(?:(?:for\s+|the\s+)?(?:{_LABEL_WORDS})(?:\s+(?:valves?|bolts?|stage|step))?\s*[:=]?\s*)?)")
 _OR_GAP = re.compile(r"(?i:\s*,?\s*or\s*)")
-_EQUIV_GAP = re.compile(r"\s*(?:/|=|≈|(?i:or))\s*")
-_OPEN_GAP = re.compile(r"[\s*_]*[(\[{]\s*(?:(?i:approx(?:imately)?\.?|about|ca\.?|~|≈)\s*)?")
+_EQUIV_GAP = re.compile(r"\s*(?:/|=|≈|,?\s*(?i:or))\s*")  # "50 Nm / 37 ft-lb", "50 Nm, or 37 ft-lb"
+_OPEN_GAP = re.compile(r"\.?[\s*_]*[(\[{]\s*(?:(?i:approx(?:imately)?\.?|about|ca\.?|~|≈)\s*)?")
 _CLOSE = {"(": ")", "[": "]", "{": "}"}
 # A unit symbol after a number that no notation here and nothing in pint reads: a symbol character, not a word.
 # (Japanese and Chinese words glued to a number, "3箇所", are words, not units.)
@@ -357,9 +365,9 @@ _REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+
 _QUALIFIER_BEFORE = re.compile(
     r"(?=[wsrlmaniuhvpjb<≤=>≥go使限])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit|\bverschlei(?:ß|ss)grenze|"
     r"\blimite(?:\s+d'usure)?)\b|(?P<limit2>使用限度|限度)"
-    r"|(?P<max>\b(?:max(?:imum|imal|i)?|höchstens|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
+    r"|(?P<max>(?<!/)\b(?:max(?:imum|imal|i)?|höchstens|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
     r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below|au\s+maximum|au\s+plus|pas\s+plus\s+de)\b\.?|<=?|≤|=<)"
-    r"|(?P<min>\b(?:min(?:imum|imal|i)?|mind(?:estens)?|at\s+least|no\s+less\s+than|not\s+less\s+than|"
+    r"|(?P<min>(?<!/)\b(?:min(?:imum|imal|i)?|mind(?:estens)?|at\s+least|no\s+less\s+than|not\s+less\s+than|"
     r"(?<!not\s)(?<!no\s)more\s+than|over|above|greater\s+than|au\s+moins|pas\s+moins\s+de)\b\.?|>=?|≥|=>))")
 # "Max. torque: 230 Nm at 4750 rpm", "Couple maxi", "max. Leistung": "max" names the quantity, it is no qualifier.
 _NAMED_AFTER = re.compile(r"\s*(?:(?:engine|motor|road|top|vehicle)\s+)?(?:torque|power|output|speed|rpm|revs|horsepower|drehmoment|"
@@ -369,22 +377,25 @@ QUALIFIER_REACH = {"limit": 40, "max": 40, "min": 40}  # characters between a qu
 
 _BRACKET_AFTER = re.compile(r"[ \t]*[(\[{][^()\[\]{}]{1,40}[)\]}]")
 _QUALIFIER_AFTER = [
-    ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum|i)?\b\.?|(?:[a-z]+\s+)?or\s+(?:less|under|below)\b|at\s+most\b))")),
-    ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum|i)?\b\.?|mind\.|(?:[a-z]+\s+)?or\s+(?:more|over|above)\b|at\s+least\b))")),
+    ("max", re.compile(r"(?i:\s*\(?\s*(?:max(?:imum|i)?\b\.?|(?:[a-z]+\s+)?or\s+(?:less|under|below|lower|smaller)\b|at\s+most\b))")),
+    ("min", re.compile(r"(?i:\s*\(?\s*(?:min(?:imum|i)?\b\.?|mind\.|(?:[a-z]+\s+)?or\s+(?:more|over|above|higher|greater|larger)\b|at\s+least\b))")),
     ("limit", re.compile(r"(?i:\s*\(?\s*(?:(?:wear|service)\s+)?limit\b)")),
     ("min", re.compile(r"\s*以上")), ("max", re.compile(r"\s*(?:以下|未満)")),  # Japanese: "12.5 V以上" is 12.5 V or more
 ]
-_CONDITION_BEFORE = re.compile(r"(?=[a@wbmeoc])(?:(?:\bat|@|\bwhen|\bwith|\babove|\bbelow|\bmeasured\s+at|\bengine\s+speed(?:\s+of)?|"
+_CONDITION_BEFORE = re.compile(r"(?=[a@wbmeoc(\[])(?:(?:\bat|@|\bwhen|\bwith|\babove|\bbelow|\bmeasured\s+at|\bengine\s+speed(?:\s+of)?|[(\[]|"
                                r"\boil\s+temperature(?:\s+of)?|\bcoolant\s+temperature(?:\s+of)?)\s*(?:approx\.?\s*|about\s*)?|@\s*)")
 # Conditions in words, in English, German and French: idle, cold, hot; "with/without filter change", "mit/ohne
 # Filter", "avec/sans filtre" (the object after the word is what must agree).
 _CONDITION_WORDS = re.compile(
-    r"(?=[a@i(chwonlrkfbmsà冷温暖])(?i:(?:\bat|@|\bau|\bim|\bbei)\s*(?P<idle>idle|ralenti|leerlauf)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)"
+    r"(?=[a@i(chwonlrkfbmsàe冷温暖])(?i:(?:\bat|@|\bau|\bim|\bbei)\s*(?P<idle>idle|ralenti|leerlauf)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)"
     r"|\b(?P<cold>cold|kalt|froid)\b|(?P<cold2>冷間時?)"
     r"|\b(?P<hot>hot|warm(?![\s-]up\b)|warmed[\s-]up|(?:normal\s+)?operating\s+temperature|betriebswarm|chaud)\b|(?P<hot2>温間時?|暖機時)"
     r"|\b(?P<without>without|w/o|ohne|sans)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
-    r"|\b(?P<with>with|mit|avec)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,})")
-_WORD_CONDITION = {"idle": "speed", "idling": "speed", "idle2": "speed", "cold": "temperature", "hot": "temperature",
+    r"|\b(?P<with>with|mit|avec)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
+    # an automatic transmission's selector: "(in P or N position)", "in D", "in neutral"
+    r"|\b(?:in|im|en)\s+(?P<gear>(?:[pndr]|park|neutral|drive|reverse)(?:\s*(?:or|and|/|,)\s*(?:[pndr]|park|neutral|drive|reverse))*)\b)")
+_SELECTOR = {"park": "p", "neutral": "n", "drive": "d", "reverse": "r"}
+_WORD_CONDITION = {"gear": "selector", "idle": "speed", "idling": "speed", "idle2": "speed", "cold": "temperature", "hot": "temperature",
                    "cold2": "temperature", "hot2": "temperature"}
 # "at", "bei", "à" before a value of another dimension make it a condition ("185 cc/min at 3.0 bar").
 _AT_BEFORE = re.compile(r"(?:\bat|@|\bbei|\bà|\bmeasured\s+at)\s*(?:approx\.?\s*|about\s*|ca\.\s*)?")
@@ -399,7 +410,7 @@ _LABEL_RE = re.compile(
     r"|\b(?P<intake>intake|inlet)\b|\b(?P<exhaust>exhaust)\b"
     r"|\b(?P<front>front)\b|\b(?P<rear>rear)\b|\b(?P<inner>inner)\b|\b(?P<outer>outer)\b"
     r"|\b(?P<new>new)\b|\b(?P<used>used|reused|old)\b|\b(?P<left>left)\b|\b(?P<right>right)\b"
-    r"|\b(?P<upper>upper)\b|\b(?P<lower>lower)\b)")
+    r"|(?<!\bor\s)\b(?P<upper>upper)\b|(?<!\bor\s)\b(?P<lower>lower)\b)")
 _LABEL_KIND = {"intake": "valve", "exhaust": "valve", "front": "axle", "rear": "axle", "inner": "side",
                "outer": "side", "new": "wear", "used": "wear", "left": "hand", "right": "hand",
                "upper": "height", "lower": "height"}
@@ -495,7 +506,8 @@ _FAMILY_EXAMPLES = (
     ("kelvin", "temperature"), ("meter / second ** 2", "acceleration"),
     ("kilogram / liter", "density"),
 )
-_NAMED_FAMILIES = frozenset(name for _, name in _FAMILY_EXAMPLES) | {"energy", "consumption", "percent", "angle", "ratio"}
+_NAMED_FAMILIES = frozenset(name for _, name in _FAMILY_EXAMPLES) | {"energy", "consumption", "percent", "angle", "ratio",
+                                                                     "temperature difference"}
 _DIMENSIONLESS_FAMILIES = {"percent": "percent", "permille": "percent", "ppm": "percent", "radian": "angle",
                            "degree": "angle", "arcminute": "angle", "arcsecond": "angle", "turn": "angle",
                            "revolution": "angle", "ratio_to_one": "ratio"}
@@ -574,7 +586,7 @@ _NOT_UNIT_WORDS = frozenset(
     "a an at are in is it on of or to the and as by be do if no so up we us per pro par x point points pc pcs "
     "ct rod rods chain chains link links hand hands pole poles perch barn bit bits byte bytes mark cycle cycles "
     "count counts dozen gross line lines pi tex den ly au pt mil mils ch cv ps st nd rd th cup cups".split())
-_SINGLE_LETTER_UNITS = frozenset("VAWNJgshltLΩ%‰")
+_SINGLE_LETTER_UNITS = frozenset("VAWNJgshltmLΩ%‰")
 _SYMBOL_NAMES = {"%": "percent", "‰": "permille"}
 _PREFIXES = frozenset({"kilo", "mega", "giga", "tera", "milli", "micro", "centi", "deci", "deca", "nano", "hecto"})
 _PREFIXABLE = frozenset({"meter", "gram", "second", "liter", "newton", "pascal", "bar", "volt", "ampere", "ohm", "farad",
@@ -856,6 +868,11 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
     for before, num in zip(kept, kept[1:]):
         if before.identifier and num.unit_index is None and _RANGE_GAP.fullmatch(text[before.end:num.start]):
             num.identifier = True  # "bolts 1 to 6"
+    if _VACUUM_WORD.search(low):
+        # "evacuate to 500 microns": a vacuum in microns of mercury (HVAC), not a length
+        for num in kept:
+            if num.unit_index == _MICRON_UNIT and _VACUUM_WORD.search(low, max(0, num.start - SYMBOL_CONTEXT_CHARS), num.end + 40):
+                num.unit_index = _MICRON_HG_UNIT
     if ratio or _RATIO_WORD.search(low):
         # Gear ratios printed bare ("Gear ratio: 1st 3.538, 2nd 2.045"): a decimal after the word is a ratio.
         for num in kept:
@@ -874,6 +891,9 @@ _PRIME_UNIT, _DOUBLE_PRIME_UNIT, _KELVIN_UNIT, _PICO_UNIT, _ATTO_UNIT = (
 _CONTEXT_UNITS = {_PRIME_UNIT, _DOUBLE_PRIME_UNIT, _KELVIN_UNIT, _PICO_UNIT, _ATTO_UNIT}
 _KELVIN_GROUP = f"u{_KELVIN_UNIT}"
 _RATIO_UNIT = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "ratio_to_one")
+_MICRON_UNIT = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "micrometer")
+_MICRON_HG_UNIT = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit == "micrometer_Hg")
+_VACUUM_WORD = re.compile(r"vacuum|evacuat|micron gauge|vakuum|vide\b")
 _RATIO_WORD = re.compile(r"\bratios?\b|\brapport|übersetzung|untersetzung|\breduction\b|変速比|減速比")
 _DECIMAL = re.compile(r"\d+[.,]\d+")
 _KILO = re.compile(r"[kK](?=[ \t])")
@@ -881,7 +901,7 @@ _DMS_GAP = re.compile(r"[ \t]?")  # 12°30′, 12° 30′ 15″
 _PAIR_GAP = re.compile(r"[ \t]*[(\[/=][ \t]*")  # 2½′ (150″)
 _BESIDE_GAP = re.compile(r"[ \t]*[(\[,;/=][ \t]*")  # 300 °C (572 °F, 573.15K)
 _CLOCK = re.compile(r"(?:0?[1-9]|1[0-2])(?:[.:][0-5]\d)?")  # 2 pm, 2.30 pm, 11:45 am
-_TEMPERATURE_WORD = re.compile(r"temperat|thermal|\bheat|\bkelvin")
+_TEMPERATURE_WORD = re.compile(r"temperat|thermal|\bheat|\bkelvin|superheat|subcool|überhitzung|unterkühlung|surchauffe")
 SYMBOL_CONTEXT_CHARS = 60  # how far back a word such as "temperature" makes a bare K a kelvin
 
 
@@ -914,7 +934,10 @@ def _resolve_symbols(text: str, low: str, nums: list[_Num], temperature: bool = 
                    and _DMS_GAP.fullmatch(text, before.unit_end, num.start)) \
                 or (after is not None and after.unit_index in (_DOUBLE_PRIME_UNIT, _ARCSEC_WORDS)
                     and _PAIR_GAP.fullmatch(text, num.unit_end, after.start) and _times(num, after, 60))
-            keep = bool(arc) or _arc_tolerance(text, before, num)
+            keep = bool(arc) or _arc_tolerance(text, before, num) or (
+                # "+5′ ± 5′", "0′ to +10′": minutes of arc with their tolerance or the other end
+                after is not None and after.unit_index == _PRIME_UNIT
+                and bool(_TOL_GAP.fullmatch(text, num.unit_end, after.start) or _RANGE_GAP.fullmatch(text, num.unit_end, after.start)))
         elif unit == _DOUBLE_PRIME_UNIT:  # inches unless after degrees or minutes of arc
             if before is not None and not before.propagated and (
                     (before.unit_index in (_DEGREE_UNIT, _PRIME_UNIT) and _DMS_GAP.fullmatch(text, before.unit_end, num.start))
@@ -972,7 +995,7 @@ def _propagate_units(text: str, nums: list[_Num]) -> None:
             continue
         gap = _gap(text, num, after)
         if _RANGE_GAP.fullmatch(gap) or _TOL_GAP.fullmatch(gap) or _OR_GAP.fullmatch(gap) \
-                or (_BETWEEN_BEFORE.search(text, max(0, num.start - 12), num.start) and re.fullmatch(r"(?i:\s*and\s*)", gap)) \
+                or (_BETWEEN_BEFORE.search(text, max(0, num.start - 12), num.start) and _BETWEEN_AND.fullmatch(gap)) \
                 or (_LIST_GAP.fullmatch(gap) and _family(after) in LIST_FAMILIES):
             num.unit_index, num.unit_end, num.propagated = after.unit_index, after.unit_end, True
 
@@ -1033,13 +1056,18 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
         nxt = nums[i + 1] if i + 1 < len(nums) else None
         gap = _gap(text, num, nxt) if nxt else "\x00"
         same_family = nxt is not None and _family(nxt) == family
-        same_unit = same_family and (nxt.unit_index == num.unit_index or nxt.unit_index is None)
+        same_unit = same_family and (nxt.unit_index == num.unit_index or nxt.unit_index is None
+                                     or (family == "angle" and not num.propagated))  # "-1°30′ to 0°"
         between = _BETWEEN_BEFORE.search(text, max(0, num.start - 12), num.start)
         unit_index = nxt.unit_index if nxt is not None and num.propagated and nxt.unit_index is not None else num.unit_index
-        if nxt and same_unit and (_RANGE_GAP.fullmatch(gap) or (between and re.fullmatch(r"(?i:\s*and\s*)", gap))):
+        if nxt and same_unit and (_RANGE_GAP.fullmatch(gap) or (between and _BETWEEN_AND.fullmatch(gap))):
             sign = _sign(text, num, family)
             start = between.start() if between else num.start - (sign < 0)
-            q = _build(text, start, _end(nxt), unit_index, [num.readings, nxt.readings], (sign, _sign(text, nxt, family)))
+            high = nxt.readings
+            if nxt.unit_index not in (None, unit_index):  # "-1°30′ to 0°": both ends in the first one's unit
+                scale = convert(1.0, _pint_unit(nxt.unit_index), _pint_unit(unit_index))
+                high = [(value * scale, precision * scale) for value, precision in nxt.readings]
+            q = _build(text, start, _end(nxt), unit_index, [num.readings, high], (sign, _sign(text, nxt, family)))
             i += 2
         elif nxt and (same_family or nxt.unit_index is None) and _TOL_GAP.fullmatch(gap):
             q = _tolerance(text, num, [(nxt, 1.0), (nxt, -1.0)], _end(nxt), unit_index)
@@ -1063,8 +1091,36 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
         if after and q.family in SEQUENCE_FAMILIES:
             repeat = 3 if after.group("thrice") else int(after.group("n") or 2)
             q = _updated(q, raw=text[q.start:after.end()].strip(), end=after.end())
+        if q.family == "temperature" and _DIFFERENCE_WORD.search(text, max(0, q.start - 40), q.end + 30):
+            q = _as_difference(q)
         quantities.extend([q] * repeat)
     return quantities
+
+
+_DIFFERENCE_WORD = re.compile(r"(?i:superheat|subcool|überhitzung|unterkühlung|surchauffe|sous-refroidissement|"
+                              r"temperature\s+(?:rise|drop|difference|differential|split)|"
+                              r"\bdelta[\s-]?t\b|Δ\s?t|above\s+ambient|below\s+ambient)")
+_DIFFERENCE_UNITS = {"degree_Celsius": "delta_degree_Celsius", "degree_Fahrenheit": "delta_degree_Fahrenheit"}
+
+
+_REREAD = {"ounce": "fluid_ounce", "micrometer": "micrometer_Hg"}
+
+
+def _as_unit(q: Quantity, unit: str) -> Quantity:
+    """The same printed numbers in another unit, for a symbol its context reads otherwise."""
+    family = _family_of(unit) or q.family
+    low, high, _ = q.readings[0]
+    return _updated(q, unit=unit, units=(unit,), family=family, value=_canonical(low, unit, family),
+                    high=None if high is None else _canonical(high, unit, family))
+
+
+def _as_difference(q: Quantity) -> Quantity:
+    """A temperature difference ("superheat 10 °F" is 5.6 K, not −12.2 °C): converted by scale, never by offset."""
+    units = tuple(_DIFFERENCE_UNITS.get(unit, unit) for unit in q.units)
+    family = "temperature difference"
+    low, high, _ = q.readings[0]
+    return _updated(q, family=family, units=units, unit=units[0], value=_canonical(low, units[0], family),
+                    high=None if high is None else _canonical(high, units[0], family))
 
 
 def _tolerance(text: str, num: _Num, parts: list[tuple[_Num, float]], end: int, unit_index: int) -> Quantity:
@@ -1099,7 +1155,7 @@ def _fold_equivalents(text: str, found: list[Quantity]) -> list[Quantity]:
         equivalents: list[Quantity] = []
         opening = _OPEN_GAP.match(text, head.end)
         if opening and j < len(found) and found[j].start == opening.end():
-            close = text.find(_CLOSE[opening.group().strip(" \t\n*_")[0]], opening.end(), opening.end() + 80)
+            close = text.find(_CLOSE[opening.group().strip(" \t\n*_.")[0]], opening.end(), opening.end() + 80)
             while close != -1 and j < len(found) and found[j].end <= close and compatible(found[j].family, head.family) \
                     and found[j].unit != head.unit and _EQUIV_FILL.fullmatch(text[equivalents[-1].end if equivalents else found[j].start:found[j].start]):
                 equivalents.append(found[j])
@@ -1112,7 +1168,7 @@ def _fold_equivalents(text: str, found: list[Quantity]) -> list[Quantity]:
             equivalents.append(found[j])
             head = _updated(head, raw=text[head.start:found[j].end].strip(), end=found[j].end)
             j += 1
-        elif j < len(found) and compatible(found[j].family, head.family) and found[j].role == head.role == "spec" \
+        elif j < len(found) and found[j].unit == head.unit and found[j].role == head.role == "spec" \
                 and _OR_GAP.fullmatch(text[head.end:found[j].start]) and found[j].readings != head.readings:
             out.append(_updated(head, hedge=found[j].raw))
             out.append(_updated(found[j], hedge=head.raw))
@@ -1143,11 +1199,23 @@ def _roles(text: str, low: str, quantities: list[Quantity], sentence_ends: list[
     for q, sentence in zip(quantities, sentence_of):
         if q.start not in at_ends:
             free[sentence].add(_dimension(q.family))
+    # A heading before a colon: its values of a dimension the values after the colon do not have are conditions
+    # ("Insulation resistance (500 V DC megger): above 10 MΩ", "Ground idle at OAT 15 °C: 62 % N1").
+    colon: dict[int, int] = {}
+    after_colon: dict[int, set[str]] = defaultdict(set)
+    for q, sentence in zip(quantities, sentence_of):
+        if sentence not in colon:
+            start = sentence_ends[sentence - 1] if sentence else 0
+            colon[sentence] = text.find(":", start, sentence_ends[sentence])
+        if -1 < colon[sentence] < q.start:
+            after_colon[sentence].add(_kind(q.family))
     out = []
     for q, sentence in zip(quantities, sentence_of):
         role = "spec"
         if _INCIDENTAL_AFTER.match(text, q.end) or q.start in incidental_ends:
             role = "incidental"
+        elif q.end <= colon[sentence] and after_colon[sentence] and _kind(q.family) not in after_colon[sentence]:
+            role = "condition"
         elif q.family in ("speed", "temperature") and others[sentence] and (
                 q.start in condition_ends or q.raw[:8].lower() in ("between ", "from ")
                 or (q.family == "speed" and text[max(0, q.start - 3):q.start].rstrip().endswith("/"))):  # "7.5 kW/8,000 min⁻¹"
@@ -1228,6 +1296,10 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
     conditions: dict[int, list[Condition]] = {k: [] for k in specs}
     mentions: list[tuple[int, int, Condition]] = []
     for m in _CONDITION_WORDS.finditer(low):
+        if m.lastgroup == "gear":
+            positions = sorted({_SELECTOR.get(p, p) for p in re.findall(r"[a-z]+", m.group("gear")) if p not in ("or", "and")})
+            mentions.append((m.start(), m.end(), Condition("selector", "/".join(positions), None, m.group())))
+            continue
         if m.lastgroup in ("with", "without"):
             thing = m.group().split()[-1].removeprefix("l'")  # "with filter change" and "without filter" agree on "filter"
             condition = Condition(f"with {thing}", m.lastgroup, None, m.group())
@@ -1275,8 +1347,9 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
 # ("toe-in"/"toe-out", "BTDC"/"ATDC", "on"/"off"). The same name in the languages manuals are written in reads as one.
 NAME_REACH = 60  # characters before and after a value that can name it
 _NAME_SYNONYMS = {
-    "intake": ("inlet", "IN", "admission", "adm", "einlass", "ansaug", "吸気", "吸入"),
-    "exhaust": ("EX", "échappement", "echappement", "éch", "auslass", "排気"),
+    "intake": ("inlet", "IN", "admission", "adm", "einlass", "einlaß", "ansaug", "admisión", "admision",
+               "aspirazione", "aspirazion", "吸気", "吸入"),
+    "exhaust": ("EX", "échappement", "echappement", "éch", "auslass", "auslaß", "escape", "scarico", "排気"),
     "front": ("avant", "av", "vorn", "vorne", "vorderachse", "前", "フロント"),
     "rear": ("arrière", "arriere", "ar", "hinten", "hinterachse", "後", "リヤ", "リア"),
     "manual": ("bvm", "mt", "schaltgetriebe", "manuelle", "manuel"),
@@ -1296,7 +1369,7 @@ _OPPOSITES = {"on": "off", "intake": "exhaust", "front": "rear", "manual": "auto
               "upper": "lower", "inner": "outer", "left": "right", "per": "total", "before": "after"}
 _OPPOSITES |= {b: a for a, b in _OPPOSITES.items()}
 _NAME_JOINS = re.compile(r"(?i:\b(toe|cut|before|after|avant|après|apres|vor|nach)[\s-]+(in|out|tdc|pmh|ot)\b)")
-_NAME_WORD = re.compile(r"\d(?:st|nd|rd|th)\b|[^\W\d_]+")  # "1st" and "2nd" name gears
+_NAME_WORD = re.compile(r"\d(?:st|nd|rd|th)\b|[^\W\d_]+\d*")  # "1st" and "2nd" name gears, "N1" a spool
 _NOT_NAMES = frozenset(
     "the a an is are be should must will to at of and then it its this that for as by from with about approx "
     "approximately ca set every each max maximum min minimum limit mini maxi mind der die das le la les de du des "
@@ -1310,7 +1383,7 @@ def _names(window: str) -> frozenset[str]:
         if name is None:
             word = word.casefold()
             name = word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
-        if name not in _NOT_NAMES and len(name) > 1 or not name.isascii():
+        if name not in _NOT_NAMES and (len(name) > 1 or not name.isascii()):
             words.add(name)
     return frozenset(words)
 
@@ -1339,7 +1412,17 @@ def _name_conflict(i: int, distinct: list[frozenset[str]], got: Quantity, claims
         return False
     if claims and i not in claims:
         return True
-    return any(_OPPOSITES.get(word) in got.names and word not in got.names for word in distinct[i])
+    return any((_OPPOSITES.get(word) in got.names or _other_code(word, got.names)) and word not in got.names
+               for word in distinct[i])
+
+
+_CODE = re.compile(r"([^\W\d_]+)(\d+)")
+
+
+def _other_code(word: str, names: frozenset[str]) -> bool:
+    """"n1" against an answer's "n2": the same letters with another number name another thing (spool, gear, size)."""
+    code = _CODE.fullmatch(word)
+    return bool(code) and any((other := _CODE.fullmatch(name)) and other.group(1) == code.group(1) for name in names)
 
 
 def _claims(groups: dict[str, list[int]], distinct: list[frozenset[str]], got: Quantity) -> list[int]:
@@ -1387,7 +1470,8 @@ def extract_quantities(text: str, decimal_comma: bool | None = None, temperature
 
 
 def _extract(text: str, decimal_comma: bool | None = None,
-             temperature: bool = False, ratio: bool = False) -> tuple[list[Quantity], bool, bool | None, list[str]]:
+             temperature: bool = False, ratio: bool = False,
+             reference_units: frozenset[str] = frozenset()) -> tuple[list[Quantity], bool, bool | None, list[str]]:
     """The quantities, whether the text holds more than MAX_NUMBERS numbers (then only those are read), its notation,
     and the numbers followed by a unit symbol nothing here reads ("15 ㎐" if pint did not know it)."""
     text = _prepare(text[:MAX_TEXT_CHARS])
@@ -1400,6 +1484,17 @@ def _extract(text: str, decimal_comma: bool | None = None,
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
     quantities = _attach(text, low, _group(text, nums))
+    for k, q in enumerate(quantities):
+        # "32 oz. (946 mL)": ounces of a liquid. An answer reads a symbol as the reference does: its "500 microns"
+        # answer a vacuum in microns of mercury, its "oz" fluid ounces, its temperatures a superheat.
+        opening = _OPEN_GAP.match(text, q.end) if q.unit == "ounce" else None
+        if opening and k + 1 < len(quantities) and quantities[k + 1].family == "volume" \
+                and quantities[k + 1].start == opening.end():
+            quantities[k] = _as_unit(q, "fluid_ounce")
+        elif _REREAD.get(q.unit) in reference_units:
+            quantities[k] = _as_unit(q, _REREAD[q.unit])
+        elif q.family == "temperature" and "temperature difference" in reference_units:
+            quantities[k] = _as_difference(q)
     unread = [text[num.start:m.end()] for num in nums if num.unit_index is None and not num.identifier
               for m in (_UNREAD_UNIT.match(text, num.end),) if m]
     return _fold_equivalents(text, quantities), too_many, notation, unread
@@ -1480,6 +1575,8 @@ def _label_conflict(want: Quantity, got: Quantity) -> bool:
 def _condition_agrees(a: Condition, b: Condition) -> bool:
     if a.dimension != b.dimension and not (a.quantity and b.quantity and compatible(a.dimension, b.dimension)):
         return False
+    if a.dimension == "selector" and a.word and b.word:  # "in P or N" agrees with "in N", not with "in D"
+        return bool(set(a.word.split("/")) & set(b.word.split("/")))
     if a.word or b.word:
         return a.word == b.word
     return _agree(a.quantity, b.quantity)
@@ -1535,8 +1632,12 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
                            f"reads: not graded as correct")
     # An answer read in the reference's light: its decimal notation where the answer does not say, a bare K as
     # kelvin where the reference states a temperature.
+    # A reference that states only temperature differences (a superheat) makes the answer's temperatures ones too.
+    reference_units = frozenset(q.unit for w in wanted for q in (w, *w.equivalents)) | (
+        {"temperature difference"} if any(w.family == "temperature difference" for w in wanted)
+        and not any(w.family == "temperature" for w in every) else set())
     found, too_many, _, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted),
-                                     any(q.family == "ratio" for q in wanted))
+                                     any(q.family == "ratio" for q in wanted), reference_units)
     # The page's own text, when the row carries it, is evidence for a value the answer adds (read up to MAX_TEXT_CHARS).
     page = _extract(page_text, reference_notation)[0] if isinstance(page_text, str) and page_text.strip() else []
     if too_many:
@@ -1610,7 +1711,8 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
             notes = []
             if i in out_of_order:
                 notes.append("out of order")
-            if want.qualifier != got.qualifier and not (want.qualifier and got.qualifier and "limit" in (want.qualifier, got.qualifier)):
+            if want.qualifier != got.qualifier and not (want.qualifier and got.qualifier and "limit" in (want.qualifier, got.qualifier)
+                                                         and _limit_direction(want) in (None, got.qualifier)):
                 notes.append(f"qualifier differs: reference {want.qualifier or 'none'}, answer {got.qualifier or 'none'}")
             if not global_conditions:
                 notes.extend(_condition_problems(want.conditions, got.conditions))
@@ -1670,6 +1772,20 @@ def _agrees_with(want: Quantity, got: Quantity) -> bool:
     """The answer's main value states the reference's value, or an equivalent the reference prints: the manual's
     own "6,000 km (4,000 mi)" makes "4,000 miles" right even though 6,000 km is 3,728 miles."""
     return _agree(want, got) or any(_agree(e, got) for e in want.equivalents)
+
+
+# A limit is a maximum for what grows with wear (runout, play, clearance) and a minimum for what wears away.
+_LIMIT_MAX_NAMES = frozenset("runout play clearance backlash endplay float warpage warp ovality taper bend deflection "
+                             "stretch lash gap out-of-round".split())
+_LIMIT_MIN_NAMES = frozenset("thickness depth height free lining pad tread".split())
+
+
+def _limit_direction(want: Quantity) -> str | None:
+    """"max" or "min" for a reference's "limit" whose name says which ("runout limit", "pad thickness limit")."""
+    if want.qualifier != "limit":
+        return None
+    grows, wears = bool(want.names & _LIMIT_MAX_NAMES), bool(want.names & _LIMIT_MIN_NAMES)
+    return "max" if grows and not wears else "min" if wears and not grows else None
 
 
 def _printed_pair(wanted: list[Quantity], head: Quantity, equivalent: Quantity) -> bool:

@@ -654,3 +654,19 @@ def test_a_value_the_page_states_is_evidence_not_a_hallucination():
     result = match(reference, answer, page_text=page)
     assert result.passed, result.details
     assert not match(reference, "4.5 litres, 5.7 litres with filter", page_text=page).passed  # not on the page
+
+
+@pytest.mark.parametrize("name", ["spec_cases_manuals.jsonl", "spec_cases_holdout.jsonl"])
+def test_no_wrong_answer_passes_on_the_corpora_written_from_manuals(name):
+    # Written from many manuals' notations by graders who did not see the checker (bench/bench_specs.py reports
+    # them per category). A false pass is never allowed; agreement must stay at the issue's 97 %.
+    cases = [json.loads(line) for line in (CASES_PATH.parent / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+    false_passes, agree = [], 0
+    for case in cases:
+        result = match(case["expected"], case["actual"])
+        verdict = result.passed if result.applicable else None
+        agree += verdict == case["passed"]
+        if verdict is True and case["passed"] is False:
+            false_passes.append((case["id"], case["expected"], case["actual"], result.details))
+    assert false_passes == []
+    assert agree / len(cases) >= 0.97
