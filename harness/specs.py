@@ -214,6 +214,7 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
      "revolutions_per_minute", "speed"),
     (rf"[ \t]?(?::|/|(?i:to)\b)[ \t]?1(?![.,]?\d)(?![ \t]?[A-Za-z°%])", "ratio_to_one", "ratio"),  # "10.5:1", "9,5/1", "18 to 1"
     (rf"V{_SP}?(?:DC|AC|d\.c\.|a\.c\.){_B}", "volt", "voltage"),  # "28.0 VDC", "12 V DC"
+    (rf"(?i:vol\.?[-\s]?%|%{_SP}vol\.?)", "percent", "percent"),  # CO "1.0 ± 0.5 Vol.-%"
     (rf"A{_SP}(?:DC|AC){_B}", "ampere", "current"),
     (rf"(?i:mfd|mf){_B}", "microfarad", "capacitance"),  # the old spelling of µF
     (rf"(?i:(?:us|u\.s\.){_SP}(?:fl\.?{_SP})?oz\.?|fl\.?{_SP}oz\.?|fluid{_SP}ounces?){_B}", "fluid_ounce", "volume"),
@@ -1068,6 +1069,13 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
                 scale = convert(1.0, _pint_unit(nxt.unit_index), _pint_unit(unit_index))
                 high = [(value * scale, precision * scale) for value, precision in nxt.readings]
             q = _build(text, start, _end(nxt), unit_index, [num.readings, high], (sign, _sign(text, nxt, family)))
+            i += 2
+        elif nxt and family != "percent" and _family(nxt) == "percent" and _TOL_GAP.fullmatch(gap):
+            # "1.5 kΩ ± 10 %": a relative tolerance, 1.35–1.65 kΩ
+            share = nxt.readings[0][0] / 100
+            ends = [[(v * (1 - share), max(p, abs(v) * nxt.readings[0][1] / 100)) for v, p in num.readings],
+                    [(v * (1 + share), max(p, abs(v) * nxt.readings[0][1] / 100)) for v, p in num.readings]]
+            q = _build(text, num.start, _end(nxt), num.unit_index, ends)
             i += 2
         elif nxt and (same_family or nxt.unit_index is None) and _TOL_GAP.fullmatch(gap):
             q = _tolerance(text, num, [(nxt, 1.0), (nxt, -1.0)], _end(nxt), unit_index)
