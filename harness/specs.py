@@ -388,13 +388,17 @@ _CONDITION_BEFORE = re.compile(r"(?=[a@wbmeoc(\[])(?:(?:\bat|@|\bwhen|\bwith|\ba
 # Conditions in words, in English, German and French: idle, cold, hot; "with/without filter change", "mit/ohne
 # Filter", "avec/sans filtre" (the object after the word is what must agree).
 _CONDITION_WORDS = re.compile(
-    r"(?=[a@i(chwonlrkfbmsàe冷温暖])(?i:(?:\bat|@|\bau|\bim|\bbei)\s*(?P<idle>idle|ralenti|leerlauf)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)"
+    r"(?=[a@i(chwonbkf冷温暖])(?i:(?:\bat|@|\bau|\bim|\bbei)\s*(?P<idle>idle|ralenti|leerlauf)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)"
     r"|\b(?P<cold>cold|kalt|froid)\b|(?P<cold2>冷間時?)"
-    r"|\b(?P<hot>hot|warm(?![\s-]up\b)|warmed[\s-]up|(?:normal\s+)?operating\s+temperature|betriebswarm|chaud)\b|(?P<hot2>温間時?|暖機時)"
-    r"|\b(?P<without>without|w/o|ohne|sans)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
-    r"|\b(?P<with>with|mit|avec)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
-    # an automatic transmission's selector: "(in P or N position)", "in D", "in neutral"
-    r"|\b(?:in|im|en)\s+(?P<gear>(?:[pndr]|park|neutral|drive|reverse)(?:\s*(?:or|and|/|,)\s*(?:[pndr]|park|neutral|drive|reverse))*)\b)")
+    r"|\b(?P<hot>hot|warm(?![\s-]up\b)|warmed[\s-]up|(?:normal\s+)?operating\s+temperature|betriebswarm|chaud)\b|(?P<hot2>温間時?|暖機時))")
+# Rarer, so each is scanned only where a cheap test finds its words (the scan of every text is the check's cost).
+_WITH_WORDS = re.compile(
+    r"(?=[wmoasd])(?i:\b(?P<without>without|w/o|ohne|sans)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
+    r"|\b(?P<with>with|mit|avec)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,})")
+_WITH_HINTS = ("with", "w/o", "mit ", "ohne", "avec", "sans")
+# an automatic transmission's selector: "(in P or N position)", "in D", "in neutral"
+_SELECTOR_WORDS = re.compile(
+    r"(?=[ie])\b(?:in|im|en)\s+(?P<gear>(?:[pndr]|park|neutral|drive|reverse)(?:\s*(?:or|and|/|,)\s*(?:[pndr]|park|neutral|drive|reverse))*)\b")
 _SELECTOR = {"park": "p", "neutral": "n", "drive": "d", "reverse": "r"}
 _WORD_CONDITION = {"gear": "selector", "idle": "speed", "idling": "speed", "idle2": "speed", "cold": "temperature", "hot": "temperature",
                    "cold2": "temperature", "hot2": "temperature"}
@@ -411,7 +415,7 @@ _LABEL_RE = re.compile(
     r"|\b(?P<intake>intake|inlet)\b|\b(?P<exhaust>exhaust)\b"
     r"|\b(?P<front>front)\b|\b(?P<rear>rear)\b|\b(?P<inner>inner)\b|\b(?P<outer>outer)\b"
     r"|\b(?P<new>new)\b|\b(?P<used>used|reused|old)\b|\b(?P<left>left)\b|\b(?P<right>right)\b"
-    r"|(?<!\bor\s)\b(?P<upper>upper)\b|(?<!\bor\s)\b(?P<lower>lower)\b)")
+    r"|\b(?P<upper>upper)\b(?<!or\supper)|\b(?P<lower>lower)\b(?<!or\slower))")
 _LABEL_KIND = {"intake": "valve", "exhaust": "valve", "front": "axle", "rear": "axle", "inner": "side",
                "outer": "side", "new": "wear", "used": "wear", "left": "hand", "right": "hand",
                "upper": "height", "lower": "height"}
@@ -869,12 +873,12 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
     for before, num in zip(kept, kept[1:]):
         if before.identifier and num.unit_index is None and _RANGE_GAP.fullmatch(text[before.end:num.start]):
             num.identifier = True  # "bolts 1 to 6"
-    if _VACUUM_WORD.search(low):
+    if any(num.unit_index == _MICRON_UNIT for num in kept) and _VACUUM_WORD.search(low):
         # "evacuate to 500 microns": a vacuum in microns of mercury (HVAC), not a length
         for num in kept:
             if num.unit_index == _MICRON_UNIT and _VACUUM_WORD.search(low, max(0, num.start - SYMBOL_CONTEXT_CHARS), num.end + 40):
                 num.unit_index = _MICRON_HG_UNIT
-    if ratio or _RATIO_WORD.search(low):
+    if ratio or (any(word in low for word in _RATIO_HINTS) and _RATIO_WORD.search(low)):
         # Gear ratios printed bare ("Gear ratio: 1st 3.538, 2nd 2.045"): a decimal after the word is a ratio.
         for num in kept:
             if num.unit_index is None and not num.identifier and _DECIMAL.fullmatch(text, num.start, num.end) \
@@ -897,6 +901,7 @@ _MICRON_HG_UNIT = next(i for i, (_, unit, _) in enumerate(UNIT_FORMS) if unit ==
 _VACUUM_WORD = re.compile(r"vacuum|evacuat|micron gauge|vakuum|vide\b")
 _RATIO_WORD = re.compile(r"\bratios?\b|\brapport|übersetzung|untersetzung|\breduction\b|変速比|減速比")
 _DECIMAL = re.compile(r"\d+[.,]\d+")
+_RATIO_HINTS = ("ratio", "rapport", "setzung", "reduction", "比")  # a cheap test before _RATIO_WORD
 _KILO = re.compile(r"[kK](?=[ \t])")
 _DMS_GAP = re.compile(r"[ \t]?")  # 12°30′, 12° 30′ 15″
 _PAIR_GAP = re.compile(r"[ \t]*[(\[/=][ \t]*")  # 2½′ (150″)
@@ -1209,9 +1214,9 @@ def _roles(text: str, low: str, quantities: list[Quantity], sentence_ends: list[
             free[sentence].add(_dimension(q.family))
     # A heading before a colon: its values of a dimension the values after the colon do not have are conditions
     # ("Insulation resistance (500 V DC megger): above 10 MΩ", "Ground idle at OAT 15 °C: 62 % N1").
-    colon: dict[int, int] = {}
+    colon: dict[int, int] = defaultdict(lambda: -1)
     after_colon: dict[int, set[str]] = defaultdict(set)
-    for q, sentence in zip(quantities, sentence_of):
+    for q, sentence in zip(quantities, sentence_of) if ":" in text else ():
         if sentence not in colon:
             start = sentence_ends[sentence - 1] if sentence else 0
             colon[sentence] = text.find(":", start, sentence_ends[sentence])
@@ -1251,7 +1256,7 @@ def _qualifier(text: str, q: Quantity, clause_start: int, before: list[tuple[int
     return None
 
 
-def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
+def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True) -> list[Quantity]:
     """Labels, qualifiers and conditions, each bound to the spec values of its clause."""
     sentence_ends = [m.start() for m in _SENTENCE_END.finditer(text)] + [len(text)]
     quantities = _roles(text, low, quantities, sentence_ends)
@@ -1303,7 +1308,12 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
 
     conditions: dict[int, list[Condition]] = {k: [] for k in specs}
     mentions: list[tuple[int, int, Condition]] = []
-    for m in _CONDITION_WORDS.finditer(low):
+    words = list(_CONDITION_WORDS.finditer(low))
+    if any(hint in low for hint in _WITH_HINTS):
+        words += _WITH_WORDS.finditer(low)
+    if "in " in low or "im " in low or "en " in low:
+        words += _SELECTOR_WORDS.finditer(low)
+    for m in words:
         if m.lastgroup == "gear":
             positions = sorted({_SELECTOR.get(p, p) for p in re.findall(r"[a-z]+", m.group("gear")) if p not in ("or", "and")})
             mentions.append((m.start(), m.end(), Condition("selector", "/".join(positions), None, m.group())))
@@ -1345,7 +1355,7 @@ def _attach(text: str, low: str, quantities: list[Quantity]) -> list[Quantity]:
         after = min(segment_ends[min(segment, len(segment_ends) - 1)], quantities[k + 1].start if k + 1 < len(quantities) else len(text), q.end + NAME_REACH)
         out[k] = _updated(q, labels=tuple(sorted(labels[k])), qualifier=_qualifier(text, q, clause_start, qualifiers, qualifier_ends),
                          conditions=tuple(conditions[k]), stage=stage,
-                         names=_names(text[before:q.start]) | _names(text[q.end:after]))
+                         names=_names(text[before:q.start]) | _names(text[q.end:after]) if names else frozenset())
     return out
 
 
@@ -1384,6 +1394,7 @@ _NOT_NAMES = frozenset(
     "et und à a bei am im mit".split())
 
 
+@lru_cache(maxsize=4096)
 def _names(window: str) -> frozenset[str]:
     words = set()
     for word in _NAME_WORD.findall(_NAME_JOINS.sub(r"\1\2", window)):
@@ -1479,7 +1490,8 @@ def extract_quantities(text: str, decimal_comma: bool | None = None, temperature
 
 def _extract(text: str, decimal_comma: bool | None = None,
              temperature: bool = False, ratio: bool = False,
-             reference_units: frozenset[str] = frozenset()) -> tuple[list[Quantity], bool, bool | None, list[str]]:
+             reference_units: frozenset[str] = frozenset(),
+             names: bool = True) -> tuple[list[Quantity], bool, bool | None, list[str]]:
     """The quantities, whether the text holds more than MAX_NUMBERS numbers (then only those are read), its notation,
     and the numbers followed by a unit symbol nothing here reads ("15 ㎐" if pint did not know it)."""
     text = _prepare(text[:MAX_TEXT_CHARS])
@@ -1491,7 +1503,7 @@ def _extract(text: str, decimal_comma: bool | None = None,
                          borrowed=notation is None and bool(decimal_comma), ratio=ratio)
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
-    quantities = _attach(text, low, _group(text, nums))
+    quantities = _attach(text, low, _group(text, nums), names)
     for k, q in enumerate(quantities):
         # "32 oz. (946 mL)": ounces of a liquid. An answer reads a symbol as the reference does: its "500 microns"
         # answer a vacuum in microns of mercury, its "oz" fluid ounces, its temperatures a superheat.
@@ -1644,10 +1656,15 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     reference_units = frozenset(q.unit for w in wanted for q in (w, *w.equivalents)) | (
         {"temperature difference"} if any(w.family == "temperature difference" for w in wanted)
         and not any(w.family == "temperature" for w in every) else set())
+    groups = _kinds(wanted)
+    distinct = _distinct_names(wanted, groups)
+    # The answer's names matter only where the reference names values apart or by a word with an opposite.
+    named = any(len(group) > 1 and all(distinct[i] for i in group) for group in groups.values()) or any(
+        word in _OPPOSITES or _CODE.fullmatch(word) for words in distinct for word in words)
     found, too_many, _, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted),
-                                     any(q.family == "ratio" for q in wanted), reference_units)
+                                     any(q.family == "ratio" for q in wanted), reference_units, names=named)
     # The page's own text, when the row carries it, is evidence for a value the answer adds (read up to MAX_TEXT_CHARS).
-    page = _extract(page_text, reference_notation)[0] if isinstance(page_text, str) and page_text.strip() else []
+    page = _extract(page_text, reference_notation, names=False)[0] if isinstance(page_text, str) and page_text.strip() else []
     if too_many:
         return _fail(True, f"answer holds more than {MAX_NUMBERS} numbers: not graded as correct")
 
@@ -1677,8 +1694,6 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
             problems += 1
             details.append(problem)
 
-    groups = _kinds(wanted)
-    distinct = _distinct_names(wanted, groups)
     claims = [_claims(groups, distinct, g) for g in given]
     assigned: dict[int, int] = {}
     used: set[int] = set()
