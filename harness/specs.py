@@ -1111,7 +1111,7 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
 
 
 _DIFFERENCE_WORD = re.compile(r"(?i:superheat|subcool|überhitzung|unterkühlung|surchauffe|sous-refroidissement|"
-                              r"temperature\s+(?:rise|drop|difference|differential|split)|"
+                              r"temperature\s+(?:rise|drop|difference|differential|split)\b(?!\s+to\b)|"
                               r"\bdelta[\s-]?t\b|Δ\s?t|above\s+ambient|below\s+ambient)")
 _DIFFERENCE_UNITS = {"degree_Celsius": "delta_degree_Celsius", "degree_Fahrenheit": "delta_degree_Fahrenheit"}
 
