@@ -538,11 +538,12 @@ def _family_of(unit: str) -> str | None:
         return None
     if not parsed.dimensionality:
         return next((family for name, family in _DIMENSIONLESS_FAMILIES.items() if name in str(parsed)), None)
-    if _ENERGY_UNITS.search(str(parsed)):
+    named = _family_names().get(parsed.dimensionality)
+    if named == "torque" and _ENERGY_UNITS.search(str(parsed)):
         return "energy"
     if parsed.dimensionality == registry.parse_units("meter ** 2").dimensionality and "/" in str(parsed):
         return "consumption"  # "7 l/100 km": a volume per distance, an area to pint
-    return _family_names().get(parsed.dimensionality) or str(parsed.dimensionality)
+    return named or str(parsed.dimensionality)
 
 
 def _dimension(family: str) -> str:
@@ -681,6 +682,16 @@ def _read_unit(text: str, pos: int) -> tuple[int, int, int] | None:
     if found is None or (m.start("head") == pos or text[pos] == "-") and found[1] not in _NAMED_FAMILIES:
         return None  # "6.0-sigma", "1cds": a constant or an odd dimension glued to a number is not a quantity
     return _form_index(*found), end, count
+
+
+@lru_cache(maxsize=1024)
+def _convertible(unit: str, to_unit: str) -> bool:
+    """Whether pint converts between the two both ways (families that compare always do; this guards the rest)."""
+    try:
+        _affine(unit, to_unit), _affine(to_unit, unit)
+    except Exception:  # noqa: BLE001 - pint's DimensionalityError, OffsetUnitCalculusError, ...
+        return False
+    return True
 
 
 def convert(value: float, unit: str, to_unit: str) -> float:
@@ -1534,6 +1545,8 @@ def _value_close(a: float, unit_a: str, prec_a: float, b: float, unit_b: str, pr
     """Whether answer value b states reference value a (or, `equivalent`, whether b restates a at all)."""
     if unit_a == unit_b:
         return math.isclose(a, b, rel_tol=_EPS, abs_tol=1e-12)
+    if not _convertible(unit_a, unit_b):
+        return False
     a_in_b = convert(a, unit_a, unit_b)
     b_in_a = convert(b, unit_b, unit_a)
     if equivalent:
