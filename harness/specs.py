@@ -149,6 +149,9 @@ from functools import lru_cache
 
 MAX_TEXT_CHARS = 8_000  # characters; a specification answer is a few sentences (512 tokens is ~2,500 characters)
 MAX_NUMBERS = 200  # numbers in one text; a specification answer states a handful
+MAX_VALUES = 40  # values with units in one text: beyond, a reference is a table (not applicable), an answer fails
+MAX_NEW_UNITS = 12  # units pint is asked to parse for the first time per text (each ~1 ms; later reads are cached)
+PAGE_COMPARISONS = 4_000  # answer value x page value comparisons; beyond, an added value is not excused by the page
 
 MORE_PRECISE_REL = 0.02  # an answer more precise than a coarse reference ("59 Nm" for "6 kpm") may differ by this much
 EQUIVALENT_SLACK = 0.01  # relative: a bracketed equivalent is often rounded from a rounded main value
@@ -661,10 +664,31 @@ def _form_index(unit: str, family: str) -> int:
 _SQUARE_RE = re.compile(rf"[ \t]{{0,2}}(?:(?i:sq\.?|square)[ \t]+(?P<before>{_PIECE})|(?P<after>{_PIECE})[ \t]+(?i:squared)\b)")
 
 
-def _read_unit(text: str, pos: int) -> tuple[int, int, int] | None:
-    """(unit index, end, per how many of the denominator) of a unit pint knows that starts at pos, or None."""
+_PARSED: set[tuple[str, str | None]] = set()  # unit symbols pint has been asked about (its answers are cached)
+
+
+def _parse_budget(head: str, below: str | None, budget: list[int]) -> bool:
+    """Whether this unit may be asked of pint: always when asked before, else while the text's budget lasts."""
+    key = (head, below)
+    if key in _PARSED:
+        return True
+    if budget[0] <= 0:
+        return False  # hostile text: a unit never seen is left unread (a reference is then not applicable)
+    budget[0] -= 1
+    if len(_PARSED) > 100_000:
+        _PARSED.clear()
+    _PARSED.add(key)
+    return True
+
+
+def _read_unit(text: str, pos: int, budget: list[int] | None = None) -> tuple[int, int, int] | None:
+    """(unit index, end, per how many of the denominator) of a unit pint knows that starts at pos, or None.
+
+    `budget`: how many units never seen before pint may still be asked to parse for this text (MAX_NEW_UNITS).
+    """
+    budget = budget if budget is not None else [MAX_NEW_UNITS]
     square = _SQUARE_RE.match(text, pos)  # "116,347 sq mi", "4 square kilometers", "4 km squared"
-    if square:
+    if square and _parse_budget(square.group(), "square", budget):
         name = _unit_name(square.group("before") or square.group("after"))
         if name and _family_of(name) == "length":
             return _form_index(f"{name} ** 2", "area"), square.end(), 1
@@ -676,9 +700,9 @@ def _read_unit(text: str, pos: int) -> tuple[int, int, int] | None:
         return None  # "the 1990s", "5s": a lone lower-case letter is a unit only after a space
     below = m.group("den") or m.group("perden")
     count = int(m.group("dnum") or m.group("pnum") or 1)  # "0,5 l/1000 km", "850 cm³/30 s": the value is per one
-    found, end = (_generic_unit(head, below), m.end()) if below else (None, 0)
+    found, end = (_generic_unit(head, below), m.end()) if below and _parse_budget(head, below, budget) else (None, 0)
     if found is None:
-        found, end, count = _generic_unit(head, None), m.end("head"), 1
+        found, end, count = (_generic_unit(head, None) if _parse_budget(head, None, budget) else None), m.end("head"), 1
     if found is None or (m.start("head") == pos or text[pos] == "-") and found[1] not in _NAMED_FAMILIES:
         return None  # "6.0-sigma", "1cds": a constant or an odd dimension glued to a number is not a quantity
     return _form_index(*found), end, count
@@ -813,6 +837,7 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
     `ratio`: the reference states ratios, so a bare decimal in the answer is one ("1st 3.538").
     """
     nums: list[_Num] = []
+    budget = [MAX_NEW_UNITS]
     # Where an identifier word ("bolt", "step", "No.") ends: a number starting there names a thing.
     identifier_ends = {m.end() for m in _IDENTIFIER_WORD.finditer(low)}
     matches = [m for _, m in zip(range(MAX_NUMBERS + 1), _NUM_RE.finditer(text))]
@@ -868,7 +893,7 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
                 num.unit_index = int(unit.lastgroup[1:])
                 num.unit_end = unit.end()
             else:
-                num.unit_index, num.unit_end, per = _read_unit(text, num.end) or (None, 0, 1)
+                num.unit_index, num.unit_end, per = _read_unit(text, num.end, budget) or (None, 0, 1)
                 if per != 1:
                     num.readings = [(value / per, precision / per) for value, precision in num.readings]
     # A number inside the unit before it ("10.5:1", "800 1/min") is part of that unit.
@@ -1305,8 +1330,10 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
             n = bisect.bisect_left(starts, m.start())
             upto = starts[n + 1] if n + 1 < len(starts) else len(text)
             since = starts[n - 1] if n else -1
-            after = [k for k in targets if m.start() < quantities[k].start < upto]
-            targets = after or [k for k in targets if since < quantities[k].start < m.start()][-1:]
+            starts_of = [quantities[k].start for k in targets]  # targets are in text order
+            lo, hi = bisect.bisect_right(starts_of, m.start()), bisect.bisect_left(starts_of, upto)
+            after = targets[lo:hi]
+            targets = after or targets[bisect.bisect_right(starts_of, since):bisect.bisect_left(starts_of, m.start())][-1:]
 
         if not targets:  # "For M10 bolts, 45 Nm": the next value of the sentence
             n = bisect.bisect_left(spec_starts, m.end())
@@ -1318,6 +1345,9 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
                 labels[k].append((kind, value))
 
     conditions: dict[int, list[Condition]] = {k: [] for k in specs}
+    seen: dict[int, set[tuple]] = {k: set() for k in specs}
+    said: set[tuple] = set()
+    colons = [i for i, c in enumerate(text) if c == ":"] if ":" in text else []
     mentions: list[tuple[int, int, Condition]] = []
     words = list(_CONDITION_WORDS.finditer(low))
     if any(hint in low for hint in _WITH_HINTS):
@@ -1347,9 +1377,19 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
         elif n >= 0 and start - spec_ends[n] <= 60 and _CONDITION_GAP.fullmatch(text, spec_ends[n], start):
             targets = [specs[n]]
         else:
-            targets = by_sentence.get(bisect.bisect_left(sentence_ends, start), [])
+            sentence = bisect.bisect_left(sentence_ends, start)
+            key = (condition.dimension, condition.word, condition.raw.lower() if condition.word else condition.raw)
+            if (sentence, key) in said:
+                continue  # a condition said again in the same sentence ("hot ... hot") binds nothing new
+            said.add((sentence, key))
+            targets = by_sentence.get(sentence, [])
         for k in targets:
-            heading = end <= quantities[k].start and ":" in text[end:quantities[k].start]
+            n = bisect.bisect_left(colons, end)
+            heading = end <= quantities[k].start and n < len(colons) and colons[n] < quantities[k].start
+            key = (condition.dimension, condition.word, condition.raw.lower() if condition.word else condition.raw, heading)
+            if key in seen[k]:
+                continue  # "hot" said 200 times is one condition
+            seen[k].add(key)
             conditions[k].append(Condition(condition.dimension, condition.word, condition.quantity, condition.raw, True)
                                  if heading else condition)
 
@@ -1616,6 +1656,7 @@ def _condition_agrees(a: Condition, b: Condition) -> bool:
 
 
 def _condition_problems(wanted: tuple[Condition, ...], given: tuple[Condition, ...]) -> list[str]:
+    given = tuple({(g.dimension, g.word, g.raw.lower()): g for g in given}.values())  # each distinct condition once
     problems = []
     for w in wanted:
         if w.word and any(v.quantity and v.dimension == w.dimension and any(_condition_agrees(v, g) for g in given)
@@ -1628,9 +1669,11 @@ def _condition_problems(wanted: tuple[Condition, ...], given: tuple[Condition, .
                 # unsaid ("CO at idle: 0.5 % or less" answered "no more than 0.5 %")
                 continue
             problems.append(f"condition {w.raw!r} " + (f"differs: answer says {rival.raw!r}" if rival else "is missing"))
+    said = {p.rsplit("answer says ", 1)[-1] for p in problems}
     for g in given:
         if any(w.dimension == g.dimension for w in wanted) and not any(_condition_agrees(w, g) for w in wanted):
-            if not any(p.endswith(repr(g.raw)) for p in problems):
+            if repr(g.raw) not in said:
+                said.add(repr(g.raw))
                 problems.append(f"condition {g.raw!r} contradicts the reference")
     return problems
 
@@ -1657,6 +1700,9 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
         return _fail(False, "not applicable: the reference states " + ", ".join(repr(u) for u in unread[:3])
                      + " in a unit the spec check does not read")
     wanted = [q for q in every if q.role == "spec"]
+    if len(every) > MAX_VALUES:
+        return _fail(False, f"not applicable: the reference states {len(every)} values, more than the {MAX_VALUES} "
+                            f"the spec check pairs (a table, not a specification)")
     if not wanted:
         why = ("only incidental sizes or conditions" if every else "no quantity with a unit the checker reads")
         return _fail(False, f"not applicable: the reference states {why}")
@@ -1675,16 +1721,21 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     named = any(len(group) > 1 and all(distinct[i] for i in group) for group in groups.values()) or any(
         word in _OPPOSITES or _CODE.fullmatch(word) for words in distinct for word in words)
     found, too_many, _, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted),
-                                     any(q.family == "ratio" for q in wanted), reference_units, names=named)
+                                     any(q.family == "ratio" for q in wanted), reference_units,
+                                     names=named or bool(page_text))
     # The page's own text, when the row carries it, is evidence for a value the answer adds (read up to MAX_TEXT_CHARS).
-    page = _extract(page_text, reference_notation, names=False)[0] if isinstance(page_text, str) and page_text.strip() else []
+    page = _extract(page_text, reference_notation)[0] if isinstance(page_text, str) and page_text.strip() else []
     if too_many:
         return _fail(True, f"answer holds more than {MAX_NUMBERS} numbers: not graded as correct")
 
     # Spec values of the answer; incidental sizes follow, matched only where they state an expected value.
     given = [q for q in found if q.role == "spec"] + [q for q in found if q.role == "incidental"]
+    if len(found) > MAX_VALUES:
+        return _fail(True, f"answer states {len(found)} values, more than the {MAX_VALUES} the spec check pairs: "
+                           f"not graded as correct")
 
     prepared = _prepare(actual[:MAX_TEXT_CHARS])
+    sequence_words = [m.start() for m in _SEQUENCE_WORDS.finditer(prepared)]  # found once, looked up by bisection
 
     details: list[str] = []
     problems = 0
@@ -1777,6 +1828,7 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
             details.append(f"{label}: missing")
 
     hallucinated: list[Quantity] = []
+    comparisons = 0
     for j, got in enumerate(given):
         if j in used or got.role != "spec":
             continue
@@ -1785,10 +1837,18 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
             details.append(f"not judged: {got.raw!r}, a distance where the reference states none")
             continue
         if twin is not None and sum(1 for w in wanted if _group_of(w.family) == _group_of(got.family)) == 1 \
-                and not _SEQUENCE_WORDS.search(prepared, min(got.start, given[assigned[twin]].end), max(got.start, given[assigned[twin]].end) + 1):
+                and not _between(sequence_words, min(got.start, given[assigned[twin]].end), max(got.start, given[assigned[twin]].end) + 1):
             details.append(f"repeated: {got.raw!r}")
             continue
-        stated = next((p for p in page if compatible(p.family, got.family) and _agrees_with(p, got)), None)
+        stated = None
+        for p in page:
+            if comparisons >= PAGE_COMPARISONS:
+                details.append(f"not excused by the page: {got.raw!r} (the page check stops after {PAGE_COMPARISONS:,} comparisons)")
+                break
+            comparisons += 1
+            if compatible(p.family, got.family) and _agrees_with(p, got) and not (p.names and got.names and not p.names & got.names):
+                stated = p  # the page states it, under the same name where both name it
+                break
         if stated is not None:
             details.append(f"not judged: {got.raw!r} is stated on the page ({stated.raw!r} in its text)")
             continue
@@ -1822,6 +1882,12 @@ def _limit_direction(want: Quantity) -> str | None:
         return None
     grows, wears = bool(want.names & _LIMIT_MAX_NAMES), bool(want.names & _LIMIT_MIN_NAMES)
     return "max" if grows and not wears else "min" if wears and not grows else None
+
+
+def _between(positions: list[int], start: int, end: int) -> bool:
+    """Whether a sorted position lies in [start, end)."""
+    n = bisect.bisect_left(positions, start)
+    return n < len(positions) and positions[n] < end
 
 
 def _printed_pair(wanted: list[Quantity], head: Quantity, equivalent: Quantity) -> bool:

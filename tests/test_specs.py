@@ -449,6 +449,8 @@ HOSTILE = {
     "unread symbols": "1 Ж 2 ₴ 3 ⌀ 4 ☐ " * 500,
     "unit-like words": "5 foo 6 barz 7 bazq 8 quxx 9 at 10 in 11 a " * 180,
     "names and labels": "on at 92 °C, off at 87 °C, IN 0.15 mm, EX 0.25 mm, vorn 2,0 bar, hinten 2,3 bar; " * 90,
+    "condition words": "1 mm hot without filter " * 330,
+    "labels of one kind": "M8 M8 M8 M8 M8 M8 M8 M8 M8 M8 M8 1 mm " * 200,
     "1 MB": "Tighten to 40 Nm. " * 58_000,
 }
 
@@ -475,7 +477,8 @@ def _best_seconds(expected: str, actual: str, runs: int = 3) -> float:
 
 @pytest.mark.parametrize("name", ["dense numbers", "dense ranges", "dense brackets", "dense sequence", "digits",
                                   "grouped digits", "number words", "random ascii", "symbols read by context",
-                                  "any unit pint knows", "unread symbols", "unit-like words", "names and labels"])
+                                  "any unit pint knows", "unread symbols", "unit-like words", "names and labels",
+                                  "condition words", "labels of one kind"])
 def test_hostile_text_at_the_cap_is_graded_in_under_50_ms(name):
     text = HOSTILE[name][:MAX_TEXT_CHARS]
     assert _best_seconds(STAGES, text) < 0.050
@@ -670,3 +673,15 @@ def test_no_wrong_answer_passes_on_the_corpora_written_from_manuals(name):
             false_passes.append((case["id"], case["expected"], case["actual"], result.details))
     assert false_passes == []
     assert agree / len(cases) >= 0.97
+
+
+def test_units_never_seen_are_parsed_within_a_budget_per_text():
+    # Each unit pint has not parsed before costs about a millisecond: a text asks for at most MAX_NEW_UNITS of them.
+    from harness.specs import MAX_NEW_UNITS
+    pieces = ["kJ", "MJ", "mW", "GW", "µA", "kA", "nF", "pH", "mH", "kPa", "hPa", "dN", "cN", "mN", "ng", "cg", "dg"]
+    units = [f"{a}/{b}" for a in pieces for b in pieces if a != b]
+    text = " ".join(f"{i} {unit}" for i, unit in enumerate(units[:200], 1))[:MAX_TEXT_CHARS]
+    start = time.process_time()
+    found = extract_quantities(text)
+    assert time.process_time() - start < 0.050 + 0.002 * MAX_NEW_UNITS
+    assert 0 < len(found) <= 200
