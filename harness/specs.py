@@ -219,7 +219,8 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"V{_SP}?(?:DC|AC|d\.c\.|a\.c\.){_B}", "volt", "voltage"),  # "28.0 VDC", "12 V DC"
     (rf"(?i:vol\.?[-\s]?%|%{_SP}vol\.?)", "percent", "percent"),  # CO "1.0 ± 0.5 Vol.-%"
     (rf"A{_SP}(?:DC|AC){_B}", "ampere", "current"),
-    (rf"(?i:mfd|mf){_B}", "microfarad", "capacitance"),  # the old spelling of µF
+    (rf"(?:mfd|MFD|mf|MF|Mfd){_B}", "microfarad", "capacitance"),  # the old spelling of µF (not mF)
+    (rf"(?i:meg(?:a)?ohms?|megohms?|meg{_SP}ohms?){_B}", "megaohm", "resistance"),
     (rf"(?i:(?:us|u\.s\.){_SP}(?:fl\.?{_SP})?oz\.?|fl\.?{_SP}oz\.?|fluid{_SP}ounces?){_B}", "fluid_ounce", "volume"),
     (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:fl\.?{_SP})?oz\.?){_B}", "imperial_fluid_ounce", "volume"),
     (rf"(?i:inch(?:es)?\s+of\s+mercury|in\.?{_SP}of{_SP}hg){_B}", "inch_Hg", "pressure"),
@@ -268,7 +269,7 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:bars?){_B}", "bar", "pressure"),
     (rf"(?i:psi[gad]?|lbf?s?/(?:sq\.?\s?in|in2|in²)){_B}", "psi", "pressure"),  # psig: gauge pressure
     (rf"(?i:kpa){_B}", "kilopascal", "pressure"),
-    (rf"(?i:mpa){_B}", "megapascal", "pressure"),
+    (rf"(?:MPa|MPA|Mpa|mpa){_B}", "megapascal", "pressure"),  # not mPa
     (rf"(?i:atm){_B}", "atmosphere", "pressure"),
     (rf"(?i:lit(?:er|re)s?|ltrs?\.?|l){_B}", "liter", "volume"),
     (rf"(?i:(?:imp\.?|imperial|uk){_SP}(?:qts?|quarts?)){_B}", "imperial_quart", "volume"),
@@ -303,7 +304,7 @@ _WORDS = rf"(?:(?:a|{'|'.join(_ONES[1:10])})\s+hundred(?:\s+(?:and\s+)?{_BELOW_1
 # Numbers: a mixed number, a fraction, digits grouped in thousands, a plain decimal, words.
 _NUM_RE = re.compile(
     r"(?<![A-Za-z0-9_,^])(?<!\d/)(?<!\d\.)(?=[\d.])(?:"
-    r"(?P<sci>\d{1,12}(?:\.(?P<scid>\d{1,12}))?)(?:[eE](?P<exp>[-+−]?\d{1,3})|[ \t]?[x×][ \t]?10\^?(?P<exp2>[-−]?\d{1,3}))(?![\d.])"
+    r"(?P<sci>\d{1,12}(?:\.(?P<scid>\d{1,12}))?)(?:[eE](?P<exp>[-+−]?\d{1,3})|[ \t]?[x×][ \t]?10(?:\^(?P<exp2>[-−]?\d{1,3})|(?P<exp3>[-−]\d{1,3})))(?![\d.])"
     r"|(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
     r"|(?P<fn>\d{1,3})/(?P<fd>\d{1,3})(?![\d/])"
     r"|(?P<g>\d{1,3}(?:(?P<gs>[, ])\d{3})(?:(?P=gs)\d{3})*(?:\.\d+)?)(?![\d,]\d)"
@@ -616,7 +617,17 @@ def _unit_name(piece: str, denominator: bool = False) -> str | None:
         return None
     base = _SYMBOL_NAMES.get(base, base)
     registry = _registry()
-    for variant in dict.fromkeys((base, base[:1].lower() + base[1:], base.lower())):
+    # An all-capitals symbol ("MM", "KPA", "KW") may be any case. A mixed-case one is read as printed, with its
+    # letters after the first lowered ("MOhm" is "Mohm", a megohm; "kOhm" a kiloohm), and with a capital first letter
+    # lowered only where that letter is no prefix of its own ("KOhm"); never "MOhm" as milliohm, "mS" as ms.
+    head, rest = base[:1], base[1:]
+    if base.isupper():
+        variants = (base, base.lower(), head.lower() + rest)
+    elif head.isupper():
+        variants = (base, head + rest.lower()) + ((head.lower() + rest, base.lower()) if head not in "MGTPE" else ())
+    else:
+        variants = (base, head + rest.lower()) if len(rest) > 1 and rest[:1].isupper() else (base,)
+    for variant in dict.fromkeys(variants):
         try:
             candidates = registry.parse_unit_name(variant)
         except Exception:  # noqa: BLE001 - pint's parser rejects some characters outright
@@ -774,7 +785,7 @@ def _read_number(m: re.Match, decimal_comma: bool | None, borrowed: bool = False
     if m.re is _WORD_NUM_RE:
         return _read_words(m)
     if m.group("sci"):  # 4e14, 9.83e-3, 5.5x10-3, 2.48×10−5
-        exponent = int((m.group("exp") or m.group("exp2")).replace("−", "-"))
+        exponent = int((m.group("exp") or m.group("exp2") or m.group("exp3")).replace("−", "-"))
         scale = 10.0 ** exponent
         return [(float(m.group("sci")) * scale, _decimals(m.group("scid") or "") * scale)], False
     if m.group("mw"):
@@ -1077,7 +1088,7 @@ def _sign(text: str, num: _Num, family: str) -> float:
     Only where a value can be negative; elsewhere, and after a digit or a letter ("8-10 mm", "S14-2.3 L"), a
     minus is a dash.
     """
-    if family in SIGNED_FAMILIES and num.start and text[num.start - 1] in "-−" \
+    if family in SIGNED_FAMILIES and num.start and text[num.start - 1] in "-−–‑‒" \
             and (num.start < 2 or not text[num.start - 2].isalnum()):
         return -1.0
     return 1.0
