@@ -371,14 +371,16 @@ _QUALIFIER_BEFORE = re.compile(
     r"(?=[wsrlmaniuhvpjb<≤=>≥go使限])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit|\bverschlei(?:ß|ss)grenze|"
     r"\blimite(?:\s+d'usure)?)\b|(?P<limit2>使用限度|限度)"
     r"|(?P<max>(?<!/)\b(?:max(?:imum|imal|i)?|höchstens|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
-    r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|under|below|au\s+maximum|au\s+plus|pas\s+plus\s+de)\b\.?|<=?|≤|=<)"
+    r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|lower\s+than|under|below|au\s+maximum|au\s+plus|pas\s+plus\s+de)\b\.?|<=?|≤|=<)"
     r"|(?P<min>(?<!/)\b(?:min(?:imum|imal|i)?|mind(?:estens)?|at\s+least|no\s+less\s+than|not\s+less\s+than|"
     r"(?<!not\s)(?<!no\s)more\s+than|over|above|greater\s+than|au\s+moins|pas\s+moins\s+de)\b\.?|>=?|≥|=>))")
 # "Max. torque: 230 Nm at 4750 rpm", "Couple maxi", "max. Leistung": "max" names the quantity, it is no qualifier.
 _NAMED_AFTER = re.compile(r"\s*(?:(?:engine|motor|road|top|vehicle)\s+)?(?:torque|power|output|speed|rpm|revs|horsepower|drehmoment|"
                           r"leistung|drehzahl|couple|puissance|régime)\b")
 _NAMED_BEFORE = re.compile(r"(?:torque|power|output|drehmoment|leistung|drehzahl|couple|puissance|régime|vitesse)\s*$")
-QUALIFIER_REACH = {"limit": 40, "max": 40, "min": 40}  # characters between a qualifier and its value, in one clause
+QUALIFIER_REACH = 40  # characters between a qualifier and its value, in one clause
+_FLIP = {"min": "max", "max": "min"}
+_NEGATED = re.compile(r"\b(?:not|never|no|nicht|nie|pas)\b(?:\s+[a-zäöüéè]+){0,2}\s*$")
 
 _BRACKET_AFTER = re.compile(r"[ \t]*[(\[{][^()\[\]{}]{1,40}[)\]}]")
 _QUALIFIER_AFTER = [
@@ -1292,15 +1294,17 @@ _CONDITION_GAP = re.compile(r"(?i:[\s,]*[(\[]?\s*(?:(?:at|@|with|when|measured|t
 
 def _qualifier(text: str, q: Quantity, clause_start: int, before: list[tuple[int, int, str]], ends: list[int]) -> str | None:
     n = bisect.bisect_right(ends, q.start) - 1
+    found = None
     if n >= 0:
         start, end, name = before[n]
-        if start >= clause_start and q.start - end <= QUALIFIER_REACH[name] and not _CLAUSE_BREAK.search(text, end, q.start):
-            return name
-    bracket = _BRACKET_AFTER.match(text, q.end)  # "40 km/h (25 mph) or more"
-    for name, pattern in _QUALIFIER_AFTER:
-        if pattern.match(text, q.end) or (bracket and pattern.match(text, bracket.end())):
-            return name
-    return None
+        if start >= clause_start and q.start - end <= QUALIFIER_REACH and not _CLAUSE_BREAK.search(text, end, q.start):
+            found = name
+    if found in (None, "limit", "named limit"):  # "使用限度 36.5 mm以上": the word after says which limit
+        bracket = _BRACKET_AFTER.match(text, q.end)  # "40 km/h (25 mph) or more"
+        for name, pattern in _QUALIFIER_AFTER:
+            if pattern.match(text, q.end) or (bracket and pattern.match(text, bracket.end())):
+                return name if found is None or name != "limit" else found
+    return found
 
 
 def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True) -> list[Quantity]:
@@ -1404,8 +1408,15 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
             conditions[k].append(Condition(condition.dimension, condition.word, condition.quantity, condition.raw, True)
                                  if heading else condition)
 
-    qualifiers = [(m.start(), m.end(), m.lastgroup.rstrip("2")) for m in _QUALIFIER_BEFORE.finditer(low)
-                  if not _NAMED_AFTER.match(low, m.end()) and not _NAMED_BEFORE.search(low, max(0, m.start() - 20), m.start())]
+    qualifiers = []
+    for m in _QUALIFIER_BEFORE.finditer(low):
+        name = m.lastgroup.rstrip("2")
+        if name in _FLIP and low[m.start():m.start() + 3] not in ("not", "no ") \
+                and _NEGATED.search(low, max(0, m.start() - 30), m.start()):
+            name = _FLIP[name]  # "must not fall below 3 mm" is a minimum, "no greater than" a maximum
+        if _NAMED_AFTER.match(low, m.end()) or _NAMED_BEFORE.search(low, max(0, m.start() - 20), m.start()):
+            name = "named " + name  # "Max. torque: 230 Nm": a name, which must not be contradicted
+        qualifiers.append((m.start(), m.end(), name))
     qualifier_ends = [end for _, end, _ in qualifiers]
     out = list(quantities)
     for k in specs:
@@ -1809,8 +1820,7 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
             notes = []
             if i in out_of_order:
                 notes.append("out of order")
-            if want.qualifier != got.qualifier and not (want.qualifier and got.qualifier and "limit" in (want.qualifier, got.qualifier)
-                                                         and _limit_direction(want) in (None, got.qualifier)):
+            if not _qualifiers_agree(want, got):
                 notes.append(f"qualifier differs: reference {want.qualifier or 'none'}, answer {got.qualifier or 'none'}")
             if not global_conditions:
                 notes.extend(_condition_problems(want.conditions, got.conditions))
@@ -1883,8 +1893,28 @@ def _agrees_with(want: Quantity, got: Quantity) -> bool:
 
 # A limit is a maximum for what grows with wear (runout, play, clearance) and a minimum for what wears away.
 _LIMIT_MAX_NAMES = frozenset("runout play clearance backlash endplay float warpage warp ovality taper bend deflection "
-                             "stretch lash gap out-of-round".split())
-_LIMIT_MIN_NAMES = frozenset("thickness depth height free lining pad tread".split())
+                             "stretch lash gap bore cylinder guide chain elongation spiel schlag ovalisation voile "
+                             "jeu faux-rond 振れ すき間 隙間".split())
+_LIMIT_MIN_NAMES = frozenset("thickness depth height free lining pad tread disc disk rotor shoe plate stem journal pin "
+                             "dicke stärke stärk belag scheibe épaisseur garniture disque 厚さ 厚み".split())
+
+
+def _qualifiers_agree(want: Quantity, got: Quantity) -> bool:
+    """The same qualifier; a limit agrees with the min or max its name implies (either, when it does not say);
+    a qualifier that is part of a name ("Max. torque") need not be said, but its opposite must not be."""
+    a, b = want.qualifier, got.qualifier
+    if a == b:
+        return True
+    soft = bool(a and a.startswith("named ")) or bool(b and b.startswith("named "))
+    a, b = (a or "").removeprefix("named "), (b or "").removeprefix("named ")
+    if soft:
+        return not ({a, b} == {"min", "max"})
+    if a == b:
+        return True
+    if a and b and "limit" in (a, b):
+        direction = _limit_direction(want) if a == "limit" else None
+        return direction in (None, b) if a == "limit" else True
+    return False
 
 
 def _limit_direction(want: Quantity) -> str | None:
