@@ -618,24 +618,24 @@ def _unit_name(piece: str, denominator: bool = False) -> str | None:
     elif (base not in _SINGLE_LETTER_UNITS if len(base) == 1 else base.lower() in _NOT_UNIT_WORDS):
         return None
     base = _SYMBOL_NAMES.get(base, base)
-    registry = _registry()
     # An all-capitals symbol ("MM", "KPA", "KW") may be any case. A mixed-case one is read as printed, with its
-    # letters after the first lowered ("MOhm" is "Mohm", a megohm; "kOhm" a kiloohm), and with a capital first letter
-    # lowered only where that letter is no prefix of its own ("KOhm"); never "MOhm" as milliohm, "mS" as ms.
+    # letters after the first lowered ("MOhm" is "Mohm", a megohm; "kOhm" a kiloohm), and lowered altogether only to
+    # a unit with no prefix ("Torr") or where its capital is no prefix of its own ("KOhm"): never "MOhm" as
+    # milliohm, "mS" as ms. Each variant: (spelling, whether a prefix may be read in it).
     head, rest = base[:1], base[1:]
     if base.isupper():
-        variants = (base, base.lower(), head.lower() + rest)
-    elif head.isupper():
-        variants = (base, head + rest.lower()) + ((head.lower() + rest, base.lower()) if head not in "MGTPE" else ())
+        variants = ((base, True), (base.lower(), True), (head.lower() + rest, True))
     else:
-        variants = (base, head + rest.lower()) if len(rest) > 1 and rest[:1].isupper() else (base,)
-    for variant in dict.fromkeys(variants):
+        free = head.isupper() and head not in "MGTPE"
+        variants = ((base, True), (head + rest.lower(), len(rest) > 1), (head.lower() + rest, free), (base.lower(), free))
+    registry = _registry()
+    for variant, prefixed in dict.fromkeys(variants):
         try:
             candidates = registry.parse_unit_name(variant)
         except Exception:  # noqa: BLE001 - pint's parser rejects some characters outright
             continue
         for prefix, name, _ in candidates:
-            if not prefix or (prefix in _PREFIXES and name in _PREFIXABLE):
+            if not prefix or (prefixed and prefix in _PREFIXES and name in _PREFIXABLE):
                 return f"{prefix}{name}" + (f" ** {power}" if power else "")
     return None
 
