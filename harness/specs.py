@@ -394,19 +394,22 @@ _CONDITION_BEFORE = re.compile(r"(?=[a@wbmeoc(\[])(?:(?:\bat|@|\bwhen|\bwith|\ba
 # Conditions in words, in English, German and French: idle, cold, hot; "with/without filter change", "mit/ohne
 # Filter", "avec/sans filtre" (the object after the word is what must agree).
 _CONDITION_WORDS = re.compile(
-    r"(?=[a@i(chwonbkf冷温暖])(?i:(?:\bat|@|\bau|\bim|\bbei)\s*(?P<idle>idle|ralenti|leerlauf)\b|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)"
-    r"|\b(?P<cold>cold|kalt|froid)\b|(?P<cold2>冷間時?)"
-    r"|\b(?P<hot>hot|warm(?![\s-]up\b)|warmed[\s-]up|(?:normal\s+)?operating\s+temperature|betriebswarm|chaud)\b|(?P<hot2>温間時?|暖機時))")
+    r"(?=[a@i(chwonbkfmltrefgw冷温暖])(?i:(?:\bat|@|\bau|\bim|\bbei)\s*(?:low\s+)?(?P<idle>idle|ralenti|leerlauf)\b"
+    r"|\b(?P<idling>idling)\b|\((?P<idle2>idle)\)"
+    r"|\b(?P<high>high\s+(?:revs|rpm|speed|idle)|full\s+(?:load|throttle)|rated\s+speed|wide[\s-]open\s+throttle|vollast|pleine\s+charge)\b"
+    r"|\b(?P<cold>cold|kalt(?:em|er)?|froid)\b|(?P<cold2>冷間時?)"
+    r"|\b(?P<hot>hot|warm(?![\s-]up\b)|warmed(?:[\s-]up)?|(?:normal\s+)?operating\s+temp(?:erature)?|betriebswarm|"
+    r"betriebstemperatur|hei(?:ß|ss)(?:em|er)?|chaud|température\s+de\s+fonctionnement)\b|(?P<hot2>温間時?|暖機時))")
 # Rarer, so each is scanned only where a cheap test finds its words (the scan of every text is the check's cost).
 _WITH_WORDS = re.compile(
-    r"(?=[wmoasd])(?i:\b(?P<without>without|w/o|ohne|sans)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
-    r"|\b(?P<with>with|mit|avec)\s+(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,})")
-_WITH_HINTS = ("with", "w/o", "mit ", "ohne", "avec", "sans")
+    r"(?=[wmoasdiek])(?i:\b(?P<without>without|w/o|ohne|sans|excluding|excl\.|exkl\.)\s*(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,}"
+    r"|\b(?P<with>with|mit|avec|including|incl\.|inkl\.)\s*(?:(?:a|an|the|new|oil|le|la|les|l'|den|die|das)\s*)?[a-zäöüßéèàç]{3,})")
+_WITH_HINTS = ("with", "w/o", "mit ", "ohne", "avec", "sans", "incl", "inkl", "excl", "exkl")
 # an automatic transmission's selector: "(in P or N position)", "in D", "in neutral"
 _SELECTOR_WORDS = re.compile(
     r"(?=[ie])\b(?:in|im|en)\s+(?P<gear>(?:[pndr]|park|neutral|drive|reverse)(?:\s*(?:or|and|/|,)\s*(?:[pndr]|park|neutral|drive|reverse))*)\b")
 _SELECTOR = {"park": "p", "neutral": "n", "drive": "d", "reverse": "r"}
-_WORD_CONDITION = {"gear": "selector", "idle": "speed", "idling": "speed", "idle2": "speed", "cold": "temperature", "hot": "temperature",
+_WORD_CONDITION = {"gear": "selector", "high": "speed", "idle": "speed", "idling": "speed", "idle2": "speed", "cold": "temperature", "hot": "temperature",
                    "cold2": "temperature", "hot2": "temperature"}
 # "at", "bei", "à" before a value of another dimension make it a condition ("185 cc/min at 3.0 bar").
 _AT_BEFORE = re.compile(r"(?:\bat|@|\bbei|\bà|\bmeasured\s+at)\s*(?:approx\.?\s*|about\s*|ca\.\s*)?")
@@ -414,27 +417,33 @@ _SENTENCE_END = re.compile(r"\n|;|[.!?](?=\s+[A-Z(]|\s*$)")
 _SEGMENT_END = re.compile(r"(?=[\n;,.!?atwbudpe 、，；])(?:\n|;|,|、|，|；| / |(?<!min)(?<!max)(?<!mind)(?<!approx)(?<!ca)(?<!no)(?<!\d)[.!?](?=\s|$)"
                           r"|(?i:\band\b|\bthen\b|\bwhile\b|\bbut\b|\bwhereas\b|\bund\b|\bdann\b|\bet\b|\bpuis\b))")
 _LABEL_RE = re.compile(
-    r"(?=[mspfiertnoul1-5])(?i:\b(?P<size>M\d{1,2})(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\b"
+    r"(?=[mspfiertnoul1-5gbavd])(?i:\b(?P<size>M\d{1,2})(?:\s*[x×]\s*\d+(?:[.,]\d+)?)?\b"
     r"|\b(?:stage|step|pass)\s*#?\s*(?P<stage>\d{1,2})\b|\b(?P<stage_ord>\d)(?:st|nd|rd|th)\s+(?:stage|step|pass)\b"
     r"|\b(?P<stage_word>first|second|third|fourth|fifth)\s+(?:stage|step|pass)\b"
     r"|\b(?:stage|step|pass)\s+(?P<stage_after>one|two|three|four|five)\b"
     r"|\b(?P<intake>intake|inlet)\b|\b(?P<exhaust>exhaust)\b"
     r"|\b(?P<front>front)\b|\b(?P<rear>rear)\b|\b(?P<inner>inner)\b|\b(?P<outer>outer)\b"
     r"|\b(?P<new>new)\b|\b(?P<used>used|reused|old)\b|\b(?P<left>left)\b|\b(?P<right>right)\b"
-    r"|\b(?P<upper>upper)\b(?<!or\supper)|\b(?P<lower>lower)\b(?<!or\slower))")
+    r"|\b(?P<upper>upper)\b(?<!or\supper)|\b(?P<lower>lower)\b(?<!or\slower)"
+    # gauge or absolute pressure, direct or alternating current: "43 psig" is not "43 psia", "12 V DC" not "12 V AC"
+    r"|\b(?P<gauge>psig|barg|bar\s?\(g\)|gauge\s+pressure)(?!\w)|\b(?P<absolute>psia|bara|bar\s?\(a\)|absolute(?:\s+pressure)?)(?!\w)"
+    r"|\b(?P<dc>dc|vdc|adc|d\.c\.)(?!\w)|\b(?P<ac>ac|vac|aac|a\.c\.)(?!\w))")
 _LABEL_KIND = {"intake": "valve", "exhaust": "valve", "front": "axle", "rear": "axle", "inner": "side",
                "outer": "side", "new": "wear", "used": "wear", "left": "hand", "right": "hand",
-               "upper": "height", "lower": "height"}
+               "upper": "height", "lower": "height", "gauge": "pressure reference", "absolute": "pressure reference",
+               "dc": "current type", "ac": "current type"}
 _ORDINAL = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "one": 1, "two": 2, "three": 3,
             "four": 4, "five": 5}
 # Words that make a repeated value a further stage rather than a restatement ("40 Nm, then 40 Nm again").
-_SEQUENCE_WORDS = re.compile(r"(?i:\b(?:then|again|further|another|followed|additional|twice|stages?|steps?|plus)\b|\+)")
+_SEQUENCE_WORDS = re.compile(r"(?i:\b(?:then|again|further|another|followed|additional|twice|stages?|steps?|plus|"
+                             r"re-?torque[ds]?|re-?tighten(?:ed)?|once\s+more|second\s+time|nachziehen|resserrer)\b|\+)")
 _CONTROL = re.compile(
 r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200d\u2028\u2029\ufeff]")
 _VULGAR = {"½": " 1/2", "¼": " 1/4", "¾": " 3/4", "⅛": " 1/8", "⅜": " 3/8", "⅝": " 5/8", "⅞": " 7/8",
            "⅓": " 1/3", "⅔": " 2/3", "º": "°", "˚": "°", "⁄": "/", "∕": "/",
            "…": "~", "〜": "~"}  # 22…25 Nm, 0.7〜0.8 mm: ranges (NFKC would make "…" three points)
 _VULGAR_RE = re.compile("|".join(_VULGAR))
+_APOSTROPHE_THOUSANDS = re.compile(r"(?<=\d)['’](?=\d{3}(?!\d))")
 _DECIMAL_COMMA = re.compile(r"(?<![\d,])\d+,(?:\d{1,2}|\d{4,})(?![\d,])|(?<![\d,])0,\d+")
 _DECIMAL_POINT = re.compile(r"\d\.\d|\d{1,3}(?:,\d{3}){2,}")
 
@@ -770,6 +779,8 @@ class _Num:
 
 def _prepare(text: str) -> str:
     text = _VULGAR_RE.sub(lambda m: _VULGAR[m.group()], text)
+    if "'" in text or "’" in text:
+        text = _APOSTROPHE_THOUSANDS.sub("", text)  # "6'500 U/min" (Swiss and some German manuals) is 6500
     text = unicodedata.normalize("NFKC", text)
     return _CONTROL.sub(" ", text)
 
@@ -883,6 +894,11 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
     for num in nums:
         if kept and num.start < kept[-1].end:
             if num.unit_index == _TURN_UNIT:
+                whole = kept[-1]
+                if whole.unit_index is None and num.readings == [(0.5, 0.0)] and whole.readings[0][0] % 1 == 0.5:
+                    # "two and a half turns" (read as 2.5 by the words): 2.5 turns, not the half turn alone
+                    num = _Num(whole.start, num.end, whole.readings, False, unit_end=num.end)
+                    num.unit_index = _TURN_UNIT
                 kept[-1] = num
             continue
         kept.append(num)
@@ -1274,7 +1290,8 @@ def _roles(text: str, low: str, quantities: list[Quantity], sentence_ends: list[
     out = []
     for q, sentence in zip(quantities, sentence_of):
         role = "spec"
-        if _INCIDENTAL_AFTER.match(text, q.end) or q.start in incidental_ends:
+        if q.family in ("length", "distance") and (_INCIDENTAL_AFTER.match(text, q.end) or q.start in incidental_ends):
+            # "17 mm socket", "M10 x 1.25": the size of a tool or part; "130 Nm drive shaft nut" is still a torque
             role = "incidental"
         elif q.end <= colon[sentence] and after_colon[sentence] and _kind(q.family) not in after_colon[sentence]:
             role = "condition"
