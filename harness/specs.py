@@ -328,9 +328,10 @@ _TURN_WORDS = [
 _TURN_RE = re.compile("(?i:" + "|".join(f"(?P<t{i}>\\b{p}s?\\b)" for i, (p, _) in enumerate(_TURN_WORDS)) + ")")
 
 _IDENTIFIER_WORD = re.compile(
-    r"(?=[bnscpifhgmytvrk#])(?i:\b(?:bolts?|nuts?|screws?|studs?|steps?|stages?|pass(?:es)?|phases?|no|nos|number|nr|cylinders?|cyl|"
+    r"(?=[bnscpifhgmytvrkwd#])(?i:\b(?:bolts?|nuts?|screws?|studs?|steps?|stages?|pass(?:es)?|phases?|no|nos|number|nr|cylinders?|cyl|"
     r"items?|fig(?:ure)?s?|page|pp?|parts?|pos(?:ition)?|holes?|sequence|group|model|year|type|version|"
-    r"section|chapter|table|ref|key|reference)\.?\s*#?\s*|#\s*)")
+    r"section|chapter|table|ref|key|reference|terminals?|pins?|connectors?|fuses?|relays?|circuits?|wires?|"
+    r"gears?|ports?|channels?|sensors?|klemme|borne|dtc|codes?)\.?\s*#?\s*|#\s*)")
 _INCIDENTAL_AFTER = re.compile(
     r"(?i:[\s-]{0,2}(?:spark[\s-]plug\s+|feeler\s+|deep\s+|long\s+|hex\s+|12[\s-]point\s+|6[\s-]point\s+|impact\s+|open[\s-]end(?:ed)?\s+|"
     r"box[\s-]end\s+|ring\s+|combination\s+|allen\s+|socket[\s-]head\s+)?"
@@ -361,6 +362,22 @@ _OPEN_GAP = re.compile(r"\.?[\s*_]*[(\[{]\s*(?:(?i:approx(?:imately)?\.?|about|c
 _CLOSE = {"(": ")", "[": "]", "{": "}"}
 # A unit symbol after a number that no notation here and nothing in pint reads: a symbol character, not a word.
 # (Japanese and Chinese words glued to a number, "3箇所", are words, not units.)
+_UNREAD_ASCII = re.compile(r"[ \t]?(?P<word>[A-Za-z][A-Za-z0-9()]{0,7})(?![A-Za-z0-9])")
+# Short words that follow a number in prose and are not units (a longer lower-case word is never taken for one).
+_SHORT_WORDS = frozenset(
+    "a an and are as at be by do for from if in into is it its no nor not of off on or per so than that the then to "
+    "up via was we with x each more less both new old one two six ten all any has had may can use see set top end way "
+    "out own fit put get cut pc pcs qty ea nos und oder mit bei bis et ou le la les de du des y e o del con per al "
+    "times also only just about over under again plus".split())
+
+
+def _unit_like(word: str) -> bool:
+    """Whether a token after a number looks like a unit symbol nothing here reads ("cSt", "HRC", "KIAS", "shp")."""
+    if word.lower() in _SHORT_WORDS or word.lower() in _NOT_UNIT_WORDS:
+        return False
+    return (any(c.isupper() for c in word) and len(word) <= 6) or len(word) <= 3
+
+
 _UNREAD_UNIT = re.compile(r"[ \t]?[^\x00-\x7f\s\u2010-\u2015\u2212±×…\u3000-\u9fff\uff00-\uffef]\S{0,8}")
 _EQUIV_FILL = re.compile(r"\s*(?:[,;/]|(?i:or))?\s*")
 _REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+times)|two\s+times(?P<two>)|[x×]\s*(?P<n>[2-4])(?!\d)))")
@@ -599,7 +616,7 @@ def _symbol(family: str, unit: str) -> str:
 _PIECE = r"[A-Za-zμΩ%‰][A-Za-zμΩ]{0,15}(?:\^?-?[1-4](?![.,]?\d))?(?![A-Za-z0-9])"
 _GENERIC_UNIT_RE = re.compile(
     rf"(?:[ \t]{{0,2}}|-(?=[A-Za-zμ]))(?P<head>{_PIECE}(?:[·⋅*]{_PIECE})*)"
-    rf"(?:(?P<slash>[ \t]*/[ \t]*)(?:(?P<dnum>\d{{1,6}})[ \t]?)?(?P<den>{_PIECE})"
+    rf"(?:(?P<slash>[ \t]*/[ \t]*)(?:(?P<dnum>\d{{1,6}})[ \t]?)?(?:(?P<den>{_PIECE})|\((?P<dengroup>{_PIECE}(?:[·⋅*]{_PIECE})+)\))"
     rf"|[ \t]+(?i:per|pro|par)[ \t]+(?:(?P<pnum>\d{{1,6}})[ \t]?)?(?P<perden>{_PIECE}))?")
 # Words pint reads as units that, after a number in a manual, are words or counts ("4 at a time", "12 point
 # socket", "4 pc", "2 rods"); and the lone letters that are units (an "A" after a number may be a panel).
@@ -657,9 +674,10 @@ def _generic_unit(head: str, denominator: str | None) -> tuple[str, str] | None:
         return None
     unit = " * ".join(names)
     if denominator:
-        below = _unit_name(denominator, True)
-        if below is None:
+        belows = [_unit_name(piece, True) for piece in re.split(r"[·⋅*]", denominator)]  # "kJ/(kg·K)"
+        if not all(belows):
             return None
+        below = belows[0] if len(belows) == 1 else "(" + " * ".join(belows) + ")"
         unit = f"({unit}) / {below}" if len(names) > 1 else f"{unit} / {below}"
     family = _family_of(unit)
     if family not in _family_names().values() and family not in _DIMENSIONLESS_FAMILIES.values():
@@ -720,7 +738,7 @@ def _read_unit(text: str, pos: int, budget: list[int] | None = None) -> tuple[in
     head = m.group("head")
     if m.start("head") == pos and len(head) == 1 and head.islower():
         return None  # "the 1990s", "5s": a lone lower-case letter is a unit only after a space
-    below = m.group("den") or m.group("perden")
+    below = m.group("den") or m.group("dengroup") or m.group("perden")
     count = int(m.group("dnum") or m.group("pnum") or 1)  # "0,5 l/1000 km", "850 cm³/30 s": the value is per one
     found, end = (_generic_unit(head, below), m.end()) if below and _parse_budget(head, below, budget) else (None, 0)
     if found is None:
@@ -934,7 +952,7 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
     kept = _resolve_symbols(text, low, inside, temperature)
     for num in kept:
         num.identifier = num.unit_index is None and bool(
-            num.start in identifier_ends or _COUNT_AFTER.match(text, num.end))
+            num.start in identifier_ends or _COUNT_AFTER.match(text, num.end) or _ORDINAL_AFTER.match(text, num.end))
     for before, num in zip(kept, kept[1:]):
         if before.identifier and num.unit_index is None and _RANGE_GAP.fullmatch(text[before.end:num.start]):
             num.identifier = True  # "bolts 1 to 6"
@@ -968,6 +986,8 @@ _RATIO_WORD = re.compile(r"\bratios?\b|\brapport|übersetzung|untersetzung|\bred
 _DECIMAL = re.compile(r"\d+[.,]\d+")
 _RATIO_HINTS = ("ratio", "rapport", "setzung", "reduction", "比")  # a cheap test before _RATIO_WORD
 _KILO = re.compile(r"[kK](?=[ \t])")
+# "1st", "2. Gang": a position; "3. Bleed the caliper", "2) Fit": a step's number
+_ORDINAL_AFTER = re.compile(r"(?i:st|nd|rd|th)\b|\.[ \t]?(?i:gang|gear|stufe|vitesse)\b|\.[ \t]+(?=[A-Z])|\)[ \t]+(?=[A-Z])")
 _DMS_GAP = re.compile(r"[ \t]?")  # 12°30′, 12° 30′ 15″
 _PAIR_GAP = re.compile(r"[ \t]*[(\[/=][ \t]*")  # 2½′ (150″)
 _BESIDE_GAP = re.compile(r"[ \t]*[(\[,;/=][ \t]*")  # 300 °C (572 °F, 573.15K)
@@ -1605,9 +1625,23 @@ def _extract(text: str, decimal_comma: bool | None = None,
             quantities[k] = _as_unit(q, _REREAD[q.unit])
         elif q.family == "temperature" and "temperature difference" in reference_units:
             quantities[k] = _as_difference(q)
-    unread = [text[num.start:m.end()] for num in nums if num.unit_index is None and not num.identifier
-              for m in (_UNREAD_UNIT.match(text, num.end),) if m]
-    return _fold_equivalents(text, quantities), too_many, notation, unread
+    unread: list[str] = []  # numbers with a unit-like token nothing reads ("15 Ж", "46 cSt", "58 HRC"), bare decimals
+    bare: list[tuple[int, float]] = []  # other numbers without a unit: (position, value)
+    starts = [q.start for q in quantities]
+    for num in nums:
+        if num.unit_index is not None or num.identifier:
+            continue
+        n = bisect.bisect_right(starts, num.start) - 1
+        if n >= 0 and num.start < quantities[n].end:
+            continue  # a tolerance's part or a range's end, inside its quantity
+        token = _UNREAD_UNIT.match(text, num.end) or _UNREAD_ASCII.match(text, num.end)
+        if token and (token.re is _UNREAD_UNIT or _unit_like(token.group("word"))):
+            unread.append(text[num.start:token.end()])
+        else:
+            if _DECIMAL.fullmatch(text, num.start, num.end) and not (num.start and text[num.start - 1] in "/:"):
+                unread.append(text[num.start:num.end])  # "Lambda 1.00 ± 0.03": a value with no unit, not graded
+            bare.append((num.start, num.readings[0][0]))
+    return _fold_equivalents(text, quantities), too_many, notation, (unread, bare)
 
 
 # Comparing the reference with the answer.
@@ -1731,7 +1765,7 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     if len(expected) > MAX_TEXT_CHARS:
         return _fail(False, f"not applicable: the reference is {len(expected):,} characters, over the "
                             f"{MAX_TEXT_CHARS:,} the spec check reads")
-    every, too_many, reference_notation, unread = _extract(expected)
+    every, too_many, reference_notation, (unread, _) = _extract(expected)
     if too_many:
         return _fail(False, f"not applicable: the reference holds more than {MAX_NUMBERS} numbers")
     if unread:
@@ -1759,7 +1793,7 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     # The answer's names matter only where the reference names values apart or by a word with an opposite.
     named = any(len(group) > 1 and all(distinct[i] for i in group) for group in groups.values()) or any(
         word in _OPPOSITES or _CODE.fullmatch(word) for words in distinct for word in words)
-    found, too_many, _, _ = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted),
+    found, too_many, _, (_, bare) = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted),
                                      any(q.family == "ratio" for q in wanted), reference_units,
                                      names=named or bool(page_text))
     # The page's own text, when the row carries it, is evidence for a value the answer adds (read up to MAX_TEXT_CHARS).
@@ -1896,6 +1930,9 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     for problem in _unpaired_names(wanted, groups, distinct, given, assigned):
         problems += 1
         details.append(problem)
+    for problem in _unitless_values(prepared, given, bare):
+        problems += 1
+        details.append(problem)
     order = [assigned[i] for i in sorted(assigned) if i in positional and _group_of(wanted[i].family) == "sequence"]
     order_ok = not out_of_order and all(a < b for a, b in zip(order, order[1:]))
     passed = good == len(wanted) and order_ok and not hallucinated and not problems
@@ -1940,6 +1977,34 @@ def _limit_direction(want: Quantity) -> str | None:
         return None
     grows, wears = bool(want.names & _LIMIT_MAX_NAMES), bool(want.names & _LIMIT_MIN_NAMES)
     return "max" if grows and not wears else "min" if wears and not grows else None
+
+
+UNITLESS_REACH = 80  # characters after a value within which a number without a unit is read as another of its kind
+UNITLESS_FACTOR = 3.0  # ... when it is within this factor of that value ("40 Nm, or 45 if reused")
+
+
+def _unitless_values(text: str, given: list[Quantity], bare: list[tuple[int, float]]) -> list[str]:
+    """An answer's numbers without a unit just after a value of similar size, in its sentence: another value of
+    that kind the answer slips in ("40 Nm, or 45 if reused", "0.20 mm (0.25 on high-mileage engines)")."""
+    specs = sorted((g for g in given if g.role == "spec"), key=lambda g: g.start)
+    if not specs or not bare:
+        return []
+    starts = [g.start for g in specs]
+    sentence_ends = [m.start() for m in _SENTENCE_END.finditer(text)] + [len(text)]
+    problems = []
+    for position, value in bare:
+        n = bisect.bisect_right(starts, position) - 1
+        if n < 0 or specs[n].end > position or position - specs[n].end > UNITLESS_REACH \
+                or bisect.bisect_left(sentence_ends, specs[n].start) != bisect.bisect_left(sentence_ends, position):
+            continue
+        near = specs[n]
+        own = [end for low, high, _ in near.readings for end in (low, high) if end is not None]
+        if any(math.isclose(value, end, rel_tol=1e-9) for end in own) or value <= 0 \
+                or not any(end > 0 and end / UNITLESS_FACTOR <= value <= end * UNITLESS_FACTOR for end in own):
+            continue
+        problems.append(f"unitless value {value:g} after {near.raw!r} reads as another {near.family} the reference "
+                        f"does not give")
+    return problems
 
 
 def _between(positions: list[int], start: int, end: int) -> bool:
