@@ -1480,35 +1480,63 @@ _NAME_SYNONYMS = {
     "exhaust": ("EX", "échappement", "echappement", "éch", "auslass", "auslaß", "escape", "scarico", "排気"),
     "front": ("avant", "av", "vorn", "vorne", "vorderachse", "前", "フロント"),
     "rear": ("arrière", "arriere", "ar", "hinten", "hinterachse", "後", "リヤ", "リア"),
+    "upper": ("top", "oben", "obere", "supérieur", "superieur", "haut", "上"),
+    "lower": ("bottom", "unten", "untere", "inférieur", "inferieur", "bas", "下"),
+    "left": ("lh", "links", "linke", "gauche", "左"),
+    "right": ("rh", "rechts", "rechte", "droite", "右"),
+    "inner": ("inside", "innen", "innere", "intérieur", "interieur", "内"),
+    "outer": ("outside", "außen", "aussen", "äußere", "extérieur", "exterieur", "外"),
+    "up": ("raised", "raise", "nose-up"),
+    "down": ("lowered", "lower-position", "nose-down"),
+    "primary": ("lt", "low-tension", "primär", "primaire", "一次"),
+    "secondary": ("ht", "high-tension", "sekundär", "secondaire", "二次"),
+    "main": ("mlg",),
+    "nose": ("nlg",),
     "manual": ("bvm", "mt", "schaltgetriebe", "manuelle", "manuel"),
     "automatic": ("auto", "bva", "automatik", "automatique"),
-    "on": ("ein", "enclenchement", "cutin", "closes"),
-    "off": ("aus", "déclenchement", "declenchement", "cutout"),
-    "btdc": ("vot", "beforetdc", "avantpmh", "vorot"),
-    "atdc": ("not", "aftertdc", "aprèspmh", "aprespmh", "nachot"),
+    "on": ("ein", "enclenchement", "cutin", "cutsin", "closes"),
+    "off": ("aus", "déclenchement", "declenchement", "cutout", "cutsout"),
+    "btdc": ("vot", "beforetdc", "avantpmh", "vorot", "btc", "advance", "advanced", "上死点前"),
+    "atdc": ("aftertdc", "pasttdc", "aprèspmh", "aprespmh", "nachot", "atc", "retard", "retarded", "上死点後"),
     "toein": ("vorspur", "pincement"),
     "toeout": ("nachspur", "ouverture"),  # French "ouverture" is toe-out (not "opening")
     "idle": ("idling", "leerlauf", "ralenti"),
-    "open": ("opens", "opening", "öffnet"),
+    "open": ("opens", "opening", "öffnet", "geöffnet", "öffnung", "ouverture-thermostat"),
+    "start": ("starts", "begin", "begins", "beginning", "beginn", "début", "debut"),
+    "fully": ("full", "pleine", "voll"),
+    "each": ("per", "every", "je", "pro", "par"),
+    "total": ("both", "together", "gesamt", "insgesamt", "ensemble"),
 }
 _CANONICAL_NAME = {word.casefold() if not word.isupper() else word: name
                    for name, words in _NAME_SYNONYMS.items() for word in words}
+# German compounds and Japanese words hold names inside them: "Einlassventile", "Öffnungsbeginn", "吸気側".
+_NAME_INFIXES = tuple((word, name) for word, name in _CANONICAL_NAME.items()
+                      if (len(word) >= 5 and word.isalpha()) or not word.isascii())
 _OPPOSITES = {"on": "off", "intake": "exhaust", "front": "rear", "manual": "automatic", "btdc": "atdc", "toein": "toeout",
-              "upper": "lower", "inner": "outer", "left": "right", "per": "total", "before": "after"}
-_OPPOSITES |= {b: a for a, b in _OPPOSITES.items()}
-_NAME_JOINS = re.compile(r"(?i:\b(toe|cut|before|after|avant|après|apres|vor|nach)[\s-]+(in|out|tdc|pmh|ot)\b)")
+              "upper": "lower", "inner": "outer", "left": "right", "each": "total", "before": "after", "up": "down",
+              "primary": "secondary", "main": "nose", "start": "fully", "clockwise": "counterclockwise",
+              "negative": "positive", "laden": "unladen", "installed": "removed"}
+_OPPOSITES |= {b: a for a, b in _OPPOSITES.items()} | {"anticlockwise": "clockwise"}
+_NAME_JOINS = re.compile(r"(?i:\b(toe|cuts?|before|after|past|avant|après|apres|vor|nach|low|high)[\s-]+(in|out|tdc|pmh|ot|tension)\b)")
+_TDC = re.compile(r"(?i:top\s+dead\s+cent(?:re|er)|t\.d\.c\.)")
 _NAME_WORD = re.compile(r"\d(?:st|nd|rd|th)\b|[^\W\d_]+\d*")  # "1st" and "2nd" name gears, "N1" a spool
 _NOT_NAMES = frozenset(
     "the a an is are be should must will to at of and then it its this that for as by from with about approx "
-    "approximately ca set every each max maximum min minimum limit mini maxi mind der die das le la les de du des "
+    "approximately ca set max maximum min minimum limit mini maxi mind der die das le la les de du des "
     "et und à a bei am im mit".split())
 
 
 @lru_cache(maxsize=4096)
 def _names(window: str) -> frozenset[str]:
     words = set()
-    for word in _NAME_WORD.findall(_NAME_JOINS.sub(r"\1\2", window)):
+    for word in _NAME_WORD.findall(_NAME_JOINS.sub(r"\1\2", _TDC.sub("tdc", window))):
         name = _CANONICAL_NAME.get(word) or _CANONICAL_NAME.get(word.casefold())
+        if name is None and (len(word) >= 8 or not word.isascii()):
+            low = word.casefold()
+            inside = {n for w, n in _NAME_INFIXES if w in low}
+            if inside:
+                words |= inside
+                continue
         if name is None:
             word = word.casefold()
             name = word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
