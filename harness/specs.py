@@ -154,7 +154,7 @@ MAX_NEW_UNITS = 12  # units pint is asked to parse for the first time per text (
 PAGE_COMPARISONS = 4_000  # answer value x page value comparisons; beyond, an added value is not excused by the page
 
 MORE_PRECISE_REL = 0.02  # an answer more precise than a coarse reference ("59 Nm" for "6 kpm") may differ by this much
-EQUIVALENT_SLACK = 0.01  # relative: a bracketed equivalent is often rounded from a rounded main value
+COARSE_REL = 0.05  # relative: an answer in another unit may be off by its rounding, but never by more than this
 
 CANONICAL_UNIT = {"distance": "kilometer", "torque": "newton * meter", "angle": "degree", "length": "millimeter",
                   "pressure": "bar", "volume": "liter", "temperature": "degree_Celsius",
@@ -1690,11 +1690,15 @@ def _value_close(a: float, unit_a: str, prec_a: float, b: float, unit_b: str, pr
         return False
     a_in_b = convert(a, unit_a, unit_b)
     b_in_a = convert(b, unit_b, unit_a)
+    scale, offset = _affine(unit_a, unit_b)
     if equivalent:
-        return abs(a_in_b - b) <= prec_b + EQUIVALENT_SLACK * abs(b) or abs(b_in_a - a) <= prec_a + EQUIVALENT_SLACK * abs(a)
-    # The answer is the reference rounded to the answer's digits ...
+        # Printed beside each other, both rounded: the equivalent is some value within the main one's last digit,
+        # converted and rounded to its own ("45 Nm (33 ft-lb)", not "90 °C (196 °F)").
+        return abs(a_in_b - b) <= prec_b + abs(scale) * prec_a + _EPS * abs(b)
+    # The answer is the reference rounded to the answer's digits, and no coarser than a rounding can excuse
+    # ("81 ft-lb" for 110 Nm; not "0.01 in" for 0.15 mm, "1 bar" for 19 psi, "2 in" for 48 mm) ...
     if abs(a_in_b - b) <= prec_b * (1 + _EPS) + _EPS * abs(b):
-        return True
+        return offset != 0 or abs(a_in_b - b) <= COARSE_REL * abs(a_in_b) + _EPS
     # ... or more precise than a coarsely printed reference, and close to it.
     return abs(b_in_a - a) <= prec_a * (1 + _EPS) and abs(b_in_a - a) <= MORE_PRECISE_REL * abs(a)
 
