@@ -202,11 +202,11 @@ UNIT_FORMS: list[tuple[str, str | tuple[str, ...], str]] = [
     (rf"(?i:°|deg(?:ree)?s?\.?)(?i:{_SP}on\s+the)?{_SP}(?:F|(?i:fahrenheit))(?i:\s+scale)?{_B}", "degree_Fahrenheit",
      "temperature"),
     (rf"(?:(?i:kelvins?|°?{_SP}deg(?:ree)?s?{_SP}kelvin)|°{_SP}K(?![-/.]\w)){_B}", "kelvin", "temperature"),
-    (rf"(?i:da{_SP}n{_SP}[·⋅•・･.*-]?{_SP}m){_B}", "decanewton * meter", "torque"),
-    (rf"(?i:n{_SP}[·⋅•・･.*-]?{_SP}m|newton[\s-]?met(?:er|re)s?){_B}", "newton * meter", "torque"),
-    (rf"(?i:kgf?{_SP}[·⋅•・･.*-]?{_SP}m|m{_SP}[·⋅•・･.*-]?{_SP}kgf?|kp{_SP}[·⋅•・･.*-]?{_SP}m|m{_SP}[·⋅•・･.*-]?{_SP}kp){_B}",
+    (rf"(?i:da{_SP}n{_SP}[·⋅•∙・･.*-]?{_SP}m){_B}", "decanewton * meter", "torque"),
+    (rf"(?i:n{_SP}[·⋅•∙・･.*-]?{_SP}m|newton[\s-]?met(?:er|re)s?){_B}", "newton * meter", "torque"),
+    (rf"(?i:kgf?{_SP}[·⋅•∙・･.*-]?{_SP}m|m{_SP}[·⋅•∙・･.*-]?{_SP}kgf?|kp{_SP}[·⋅•∙・･.*-]?{_SP}m|m{_SP}[·⋅•∙・･.*-]?{_SP}kp){_B}",
      "kgm", "torque"),
-    (rf"(?i:kgf?{_SP}[·⋅•・･.*-]?{_SP}cm|cm{_SP}[·⋅•・･.*-]?{_SP}kgf?){_B}", "kgcm", "torque"),
+    (rf"(?i:kgf?{_SP}[·⋅•∙・･.*-]?{_SP}cm|cm{_SP}[·⋅•∙・･.*-]?{_SP}kgf?){_B}", "kgcm", "torque"),
     (rf"(?i:(?:in|inch)\.?{_SP}[-·⋅/\s]?{_SP}(?:lbf?s?|pounds?)\.?|(?:lbf?s?|pounds?)\.?{_SP}[-·⋅\s]?{_SP}(?:inch(?:es)?|in)\.?){_B}",
      "inch * force_pound", "torque"),
     (rf"(?i:(?:ft|foot|feet)\.?{_SP}[-·⋅/\s]?{_SP}(?:lbf?s?|pounds?)\.?|(?:lbf?s?|pounds?)\.?{_SP}[-·⋅\s]?{_SP}(?:ft|foot|feet)\.?)(?![A-Za-z0-9])",
@@ -303,7 +303,7 @@ _WORDS = rf"(?:(?:a|{'|'.join(_ONES[1:10])})\s+hundred(?:\s+(?:and\s+)?{_BELOW_1
 
 # Numbers: a mixed number, a fraction, digits grouped in thousands, a plain decimal, words.
 _NUM_RE = re.compile(
-    r"(?<![A-Za-z0-9_,^])(?<!\d/)(?<!\d\.)(?=[\d.])(?:"
+    r"(?<![A-Za-z0-9_,^])(?<!\d\.)(?=[\d.])(?:"
     r"(?P<sci>\d{1,12}(?:\.(?P<scid>\d{1,12}))?)(?:[eE](?P<exp>[-+−]?\d{1,3})|[ \t]?[x×][ \t]?10(?:\^(?P<exp2>[-−]?\d{1,3})|(?P<exp3>[-−]\d{1,3})))(?![\d.])"
     r"|(?P<mw>\d{1,3})[ -](?P<mn>\d{1,2})/(?P<md>\d{1,2})(?![\d/])"
     r"|(?P<fn>\d{1,3})/(?P<fd>\d{1,3})(?![\d/])"
@@ -380,7 +380,8 @@ def _unit_like(word: str) -> bool:
 
 _UNREAD_UNIT = re.compile(r"[ \t]?[^\x00-\x7f\s\u2010-\u2015\u2212±×…\u3000-\u9fff\uff00-\uffef]\S{0,8}")
 _EQUIV_FILL = re.compile(r"\s*(?:[,;/]|(?i:or))?\s*")
-_REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+times)|two\s+times(?P<two>)|[x×]\s*(?P<n>[2-4])(?!\d)))")
+_REPEAT_AFTER = re.compile(r"(?i:\s*,?\s*(?:(?P<twice>twice)|(?P<thrice>three\s+times)|two\s+times(?P<two>)|[x×]\s*(?P<n>[2-4])(?!\d)"
+                           r"|(?P<n2>[2-4])\s+times\b))")
 
 # A qualifier before a value: found once per text, then the nearest one in the value's clause applies.
 # English, German (mind., max., höchstens, Verschleißgrenze) and French (mini, maxi, au moins, limite d'usure).
@@ -388,7 +389,7 @@ _QUALIFIER_BEFORE = re.compile(
     r"(?=[wsrlmaniuhvpjb<≤=>≥go使限])(?:(?P<limit>\b(?:wear|service|repair)\s+limit|\blimit|\bverschlei(?:ß|ss)grenze|"
     r"\blimite(?:\s+d'usure)?)\b|(?P<limit2>使用限度|限度)"
     r"|(?P<max>(?<!/)\b(?:max(?:imum|imal|i)?|höchstens|at\s+most|no\s+more\s+than|not\s+more\s+than|not\s+(?:to\s+)?exceed(?:ing)?|"
-    r"up\s+to|(?<!not\s)(?<!no\s)less\s+than|lower\s+than|under|below|au\s+maximum|au\s+plus|pas\s+plus\s+de)\b\.?|<=?|≤|=<)"
+    r"(?<!fill\s)(?<!top\s)(?<!filled\s)up\s+to|(?<!not\s)(?<!no\s)less\s+than|lower\s+than|under|below|au\s+maximum|au\s+plus|pas\s+plus\s+de)\b\.?|<=?|≤|=<)"
     r"|(?P<min>(?<!/)\b(?:min(?:imum|imal|i)?|mind(?:estens)?|at\s+least|no\s+less\s+than|not\s+less\s+than|"
     r"(?<!not\s)(?<!no\s)more\s+than|over|above|greater\s+than|au\s+moins|pas\s+moins\s+de)\b\.?|>=?|≥|=>))")
 # "Max. torque: 230 Nm at 4750 rpm", "Couple maxi", "max. Leistung": "max" names the quantity, it is no qualifier.
@@ -443,7 +444,8 @@ _LABEL_RE = re.compile(
     r"|\b(?P<new>new)\b|\b(?P<used>used|reused|old)\b|\b(?P<left>left)\b|\b(?P<right>right)\b"
     r"|\b(?P<upper>upper)\b(?<!or\supper)|\b(?P<lower>lower)\b(?<!or\slower)"
     # gauge or absolute pressure, direct or alternating current: "43 psig" is not "43 psia", "12 V DC" not "12 V AC"
-    r"|\b(?P<gauge>psig|barg|bar\s?\(g\)|gauge\s+pressure)(?!\w)|\b(?P<absolute>psia|bara|bar\s?\(a\)|absolute(?:\s+pressure)?)(?!\w)"
+    r"|\b(?P<gauge>psig|barg|bar\s?\(g\)|gauge\s+pressure|(?<=bar\s)gauge|(?<=psi\s)gauge|(?<=kpa\s)gauge)(?!\w)"
+    r"|\b(?P<absolute>psia|bara|bar\s?\(a\)|absolute(?:\s+pressure)?)(?!\w)"
     r"|\b(?P<dc>dc|vdc|adc|d\.c\.)(?!\w)|\b(?P<ac>ac|vac|aac|a\.c\.)(?!\w))")
 _LABEL_KIND = {"intake": "valve", "exhaust": "valve", "front": "axle", "rear": "axle", "inner": "side",
                "outer": "side", "new": "wear", "used": "wear", "left": "hand", "right": "hand",
@@ -460,6 +462,22 @@ _VULGAR = {"½": " 1/2", "¼": " 1/4", "¾": " 3/4", "⅛": " 1/8", "⅜": " 3/8
            "⅓": " 1/3", "⅔": " 2/3", "º": "°", "˚": "°", "⁄": "/", "∕": "/",
            "…": "~", "〜": "~"}  # 22…25 Nm, 0.7〜0.8 mm: ranges (NFKC would make "…" three points)
 _VULGAR_RE = re.compile("|".join(_VULGAR))
+# A model's LaTeX ("$40\\,\\mathrm{N\\cdot m}$", "\\(90^\\circ\\)"): the text it typesets.
+_LATEX_WRAPPER = re.compile(r"\\(?:mathrm|text|textrm|mathit|operatorname|unit|si)\s*\{([^{}]{0,40})\}")
+_LATEX_SYMBOLS = {r"\cdot": "·", r"\times": "×", r"\pm": "±", r"\circ": "°", r"\degree": "°", r"\%": "%",
+                  r"\,": " ", r"\;": " ", r"\:": " ", r"\ ": " ", r"\!": "", r"\(": " ", r"\)": " ", r"\[": " ",
+                  r"\]": " ", r"\Omega": "Ω", r"\mu": "µ", r"\le": "≤", r"\ge": "≥", r"\leq": "≤", r"\geq": "≥",
+                  "$": " ", "~": " "}
+_LATEX_SYMBOL = re.compile("|".join(re.escape(k) for k in sorted(_LATEX_SYMBOLS, key=len, reverse=True)) + r"|\^\{?°\}?")
+
+
+def _from_latex(text: str) -> str:
+    for _ in range(2):  # one level of nesting ("\\text{\\mathrm{...}}")
+        text = _LATEX_WRAPPER.sub(r"\1", text)
+    text = _LATEX_SYMBOL.sub(lambda m: "°" if m.group().startswith("^") else _LATEX_SYMBOLS[m.group()], text)
+    return text.replace("^{°}", "°").replace("^°", "°")
+
+
 _APOSTROPHE_THOUSANDS = re.compile(r"(?<=\d)['’](?=\d{3}(?!\d))")
 _DECIMAL_COMMA = re.compile(r"(?<![\d,])\d+,(?:\d{1,2}|\d{4,})(?![\d,])|(?<![\d,])0,\d+")
 _DECIMAL_POINT = re.compile(r"\d\.\d|\d{1,3}(?:,\d{3}){2,}")
@@ -796,6 +814,8 @@ class _Num:
 
 
 def _prepare(text: str) -> str:
+    if "\\" in text or "$" in text:
+        text = _from_latex(text)
     text = _VULGAR_RE.sub(lambda m: _VULGAR[m.group()], text)
     if "'" in text or "’" in text:
         text = _APOSTROPHE_THOUSANDS.sub("", text)  # "6'500 U/min" (Swiss and some German manuals) is 6500
@@ -840,10 +860,17 @@ def _read_number(m: re.Match, decimal_comma: bool | None, borrowed: bool = False
         return ([decimal, thousands] if borrowed else [decimal]), False
     if m.group("p"):
         text = m.group("p")
+        if decimal_comma and not borrowed and re.fullmatch(r"[1-9]\d{0,2}\.\d{3}", text):
+            return [(float(text.replace(".", "")), 0.5)], True  # "6.500 U/min" beside "0,5 mm": thousands
         whole, sep, decimals = text.replace(",", ".").partition(".")
         return [(float(text.replace(",", ".")), _decimals(decimals, whole))], not sep
 
     raise AssertionError("unreachable: every alternative of _NUM_RE is handled above")
+
+
+def _is_fraction(numerator: int, denominator: int) -> bool:
+    """3/16, 5/8, 1/2: a proper fraction in lowest terms; 28/32 or 20/30 is a pair of values."""
+    return 0 < numerator < denominator and math.gcd(numerator, denominator) == 1
 
 
 def _read_words(m: re.Match) -> tuple[list[tuple[float, float]], bool]:
@@ -897,6 +924,11 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
             if rest:
                 readings, integer = _read_number(rest, decimal_comma, borrowed)
                 nums.append(_Num(rest.start(), rest.end(), readings, integer))
+            continue
+        if m.re is _NUM_RE and m.group("fn") and not _is_fraction(int(m.group("fn")), int(m.group("fd"))):
+            # "28/32 psi", "20/30 mm": two values sharing a unit (front/rear), not the fraction 7/8
+            for part in ("fn", "fd"):
+                nums.append(_Num(m.start(part), m.end(part), [(float(m.group(part)), 0.5)], True))
             continue
         readings, integer = _read_number(m, decimal_comma, borrowed)
         if readings:
@@ -1126,7 +1158,7 @@ def _sign(text: str, num: _Num, family: str) -> float:
     Only where a value can be negative; elsewhere, and after a digit or a letter ("8-10 mm", "S14-2.3 L"), a
     minus is a dash.
     """
-    if family in SIGNED_FAMILIES and num.start and text[num.start - 1] in "-−–‑‒" \
+    if family in SIGNED_FAMILIES and num.start and text[num.start - 1] in "-−–‐‑‒" \
             and (num.start < 2 or not text[num.start - 2].isalnum()):
         return -1.0
     return 1.0
@@ -1187,7 +1219,7 @@ def _group(text: str, nums: list[_Num]) -> list[Quantity]:
         repeat = num.repeat
         after = _REPEAT_AFTER.match(text, q.end)
         if after and q.family in SEQUENCE_FAMILIES:
-            repeat = 3 if after.group("thrice") else int(after.group("n") or 2)
+            repeat = 3 if after.group("thrice") else int(after.group("n") or after.group("n2") or 2)
             q = _updated(q, raw=text[q.start:after.end()].strip(), end=after.end())
         if q.family == "temperature" and _DIFFERENCE_WORD.search(text, max(0, q.start - 40), q.end + 30):
             q = _as_difference(q)
@@ -1516,7 +1548,7 @@ _OPPOSITES = {"on": "off", "intake": "exhaust", "front": "rear", "manual": "auto
               "upper": "lower", "inner": "outer", "left": "right", "each": "total", "before": "after", "up": "down",
               "primary": "secondary", "main": "nose", "start": "fully", "clockwise": "counterclockwise",
               "negative": "positive", "laden": "unladen", "installed": "removed"}
-_OPPOSITES |= {b: a for a, b in _OPPOSITES.items()} | {"anticlockwise": "clockwise"}
+_OPPOSITES |= {b: a for a, b in _OPPOSITES.items()} | {"anticlockwise": "clockwise", "out": "in"}
 _NAME_JOINS = re.compile(r"(?i:\b(toe|cuts?|before|after|past|avant|après|apres|vor|nach|low|high)[\s-]+(in|out|tdc|pmh|ot|tension)\b)")
 _TDC = re.compile(r"(?i:top\s+dead\s+cent(?:re|er)|t\.d\.c\.)")
 _NAME_WORD = re.compile(r"\d(?:st|nd|rd|th)\b|[^\W\d_]+\d*")  # "1st" and "2nd" name gears, "N1" a spool
@@ -1542,6 +1574,8 @@ def _names(window: str) -> frozenset[str]:
             name = word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
         if name not in _NOT_NAMES and (len(name) > 1 or not name.isascii()):
             words.add(name)
+    if "toe" in words and ("out" in words or "in" in words):  # "toe 2 mm out"
+        words.add("toeout" if "out" in words else "toein")
     return frozenset(words)
 
 
@@ -1653,6 +1687,11 @@ def _extract(text: str, decimal_comma: bool | None = None,
             quantities[k] = _as_unit(q, _REREAD[q.unit])
         elif q.family == "temperature" and "temperature difference" in reference_units:
             quantities[k] = _as_difference(q)
+        elif q.unit == "degree" and "temperatures only" in reference_units:
+            # "opens at 82 degrees" answering "82 °C": degrees of temperature, Celsius or Fahrenheit
+            low_, high_, _ = q.readings[0]
+            quantities[k] = _updated(q, unit="degree_Celsius", units=("degree_Celsius", "degree_Fahrenheit"),
+                                     family="temperature", value=low_, high=high_)
     unread: list[str] = []  # numbers with a unit-like token nothing reads ("15 Ж", "46 cSt", "58 HRC"), bare decimals
     bare: list[tuple[int, float]] = []  # other numbers without a unit: (position, value)
     starts = [q.start for q in quantities]
@@ -1692,9 +1731,9 @@ def _value_close(a: float, unit_a: str, prec_a: float, b: float, unit_b: str, pr
     b_in_a = convert(b, unit_b, unit_a)
     scale, offset = _affine(unit_a, unit_b)
     if equivalent:
-        # Printed beside each other, both rounded: the equivalent is some value within the main one's last digit,
-        # converted and rounded to its own ("45 Nm (33 ft-lb)", not "90 °C (196 °F)").
-        return abs(a_in_b - b) <= prec_b + abs(scale) * prec_a + _EPS * abs(b)
+        # The main value as printed, converted and rounded to the equivalent's digits ("45 Nm (33 ft-lb)"; not
+        # "45 Nm (34 ft-lb)", "90 °C (196 °F)"). A manual's own looser pair is accepted where it prints it.
+        return abs(a_in_b - b) <= prec_b * (1 + _EPS) + _EPS * abs(b) or abs(b_in_a - a) <= prec_a * (1 + _EPS) + _EPS * abs(a)
     # The answer is the reference rounded to the answer's digits, and no coarser than a rounding can excuse
     # ("81 ft-lb" for 110 Nm; not "0.01 in" for 0.15 mm, "1 bar" for 19 psi, "2 in" for 48 mm) ...
     if abs(a_in_b - b) <= prec_b * (1 + _EPS) + _EPS * abs(b):
@@ -1776,6 +1815,9 @@ def _condition_problems(wanted: tuple[Condition, ...], given: tuple[Condition, .
             problems.append(f"condition {w.raw!r} " + (f"differs: answer says {rival.raw!r}" if rival else "is missing"))
     said = {p.rsplit("answer says ", 1)[-1] for p in problems}
     for g in given:
+        if g.quantity and any(w.word and w.dimension == g.dimension and any(_condition_agrees(w, x) for x in given)
+                              for w in wanted):
+            continue  # "at idle (800 rpm)": the idle speed stated beside the agreed "idle"
         if any(w.dimension == g.dimension for w in wanted) and not any(_condition_agrees(w, g) for w in wanted):
             if repr(g.raw) not in said:
                 said.add(repr(g.raw))
@@ -1819,13 +1861,16 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     # A reference that states only temperature differences (a superheat) makes the answer's temperatures ones too.
     reference_units = frozenset(q.unit for w in wanted for q in (w, *w.equivalents)) | (
         {"temperature difference"} if any(w.family == "temperature difference" for w in wanted)
-        and not any(w.family == "temperature" for w in every) else set())
+        and not any(w.family == "temperature" for w in every) else set()) | (
+        {"temperatures only"} if any(w.family == "temperature" for w in every)
+        and not any(w.family == "angle" for w in every) else set())
     groups = _kinds(wanted)
     distinct = _distinct_names(wanted, groups)
     # The answer's names matter only where the reference names values apart or by a word with an opposite.
     named = any(len(group) > 1 and all(distinct[i] for i in group) for group in groups.values()) or any(
         word in _OPPOSITES or _CODE.fullmatch(word) for words in distinct for word in words)
-    found, too_many, _, (_, bare) = _extract(actual, reference_notation, any(q.family == "temperature" for q in wanted),
+    found, too_many, _, (_, bare) = _extract(actual, reference_notation,
+                                             any(q.family in ("temperature", "temperature difference") for q in wanted),
                                      any(q.family == "ratio" for q in wanted), reference_units,
                                      names=named or bool(page_text))
     # The page's own text, when the row carries it, is evidence for a value the answer adds (read up to MAX_TEXT_CHARS).
@@ -1941,7 +1986,8 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
             details.append(f"not judged: {got.raw!r}, a distance where the reference states none")
             continue
         if twin is not None and sum(1 for w in wanted if _group_of(w.family) == _group_of(got.family)) == 1 \
-                and not _between(sequence_words, min(got.start, given[assigned[twin]].end), max(got.start, given[assigned[twin]].end) + 1):
+                and not _between(sequence_words, min(got.start, given[assigned[twin]].end),
+                                 max(got.end, given[assigned[twin]].end) + SEQUENCE_AFTER):
             details.append(f"repeated: {got.raw!r}")
             continue
         stated = None
@@ -1962,7 +2008,7 @@ def match(expected: str, actual: str, page_text: str | None = None) -> SpecMatch
     for problem in _unpaired_names(wanted, groups, distinct, given, assigned):
         problems += 1
         details.append(problem)
-    for problem in _unitless_values(prepared, given, bare):
+    for problem in _unitless_values(prepared, given, bare, sequence_words):
         problems += 1
         details.append(problem)
     order = [assigned[i] for i in sorted(assigned) if i in positional and _group_of(wanted[i].family) == "sequence"]
@@ -2007,15 +2053,19 @@ def _limit_direction(want: Quantity) -> str | None:
     """"max" or "min" for a reference's "limit" whose name says which ("runout limit", "pad thickness limit")."""
     if want.qualifier != "limit":
         return None
-    grows, wears = bool(want.names & _LIMIT_MAX_NAMES), bool(want.names & _LIMIT_MIN_NAMES)
+    long = [name for name in want.names if len(name) >= 8 or not name.isascii()]  # "Bremsscheibe", "ディスク厚さ"
+    grows = bool(want.names & _LIMIT_MAX_NAMES) or any(w in name for name in long for w in _LIMIT_MAX_NAMES if len(w) >= 4 or not w.isascii())
+    wears = bool(want.names & _LIMIT_MIN_NAMES) or any(w in name for name in long for w in _LIMIT_MIN_NAMES if len(w) >= 4 or not w.isascii())
     return "max" if grows and not wears else "min" if wears and not grows else None
 
 
+SEQUENCE_AFTER = 20  # characters after a repeated value where "once more", "again" make it a further stage
 UNITLESS_REACH = 80  # characters after a value within which a number without a unit is read as another of its kind
 UNITLESS_FACTOR = 3.0  # ... when it is within this factor of that value ("40 Nm, or 45 if reused")
 
 
-def _unitless_values(text: str, given: list[Quantity], bare: list[tuple[int, float]]) -> list[str]:
+def _unitless_values(text: str, given: list[Quantity], bare: list[tuple[int, float]],
+                     sequence_words: list[int] = ()) -> list[str]:
     """An answer's numbers without a unit just after a value of similar size, in its sentence: another value of
     that kind the answer slips in ("40 Nm, or 45 if reused", "0.20 mm (0.25 on high-mileage engines)")."""
     specs = sorted((g for g in given if g.role == "spec"), key=lambda g: g.start)
@@ -2031,7 +2081,11 @@ def _unitless_values(text: str, given: list[Quantity], bare: list[tuple[int, flo
             continue
         near = specs[n]
         own = [end for low, high, _ in near.readings for end in (low, high) if end is not None]
-        if any(math.isclose(value, end, rel_tol=1e-9) for end in own) or value <= 0 \
+        same = any(math.isclose(value, end, rel_tol=1e-9) for end in own)
+        if same and near.family in SEQUENCE_FAMILIES and _between(sequence_words, near.end, position):
+            problems.append(f"unitless value {value:g} after {near.raw!r} is a further stage the reference does not give")
+            continue
+        if same or value <= 0 \
                 or not any(end > 0 and end / UNITLESS_FACTOR <= value <= end * UNITLESS_FACTOR for end in own):
             continue
         problems.append(f"unitless value {value:g} after {near.raw!r} reads as another {near.family} the reference "
