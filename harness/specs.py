@@ -1497,7 +1497,7 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
         after = min(segment_ends[min(segment, len(segment_ends) - 1)], quantities[k + 1].start if k + 1 < len(quantities) else len(text), q.end + NAME_REACH)
         out[k] = _updated(q, labels=tuple(sorted(labels[k])), qualifier=_qualifier(text, q, clause_start, qualifiers, qualifier_ends),
                          conditions=tuple(conditions[k]), stage=stage,
-                         names=_names(text[before:q.start]) | _names(text[q.end:after]) if names else frozenset())
+                         names=_value_names(text[before:q.start], text[q.end:after]) if names else frozenset())
     return out
 
 
@@ -1574,9 +1574,15 @@ def _names(window: str) -> frozenset[str]:
             name = word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
         if name not in _NOT_NAMES and (len(name) > 1 or not name.isascii()):
             words.add(name)
-    if "toe" in words and ("out" in words or "in" in words):  # "toe 2 mm out"
-        words.add("toeout" if "out" in words else "toein")
     return frozenset(words)
+
+
+def _value_names(before: str, after: str) -> frozenset[str]:
+    """The names of a value from the words before and after it in its clause."""
+    words = _names(before) | _names(after)
+    if "toe" in words and ("out" in words or "in" in words):  # "toe 2 mm out"
+        words |= {"toeout" if "out" in words else "toein"}
+    return words
 
 
 def _kinds(wanted: list[Quantity]) -> dict[str, list[int]]:

@@ -685,3 +685,75 @@ def test_units_never_seen_are_parsed_within_a_budget_per_text():
     found = extract_quantities(text)
     assert time.process_time() - start < 0.050 + 0.002 * MAX_NEW_UNITS
     assert 0 < len(found) <= 200
+
+
+@pytest.mark.parametrize(
+    "expected, actual, passed",
+    [
+        # Negated and named qualifiers, limits.
+        ("Pad thickness: at least 3 mm", "must not fall below 3 mm", True),
+        ("Runout: max 0.1 mm", "should never be above 0.1 mm", True),
+        ("Runout: max 0.1 mm", "must not fall below 0.1 mm", False),
+        ("Minimum torque 20 Nm", "Maximum torque 20 Nm", False),
+        ("Brake disc wear limit 22.0 mm", "22.0 mm maximum", False),
+        ("Drive shaft runout limit: 0.1 mm", "0.1 mm minimum", False),
+        ("Engine oil capacity 4.5 L", "Fill up to 4.5 L", True),
+        # Names in other words and languages.
+        ("Upper arm bolt 50 Nm, lower arm bolt 80 Nm", "Bottom arm bolt 50 Nm, top arm bolt 80 Nm", False),
+        ("Tire pressure: left 2.2 bar, right 2.4 bar", "RH 2.2 bar, LH 2.4 bar", False),
+        ("Ventilspiel: Einlass 0,20 mm, Auslass 0,30 mm", "Auslassventile 0,20 mm, Einlassventile 0,30 mm", False),
+        ("Ignition timing 10° BTDC", "10° after top dead centre", False),
+        ("Fork oil 475 cc each leg", "475 cc total", False),
+        ("Toe-in 2 mm", "Toe 2 mm out", False),
+        ("Fuel pressure 43 psig", "43 psia", False),
+        ("Alternator output 12 V DC", "12 V AC", False),
+        # Values hidden without a unit, in a pair, as a part's size, as a further pass.
+        ("Torque 40 Nm", "40 Nm, or 45 if reused", False),
+        ("Tighten to 40 Nm, then 90°", "Tighten to 40 Nm, then 90°, then a further 90", False),
+        ("Tyre pressure: 28/32 psi", "35/40 psi", False),
+        ("Tyre pressure: 28/32 psi", "28 psi front, 32 psi rear", True),
+        ("Drive shaft nut 250 Nm", "130 Nm drive shaft nut", False),
+        ("Cylinder head nuts 40 Nm", "40 Nm, then retorque to 40 Nm after the first heat cycle", False),
+        # Precision: equivalents at the printed digits, answers no coarser than a rounding.
+        ("45 Nm (33 ft-lb)", "45 Nm (34 ft-lb)", False),
+        ("Coolant temperature 90 °C", "90 °C (196 °F)", False),
+        ("Valve clearance 0.15 mm", "0.01 in", False),
+        ("Tyre pressure 19 psi", "1 bar", False),
+        ("Tyre pressure 29 psi", "2 bar", True),
+        # Notations.
+        ("Opening temperature –37 °C", "37 °C", False),
+        ("4.7 µF", "4.7 mF", False),
+        ("Tighten to 40 Nm", "$40\\,\\mathrm{N\\cdot m}$", True),
+        ("Thermostat opens at 82 °C", "The thermostat opens at 82 degrees", True),
+        ("Stage 1: 40 Nm, Stage 2: 90°, Stage 3: 90°", "40 Nm, then 90°, 2 times", True),
+        ("Adjusting screw: 1/2 turn out", "two and a half turns out", False),
+        ("Coil resistance 1.5 kΩ ± 10 %", "1.35–1.65 kΩ", True),
+        ("Superheat: 8-12 °F", "4.4–6.7 °C", True),
+        ("Superheat: 10 °F", "-12.2 °C superheat", False),
+        ("Evacuate the system to 500 microns", "0.5 Torr", True),
+        ("Idle speed (in P or N position): 700 ± 50 rpm", "700 ± 50 rpm in D", False),
+        ("Oil pressure 1.5 bar at idle", "1.5 bar at idle (800 rpm)", True),
+    ],
+)
+def test_notations_found_from_outside(expected, actual, passed):
+    # Classes found by a second set written without the checker and by an adversarial review.
+    result = match(expected, actual)
+    assert result.applicable
+    assert result.passed is passed, result.details
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["Kinematic viscosity 46 cSt at 40 °C", "Hardness 58 HRC", "Lambda 1.00 ± 0.03 at 2500 rpm",
+     "Airspeed 65 KIAS at 2,300 lb"],
+)
+def test_a_value_in_a_notation_nothing_reads_leaves_the_reference_ungraded(reference):
+    result = match(reference, "anything at all, 40 °C, 2500 rpm, 2,300 lb")
+    assert result.applicable is False and not result.passed
+
+
+def test_a_conversion_pint_cannot_make_is_no_agreement_and_no_crash():
+    for reference, answer in [("Heating capacity 60,000 BTU/h", "60,000 BTU"), ("Enthalpy 250 kJ/kg", "250 kJ"),
+                              ("Energy consumption 150 Wh/km", "150 Wh"), ("Impact energy 30 J/cm²", "30 J")]:
+        result = match(reference, answer)
+        assert result.applicable and not result.passed
