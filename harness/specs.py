@@ -68,13 +68,21 @@ ft-lb matches "15 ft-lb", not "16 ft-lb". An answer more precise than a coarse r
 reference rounded ("59 Nm" for "6 kpm" = 58.8 Nm), within 2 %. A whole number ending in three
 or more zeros is a round figure ("60,000 km" = "37,000 miles"). Fractions and turn words are
 exact (1/4 turn = 90°). A range matches only a range whose two ends agree; a single value
-inside an expected range fails, and so does a nominal value without the reference's tolerance.
+inside an expected range fails, and so does a nominal value without the reference's tolerance
+("1.5 kΩ ± 10 %" is 1.35–1.65 kΩ). An answer in another unit is never more than COARSE_REL (5 %)
+off, whatever its rounding ("0.01 in" is not 0.15 mm, "1 bar" not 19 psi; "2 bar" is 29 psi).
+Temperature differences (superheat, subcooling, Überhitzung, "temperature rise") convert by scale,
+not offset; an answer's "degrees" answer a reference that states only temperatures.
 
 Qualifiers (min, max, limit; German mind., max., höchstens; French mini, maxi; Japanese 以上, 以下,
 使用限度) and conditions are part of a spec. A quantity's name is no qualifier: "Max. torque: 230
 Nm at 4750 rpm", "Couple maxi", "Vitesse maxi". "max 0.10 mm" and "at least
-0.10 mm" differ; a qualifier the reference states must be stated; "limit" (wear or service
-limit) agrees with a limit, min or max. Conditions (at idle, cold, hot / at operating
+0.10 mm" differ; a qualifier the reference states must be stated; a negated one flips ("must not
+fall below" is a minimum, "no greater than" a maximum); a max or min that is part of a name need
+not be said but must not be contradicted ("Minimum torque" is not "Maximum torque"). "limit" (wear
+or service limit) agrees with the min or max its name implies (a maximum for runout, play,
+clearance, a bore; a minimum for a thickness, a disc, a pad, a stem: _limit_direction), or either
+when it does not say; a word after the value ("使用限度 36.5 mm以上") says which. Conditions (at idle, cold, hot / at operating
 temperature, at 3000 rpm, at 80 °C) must agree when the reference states one: with one
 condition for the whole reference it may be stated anywhere in the answer; with different
 conditions for different values each value must carry its own. A condition the answer adds
@@ -96,7 +104,7 @@ enclenchement = on). Values the reference names apart that the answer names with
 words pair in order.
 
 Labels. When the reference labels its values (M8/M10, intake/exhaust, stage 1/2/3,
-front/rear, inner/outer, new/used, left/right, upper/lower), values pair by label: a swap
+front/rear, inner/outer, new/used, left/right, upper/lower, psig/psia, AC/DC), values pair by label: a swap
 fails, a reordering passes. Unlabelled values of a tightening sequence (torque and angle
 stages) pair in order: a missing, added or reordered stage fails.
 
@@ -105,7 +113,8 @@ agree with its own main value at the equivalent's printed precision ("45 Nm (40 
 fails), and the main value must match the reference whatever its equivalent says. An
 equivalent the reference itself prints may be matched in its place, even when it is not the
 exact conversion ("6,000 km (4,000 mi)" answered "every 4,000 miles"); the same pair restated
-passes.
+passes. An answer's own equivalent is its main value as printed, converted and rounded to the
+equivalent's digits ("45 Nm (34 ft-lb)" and "90 °C (196 °F)" fail).
 
 Hedges. "30 or 35 Nm" states no single value: it fails.
 
@@ -116,20 +125,26 @@ restatement of a matched value is not one ("The torque is 40 Nm, so use 40 Nm") 
 reference gives one value of that kind and no sequence word (then, again, further, +, twice)
 joins the two ("40 Nm, then 40 Nm again" is a second stage). Incidental numbers are not specifications: numbers without a unit ("bolt 4", "step 3",
 a year, a part number), sizes of tools and parts ("17 mm socket", "the 10 mm bolts", "M10 x
-1.25 mm"; such a size still matches an expected value it states: "a 16-meter hose"), conditions
-("at 3000 rpm" after a pressure), and distances where the reference states none ("recheck
-after 1000 km").
+1.25 mm": lengths only, "130 Nm drive shaft nut" is a torque; such a size still matches an
+expected value it states: "a 16-meter hose"), conditions ("at 3000 rpm" after a pressure), and
+distances where the reference states none ("recheck after 1000 km"). A number without a unit just
+after a value of similar size in its sentence is another such value ("40 Nm, or 45 if reused",
+"0.20 mm (0.25 on high-mileage engines)", "then 90°, then a further 90"); "28/32 psi" is two
+values, not a fraction; re-torquing ("retorque to 40 Nm", "once more") is a further stage.
 
 Page text. When the row carries the page's text (match(..., page_text=)), a value the answer
-adds that the page states is not a hallucination (the page is read up to MAX_TEXT_CHARS).
+adds that the page states, under the same name where both name it, is not a hallucination (the
+page is read up to MAX_TEXT_CHARS, and compared up to PAGE_COMPARISONS times).
 
 Not applicable. A reference with no quantity the checker can read gives applicable=False and
 the reason; so does a reference with a number followed by a unit symbol nothing here reads
-("15 Ж"): never a verdict on the readable rest. Such a sample is graded by keywords or the judge,
+("15 Ж", "46 cSt", "58 HRC", "65 KIAS") or a decimal with no unit ("Lambda 1.00 ± 0.03"): never
+a verdict on the readable rest. Such a sample is graded by keywords or the judge,
 never by this check, and the report lists it with the reason.
 
-Bounds. Each text is read up to MAX_TEXT_CHARS and MAX_NUMBERS numbers; an answer over either
-fails with the reason, a reference over either is not applicable. Each pattern is scanned
+Bounds. Each text is read up to MAX_TEXT_CHARS, MAX_NUMBERS numbers and MAX_VALUES values; an
+answer over any fails with the reason, a reference over any is not applicable. At most
+MAX_NEW_UNITS unit symbols new to pint are parsed per text (pint's answers are cached). Each pattern is scanned
 once per text, and each number looks at a bounded window around it, so the time is linear in
 the text and capped (tests/test_specs.py: hostile texts at the cap under 50 ms).
 
