@@ -15,10 +15,13 @@ Four measurements, printed as Markdown tables (BENCHMARKS.md quotes them):
    French 0,20 à 0,25 mm and maxi, Japanese 0.7〜0.8 mm, aircraft psig and in-lb, motorcycle,
    outboard, tractor, wiring and small-engine manuals), and labelled by a grader who never saw the
    checker or ran it while writing them; each case carries its manual kind and its category.
+   tests/data/spec_cases_holdout.jsonl, a second set written the same way after the checker was
+   built (Italian and Spanish manuals, HVAC, aviation, electrical test values, ...), per category.
 3. Extraction against outside material: the annotated English test sentences shipped in the
    quantulum3 package (quantities.json, quantities.ambiguity.json; a dev dependency), limited to
-   the checker's physical dimensions (length and distance, volume, temperature, angle, pressure,
-   torque, rotational speed). A quantity the checker extracts is correct when its span overlaps an
+   the dimensions the checker reads (QUANTULUM_UNITS: lengths, volumes, temperatures, angles, mass,
+   time, speeds, power, energy, frequency, area, percent, ...; not currencies, data sizes or
+   counts). A quantity the checker extracts is correct when its span overlaps an
    annotated one and its value, converted by pint, equals the annotated value (the midpoint for a
    range, as quantulum3 annotates ranges). Bracketed equivalents count as quantities of their own.
    Precision = correct / extracted; recall = annotated in-dimension quantities found / all of them.
