@@ -462,6 +462,7 @@ _LABEL_RE = re.compile(
     r"|\b(?P<gauge>psig|barg|bar\s?\(g\)|gauge\s+pressure|(?<=bar\s)gauge|(?<=psi\s)gauge|(?<=kpa\s)gauge)(?!\w)"
     r"|\b(?P<absolute>psia|bara|bar\s?\(a\)|absolute(?:\s+pressure)?)(?!\w)"
     r"|\b(?P<dc>dc|vdc|adc|d\.c\.)(?!\w)|\b(?P<ac>ac|vac|aac|a\.c\.)(?!\w))")
+_VALVE_CAPITALS = re.compile(r"\b(?P<intake>IN)\b|\b(?P<exhaust>EX)\b")
 _LABEL_KIND = {"intake": "valve", "exhaust": "valve", "front": "axle", "rear": "axle", "inner": "side",
                "outer": "side", "new": "wear", "used": "wear", "left": "hand", "right": "hand",
                "upper": "height", "lower": "height", "gauge": "pressure reference", "absolute": "pressure reference",
@@ -1411,7 +1412,10 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
     spec_ends = [quantities[k].end for k in specs]
     all_starts = [q.start for q in quantities]
     found_labels = []
-    for m in _LABEL_RE.finditer(low):
+    matches = list(_LABEL_RE.finditer(low))
+    if "IN" in text or "EX" in text:  # capitals only: "IN 0.15 mm, EX 0.25 mm", "IN/EX 0.15/0.25 mm"
+        matches = sorted(matches + list(_VALVE_CAPITALS.finditer(text)), key=lambda m: m.start())
+    for m in matches:
         kind, value = _label(m)
         inside = bisect.bisect_right(all_starts, m.start()) - 1
         if kind == "size" and inside >= 0 and m.start() < quantities[inside].end:
@@ -1420,7 +1424,19 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
     label_starts: dict[tuple[int, str], list[int]] = defaultdict(list)  # per segment and kind, in text order
     for m, kind, _, segment in found_labels:
         label_starts[segment, kind].append(m.start())
-    for m, kind, value, segment in found_labels:
+    paired: set[int] = set()
+    for i, ((m1, kind1, value1, _), (m2, kind2, value2, _)) in enumerate(zip(found_labels, found_labels[1:])):
+        # "Intake/exhaust: 0.20/0.30 mm", "Front/rear 2.2/2.4 bar": two labels, then two values, pair in order
+        n = bisect.bisect_left(spec_starts, m2.end())
+        if kind1 == kind2 and text[m1.end():m2.start()].strip() == "/" and n + 1 < len(specs) \
+                and not text[m2.end():spec_starts[n]].strip(" \t:=") \
+                and text[quantities[specs[n]].end:spec_starts[n + 1]].strip() == "/":
+            labels[specs[n]].append((kind1, value1))
+            labels[specs[n + 1]].append((kind2, value2))
+            paired |= {i, i + 1}
+    for index, (m, kind, value, segment) in enumerate(found_labels):
+        if index in paired:
+            continue
         targets = by_segment.get(segment, [])
         starts = label_starts[segment, kind]
         if len(targets) > 1 and len(starts) > 1:

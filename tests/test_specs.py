@@ -733,6 +733,9 @@ def test_units_never_seen_are_parsed_within_a_budget_per_text():
         ("Evacuate the system to 500 microns", "0.5 Torr", True),
         ("Idle speed (in P or N position): 700 ± 50 rpm", "700 ± 50 rpm in D", False),
         ("Oil pressure 1.5 bar at idle", "1.5 bar at idle (800 rpm)", True),
+        ("Valve clearance: IN 0.15 mm, EX 0.25 mm", "IN/EX 0.15/0.25 mm", True),
+        ("Valve clearance: IN 0.15 mm, EX 0.25 mm", "IN/EX 0.25/0.15 mm", False),
+        ("Front 2.2 bar, rear 2.4 bar", "Front/rear: 2.4/2.2 bar", False),
     ],
 )
 def test_notations_found_from_outside(expected, actual, passed):
