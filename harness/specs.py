@@ -991,6 +991,12 @@ def _scan_numbers(text: str, low: str, decimal_comma: bool | None, temperature: 
                 num.unit_index, num.unit_end, per = _read_unit(text, num.end, budget) or (None, 0, 1)
                 if per != 1:
                     num.readings = [(value / per, precision / per) for value, precision in num.readings]
+    for num in kept:
+        # "6.500 U/min", "alle 120.000 km": German thousands points. An engine speed or a distance is never printed
+        # with three decimals ending in zero, so there the point groups thousands.
+        if num.unit_index is not None and _FORMS[num.unit_index][1] in ("speed", "distance") \
+                and _THOUSANDS_POINT.fullmatch(text, num.start, num.end):
+            num.readings, num.integer = [(float(text[num.start:num.end].replace(".", "")), 0.5)], True
     # A number inside the unit before it ("10.5:1", "800 1/min") is part of that unit.
     inside: list[_Num] = []
     for num in kept:
@@ -1034,6 +1040,7 @@ _RATIO_WORD = re.compile(r"\bratios?\b|\brapport|übersetzung|untersetzung|\bred
 _DECIMAL = re.compile(r"\d+[.,]\d+")
 _RATIO_HINTS = ("ratio", "rapport", "setzung", "reduction", "比")  # a cheap test before _RATIO_WORD
 _KILO = re.compile(r"[kK](?=[ \t])")
+_THOUSANDS_POINT = re.compile(r"[1-9]\d{0,2}\.\d\d0")
 # "1st", "2. Gang": a position; "3. Bleed the caliper", "2) Fit": a step's number
 _ORDINAL_AFTER = re.compile(r"(?i:st|nd|rd|th)\b|\.[ \t]?(?i:gang|gear|stufe|vitesse)\b|\.[ \t]+(?=[A-Z])|\)[ \t]+(?=[A-Z])")
 _DMS_GAP = re.compile(r"[ \t]?")  # 12°30′, 12° 30′ 15″
@@ -1425,6 +1432,7 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
     for m, kind, _, segment in found_labels:
         label_starts[segment, kind].append(m.start())
     paired: set[int] = set()
+    segment_starts: dict[int, list[int]] = {}
     for i, ((m1, kind1, value1, _), (m2, kind2, value2, _)) in enumerate(zip(found_labels, found_labels[1:])):
         # "Intake/exhaust: 0.20/0.30 mm", "Front/rear 2.2/2.4 bar": two labels, then two values, pair in order
         n = bisect.bisect_left(spec_starts, m2.end())
@@ -1445,7 +1453,9 @@ def _attach(text: str, low: str, quantities: list[Quantity], names: bool = True)
             n = bisect.bisect_left(starts, m.start())
             upto = starts[n + 1] if n + 1 < len(starts) else len(text)
             since = starts[n - 1] if n else -1
-            starts_of = [quantities[k].start for k in targets]  # targets are in text order
+            starts_of = segment_starts.get(segment)  # the segment's values' starts, in text order
+            if starts_of is None:
+                starts_of = segment_starts[segment] = [quantities[k].start for k in targets]
             lo, hi = bisect.bisect_right(starts_of, m.start()), bisect.bisect_left(starts_of, upto)
             after = targets[lo:hi]
             targets = after or targets[bisect.bisect_right(starts_of, since):bisect.bisect_left(starts_of, m.start())][-1:]
@@ -1712,7 +1722,10 @@ def _extract(text: str, decimal_comma: bool | None = None,
                          borrowed=notation is None and bool(decimal_comma), ratio=ratio)
     too_many = len(nums) > MAX_NUMBERS
     _propagate_units(text, nums)
-    quantities = _attach(text, low, _group(text, nums), names)
+    grouped = _group(text, nums)
+    if len(grouped) > MAX_VALUES:  # a table, or hostile text: not read further (match says so)
+        return grouped, too_many, notation, ([], [])
+    quantities = _attach(text, low, grouped, names)
     for k, q in enumerate(quantities):
         # "32 oz. (946 mL)": ounces of a liquid. An answer reads a symbol as the reference does: its "500 microns"
         # answer a vacuum in microns of mercury, its "oz" fluid ounces, its temperatures a superheat.
