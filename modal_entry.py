@@ -92,7 +92,7 @@ trainer_image = (
     # Axolotl pins an older Modal client; containers run the client Modal mounts, matching yours.
     .run_commands("python -m pip uninstall -y modal")
     .env({**CONTAINER_ENV, ms.FLASH_ATTN_ENV: "1" if ms.flash_attn_image_enabled() else "0"})
-    .add_local_python_source(*LOCAL_SOURCES)
+    .add_local_python_source(*LOCAL_SOURCES, ignore=ms.PACKAGE_IGNORE)
 )
 
 # vLLM with the transformers version that wrote the merged checkpoint.
@@ -101,7 +101,7 @@ vllm_image = (
     .entrypoint([])
     .uv_pip_install(f"vllm=={ms.VLLM_VERSION}", f"transformers=={ms.TRANSFORMERS_VERSION}")
     .env(CONTAINER_ENV)
-    .add_local_python_source(*LOCAL_SOURCES)
+    .add_local_python_source(*LOCAL_SOURCES, ignore=ms.PACKAGE_IGNORE)
 )
 
 # The light environment: the harness and the judge, no torch; its requirements are pyproject.toml's
@@ -111,7 +111,7 @@ eval_image = (
     modal.Image.debian_slim(python_version=ms.PYTHON_VERSION)
     .uv_pip_install(*LIGHT_REQUIREMENTS)
     .env(CONTAINER_ENV)
-    .add_local_python_source(*LOCAL_SOURCES)
+    .add_local_python_source(*LOCAL_SOURCES, ignore=ms.PACKAGE_IGNORE)
 )
 
 
@@ -135,7 +135,7 @@ def base_model_of(run) -> str:
     return yaml.safe_load(run.config_file.read_text(encoding="utf-8"))["base_model"]
 
 
-@app.function(image=trainer_image, volumes=VOLUMES, cpu=1.0, memory=4096, timeout=ms.MODAL_MAX_TIMEOUT_S, nonpreemptible=True)
+@app.function(image=trainer_image, volumes=VOLUMES, cpu=1.0, memory=4096, timeout=ms.PIPELINE_TIMEOUT_S, nonpreemptible=True)
 def pipeline(run_name: str, stages: list[str], hub_dataset: str = "", hub_model: str = "") -> dict:
     """The run's stages in order, each in its own container. This one waits on a CPU and is never preempted,
     so a detached run goes on without your machine; the GPU containers are retried and resume."""
@@ -151,7 +151,10 @@ def pipeline(run_name: str, stages: list[str], hub_dataset: str = "", hub_model:
         results["validate"] = "ok"
     if "train" in stages:
         options = ms.train_call_options(recipe)
-        results["train"] = train.with_options(**options, secrets=secrets_named(ms.train_secret_names(recipe))).remote(run_name)
+        # Each retry gets a fresh timeout: retry only when this pipeline can still wait for it, merge and smoke-test.
+        retries = modal.Retries(max_retries=ms.train_retries(recipe), initial_delay=ms.TRAIN_RETRY_DELAY_S)
+        call = train.with_options(**options, retries=retries, secrets=secrets_named(ms.train_secret_names(recipe)))
+        results["train"] = call.remote(run_name)
     if "merge" in stages:
         results["merge"] = merge.remote(run_name)
     if "smoke" in stages:
@@ -173,7 +176,8 @@ def pipeline(run_name: str, stages: list[str], hub_dataset: str = "", hub_model:
     secrets=[secret(HF_SECRET)],
     memory=ms.TRAIN_MEMORY_MIB,
     timeout=ms.MODAL_MAX_TIMEOUT_S,  # each call sets the recipe's compute.timeout_hours
-    retries=modal.Retries(max_retries=1, initial_delay=30.0),  # preemptions restart by themselves; this covers one crash
+    # Preemptions restart by themselves; this covers one crash. The pipeline's call sets ms.train_retries(recipe).
+    retries=modal.Retries(max_retries=ms.TRAIN_RETRIES, initial_delay=ms.TRAIN_RETRY_DELAY_S),
 )
 def train(run_name: str) -> dict:
     """`vlm3.steps.train_run` in the run directory on the volume; a restart resumes from the last checkpoint."""
@@ -202,14 +206,14 @@ def train(run_name: str) -> dict:
     image=trainer_image,
     volumes=VOLUMES,
     secrets=[secret(HF_SECRET)],
-    gpu=ms.MERGE_GPU,
+    gpu=ms.MERGE_GPU,  # None: the merge and its fp32 check run on the CPU (see modal_support.MERGE_GPU)
     cpu=ms.MERGE_CPU,
     memory=ms.MERGE_MEMORY_MIB,
     timeout=ms.MERGE_TIMEOUT_S,
-    retries=modal.Retries(max_retries=2, initial_delay=10.0),
+    retries=modal.Retries(max_retries=ms.MERGE_RETRIES, initial_delay=10.0),
 )
 def merge(run_name: str) -> dict:
-    """`vlm3.steps.merge_run`: merge the adapter, then check the merged folder against base + adapter."""
+    """`vlm3.steps.merge_run` in a CPU container: merge the adapter, then check the merged folder against base + adapter."""
     from vlm3 import steps
     from vlm3.trainer_env import TrainerEnv
 
@@ -225,7 +229,8 @@ def merge(run_name: str) -> dict:
             "max_ulp_error": check.get("max_ulp_error")}
 
 
-@app.function(image=vllm_image, volumes=VOLUMES, gpu=ServeSpec().gpu, timeout=ms.SMOKE_TIMEOUT_S, retries=1)
+@app.function(image=vllm_image, volumes=VOLUMES, gpu=ServeSpec().gpu, cpu=ms.SERVE_CPU, memory=ms.SERVE_MEMORY_MIB,
+              timeout=ms.SMOKE_TIMEOUT_S, retries=ms.SMOKE_RETRIES)  # CPU and memory as the endpoint's: it decodes the pages
 def smoke_test(run_name: str) -> dict:
     """Start vLLM exactly as the endpoint will, refuse a request without the key, answer one image question."""
     import json

@@ -721,6 +721,8 @@ def test_the_pipeline_calls_each_stage_with_the_recipes_options(cloud_run, monke
         monkeypatch.setattr(entry, name, Recorder(name))
     results = entry.pipeline.local(run_name, list(ms.STAGES["all"]))
     assert [s[0] for s in seen] == ["check_rendered_config", "train", "merge"]
+    retries = seen[1][2].pop("retries")  # bounded so that the printed cap holds (tests/test_modal_traps.py)
+    assert retries.max_retries == ms.train_retries(recipe)
     assert seen[1][2] == {"gpu": None, "timeout": int(recipe.compute.timeout_hours * 3600), "cpu": ms.CPU_TRAIN_CPU,
                           "memory": ms.CPU_TRAIN_MEMORY_MIB}
     assert "skipped" in results["smoke"], "the tiny CPU model is not smoke-tested with vLLM"

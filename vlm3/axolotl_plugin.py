@@ -137,8 +137,34 @@ def role_boundary_specs(cfg) -> bool:
     return True
 
 
+# Families whose RMSNorm Liger 0.8.1 patches under a name transformers 5.16 no longer uses: its apply functions
+# replace `modeling_qwen2_vl.Qwen2RMSNorm` (and Qwen2.5-VL's), but the layers are built from `Qwen2VLRMSNorm`
+# and `Qwen2_5_VLRMSNorm`, so Axolotl's `liger_rms_norm: true` changes nothing there. The same apply function
+# given the built model patches the modules themselves (liger_kernel/transformers/monkey_patch.py).
+LIGER_RMS_NORM_BY_INSTANCE = {"qwen2_vl": "apply_liger_kernel_to_qwen2_vl", "qwen2_5_vl": "apply_liger_kernel_to_qwen2_5_vl"}
+
+
+def patch_liger_rms_norm(model) -> bool:
+    """Liger's RMSNorm on the built model's norms, for the families in LIGER_RMS_NORM_BY_INSTANCE; False for others.
+
+    Only the RMSNorm: the other kernels Axolotl's Liger plugin asked for are patched by class and work."""
+    import inspect
+
+    from liger_kernel.transformers import monkey_patch
+
+    name = LIGER_RMS_NORM_BY_INSTANCE.get(getattr(model.config, "model_type", None))
+    if name is None:
+        return False
+    apply = getattr(monkey_patch, name)
+    flags = {"rope": False, "cross_entropy": False, "fused_linear_cross_entropy": False, "layer_norm": False, "swiglu": False}
+    parameters = inspect.signature(apply).parameters
+    apply(rms_norm=True, model=model, **{key: value for key, value in flags.items() if key in parameters})
+    return True
+
+
 class Vlm3Plugin(BasePlugin):
-    """Frozen vision tower forward-only, a padding count per run, the TrainingArguments above, role_boundaries that load."""
+    """Frozen vision tower forward-only, a padding count per run, the TrainingArguments above, role_boundaries that load,
+    and Liger's RMSNorm where Liger's own patch misses it."""
 
     def __init__(self):
         super().__init__()
@@ -146,6 +172,10 @@ class Vlm3Plugin(BasePlugin):
 
     def pre_model_load(self, cfg):
         role_boundary_specs(cfg)
+
+    def post_model_build(self, cfg, model):
+        if cfg.liger_rms_norm:  # before the adapter wraps the model: Liger's patch expects the bare model classes
+            patch_liger_rms_norm(model)
 
     def post_model_load(self, cfg, model):
         run_frozen_vision_forward_only(model)

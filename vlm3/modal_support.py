@@ -74,14 +74,23 @@ MIN_VLLM_FOR_TRANSFORMERS_5 = (0, 19, 1)
 VLLM_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"  # nvcc for FlashInfer's just-in-time kernels
 # The evaluation image installs the light environment: pyproject.toml's dependencies and these extras.
 EVAL_EXTRAS = ("judge",)
+# What of our packages is left out of every image. Modal's add_local_python_source ships only .py files
+# by default (modal.file_pattern_matcher.NON_PYTHON_FILES); the packages read data files beside their code
+# at run time (harness/probes/general.jsonl, vlm3/chat_templates/*.jinja), so everything else ships too.
+# A list, not a tuple: Modal turns a list of patterns into a FilePatternMatcher (modal/mount.py).
+PACKAGE_IGNORE = ["**/__pycache__", "**/*.pyc", "**/.*"]
 
 HOUR = 3600  # seconds
 MODAL_MAX_TIMEOUT_S = 24 * HOUR
-MERGE_GPU = "A10G"  # bf16 and 24 GB: holds the 7B model for the merge; the cheapest card that does
+# The merge runs on CPU: the check that follows it (trainer_side.verify_merge) holds the fp32 base + adapter
+# (~33 GB for the 7B), more than an A10G's 22.5 GiB, so it runs on the CPU, and a GPU beside it would sit idle
+# for its 10-20 minutes. Axolotl's merge itself is a load, one small B @ A per LoRA module and a save: it
+# needs no GPU ("merging is still functional" without one, axolotl/utils/schemas/config.py).
+MERGE_GPU = None
 # The merge check holds the fp32 base + adapter (~33 GB for the 7B) beside the bf16 merged model (~17 GB),
 # then the merged model alone in fp32 (~33 GB): ~50 GB at its peak.
 MERGE_MEMORY_MIB = 64 * 1024
-MERGE_CPU = 8.0
+MERGE_CPU = 8.0  # the fp32 forward passes of the check: ~1.3e14 FLOPs for the 7B on CHECK_EXAMPLES rows, minutes on 8 cores
 MERGE_TIMEOUT_S = 2 * HOUR
 TRAIN_MEMORY_MIB = 32 * 1024  # the train function's default; each call asks train_call_options' amount
 # CPU and memory per GPU for training. Each GPU has one training process (accelerate starts one per
@@ -101,6 +110,22 @@ TRAIN_CPU_PER_GPU = float(math.ceil(1 + SAMPLE_PREP_CPU_S * PEAK_SAMPLES_PER_GPU
 TRAIN_MEMORY_PER_GPU_MIB = 32 * 1024
 CPU_TRAIN_CPU, CPU_TRAIN_MEMORY_MIB = 2.0, 8 * 1024  # a CPU recipe (the tiny model)
 SMOKE_TIMEOUT_S = 45 * 60
+# Retries. Modal gives every attempt a fresh timeout, so each attempt is billed up to its timeout, and the
+# pipeline (which waits on train, merge and smoke in turn) must outlast all of them. A preempted container
+# restarts by itself without using a retry; that time is billed too and is not bounded here.
+TRAIN_RETRIES = 1  # one crash is retried (it resumes from the last checkpoint) when the pipeline has time for it
+TRAIN_RETRY_DELAY_S = 30.0
+MERGE_RETRIES = 2
+SMOKE_RETRIES = 1
+PIPELINE_TIMEOUT_S = MODAL_MAX_TIMEOUT_S
+PIPELINE_RESERVE_S = 30 * 60  # the validate stage and each container's start
+# Serving and the smoke test: vLLM's API server decodes and resizes every page on the CPU (~30-46 ms per
+# 1 MP JPEG, see FACTS) and its engine process drives the GPU from another core. At the endpoint's 32
+# concurrent requests a burst of pages is ~1.5 core-seconds; Modal's default 0.125 cores would take ~12 s
+# for it and starve the GPU. 8 cores: the two processes, the tokenizer and ~6 cores for pages (~150 pages/s).
+# Memory: the ~17 GB bf16 checkpoint passes through host memory as it loads, plus the decoded pages in flight.
+SERVE_CPU = 8.0
+SERVE_MEMORY_MIB = 32 * 1024
 EVAL_TIMEOUT_S = 4 * HOUR
 HUB_TIMEOUT_S = 2 * HOUR
 SERVE_PORT = 8000
@@ -200,6 +225,21 @@ def light_requirements(pyproject: Path, extras: Iterable[str] = EVAL_EXTRAS) -> 
     return [*project["dependencies"], *(req for extra in extras for req in optional[extra])]
 
 
+def after_train_worst_s() -> int:
+    """The longest the merge and the smoke test can take, every retry counted (each gets a fresh timeout)."""
+    return (MERGE_RETRIES + 1) * MERGE_TIMEOUT_S + (SMOKE_RETRIES + 1) * SMOKE_TIMEOUT_S
+
+
+def train_retries(recipe: Recipe) -> int:
+    """Retries for training: TRAIN_RETRIES when every attempt at the recipe's timeout, then the merge and the
+    smoke test at their worst, fit in the pipeline's timeout; none otherwise (the pipeline would expire during
+    the retry and merge and smoke would never run)."""
+    timeout_s = recipe.compute.timeout_hours * HOUR
+    budget_s = PIPELINE_TIMEOUT_S - PIPELINE_RESERVE_S - after_train_worst_s()
+    attempts = max(1, min(TRAIN_RETRIES + 1, int(budget_s // timeout_s)))
+    return attempts - 1
+
+
 def smoke_call_options(recipe: Recipe) -> dict[str, Any]:
     """The smoke test loads the model the way the endpoint will: same GPU, same vLLM command."""
     return {"gpu": modal_gpu(recipe.serve.gpu)}
@@ -242,15 +282,21 @@ def cost_lines(recipe: Recipe) -> list[str]:
     estimate = plan_estimate(recipe)
     if estimate:
         lines.append(f"estimate: {estimate}")
-    cap = gpu_cost_cap_usd(recipe.compute.gpu, recipe.compute.timeout_hours)
+    hours = recipe.compute.timeout_hours
+    attempts = train_retries(recipe) + 1
+    per_attempt = gpu_cost_cap_usd(recipe.compute.gpu, hours)
     gpu = recipe.compute.gpu
-    if cap is None:
-        lines.append(f"training on {gpu}: no list price on file; the {recipe.compute.timeout_hours:g} h timeout caps the bill")
+    retry = (f"up to {attempts} attempts (a crash is retried once, each attempt with a fresh {hours:g} h timeout), "
+             f"each at most ${per_attempt or 0:.2f}" if attempts > 1 else
+             f"one attempt: a retry at this timeout would leave the {PIPELINE_TIMEOUT_S // HOUR} h pipeline no time to merge and smoke-test")
+    if per_attempt is None:
+        lines.append(f"training on {gpu}: no list price on file; {attempts} x the {hours:g} h timeout caps the bill")
     elif gpu != "cpu":
         name, _, count = gpu.partition(":")
         lines.append(
-            f"training: at most ${cap:.2f} ({int(count or 1)} x {name} at ${GPU_USD_PER_HOUR[name]:.2f}/h for the "
-            f"{recipe.compute.timeout_hours:g} h timeout; billed per second, so a shorter run costs less)"
+            f"training: at most ${per_attempt * attempts:.2f} ({int(count or 1)} x {name} at ${GPU_USD_PER_HOUR[name]:.2f}/h "
+            f"for the {hours:g} h timeout; {retry}; billed per second, so a shorter run costs less; "
+            "a preempted container restarts outside this count and its time is billed too)"
         )
     serve_price = GPU_USD_PER_HOUR.get(recipe.serve.gpu.partition(":")[0])
     if serve_price:
@@ -621,6 +667,8 @@ def serve_function_options(target: ServeTarget) -> dict[str, Any]:
     spec = target.spec
     return {
         "gpu": modal_gpu(spec.gpu),
+        "cpu": SERVE_CPU,
+        "memory": SERVE_MEMORY_MIB,
         "scaledown_window": spec.scaledown_window_s,
         "timeout": SERVE_REQUEST_TIMEOUT_S,
         "startup_timeout": SERVE_STARTUP_TIMEOUT_S,
@@ -707,7 +755,7 @@ def launch_problems(recipe: Recipe, cwd: Path | None = None) -> tuple[list[str],
     if recipe.compute.gpu == "cpu":
         notes.append("compute.gpu is 'cpu': training runs in a CPU container (the tiny model; a 7B model needs a GPU)")
     errors += flash_attn_problems(recipe)
-    notes += checkpoint_notes(recipe)
+    notes += checkpoint_notes(recipe) + pipeline_time_notes(recipe)
     return errors, notes
 
 
@@ -747,6 +795,16 @@ def checkpoint_notes(recipe: Recipe) -> list[str]:
     if recipe.train.method == "full" and limit > 1:
         note += f"; train.save_total_limit: 1 would hold ~{2 * size / 1e9:.0f} GB"
     return [note]
+
+
+def pipeline_time_notes(recipe: Recipe) -> list[str]:
+    """Whether the pipeline's timeout still covers the merge and smoke test after a training of full length."""
+    worst_s = (train_retries(recipe) + 1) * recipe.compute.timeout_hours * HOUR + after_train_worst_s() + PIPELINE_RESERVE_S
+    if worst_s <= PIPELINE_TIMEOUT_S:
+        return []
+    return [f"compute.timeout_hours {recipe.compute.timeout_hours:g}: a training that runs to its timeout leaves the "
+            f"{PIPELINE_TIMEOUT_S // HOUR} h pipeline too little time to merge and smoke-test; continue with "
+            "`modal run modal_entry.py --run <run> --stage merge`"]
 
 
 def flash_attn_problems(recipe: Recipe, environ: dict[str, str] | None = None) -> list[str]:
