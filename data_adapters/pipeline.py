@@ -24,14 +24,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 ROLES = ("system", "user", "assistant")
 MAX_LINE_BYTES = 4 * 1024 * 1024  # one Q&A row; a page's text plus long answers stay far below
 MAX_JSON_DEPTH = 32  # nesting levels in a row (a row uses 4: row, conversations, turn, metadata)
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # valid as a JSON escape, not as Unicode text
 TOO_DEEP = object()  # json.loads gave up (RecursionError) on a line nested thousands of levels deep
 # Qwen2-VL's control tokens: in a row's text they break the chat template or the image placeholders.
 SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>",
@@ -338,36 +340,73 @@ def read_pipeline(path: str | Path, metadata_names: dict[str, str] | None = None
         return [], [Problem(name, None, "file not found; check data.train / data.val in the recipe", code="missing_file")]
     rows: list[PipelineRow] = []
     problems: list[Problem] = []
-    with path.open("rb") as handle:
+    for number, obj, problem in read_json_lines(path, "pipeline JSONL", "conversation"):
+        if problem is not None:
+            problems.append(problem)
+            continue
+        row, found = parse_row(obj, name, number, metadata_names)
+        problems.extend(found)
+        if row is not None:
+            rows.append(row)
+    if not rows and not problems:
+        problems.append(Problem(name, None, "the file has no rows", code="empty_file"))
+    return rows, problems
+
+
+def read_json_lines(path: Path, kind: str, item: str) -> Iterator[tuple[int, Any, Problem | None]]:
+    """(line number, decoded value, None) for each non-blank line of a JSONL file, or (number, None, problem)
+    for a line that is too long (MAX_LINE_BYTES), not UTF-8, not JSON, nested too deep (MAX_JSON_DEPTH) or
+    holding a lone surrogate: the bounds README promises for pipeline and probe lines, in one reader.
+    kind and item name the file and its lines in the messages ("pipeline JSONL", "conversation")."""
+    name = str(path)
+    with Path(path).open("rb") as handle:
         for number, raw in enumerate(bounded_lines(handle), start=1):
             if raw is None:
-                problems.append(Problem(name, number, f"line longer than {MAX_LINE_BYTES:,} bytes: is this a pipeline JSONL file? "
-                                        "(one conversation per line)", code="line_too_long"))
+                yield number, None, Problem(name, number, f"line longer than {MAX_LINE_BYTES:,} bytes: is this a {kind} file? "
+                                            f"(one {item} per line)", code="line_too_long")
                 continue
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM some editors write
             except UnicodeDecodeError as exc:
-                problems.append(Problem(name, number, f"not UTF-8 text (byte {exc.start + 1} of the line): save the file as UTF-8", code="encoding"))
+                yield number, None, Problem(name, number, f"not UTF-8 text (byte {exc.start + 1} of the line): save the file as UTF-8", code="encoding")
                 continue
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                problems.append(Problem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})", code="json"))
+                yield number, None, Problem(name, number, f"not valid JSON ({exc.msg} at column {exc.colno})", code="json")
                 continue
             except RecursionError:
                 obj = TOO_DEEP
             if obj is TOO_DEEP or json_depth(obj) > MAX_JSON_DEPTH:
-                problems.append(Problem(name, number, f"nested more than {MAX_JSON_DEPTH} levels deep: keep metadata flat", code="too_deep"))
+                yield number, None, Problem(name, number, f"nested more than {MAX_JSON_DEPTH} levels deep: keep metadata flat", code="too_deep")
                 continue
-            row, found = parse_row(obj, name, number, metadata_names)
-            problems.extend(found)
-            if row is not None:
-                rows.append(row)
-    if not rows and not problems:
-        problems.append(Problem(name, None, "the file has no rows", code="empty_file"))
-    return rows, problems
+            surrogate = lone_surrogate(obj)
+            if surrogate is not None:
+                # Valid JSON ("\\ud800") but not Unicode: every later UTF-8 write of the row (prepare, eval) would fail.
+                yield number, None, Problem(name, number, f"text holds a lone surrogate (\\u{ord(surrogate):04x}), which is not "
+                                            "valid Unicode; fix the exporter", code="surrogate")
+                continue
+            yield number, obj, None
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone UTF-16 surrogate in any string (key or value) of decoded JSON; None when there is none.
+    json.loads joins a valid pair into one character, so any surrogate left is a lone one."""
+    stack = [value]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, str):
+            found = LONE_SURROGATE.search(current)
+            if found:
+                return found.group()
+        elif isinstance(current, dict):
+            stack.extend(current.keys())
+            stack.extend(current.values())
+        elif isinstance(current, list):
+            stack.extend(current)
+    return None
 
 
 def bounded_lines(handle, limit: int = MAX_LINE_BYTES):

@@ -32,6 +32,7 @@ from harness.bootstrap import MIN_PAGES, NO_SPREAD, bootstrap_interval, clusters
 from harness.html import Html, badge, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
 from harness.page_images import PageImages
 from harness.samples import sample_pages
+from harness.visible import visible_controls
 
 CI_LEVEL = 0.95
 # Metrics whose values are 0/1 outcomes: shown as percentages, deltas in percentage points.
@@ -285,7 +286,8 @@ def format_general(c: Comparison) -> str | None:
         return None
     verdict = "kept" if g["kept"] else f"LOST (lower pass rate: {g.get('lost_because') or 'the interval excludes zero'})"
     text = f"general ability (vlm3's reading, counting, transcribing probes): A {g['a_passed']}/{g['n']}, B {g['b_passed']}/{g['n']} passed -> {verdict}"
-    return text + (f"; B fails what A passed: {', '.join(g['lost'])}" if g["lost"] else "")
+    # Probe ids come from the data: printed in a terminal, so controls and bidi characters only as escapes.
+    return text + (f"; B fails what A passed: {', '.join(_one_line(i, 60) for i in g['lost'])}" if g["lost"] else "")
 
 
 GROUP_AXES = (("section", "val", "section"), ("content_type", "val", "content_type"), ("probe_category", "probe", "category"),
@@ -375,8 +377,8 @@ def _headers(c: Comparison) -> list[str]:
 
 
 def _one_line(text: Any, limit: int = 90) -> str:
-    # Terminal output: no newlines or control characters from the data.
-    printable = "".join(ch if ch.isprintable() else " " for ch in str(text))
+    # Terminal output: controls and bidi characters from the data shown escaped, other unprintables and newlines as spaces.
+    printable = "".join(ch if ch.isprintable() else " " for ch in visible_controls(str(text)))
     return shorten(printable, limit)
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from data_adapters.images import page_bytes
+from data_adapters.jsonio import link_refusal, open_no_follow
 from harness.samples import EvalSample
 
 TEMPERATURE = 0.0  # deterministic answers: scores compare models, not sampling luck
@@ -43,6 +44,8 @@ ERROR_CHARS = 500  # an error message kept in predictions.jsonl: the server's fi
 MAX_BACKOFF_S = 8.0  # the openai client's longest wait between retries (openai/_constants.py MAX_RETRY_DELAY)
 MAX_ANSWER_CHARS = 1_000_000  # longer server text is cut: no page question has a megabyte of answer
 # ANSI/VT escape sequences (CSI, OSC, two-byte ESC x) and every other C0/C1 control except tab and newline.
+# A lone UTF-16 surrogate: valid JSON ("\\ud800"), not valid Unicode, so it cannot be written as UTF-8.
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -160,9 +163,26 @@ def strip_controls(text: str) -> str:
     return CONTROL.sub("", text)
 
 
+def replace_lone_surrogates(text: str) -> str:
+    """Each lone surrogate replaced by U+FFFD: a server's "\\ud800" would otherwise stop every write of the record."""
+    return LONE_SURROGATE.sub("\ufffd", text)
+
+
+def without_surrogates(value):
+    """value with every string in it (keys too) cleaned of lone surrogates; a record of server text stays writable."""
+    if isinstance(value, str):
+        return replace_lone_surrogates(value)
+    if isinstance(value, dict):
+        return {without_surrogates(k): without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_surrogates(v) for v in value]
+    return value
+
+
 def clean_server_text(text: str, secrets: tuple[str, ...] = (), limit: int = ERROR_CHARS) -> str:
-    """Server text made safe to store and print: keys redacted, control sequences stripped, cut to limit."""
-    text = strip_controls(redact(text, secrets))
+    """Server text made safe to store and print: keys redacted, control sequences and lone surrogates
+    removed, cut to limit."""
+    text = replace_lone_surrogates(strip_controls(redact(text, secrets)))
     return text if limit is None or len(text) <= limit else text[:limit] + " [...]"
 
 
@@ -177,7 +197,7 @@ def read_predictions(path: Path) -> list[dict]:
         except (json.JSONDecodeError, RecursionError):  # torn, or not ours
             continue
         if isinstance(record, dict) and {"id", "model", "prompt_hash"} <= record.keys():
-            records.append(record)
+            records.append(without_surrogates(record))  # saved by an older vlm3: scores and reports must write it
     return records
 
 
@@ -193,8 +213,10 @@ def latest_answers(path: Path) -> dict[Key, dict]:
 def repair_torn_tail(path: Path) -> None:
     """An interrupted write can leave a last line without its newline: a complete record gets its
     newline, a torn one is cut off (it is asked again), so the file stays valid JSONL for every reader."""
+    if path.is_symlink():
+        raise link_refusal(path)
     if path.exists() and path.stat().st_size:
-        with path.open("rb+") as handle:
+        with open_no_follow(path, "rb+") as handle:
             data = handle.read()
             if data.endswith(b"\n"):
                 return
@@ -261,7 +283,7 @@ async def ask(client, sample: EvalSample, settings: GenerationSettings, key_hash
             choice = response.choices[0]
             served = getattr(response, "model", None)
             record.update(
-                answer=redact(answer[:MAX_ANSWER_CHARS], secrets),
+                answer=replace_lone_surrogates(redact(answer, secrets)[:MAX_ANSWER_CHARS]),  # redact, then cut: no piece of a key survives
                 answer_chars=len(answer),  # more than the answer's length: it was cut at MAX_ANSWER_CHARS
                 served_model=clean_server_text(served, secrets) if isinstance(served, str) else None,
                 finish_reason=choice.finish_reason,
@@ -355,9 +377,11 @@ async def generate(
     reusable, todo = plan_generation(samples, settings, out_path, stats)
     client = None
     try:
-        with out_path.open("a", encoding="utf-8") as out:
+        with open_no_follow(out_path, "a") as out:
 
             def keep(record: dict) -> None:
+                # Every field may hold server text (finish_reason, usage): none may stop the run.
+                record = without_surrogates(record)
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 out.flush()
                 if record["error"] is None:

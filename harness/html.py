@@ -7,7 +7,8 @@ Usage:
 Escaping is the default: `tag`, `table` and the SVG helpers escape every child
 and attribute value unless it is already `Html` (built by these helpers), so
 text from data or a model cannot inject markup as long as it is passed as a
-plain string.
+plain string. Bidi overrides and isolates are shown as visible escapes ("\\u202e"):
+raw, they reorder what the reader sees.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import html
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from harness.visible import BIDI_CONTROLS, visible_controls
 
 # Elements that HTML forbids a closing tag on.
 VOID_ELEMENTS = {"area", "br", "col", "hr", "img", "input", "meta", "wbr"}
@@ -72,7 +75,11 @@ def esc(value: Any) -> Html:
         return value
     if value is None:
         return Html("")
-    return Html(html.escape(str(value), quote=True))
+    return Html(_escape(value))
+
+
+def _escape(value: Any) -> str:
+    return visible_controls(html.escape(str(value), quote=True), BIDI_CONTROLS)
 
 
 def _attr_name(key: str) -> str:
@@ -96,7 +103,7 @@ def fragment(*children: Any) -> Html:
 def tag(name: str, /, *children: Any, **attrs: Any) -> Html:
     """One element; attribute values are always escaped, None or False drops an attribute."""
     attr_text = "".join(
-        f' {_attr_name(key)}="{html.escape(str(value), quote=True)}"'
+        f' {_attr_name(key)}="{_escape(value)}"'
         for key, value in attrs.items()
         if value is not None and value is not False
     )

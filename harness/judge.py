@@ -143,6 +143,11 @@ class JudgeInterrupted(KeyboardInterrupt):
     """Ctrl-C while message batches were running; str() says how to collect or cancel them."""
 
 
+def print_batch_line(line: str) -> None:
+    """A Message Batch's progress (submitted, resumed, lost) on stderr: minutes can pass between lines."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def cancel_saved_batches(spec, cache_dir: Path, settings: JudgeSettings | None = None,
                          client_factory: Callable[[JudgeSettings], Any] | None = None) -> list[str]:
     """Cancel the batches an interrupted `vlm3 score` left running (asked for with --cancel-batches)."""
@@ -157,7 +162,7 @@ def cancel_saved_batches(spec, cache_dir: Path, settings: JudgeSettings | None =
     client = JudgeClient(settings, JudgeCache(Path(cache_dir) / CACHE_FILE),
                          make_transport(settings, client_factory(settings) if client_factory else None))
     try:
-        return client.cancel_saved_batches()
+        return client.cancel_saved_batches(on_skip=print_batch_line)
     finally:
         client.close()
         client.cache.close()
@@ -256,7 +261,8 @@ async def _judge_all(records, samples, spec, client: JudgeClient, on_progress) -
     if "rubric" in spec.metrics and spec.use_batch_api and client.settings.provider == "anthropic":
         try:
             await asyncio.get_running_loop().run_in_executor(
-                None, client.prefill_batch, [rubric_request(tc, client.settings.document) for tc in test_cases.values()]
+                None, client.prefill_batch, [rubric_request(tc, client.settings.document) for tc in test_cases.values()],
+                print_batch_line,
             )
         except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task; the polling thread must stop too
             client.stop_waiting()

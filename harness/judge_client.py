@@ -171,6 +171,9 @@ class Reply:
     raw: str | None = None  # the whole response, kept when it has no text to show
 
 
+JUDGE_SCORE_RANGE = (0, 10)  # GEval's scale without a rubric (deepeval's get_score_range); the rubric's is 0-10 too
+
+
 class JudgeUnscored(Exception):
     """The judge gave no usable answer; `raw` keeps what it did say (a reply or an error body)."""
 
@@ -209,13 +212,21 @@ def parse_reply(text: str, schema: type[BaseModel] | None, stop_reason: str | No
     problem = "no JSON object in the reply"
     for candidate in candidates:
         try:
-            return schema.model_validate(json.loads(candidate))
+            answer = schema.model_validate(json.loads(candidate))
         except json.JSONDecodeError as exc:
             problem = f"not valid JSON ({exc.msg} at character {exc.pos})"
+            continue
         except ValidationError as exc:
             first = exc.errors()[0]
             problem = f"JSON does not match {schema.__name__}: {'.'.join(map(str, first['loc'])) or '(root)'} {first['msg']}"
             break
+        score = getattr(answer, "score", None)
+        low, high = JUDGE_SCORE_RANGE
+        if isinstance(score, (int, float)) and not low <= score <= high:
+            # GEval's schema has an unbounded score: 99 is valid JSON for it, yet no grade. An error (never
+            # cached), so the sample is asked again on the next run, not scored from a bad reply forever.
+            raise JudgeReplyError(f"score {score:g} is outside the judge's {low}-{high} scale", raw=text)
+        return answer
     raise JudgeReplyError(problem, raw=text)
 
 
@@ -250,6 +261,9 @@ class JudgeCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        from data_adapters.jsonio import refuse_link
+
+        refuse_link(self.path)  # SQLite writes through a link: a planted one would let it overwrite any file
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
         with self._lock, self._db:
@@ -531,6 +545,9 @@ def make_transport(settings: JudgeSettings, client=None):
     return (OpenAITransport if settings.provider == "openai" else AnthropicTransport)(settings, client)
 
 
+BATCH_LOST = object()  # _run_batch's answer for a batch the provider no longer has
+
+
 class JudgeClient:
     """Cache, then the API with bounded concurrency and retries; every call and token is counted."""
 
@@ -579,9 +596,14 @@ class JudgeClient:
             return parse_reply(preloaded.text, request.schema, preloaded.stop_reason), preloaded
         cached = self.cache.get(key) if self.cache is not None else None
         if cached is not None:
-            with self._lock:
-                self.usage.cache_hits += 1
-            return parse_reply(cached.text, request.schema, cached.stop_reason), cached
+            try:
+                answer = parse_reply(cached.text, request.schema, cached.stop_reason)
+            except JudgeReplyError:
+                pass  # cached by an older vlm3 that kept out-of-range scores: asked again, and replaced below
+            else:
+                with self._lock:
+                    self.usage.cache_hits += 1
+                return answer, cached
         reply = self._call_with_retries(request)
         self._account(reply)
         answer = parse_checked(reply, request.schema)  # raises before anything is cached
@@ -660,14 +682,17 @@ class JudgeClient:
                 continue
             if on_progress:
                 on_progress(f"batch {batch_id}: resuming, {len(chunk)} requests")
-            self._run_batch(chunk, on_progress, batch_id=batch_id)
+            if self._run_batch(chunk, on_progress, batch_id=batch_id) is BATCH_LOST:
+                todo.update(chunk)  # back in the pending pool: submitted again below
         for chunk in _batch_chunks(list(todo.items()), lambda r: self.transport.params(r)):
             self._run_batch(chunk, on_progress)
         return asked
 
-    def _run_batch(self, chunk: list[tuple[str, JudgeRequest]], on_progress, batch_id: str | None = None) -> None:
+    def _run_batch(self, chunk: list[tuple[str, JudgeRequest]], on_progress, batch_id: str | None = None) -> object:
         """Submit (or, with batch_id, resume) one batch, wait for it and read its results. The batch id and
-        its request keys are saved before any wait, and forgotten only once the results are in."""
+        its request keys are saved before any wait, and forgotten once the results are in, or once the
+        provider says it no longer has the batch (BATCH_LOST is returned; its requests are unanswered)."""
+        resumed = batch_id is not None
         transport = self.transport
         if batch_id is None:
             try:
@@ -693,9 +718,22 @@ class JudgeClient:
                 self._wait(self.settings.batch_poll_s)
             results = self.with_retries(lambda: list(transport.batch_results(batch_id)), "reading batch results")
         except JudgeCallError as exc:
-            for key, _ in chunk:
-                self._preloaded[key] = exc
-            return
+            if not is_not_found(exc):
+                for key, _ in chunk:
+                    self._preloaded[key] = exc
+                return None
+            # Expired past retention, deleted, or another workspace's: polling it again would fail forever
+            # and leave its samples unscored forever. Forget it; its requests go back to the pending pool.
+            self.waiting_on.remove(batch_id)
+            if self.cache is not None:
+                self.cache.forget_batch(batch_id)
+            again = "submitted again now" if resumed else "submitted again by the next run of the same command"
+            if on_progress:
+                on_progress(f"batch {batch_id}: the provider no longer has it (HTTP 404); its {len(chunk)} requests are {again}")
+            if not resumed:
+                for key, _ in chunk:
+                    self._preloaded[key] = JudgeCallError(f"batch {batch_id}: the provider no longer has it; {again}")
+            return BATCH_LOST
         self.waiting_on.remove(batch_id)
         requests = dict(chunk)
         for key, outcome in results:
@@ -722,17 +760,31 @@ class JudgeClient:
         if self.cache is not None:
             self.cache.forget_batch(batch_id)  # its answers are in the cache now
 
-    def cancel_saved_batches(self) -> list[str]:
-        """Cancel every batch an interrupted run left running (only when the user asks); returns their ids."""
+    def cancel_saved_batches(self, on_skip: Callable[[str], None] | None = None) -> list[str]:
+        """Cancel every batch an interrupted run left running (only when the user asks); returns their ids.
+        A batch the provider no longer has is forgotten, not cancelled: on_skip(line) says so."""
         cancelled = []
         for batch_id, _ in self.cache.pending_batches() if self.cache is not None else []:
-            self.with_retries(lambda: self.transport.cancel_batch(batch_id), "cancelling a message batch")
+            try:
+                self.with_retries(lambda: self.transport.cancel_batch(batch_id), "cancelling a message batch")
+            except JudgeCallError as exc:
+                if not is_not_found(exc):
+                    raise
+                self.cache.forget_batch(batch_id)
+                if on_skip:
+                    on_skip(f"batch {batch_id}: the provider no longer has it (HTTP 404); forgotten, nothing to cancel")
+                continue
             self.cache.forget_batch(batch_id)
             cancelled.append(batch_id)
         return cancelled
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def is_not_found(exc: JudgeCallError) -> bool:
+    """The call failed with HTTP 404: the provider does not have what was asked for (a lost batch)."""
+    return getattr(exc.__cause__, "status_code", None) == 404
 
 
 def _batch_chunks(items: list[tuple[str, JudgeRequest]], params: Callable[[JudgeRequest], dict]):

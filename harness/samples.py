@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 from data_adapters.checks import inspect_image
-from data_adapters.pipeline import URL_PREFIXES, DataError, Problem, page_name, read_pipeline, row_image_keys, sample_id
+from data_adapters.pipeline import (URL_PREFIXES, DataError, Problem, page_name, read_json_lines, read_pipeline, row_image_keys,
+                                    sample_id)
 
 Only = Literal["all", "val", "probes", "general"]
 
@@ -116,18 +117,12 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
     seen: set[str] = set()
     if not path.is_file():
         return [], [Problem(str(path), None, "probes file not found; check data.probes in the recipe", code="missing_file")]
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig", errors="replace").splitlines(), start=1):
-        if "\ufffd" in line:
-            problems.append(Problem(str(path), number, "not UTF-8 text: save the probes file as UTF-8", code="encoding"))
-            continue
-        if not line.strip():
+    # The pipeline's bounded reader: README promises the same line bounds for probes (4 MiB, 32 levels).
+    for number, probe, problem in read_json_lines(path, "probes JSONL", "probe"):
+        if problem is not None:
+            problems.append(problem)
             continue
         where = (str(path), number)
-        try:
-            probe = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(Problem(*where, f"not valid JSON ({exc.msg})", code="json"))
-            continue
         if not isinstance(probe, dict):
             problems.append(Problem(*where, "each line must be a JSON object with id, question, an expected answer, "
                                             "and its pages as image or images (none for a text-only probe)", code="probe"))

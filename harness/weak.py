@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.breakdown import TEXT_ONLY, has_answer, judge_metrics
 from harness.samples import sample_pages
+from harness.visible import visible_controls
 
 REASON_LIMIT = 300  # characters of one reason kept: a judge's explanation can be long
 UNKNOWN_SECTION = "unknown section"
@@ -185,8 +186,8 @@ def weak_page_rows(report: WeakReport) -> list[dict]:
 
 
 def _printable(text: Any, limit: int = 100) -> str:
-    # Terminal output: no control characters or newlines from the data or the model.
-    flat = "".join(ch if ch.isprintable() else " " for ch in str(text))
+    # Terminal output: controls and bidi characters from the data or the model shown escaped, newlines as spaces.
+    flat = "".join(ch if ch.isprintable() else " " for ch in visible_controls(str(text)))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

@@ -464,6 +464,8 @@ def test_ask_a_run_uses_its_recipes_system_prompt_and_max_tokens(tiny_server, ma
     run = RunDir.create(recipe, root=tmp_path / "runs")
     run.output_dir.mkdir(parents=True)
     run.merged_dir.symlink_to(TINY_MODEL, target_is_directory=True)
+    run.mark_stage("merge", "done")  # a merge that passed its checks: ask RUN serves no other (test_faults_runs.py)
+    (run.path / "merge_check.json").write_text(json.dumps({"ok": True, "problems": []}), encoding="utf-8")
     proc = run_cli("ask", str(run.path), str(manual_page), QUESTION, "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
     from_run = json.loads(proc.stdout)

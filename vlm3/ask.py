@@ -8,7 +8,9 @@ The request is the one the harness sends and an app should send: the page first 
 as a base64 data URL, or an http(s) URL passed through for the server to fetch), then the
 question, temperature 0 by default. The answer goes to stdout (tokens as they arrive with
 --stream); latency and the server's token counts go to stderr, so `> answer.txt` keeps only the
-answer. The endpoint's key is read from $VLM3_API_KEY only and never printed.
+answer. The endpoint's key is read from $VLM3_API_KEY only and never printed: a server that echoes
+it (in an error, a model name, the answer) has it redacted, even split across streamed tokens.
+A streamed answer must end within --timeout of the stream opening and at MAX_ANSWER_CHARS, or ask exits 1.
 
 Also here: what `modal deploy` prints about the endpoint it deployed (endpoint_banner).
 """
@@ -21,7 +23,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -121,6 +123,50 @@ def terminal_text(text: str) -> str:
     return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
 
 
+def redacted(answer: Answer, secrets: tuple[str, ...]) -> Answer:
+    """Every text the server chose with the key redacted, then bounded: redacting after a cut could leave part of a key."""
+    from harness.generate import MAX_ANSWER_CHARS, redact
+
+    text = redact(answer.text, secrets)
+    if len(text) > MAX_ANSWER_CHARS:
+        raise AskError(too_long())
+    finish = None if answer.finish_reason is None else redact(str(answer.finish_reason), secrets)
+    return replace(answer, text=text, model=redact(answer.model, secrets), finish_reason=finish)
+
+
+def too_long() -> str:
+    from harness.generate import MAX_ANSWER_CHARS
+
+    return f"the answer is over the {MAX_ANSWER_CHARS:,} character limit; stopped reading it (no page question has a megabyte of answer)"
+
+
+class RedactedTokens:
+    """Streamed tokens printed as they arrive, with the key redacted even when it arrives split across tokens:
+    the last len(key) - 1 characters wait for the next token, or for close()."""
+
+    def __init__(self, secrets: tuple[str, ...], write: Callable[[str], None]):
+        self.secrets = secrets
+        self.held_chars = max((len(secret) for secret in secrets), default=1) - 1
+        self.pending = ""
+        self.write = write
+        self.printed = False
+
+    def feed(self, token: str) -> None:
+        from harness.generate import redact
+
+        self.pending = redact(self.pending + token, self.secrets)
+        ready = len(self.pending) - self.held_chars
+        if ready > 0:
+            self.write(self.pending[:ready])
+            self.printed = True
+            self.pending = self.pending[ready:]
+
+    def close(self) -> None:
+        """The end of the answer: what was held back is no key (a stopped answer is never closed: it could hold part of one)."""
+        self.write(self.pending)
+        self.pending = ""
+
+
 def format_stats(answer: Answer) -> str:
     """'latency 0.42 s (first token 0.10 s); tokens 57 prompt + 12 completion; finish stop; model NAME'."""
     latency = f"latency {answer.latency_s:.2f} s"
@@ -131,7 +177,7 @@ def format_stats(answer: Answer) -> str:
     else:
         tokens = f"tokens {answer.prompt_tokens if answer.prompt_tokens is not None else '?'} prompt + " \
                  f"{answer.completion_tokens if answer.completion_tokens is not None else '?'} completion"
-    return f"{latency}; {tokens}; finish {answer.finish_reason or '?'}; model {terminal_text(answer.model)}"
+    return f"{latency}; {tokens}; finish {terminal_text(answer.finish_reason or '?')}; model {terminal_text(answer.model)}"
 
 
 def describe_failure(exc: BaseException, where: str, key_set: bool, model: str, timeout_s: float) -> str:
@@ -176,7 +222,12 @@ def server_message(exc: Any) -> str:
 # The call (the official openai client, set up as the harness sets it up)
 
 
-async def ask_once(client, request: dict[str, Any], on_token: Callable[[str], None] | None = None) -> Answer:
+async def ask_once(client, request: dict[str, Any], on_token: Callable[[str], None] | None = None,
+                   timeout_s: float = DEFAULT_TIMEOUT_S) -> Answer:
+    """One answer; a streamed one must end within timeout_s of the stream opening and at MAX_ANSWER_CHARS (AskError):
+    the client's timeout bounds each read only, and a server can send a token every 0.1 s forever."""
+    from harness.generate import MAX_ANSWER_CHARS
+
     started = time.perf_counter()
     if not request.get("stream"):
         response = await client.chat.completions.create(**request)
@@ -188,19 +239,33 @@ async def ask_once(client, request: dict[str, Any], on_token: Callable[[str], No
     first: float | None = None
     finish = usage = None
     model = request["model"]
+    chars = 0
     stream = await client.chat.completions.create(**request)
-    async for chunk in stream:
-        model = chunk.model or model
-        if chunk.usage is not None:
-            usage = chunk.usage
-        for choice in chunk.choices:
-            if choice.delta and choice.delta.content:
-                if first is None:
-                    first = time.perf_counter() - started
-                parts.append(choice.delta.content)
-                if on_token:
-                    on_token(choice.delta.content)
-            finish = choice.finish_reason or finish
+
+    async def read() -> None:
+        nonlocal model, usage, first, finish, chars
+        async for chunk in stream:
+            model = chunk.model or model
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.delta and choice.delta.content:
+                    if first is None:
+                        first = time.perf_counter() - started
+                    chars += len(choice.delta.content)
+                    if chars > MAX_ANSWER_CHARS:
+                        raise AskError(too_long())
+                    parts.append(choice.delta.content)
+                    if on_token:
+                        on_token(choice.delta.content)
+                finish = choice.finish_reason or finish
+
+    try:
+        await asyncio.wait_for(read(), timeout=timeout_s)
+    except asyncio.TimeoutError:
+        raise AskError(f"the streamed answer did not end within {timeout_s:g} s (--timeout); stopped after {chars:,} characters") from None
+    finally:
+        await stream.close()
     return Answer("".join(parts), model, round(time.perf_counter() - started, 3), None if first is None else round(first, 3),
                   getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None), finish)
 
@@ -234,7 +299,7 @@ async def ask_endpoint(base_url: str, api_key: str, model: str | None, build: Ca
                 listed = ", ".join(names) or "none"
                 raise AskError(f"{base_url} serves {len(names)} models ({terminal_text(listed)}); pass --model with the one to ask")
             model = names[0]
-        return await ask_once(client, build(model), on_token)
+        return await ask_once(client, build(model), on_token, timeout_s)
     finally:
         await client.close()
 
@@ -242,14 +307,17 @@ async def ask_endpoint(base_url: str, api_key: str, model: str | None, build: Ca
 # The CLI verb
 
 
-def print_token(token: str) -> None:
-    sys.stdout.write(terminal_text(token))
+def print_text(text: str) -> None:
+    sys.stdout.write(terminal_text(text))
     sys.stdout.flush()
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from vlm3.console import err_console
+    from harness.generate import redact
+    from vlm3.console import err_console, terminal_json
 
+    secrets = (os.environ.get(KEY_VAR) or "",)
+    tokens = RedactedTokens(secrets, print_text) if args.stream and not args.json else None
     try:
         question = check_question(args.question)
         image_url = image_url_for(args.image)
@@ -259,14 +327,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
             raise AskError(f"--temperature {args.temperature}: pass 0 to 2 (0 answers the same every time)")
         if args.timeout <= 0:
             raise AskError(f"--timeout {args.timeout}: pass a positive number of seconds")
-        answer = answer_target(args, question, image_url, err_console)
+        answer = redacted(answer_target(args, question, image_url, err_console, tokens.feed if tokens else None), secrets)
     except AskError as exc:
-        err_console.print(f"Error: {exc}", markup=False)
+        if tokens and tokens.printed:
+            sys.stdout.write("\n")  # a stopped stream: the error starts a line of its own
+        # The server's words are in most messages: the key it may echo redacted, controls dropped.
+        err_console.print(f"Error: {terminal_text(redact(str(exc), secrets))}", markup=False)
         return 1
     # The answer exactly as given (no rich markup or emoji codes), made safe for a terminal.
     if args.json:
-        sys.stdout.write(json.dumps(answer.to_dict(), ensure_ascii=False) + "\n")
-    elif args.stream:
+        sys.stdout.write(terminal_json(answer.to_dict()) + "\n")
+    elif tokens:
+        tokens.close()
         sys.stdout.write("\n")
     else:
         sys.stdout.write(terminal_text(answer.text) + "\n")
@@ -275,10 +347,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def answer_target(args: argparse.Namespace, question: str, image_url: str, err_console) -> Answer:
+def answer_target(args: argparse.Namespace, question: str, image_url: str, err_console,
+                  on_token: Callable[[str], None] | None) -> Answer:
     import openai
 
-    on_token = print_token if args.stream and not args.json else None
     if is_endpoint(args.target):
         base_url = endpoint_base_url(args.target)
         key = os.environ.get(KEY_VAR) or ""

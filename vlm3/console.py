@@ -2,6 +2,7 @@
 
 Usage:
     from vlm3.console import console, err_console, UserError, EXIT_DATA
+    print(visible_controls(server_text)); print(terminal_json(record))
 
 Kept apart from vlm3.cli so that the verb modules (train_cmds, eval_cmds, preflight_cmds, ...)
 and the CLI that registers them do not import each other.
@@ -10,6 +11,8 @@ and the CLI that registers them do not import each other.
 from __future__ import annotations
 
 from rich.console import Console
+
+from harness.visible import BIDI_CONTROLS, TERMINAL_CONTROLS, terminal_json, visible_controls  # noqa: F401 - re-exported
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -18,7 +18,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 from typing import Iterator
 
 from vlm3.recipe import Recipe, load_recipe
@@ -50,9 +50,7 @@ def model_dir_for(run: RunDir, recipe: Recipe, base: bool) -> Path:
         if not local.is_dir():
             raise RunError(f"the base model {recipe.model.base} is not a local folder; serve it with vLLM and pass --endpoint")
         return local
-    if not run.merged_dir.exists():
-        raise RunError(f"{run.path} has no merged model; run `vlm3 merge {run.path}` first")
-    return run.merged_dir
+    return run.checked_merged_dir()  # refuses a merge that was interrupted, never checked or failed its checks
 
 
 @dataclass(frozen=True)
@@ -70,8 +68,15 @@ def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, l
     if args.endpoint:
         # Only the endpoint's own key: a general OPENAI_API_KEY must never be sent to a third-party endpoint.
         api_key = args.api_key or os.environ.get("VLM3_API_KEY") or "EMPTY"
-        base_url = args.endpoint.rstrip("/")
-        yield Endpoint(base_url, api_key, args.model or default_model_name(base_url, api_key, recipe, run, args.base), base_url)
+        given = args.endpoint.rstrip("/")
+        model = args.model or default_model_name(given, api_key, recipe, run, args.base)
+        # The generation settings are written to meta.json, base URL included: credentials in the URL stay out
+        # of them, and so out of the requests. The key travels as --api-key / $VLM3_API_KEY (a Bearer header).
+        base_url = recorded_endpoint(given)
+        if base_url != given.partition("#")[0]:
+            console().print(f"the credentials in the endpoint URL are not sent or saved; using {base_url} "
+                            "(pass the key with $VLM3_API_KEY or --api-key)", markup=False)
+        yield Endpoint(base_url, api_key, model, base_url)
         return
     if run is None:
         raise RunError("pass --endpoint URL (and --api-key) to evaluate a recipe without a local run")
@@ -83,9 +88,25 @@ def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, l
         yield Endpoint(server.base_url, "EMPTY", server.model, f"local:{Path(model_dir).resolve()}", weights_identity(model_dir))
 
 
-def endpoint_folder(base_url: str) -> str:
-    """A folder name per endpoint, readable and unique: host, port and path, then a hash of the whole URL."""
+CREDENTIAL_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|sig|credential", re.IGNORECASE)  # query names that carry one
+
+
+def recorded_endpoint(base_url: str) -> str:
+    """The endpoint URL as it may be written and shown: no user:password@, no query parameter named like a key.
+
+    `https://me:pw@host/v1?api-key=K&api-version=1` becomes `https://host/v1?api-version=1`. Generation
+    requests use this URL too (their settings are saved in meta.json); only /models is asked with the URL as given."""
     parsed = urlsplit(base_url.rstrip("/"))
+    netloc = parsed.netloc.rpartition("@")[2]
+    query = "&".join(pair for pair in parsed.query.split("&") if pair and not CREDENTIAL_PARAM.search(unquote(pair.split("=", 1)[0])))
+    return urlunsplit((parsed.scheme, netloc, parsed.path.rstrip("/"), query, ""))
+
+
+def endpoint_folder(base_url: str) -> str:
+    """A folder name per endpoint, readable and unique: host, port and path, then a hash of the whole
+    recorded URL (credentials are neither in the name nor hashed into it)."""
+    base_url = recorded_endpoint(base_url)
+    parsed = urlsplit(base_url)
     readable = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{parsed.netloc}{parsed.path}").strip("-.")[:60] or "endpoint"
     return f"{readable}-{hashlib.sha256(base_url.rstrip('/').encode()).hexdigest()[:8]}"
 
@@ -142,6 +163,8 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
     from harness.samples import load_eval_samples
 
     recipe, run = resolve_target(args.target)
+    if run is not None and not args.endpoint:
+        model_dir_for(run, recipe, args.base)  # an unchecked merge is refused before anything is written
     label = default_label(args)
     eval_dir = eval_dir_for(args, recipe, run, label)
     # vlm3's general probes (reading, counting, transcribing) are drawn into the evaluation directory.

@@ -53,7 +53,9 @@ def cmd_train_report(args: argparse.Namespace) -> int:
     for warning in report["warnings"]:
         console().print(f"warning: {warning}", markup=False)
     console().print(f"wrote {html} and {run / 'train_report.json'}")
-    if report["better_checkpoint"]:
+    if not report.get("finished", True):
+        console().print(f"next: train again: vlm3 train {run / 'recipe.yaml'}   (a new run; this one stopped before its last step)")
+    elif report["better_checkpoint"]:
         console().print(f"next: evaluate {run / report['better_checkpoint']} too, or train again with fewer epochs")
     else:
         console().print(f"next: vlm3 eval {run}" if (run / "output" / "merged").exists() else f"next: vlm3 merge {run}")

@@ -11,6 +11,9 @@ so the pipeline's default `training_data/vlm_train.jsonl` works as written.
 from __future__ import annotations
 
 import difflib
+import errno
+import os
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -322,10 +325,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     """Read and validate a recipe file; every problem is reported at once."""
     path = Path(path)
     try:
-        if path.is_file() and path.stat().st_size > MAX_RECIPE_BYTES:
-            raise RecipeError(path, [f"is {path.stat().st_size:,} bytes, over the {MAX_RECIPE_BYTES:,}-byte limit for a recipe: "
-                                     "put long prompts and templates in files the recipe points to"])
-        text = path.read_text(encoding="utf-8")
+        text = read_recipe_text(path)
     except FileNotFoundError:
         raise RecipeError(path, ["file not found: pass a path such as recipes/tiny_cpu_demo.yaml"]) from None
     except IsADirectoryError:
@@ -355,6 +355,27 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
 
 
 MAX_RECIPE_BYTES = 1_000_000  # a recipe is a page of settings; a megabyte is already absurd
+TOO_BIG = "put long prompts and templates in files the recipe points to"
+
+
+def read_recipe_text(path: Path) -> str:
+    """The text of a regular file of at most MAX_RECIPE_BYTES, read no further than one byte past the limit.
+
+    Opened without blocking and checked with fstat before any read: a FIFO would wait for a writer,
+    /dev/zero never ends, and the stat of the path could change before the open."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+        if not stat.S_ISREG(info.st_mode):
+            raise RecipeError(path, ["is not a regular file (a pipe, device or socket): pass a recipe file such as recipes/tiny_cpu_demo.yaml"])
+        if info.st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(path, [f"is {info.st_size:,} bytes, over the {MAX_RECIPE_BYTES:,}-byte limit for a recipe: {TOO_BIG}"])
+        data = file.read(MAX_RECIPE_BYTES + 1)  # a file that grew since fstat is still cut here
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(path, [f"is over the {MAX_RECIPE_BYTES:,}-byte limit for a recipe: {TOO_BIG}"])
+    return data.decode("utf-8")
 MAX_YAML_NODES = 100_000  # scalars, lists and mappings after aliases are expanded (a recipe has ~200)
 MAX_YAML_DEPTH = 50  # nesting levels (a recipe has ~5)
 

@@ -11,6 +11,7 @@ Layout of a run (each stage reads and writes files here, so each can be re-run a
     logs/                train.log, merge.log, serve.log
     output/              Axolotl's adapter and checkpoints; output/merged is the merged model
     status.json          which stages finished; a stage is done only when it says so
+    merge_check.json     the merged model's checks (verify-merge); only a merge that passed them is served
     eval/<model label>/  predictions.jsonl, scores.jsonl, summary.json, report.html
 """
 
@@ -27,7 +28,7 @@ from typing import Any
 import yaml
 
 from data_adapters.jsonio import write_json, write_text_atomic
-from vlm3.recipe import Recipe, RecipeError, YamlTooBig, load_yaml_bounded, parse_recipe
+from vlm3.recipe import Recipe, RecipeError, YamlTooBig, load_yaml_bounded, parse_recipe, read_recipe_text
 
 RUNS_ROOT = Path("runs")
 MAX_SAME_SECOND = 1000  # runs of one recipe started within one second (suffixes -2, -3, ...)
@@ -96,6 +97,20 @@ class RunDir:
         return self.output_dir / "merged"
 
     @property
+    def merge_check_file(self) -> Path:
+        return self.path / "merge_check.json"
+
+    def checked_merged_dir(self) -> Path:
+        """output/merged, only when its merge finished and passed its checks; else RunError saying which and what to run."""
+        if not self.merged_dir.exists():
+            raise RunError(f"{self.path} has no merged model; run `vlm3 merge {self.path}` first")
+        problem = merge_problem(self.status().get("stages", {}).get("merge", {}).get("state"), self.merge_check_file)
+        if problem:
+            raise RunError(f"{self.path}: {problem}, so output/merged is not served or evaluated as the fine-tuned model. "
+                           f"Run `vlm3 merge {self.path}` to merge again and check it (or pass --base for the base model).")
+        return self.merged_dir
+
+    @property
     def eval_root(self) -> Path:
         return self.path / "eval"
 
@@ -104,11 +119,11 @@ class RunDir:
 
     def recipe(self) -> Recipe:
         try:
-            raw = load_yaml_bounded(self.recipe_file.read_text(encoding="utf-8"))  # a hand-edited copy is still bounded
+            raw = load_yaml_bounded(read_recipe_text(self.recipe_file))  # a hand-edited copy is still bounded
             return parse_recipe(raw, self.recipe_file)
         except RecipeError as exc:
             raise RunError(str(exc)) from None
-        except (YamlTooBig, yaml.YAMLError, RecursionError) as exc:
+        except (YamlTooBig, yaml.YAMLError, RecursionError, OSError, UnicodeDecodeError) as exc:
             raise RunError(f"{self.recipe_file} cannot be read as a recipe ({exc})") from None
 
     @property
@@ -139,3 +154,27 @@ class RunDir:
         tmp = self.path.parent / f".latest-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique: two processes never share it
         tmp.symlink_to(self.path.name)
         os.replace(tmp, link)
+
+
+def merge_problem(merge_state: str | None, check_file: Path) -> str | None:
+    """Why a merge cannot be trusted (interrupted, never checked, failed), or None when it passed its checks.
+
+    The stage's state comes first: a merge killed after an earlier one passed leaves that old
+    merge_check.json beside weights it no longer describes."""
+    if merge_state == "running":
+        return "the merge was interrupted (status.json still says merge: running), its checks unfinished"
+    if not check_file.exists():
+        if merge_state == "failed":
+            return f"the last merge failed (status.json says merge: failed; see {check_file.parent / 'logs' / 'merge.log'})"
+        return "the merged model was never checked (no merge_check.json)"
+    try:
+        check = json.loads(check_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"the merged model's check cannot be read ({check_file.name}: {exc})"
+    if not isinstance(check, dict) or check.get("ok") is not True:
+        problems = check.get("problems") if isinstance(check, dict) else None
+        reasons = "; ".join(str(p) for p in problems[:3]) if isinstance(problems, list) and problems else "no reason recorded"
+        return f"the merged model failed its checks ({check_file.name}: {reasons})"
+    if merge_state == "failed":
+        return "the last merge failed after an earlier one passed (status.json says merge: failed)"
+    return None

@@ -9,7 +9,9 @@ without `Authorization: Bearer <key>` (vlm3.serve_guard). It is ready when /heal
 one tiny chat completion succeeds (which also loads the weights, so a model that cannot load
 fails here, with the server's log, instead of during generation). The server ends with vlm3:
 its whole process group is stopped on exit, and the kernel sends it SIGTERM if vlm3 dies
-(kill -9 included; Linux PR_SET_PDEATHSIG).
+(kill -9 included; Linux PR_SET_PDEATHSIG). A server drains its requests in flight on SIGTERM,
+which can take minutes, so a watchdog (`python -m vlm3.serve watch`, in a session of its own)
+SIGKILLs the group STOP_GRACE_S after vlm3 is gone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from vlm3.trainer_env import TrainerEnv, log_tail
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 180.0
+STOP_GRACE_S = 20.0  # from SIGTERM to SIGKILL, on exit and after vlm3 dies
+WATCH_INTERVAL_S = 0.5  # how often the watchdog looks for its parent and the server
 
 
 class ServeError(Exception):
@@ -143,12 +147,8 @@ def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: 
         raise ServeError(f"port {port} on {HOST} is busy; pass --port with a free one (or stop what is using it)")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     extra = {"HF_HUB_OFFLINE": "1"} | ({"VLM3_SERVE_API_KEY": api_key} if api_key else {})
-    with log_file.open("ab") as log:
-        # Its own process group, so stop() reaches every process it starts; die_with_parent for a kill -9 of vlm3.
-        process = subprocess.Popen(
-            serve_argv(env, model_dir, port, guarded=bool(api_key)), stdout=log, stderr=subprocess.STDOUT,
-            env=env.environ(extra | hub_cache_env(log_file.parent)), start_new_session=True, preexec_fn=die_with_parent,
-        )
+    process = start_server(serve_argv(env, model_dir, port, guarded=bool(api_key)), log_file,
+                           env.environ(extra | hub_cache_env(log_file.parent)))
     server = LocalServer(f"http://{HOST}:{port}/v1", str(model_dir), process, log_file, api_key)
     try:
         wait_until_ready(server)
@@ -157,18 +157,62 @@ def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: 
         stop(process)
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, SIGKILL after 20 s."""
+def start_server(argv: list[str], log_file: Path, environ: dict[str, str], grace_s: float = STOP_GRACE_S) -> subprocess.Popen:
+    """Start a server in its own process group, logging to log_file, that does not outlive vlm3.
 
-    def signal_group(sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)  # start_new_session: the group id is the server's pid
+    Its own group, so stop() reaches every process it starts; die_with_parent sends it SIGTERM
+    when vlm3 dies, and the watchdog SIGKILLs the group grace_s later if it is still draining."""
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environ,
+                                   start_new_session=True, preexec_fn=die_with_parent)
+    # A session of its own: Ctrl-C in the terminal reaches vlm3, which stops the server itself.
+    subprocess.Popen([sys.executable, "-m", "vlm3.serve", "watch", str(process.pid), str(os.getpid()), str(grace_s)],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return process
 
+
+def signal_group(group: int, sig: int) -> bool:
+    """Send sig to a process group; False when the group has no process left."""
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def watch(group: int, parent: int, grace_s: float) -> int:
+    """The watchdog: once `parent` (vlm3) is gone, SIGTERM the server's group, then SIGKILL it after grace_s.
+
+    It ends by itself when the group is gone (vlm3 stopped the server)."""
+    while os.getppid() == parent:  # a dead parent's children are handed to init or a subreaper
+        if not signal_group(group, 0):
+            return 0
+        time.sleep(WATCH_INTERVAL_S)
+    signal_group(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and signal_group(group, 0):
+        time.sleep(0.1)
+    signal_group(group, signal.SIGKILL)
+    return 0
+
+
+def stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to the server's process group, SIGKILL after grace_s."""
+    group = process.pid  # start_new_session: the group id is the server's pid
     if process.poll() is None:
-        signal_group(signal.SIGTERM)
+        signal_group(group, signal.SIGTERM)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
-            signal_group(signal.SIGKILL)
+            signal_group(group, signal.SIGKILL)
             process.wait()
-    signal_group(signal.SIGKILL)  # anything it left behind in its group
+    signal_group(group, signal.SIGKILL)  # anything it left behind in its group
+
+
+if __name__ == "__main__":
+    # python -m vlm3.serve watch GROUP PARENT_PID GRACE_S (started by start_server)
+    if len(sys.argv) != 5 or sys.argv[1] != "watch":
+        sys.exit("usage: python -m vlm3.serve watch GROUP PARENT_PID GRACE_S")
+    sys.exit(watch(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))

@@ -12,6 +12,7 @@ so a step can be re-run alone (after a crash, or in another container).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,7 +24,7 @@ from data_adapters.jsonio import write_json, write_text_atomic
 from vlm3.recipe import Recipe
 from vlm3.render import render_axolotl_config
 from vlm3.runs import RUNS_ROOT, RunDir
-from vlm3.trainer_env import TrainerEnv, TrainingLog, log_tail
+from vlm3.trainer_env import TrainerEnv, TrainingLog, log_tail, resumed_history
 
 
 class StepError(Exception):
@@ -114,6 +115,15 @@ class TrainResult:
     adapter_dir: Path
 
 
+def _read_metrics(path: Path) -> dict:
+    """The previous attempt's train_metrics.json, or {} when it cannot be read (then only this attempt's is kept)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def train_run(run: RunDir, env: TrainerEnv, on_output: Callable[[str], None] | None = None) -> TrainResult:
     """Axolotl trains in the run directory; a re-run resumes from the last checkpoint."""
     log = TrainingLog()
@@ -124,9 +134,12 @@ def train_run(run: RunDir, env: TrainerEnv, on_output: Callable[[str], None] | N
             on_output(chunk)
 
     run.mark_stage("train", "running")
+    metrics_file = run.path / "train_metrics.json"
+    resuming = any(run.output_dir.glob("checkpoint-*")) and metrics_file.is_file()
+    before = _read_metrics(metrics_file) if resuming else {}
     argv = [env.axolotl, "train", run.config_file.name, *launcher_args(run.recipe())]
     code = env.run_logged(argv, run.logs_dir / "train.log", cwd=run.path, on_output=feed)
-    write_json(run.path / "train_metrics.json", log.to_dict())
+    write_json(metrics_file, resumed_history(before, log.to_dict()) if before else log.to_dict())
     saved = (run.output_dir / "adapter_model.safetensors").exists() or (run.output_dir / "model.safetensors").exists()
     if code != 0 or not saved:
         run.mark_stage("train", "failed", exit_code=code)

@@ -10,7 +10,9 @@ checkpoint under RUN/output/ (its `log_history` has every logged loss and eval l
 step); without a checkpoint, RUN/train_metrics.json (losses as the log printed them, steps
 unknown). The weights in RUN/output/ are those of the last step (the recipe does not load the
 best model at the end), so when the eval loss rose after its minimum the report names the
-saved checkpoint nearest to the best step.
+saved checkpoint nearest to the best step. A run that did not finish (status.json says train is
+running or failed, or fewer steps than planned) is reported as interrupted, and names the
+newest checkpoint instead of final weights it does not have.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 RISE_TOLERANCE = 0.01  # relative: a final eval loss within 1% of the best is noise, not overfitting
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+FINAL_WEIGHTS = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")  # in RUN/output/ once training ends
 
 
 class TrainReportError(Exception):
@@ -38,6 +41,8 @@ class TrainHistory:
     checkpoints: list[int] = field(default_factory=list)  # steps with a saved checkpoint-N folder
     source: str = ""
     steps_known: bool = True  # False when read from train_metrics.json: the x axis is the log order
+    train_state: str | None = None  # status.json's train stage: "done", "running" (killed, or still going), "failed"
+    weights_saved: bool = True  # RUN/output/ holds the final adapter or model
 
 
 def _number(value: Any) -> float | None:
@@ -58,6 +63,23 @@ def history_from_state(state: dict) -> TrainHistory:
 
 
 def read_history(run_path: Path) -> TrainHistory:
+    history = read_curves(run_path)
+    history.train_state = train_state(Path(run_path))
+    history.weights_saved = any((Path(run_path) / "output" / name).is_file() for name in FINAL_WEIGHTS)
+    return history
+
+
+def train_state(run_path: Path) -> str | None:
+    """The train stage's state in RUN/status.json; None when the file or the stage is missing or unreadable."""
+    try:
+        status = json.loads((run_path / "status.json").read_text(encoding="utf-8"))
+        state = status["stages"]["train"]["state"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+    return state if isinstance(state, str) else None
+
+
+def read_curves(run_path: Path) -> TrainHistory:
     output = Path(run_path) / "output"
     checkpoints = sorted(int(m.group(1)) for p in output.glob("checkpoint-*") if (m := CHECKPOINT.match(p.name)) and p.is_dir())
     for step in reversed(checkpoints):
@@ -90,6 +112,10 @@ def summarize_history(history: TrainHistory) -> dict[str, Any]:
         "checkpoints": [f"output/checkpoint-{s}" for s in history.checkpoints],
         "better_checkpoint": None, "warnings": [],
     }
+    report["finished"] = finished(history)
+    if not report["finished"]:
+        report["kept"], warning = describe_unfinished(history)
+        report["warnings"].append(warning)
     if not history.train:
         report["warnings"].append("no training loss was logged: the run had fewer steps than train.logging_steps; lower it to see a curve")
     if history.eval:
@@ -111,6 +137,28 @@ def summarize_history(history: TrainHistory) -> dict[str, Any]:
     else:
         report["warnings"].append("no eval loss was logged: the run has no validation set or ran fewer steps than train.eval_steps")
     return report
+
+
+def finished(history: TrainHistory) -> bool:
+    """status.json decides; without it, a run short of its planned steps did not finish."""
+    if history.train_state is not None:
+        return history.train_state == "done"
+    short = history.steps is not None and history.max_steps is not None and history.steps < history.max_steps
+    return not short
+
+
+def describe_unfinished(history: TrainHistory) -> tuple[str, str]:
+    """(what output/ holds instead of final weights, the warning that says the run did not finish)."""
+    at = "" if history.steps is None else f" at step {history.steps}" + ("" if history.max_steps is None else f" of {history.max_steps}")
+    newest = f"output/checkpoint-{history.checkpoints[-1]}" if history.checkpoints else None
+    kept = (f"no final weights: training stopped{at}; the newest checkpoint is {newest}" if newest
+            else f"no weights: training stopped{at} before any checkpoint was saved")
+    why = {"running": "status.json still says train: running; it was killed, or is still running",
+           "failed": "status.json says train: failed; see logs/train.log"}.get(history.train_state or "", "fewer steps than planned")
+    saved = "" if history.weights_saved else " and output/ holds no final weights"
+    ended = "failed" if history.train_state == "failed" else "was interrupted"
+    return kept, (f"training {ended}{at} ({why}){saved}: these curves end there, and `vlm3 merge` has nothing "
+                  "final to merge; train again with `vlm3 train RECIPE`")
 
 
 def svg_loss_curves(history: TrainHistory, width: int = 640, height: int = 300) -> str:
@@ -185,6 +233,8 @@ def write_train_report(run_path: Path) -> tuple[dict, Path]:
 def describe(report: dict) -> str:
     """One line for the terminal: steps, loss, best eval loss."""
     text = f"{report['steps']} training steps"
+    if not report.get("finished", True):
+        text = f"INTERRUPTED: {report['kept']}; {text}"
     if report["train_points"]:
         text += f": loss {report['first_loss']:.4g} -> {report['final_loss']:.4g}"
     if report["best_eval_loss"] is not None:

@@ -38,6 +38,8 @@ class TrainingLog:
 
     losses: list[float] = field(default_factory=list)
     eval_losses: list[float] = field(default_factory=list)
+    loss_epochs: list[float | None] = field(default_factory=list)  # the epoch each loss was logged at
+    eval_epochs: list[float | None] = field(default_factory=list)
     step: int = 0
     total_steps: int = 0
     summary: dict = field(default_factory=dict)
@@ -50,11 +52,14 @@ class TrainingLog:
                 metrics = ast.literal_eval(match.group(0))
             except (ValueError, SyntaxError):
                 continue
+            epoch = float(metrics["epoch"]) if _is_number(metrics.get("epoch")) else None
             if "loss" in metrics:
                 self.losses.append(float(metrics["loss"]))
+                self.loss_epochs.append(epoch)
                 new_loss = True
             if "eval_loss" in metrics:
                 self.eval_losses.append(float(metrics["eval_loss"]))
+                self.eval_epochs.append(epoch)
             if "train_runtime" in metrics:
                 self.summary = {k: float(v) for k, v in metrics.items() if _is_number(v)}
         for match in STEP_PROGRESS.finditer(text):
@@ -67,6 +72,8 @@ class TrainingLog:
         return {
             "losses": self.losses,
             "eval_losses": self.eval_losses,
+            "loss_epochs": self.loss_epochs,
+            "eval_epochs": self.eval_epochs,
             "first_loss": self.losses[0] if self.losses else None,
             "final_loss": self.losses[-1] if self.losses else None,
             "steps": self.total_steps,
@@ -81,6 +88,27 @@ def log_tail(path: Path, lines: int = 15) -> str:
     text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
     kept = [line for line in text.splitlines() if line.strip() and "posthog" not in line][-lines:]
     return "\n".join(f"  | {line[:240]}" for line in kept)
+
+
+def resumed_history(before: dict, after: dict) -> dict:
+    """train_metrics.json after a resume: the losses logged before the checkpoint it resumed from, then this
+    attempt's (a resume's own log starts at that checkpoint, so without this the earlier history is lost).
+
+    Entries are kept by epoch: those of `before` logged earlier than this attempt's first. A file written
+    before epochs were recorded, or an attempt that logged none, keeps only this attempt's.
+    """
+    merged = dict(after)
+    for values, epochs in (("losses", "loss_epochs"), ("eval_losses", "eval_epochs")):
+        first = next((e for e in after.get(epochs) or [] if e is not None), None)
+        old_values, old_epochs = before.get(values) or [], before.get(epochs) or []
+        if first is None or len(old_values) != len(old_epochs):
+            continue
+        keep = [i for i, e in enumerate(old_epochs) if e is not None and e < first]
+        merged[values] = [old_values[i] for i in keep] + list(after.get(values) or [])
+        merged[epochs] = [old_epochs[i] for i in keep] + list(after.get(epochs) or [])
+    if merged.get("losses"):
+        merged["first_loss"], merged["final_loss"] = merged["losses"][0], merged["losses"][-1]
+    return merged
 
 
 def _is_number(value) -> bool:
