@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 KEY_VAR = "VLM3_API_KEY"
 NO_KEY = "EMPTY"  # the openai client needs some key; a keyed server answers it with 401
 MAX_IMAGE_BYTES = 20 * 1024**2  # 20 MiB: far above a scanned page; base64 makes the request 4/3 of it
+MAX_IMAGE_PIXELS = 200_000_000  # px, the data check's refusal (data_adapters.checks.REFUSED_IMAGE_PIXELS): a bomb
 MAX_QUESTION_CHARS = 8_000  # a question, not a document
 MAX_TOKENS_LIMIT = 32_768  # above any max_model_len a recipe serves
 DEFAULT_TIMEOUT_S = 600.0  # a cold endpoint starts a container and loads the model before it answers
@@ -80,6 +81,8 @@ def image_url_for(image: str) -> str:
 
     from harness.generate import image_data_url
 
+    if "\x00" in image:
+        raise AskError("the image path holds a NUL byte; pass the path of a page image (JPEG, PNG, WebP)")
     path = Path(image)
     if not path.is_file():
         raise AskError(f"image {image}: no such file; pass a page image (JPEG, PNG, WebP) or an https:// URL")
@@ -89,7 +92,12 @@ def image_url_for(image: str) -> str:
                        "resize it (the server shrinks every page to the pixel cap the model was trained with anyway)")
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise AskError(f"image {image}: {img.width}x{img.height} is over the {MAX_IMAGE_PIXELS // 10**6} "
+                               "megapixel limit (a decompression bomb, or a scan far larger than a page); resize it")
             img.verify()
+    except Image.DecompressionBombError as exc:
+        raise AskError(f"image {image}: refused as a decompression bomb ({exc}); pass a page image") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise AskError(f"image {image}: not a readable image ({exc}); pass a JPEG, PNG or WebP page") from None
     return image_data_url(str(path))

@@ -12,6 +12,8 @@ next command. User mistakes exit non-zero with a readable message and no traceba
 
 from __future__ import annotations
 
+import errno
+
 import argparse
 import sys
 from pathlib import Path
@@ -125,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, (StepError, RunError, TrainerEnvMissing, UserError, ServeError, EvalError, FolderBusy, FamilyError)):
             err_console.print(f"Error: {exc}", markup=False)
+            return 1
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # Every file is written whole and renamed into place, and answers are appended line by line:
+            # what was written before the disk filled is kept, and the same command carries on from it.
+            err_console.print(f"Error: the disk is full ({exc.filename or 'writing'}): free some space and run the same "
+                              f"command again; what was written before is kept and it carries on from there.", markup=False)
             return 1
         raise
 
