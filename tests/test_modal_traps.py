@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_modal import LOCAL_RUN, RECIPES, cloud_run, load_entry  # noqa: F401 (cloud_run is a fixture)
+from tests.test_modal import RECIPES, load_entry
 from vlm3 import modal_support as ms
 from vlm3.recipe import load_recipe
 
@@ -120,33 +120,6 @@ def test_training_is_retried_only_when_the_pipeline_can_wait_for_it(hours, attem
     assert ms.train_retries(recipe) + 1 == attempts
     notes = ms.pipeline_time_notes(recipe)
     assert bool(notes) == (hours * 3600 + ms.after_train_worst_s() + ms.PIPELINE_RESERVE_S > ms.PIPELINE_TIMEOUT_S)
-
-
-@LOCAL_RUN
-def test_the_pipeline_calls_train_with_the_bounded_retries(cloud_run, monkeypatch):  # noqa: F811
-    entry, run_name, recipe, _, _ = cloud_run
-    import vlm3.steps
-
-    calls: dict[str, dict] = {}
-
-    class Recorder:
-        def __init__(self, name):
-            self.name, self.options = name, {}
-
-        def with_options(self, **options):
-            self.options = options
-            return self
-
-        def remote(self, *args):
-            calls[self.name] = self.options
-            return {"ok": True}
-
-    monkeypatch.setattr(vlm3.steps, "check_rendered_config", lambda run, env: None)
-    for name in ("train", "merge"):
-        monkeypatch.setattr(entry, name, Recorder(name))
-    entry.pipeline.local(run_name, ["validate", "train", "merge"])
-    assert calls["train"]["retries"].max_retries == ms.train_retries(recipe)
-    assert calls["train"]["timeout"] == recipe.compute.timeout_hours * 3600
 
 
 def test_the_merge_and_its_check_run_in_a_cpu_container(monkeypatch):
