@@ -96,6 +96,10 @@ def test_serve_model_that_cannot_load_is_a_clear_error(tmp_path, trained_run):
     (broken / "output" / "merged").mkdir(parents=True)
     (broken / "recipe.yaml").write_text((trained_run / "recipe.yaml").read_text())
     (broken / "output" / "merged" / "config.json").write_text('{"model_type": "qwen2_vl", "architectures": ["Nope"]}')
+    # A merge that says it passed its checks, so serve gets as far as loading (an unchecked one is refused first:
+    # tests/test_faults_runs.py).
+    (broken / "status.json").write_text('{"stages": {"merge": {"state": "done"}}}')
+    (broken / "merge_check.json").write_text('{"ok": true, "problems": []}')
     proc = run_cli("serve", str(broken), "--port", "0", timeout=300)
     assert proc.returncode == 1
     assert "Error:" in proc.stderr and "log" in proc.stderr and "Traceback" not in proc.stderr.split("Error:")[0]
