@@ -37,7 +37,22 @@ def load_modal_entry() -> ModuleType:
     return module
 
 
+def modal_token_problem() -> str | None:
+    """Why Modal cannot be asked (no token configured here), or None. Read from Modal's own config
+    (~/.modal.toml, MODAL_TOKEN_ID/MODAL_TOKEN_SECRET); nothing is sent."""
+    from modal.config import config
+
+    if config.get("token_id") and config.get("token_secret"):
+        return None
+    return ("Error: no Modal token on this machine: run `modal token new` (or set MODAL_TOKEN_ID and "
+            "MODAL_TOKEN_SECRET), then run this command again. Nothing was written.")
+
+
 def train_on_modal(recipe: str, max_samples: int = 0, detach: bool = False, runs_root: Path = Path("runs"), out=print) -> int:
+    problem = modal_token_problem()  # before any run folder is written
+    if problem:
+        out(problem)
+        return 1
     entry = load_modal_entry()
     code, prepared = entry.check_before_creating(recipe, max_samples, out, runs_root)
     if code:
@@ -45,8 +60,13 @@ def train_on_modal(recipe: str, max_samples: int = 0, detach: bool = False, runs
     import modal
 
     out("checks passed; creating the app on Modal (the first build of the trainer image takes a few minutes)")
-    with modal.enable_output(), entry.app.run(detach=detach):
-        return entry.launch(recipe=recipe, max_samples=max_samples, out=out, runs_root=runs_root, prepared=prepared)
+    try:
+        with modal.enable_output(), entry.app.run(detach=detach):
+            return entry.launch(recipe=recipe, max_samples=max_samples, out=out, runs_root=runs_root, prepared=prepared)
+    except (modal.exception.AuthError, modal.exception.ConnectionError, ConnectionError, TimeoutError) as exc:
+        out(f"Error: Modal could not be reached or refused the token ({type(exc).__name__}: {exc}). The checked run "
+            f"folder is kept here; run the same command again when Modal answers (`modal token new` if the token is wrong).")
+        return 1
 
 
 def cmd_modal_train(args: argparse.Namespace) -> int:
