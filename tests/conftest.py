@@ -38,6 +38,11 @@ def trainer_available() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    if "vllm" not in (config.getoption("markexpr") or ""):  # the vLLM tier runs only when asked for: `make test-vllm`
+        skip_vllm = pytest.mark.skip(reason="the vLLM tier (vLLM's community CPU build, ~6 GB): run `make test-vllm`, or pytest -m vllm")
+        for item in items:
+            if item.get_closest_marker("vllm"):
+                item.add_marker(skip_vllm)
     if trainer_available():
         return
     if os.environ.get("VLM3_REQUIRE_TRAINER"):

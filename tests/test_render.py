@@ -84,7 +84,10 @@ CASES = [
     ({}, {"bf16": True, "gradient_checkpointing": True, "attn_implementation": "sdpa", "adapter": "lora", "merge_method": "legacy",
           "dataloader_num_workers": 4, "plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"]}),
     ({"train": {"flash_attention": True}}, {"attn_implementation": "flash_attention_2", "flash_attention": None}),
-    ({"train": {"method": "qlora"}}, {"adapter": "qlora", "load_in_4bit": True}),
+    # The vision tower and the output head stay out of 4-bit: the served (merged) tower is the one training saw.
+    ({"train": {"method": "qlora"}}, {"adapter": "qlora", "load_in_4bit": True,
+                                      "bnb_config_kwargs": {"llm_int8_skip_modules": ["model.visual", "lm_head"]}}),
+    ({"train": {"method": "lora"}}, {"load_in_4bit": None, "bnb_config_kwargs": None}),
     ({"train": {"method": "full"}}, {"adapter": None, "lora_r": None}),
     ({"images": {"max_pixels": 602112}}, {"processor_kwargs": {"min_pixels": 3136, "max_pixels": 602112}}),
     ({"axolotl": {"sequence_len": 8192, "special": 1}}, {"sequence_len": 8192, "special": 1}),

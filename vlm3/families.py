@@ -39,6 +39,10 @@ from data_adapters.tokens import hub_cache_files
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 LANGUAGE_MODEL_PROJECTIONS = ATTENTION + MLP
+# Where transformers 5.16 puts the vision tower in every family's model (and its output head), as the
+# bitsandbytes quantizer matches module names: a prefix followed by a dot, anchored at the start.
+VISION_MODULE = "model.visual"
+OUTPUT_HEAD = "lm_head"
 
 # Axolotl 0.19 masks multimodal rows to the assistant turns only where it knows the turn markers: its
 # `qwen2_vl` strategy has them built in; for any other template they are given as `role_boundaries`

@@ -74,6 +74,8 @@ FIXED_COSTS: list[tuple[str, float, str]] = [
 FIRST_IMAGE_BUILD = "the first trainer image build compiles flash-attention (CPU time, once; Modal caches the image)"
 
 BF16, FP32 = 2, 4  # bytes
+# bitsandbytes NF4 with double quantization: 4 bits, an 8-bit absmax per 64 weights, an fp32 scale per 256 absmaxes.
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 LOGIT_BYTES_PER_VOCAB_ENTRY = 10  # bf16 logits (2), the fp32 log-softmax the loss saves (4), its fp32 gradient (4)
 CUDA_CONTEXT_GIB = 1.5  # CUDA context, cuBLAS workspace and allocator slack
 FIT_FRACTION = 0.95  # of a card's memory a plan may fill
@@ -523,7 +525,10 @@ def memory_bytes(shape: ModelShape, recipe: Recipe, training: Training, longest_
     """Peak bytes per GPU for the longest micro-batch (the length-grouped sampler puts it first)."""
     method = training.method
     total_params = shape.total_params
-    weights = total_params * (0.55 if method == "qlora" else BF16)  # nf4 with its scales vs bf16
+    weights = total_params * BF16
+    if method == "qlora":  # the decoder's projections in NF4 (vlm3.render.qlora_keys); embeddings, head, norms, tower in bf16
+        quantized = shape.layers * shape.layer_params
+        weights = quantized * NF4_BYTES + (total_params - quantized) * BF16
     if method == "full":
         # bf16 weights + fp32 grads, master weights and two Adam moments: 2 + 4 + 4 + 8 bytes
         state = total_params * 16.0

@@ -243,7 +243,16 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def qlora_is_for_gpus(self) -> "Recipe":
         if self.train.method == "qlora" and self.compute.gpu == "cpu":
+            # bitsandbytes' CPU layers train, but an evaluation pass repacks their weights and the next training step fails.
             raise ValueError("train.method 'qlora' needs a GPU (bitsandbytes 4-bit); set compute.gpu or use 'lora'")
+        if self.train.method == "qlora" and self.train.merge_method == "memory_efficient":
+            raise ValueError("train.merge_method 'memory_efficient' with train.method 'qlora': Axolotl 0.19's NF4 simulation "
+                             "rounds every weight (embeddings, output head, vision tower), though training quantized only "
+                             "the language model's linear layers, so the served model would not be the trained one; use 'legacy'")
+        if self.train.method == "qlora" and self.serve.serve_adapter:
+            raise ValueError("serve.serve_adapter with train.method 'qlora' would serve the adapter on the un-quantized base, "
+                             "not the NF4 weights it was trained on; serve the merged model (serve_adapter: false), which "
+                             "folds the adapter into the dequantized NF4 base")
         if self.train.deepspeed and self.compute.gpu_count < 2:
             raise ValueError(f"train.deepspeed is set but compute.gpu {self.compute.gpu!r} has one card: use e.g. 'H100:4'")
         return self

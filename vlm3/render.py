@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from vlm3.families import OUTPUT_HEAD, VISION_MODULE
 from vlm3.recipe import Recipe
 
 DATA_DIR = "data"
@@ -38,11 +39,23 @@ RECIPE_FIELD = {
     "liger_fused_linear_cross_entropy": "train.liger",
     "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "eval_steps": "train.eval_steps",
     "save_total_limit": "train.save_total_limit", "seed": "train.seed", "adapter": "train.method",
-    "load_in_4bit": "train.method", "lora_r": "train.lora.r", "lora_alpha": "train.lora.alpha",
+    "load_in_4bit": "train.method", "bnb_config_kwargs": "train.method", "lora_r": "train.lora.r", "lora_alpha": "train.lora.alpha",
     "lora_dropout": "train.lora.dropout", "lora_target_modules": "train.lora.target_modules",
     "lora_modules_to_save": "train.lora.modules_to_save", "merge_method": "train.merge_method",
     "deepspeed": "train.deepspeed", "datasets": "data.train", "test_datasets": "data.val",
 }
+
+
+def qlora_keys() -> dict[str, Any]:
+    """QLoRA's keys: the language model's linear layers in NF4, the vision tower and the output head in bf16.
+
+    Axolotl quantises with transformers' bitsandbytes quantizer, which converts every linear layer it is not
+    told to skip; left to itself it quantises the vision tower too, so the served (un-quantized) tower would
+    not be the one training saw. A skip list replaces transformers' default one (the output head), so it is
+    named again. The merge folds the adapter into the dequantized NF4 weights (trainer_side.dequantize_base):
+    the served model is the trained one.
+    """
+    return {"load_in_4bit": True, "bnb_config_kwargs": {"llm_int8_skip_modules": [VISION_MODULE, OUTPUT_HEAD]}}
 
 
 def recipe_field(axolotl_key: str, overridden: set[str]) -> str:
@@ -154,7 +167,7 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
         if lora.modules_to_save:
             config["lora_modules_to_save"] = list(lora.modules_to_save)
         if train.method == "qlora":
-            config["load_in_4bit"] = True  # Axolotl quantises to nf4 with the compute dtype of bf16
+            config.update(qlora_keys())
     if train.deepspeed:
         config["deepspeed"] = deepspeed_config(int(train.deepspeed[-1]))
     config.update(recipe.axolotl)

@@ -153,10 +153,15 @@ def merge_run(run: RunDir, env: TrainerEnv) -> dict:
     config = yaml.safe_load(run.config_file.read_text(encoding="utf-8"))
     if config.get("adapter"):
         run.mark_stage("merge", "running")
-        code = env.run_logged(
-            [env.axolotl, "merge-lora", run.config_file.name, "--lora-model-dir", "output"],
-            run.logs_dir / "merge.log", cwd=run.path,
-        )
+        argv = [env.axolotl, "merge-lora", run.config_file.name, "--lora-model-dir", "output"]
+        if config.get("load_in_4bit"):
+            # QLoRA trained its update on NF4 weights: merge into those, dequantized, not into the original base.
+            dequantized = env.run_json(["dequantize-base", str(run.path)], cwd=run.path)
+            if not dequantized["ok"]:
+                run.mark_stage("merge", "failed", problems=dequantized["problems"])
+                raise StepError("the QLoRA base could not be dequantized:\n" + "\n".join(f"  {p}" for p in dequantized["problems"]))
+            argv += ["--base-model", dequantized["nf4_base"]]
+        code = env.run_logged(argv, run.logs_dir / "merge.log", cwd=run.path)
         if code != 0:
             run.mark_stage("merge", "failed", exit_code=code)
             raise StepError(f"axolotl merge-lora failed (exit {code}); see {run.logs_dir / 'merge.log'}\n{log_tail(run.logs_dir / 'merge.log')}")

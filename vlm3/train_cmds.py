@@ -123,9 +123,10 @@ def merge_and_report(run: RunDir, env) -> None:
     with folder_lock(run.path, "merging"):  # two merges of one run would write output/merged at once
         result = merge_run(run, env)
     diff = result.get("max_abs_diff")
+    base = "the dequantized NF4 base" if result.get("reference") else "base"  # QLoRA: the weights training saw
     check = (
         f"; {result['lora_targets']} LoRA targets and {result['modules_to_save']} saved modules hold W + scale*B@A in "
-        f"{result['dtype']} (worst {result['max_ulp_error']:g} ulp); merged logits equal base+adapter "
+        f"{result['dtype']} (W: {base}; worst {result['max_ulp_error']:g} ulp); merged logits equal {base} + adapter "
         f"(max |diff| {diff:.1e}, tolerance {result['logit_tolerance']:.1e})"
         if diff is not None else ""
     )

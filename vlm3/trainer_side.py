@@ -2,6 +2,7 @@
 
 Usage (the light CLI calls these through the trainer environment's python):
     python -m vlm3.trainer_side validate-config RUN/axolotl.yaml --gpu H100 --gpu-count 1
+    python -m vlm3.trainer_side dequantize-base RUN     # QLoRA: the base as training saw it, for the merge
     python -m vlm3.trainer_side verify-merge RUN
 
 Each prints one JSON object on its last line of stdout; the caller reads that, so
@@ -37,6 +38,10 @@ SIGNIFICAND_BITS = {"bfloat16": 8, "float16": 11, "float32": 24}
 LOGIT_ROUNDOFFS = 8
 FLOAT32_SUM_ROUNDOFFS = 1024
 CHECK_EXAMPLES = 2  # validation rows the logits are compared on
+# QLoRA's merge base: the base model quantized to NF4 exactly as Axolotl loaded it for training, then
+# dequantized to the training dtype. LoRA learned its update on top of these weights, not the original ones.
+NF4_BASE = "nf4_base"  # under the run's output/
+NF4_RECORD = "vlm3_dequantized.json"  # in it: the source model, the quantization config, the modules quantized
 
 
 def emit(result: dict) -> int:
@@ -226,6 +231,79 @@ def logits_problems(reference: list, merged: list, dtype_name: str) -> tuple[dic
     return summary, problems
 
 
+def nf4_base_dir(run: Path) -> Path:
+    return run / "output" / NF4_BASE
+
+
+def training_quantization(config_file: Path):
+    """The BitsAndBytesConfig Axolotl trains this config with, from Axolotl's own model loader."""
+    from axolotl.cli.config import load_cfg
+    from axolotl.loaders.model import ModelLoader
+
+    cfg = load_cfg(str(config_file))
+    loader = ModelLoader(cfg, tokenizer=None)
+    loader._set_quantization_config()  # Axolotl 0.19: fills model_kwargs["quantization_config"] (tests pin it)
+    return cfg, loader.model_kwargs.get("quantization_config")
+
+
+def dequantize_base(run: Path) -> dict:
+    """Write output/nf4_base: the base quantized as QLoRA training quantized it, dequantized, with its processor.
+
+    `axolotl merge-lora` then folds the adapter into these weights (--base-model), so the served model computes
+    what training computed. The folder appears whole or not at all (written beside it, then renamed).
+    """
+    import shutil
+
+    import torch
+    from bitsandbytes.nn import Linear4bit
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    cfg, quantization = training_quantization(run / "axolotl.yaml")
+    if quantization is None or not getattr(quantization, "load_in_4bit", False):
+        return {"ok": False, "problems": [f"{run / 'axolotl.yaml'} does not train in 4-bit (load_in_4bit): nothing to dequantize"]}
+    # On a GPU bitsandbytes quantizes with the kernels training used; on a CPU with its CPU backend (same NF4 code book).
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForImageTextToText.from_pretrained(cfg.base_model, quantization_config=quantization,
+                                                        dtype=cfg.torch_dtype, device_map=device)
+    quantized = sorted(name for name, module in model.named_modules() if isinstance(module, Linear4bit))
+    model = model.dequantize().to("cpu")
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config  # a plain checkpoint: vLLM would try to load it as bitsandbytes
+    final = nf4_base_dir(run)
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    AutoProcessor.from_pretrained(cfg.base_model).save_pretrained(partial)
+    settings = {k: str(v) if isinstance(v, torch.dtype) else v for k, v in quantization.to_dict().items()}
+    record = {"base_model": str(cfg.base_model), "dtype": str(cfg.torch_dtype).removeprefix("torch."), "device": device,
+              "quantization": json.loads(json.dumps(settings, default=str)), "quantized_modules": quantized}
+    (partial / NF4_RECORD).write_text(json.dumps(record, indent=1), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    return {"ok": True, "problems": [], "nf4_base": str(final), "quantized_modules": len(quantized), "device": device}
+
+
+def nf4_base_problems(run: Path, config: dict) -> list[str]:
+    """The merge base of a QLoRA run is the dequantized NF4 base of this config's model, the vision tower left whole."""
+    record_file = nf4_base_dir(run) / NF4_RECORD
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [f"{record_file} is missing or unreadable: the QLoRA merge has no dequantized base; run `vlm3 merge {run}` again"]
+    problems = []
+    if record.get("base_model") != str(config["base_model"]):
+        problems.append(f"{record_file} was dequantized from {record.get('base_model')}, the config trains {config['base_model']}")
+    from vlm3.families import OUTPUT_HEAD, VISION_MODULE
+
+    kept_whole = [m for m in record.get("quantized_modules", []) if m.startswith(f"{VISION_MODULE}.") or m == OUTPUT_HEAD]
+    if kept_whole:
+        problems.append(f"{len(kept_whole)} module(s) of the vision tower or output head were quantized (e.g. {kept_whole[0]}): "
+                        "the served un-quantized weights would not be the trained ones; render the config again")
+    if not record.get("quantized_modules"):
+        problems.append(f"{record_file} lists no quantized module: the merge base is the original model, not the one trained")
+    return problems
+
+
 def verify_merge(run: Path) -> dict:
     """The merged folder is what vLLM and transformers need, and holds what base+adapter computes, in its dtype."""
     import torch
@@ -275,7 +353,15 @@ def verify_merge(run: Path) -> dict:
         # Loaded as saved (no conversion), so the weights are compared in the dtype the merge wrote.
         merged_model = AutoModelForImageTextToText.from_pretrained(merged, dtype="auto").eval()
         if config.get("adapter"):
-            base = AutoModelForImageTextToText.from_pretrained(config["base_model"], dtype=torch.float32)
+            # QLoRA learned its update on the dequantized NF4 weights: those are the reference, not the original base.
+            reference = config["base_model"]
+            if config.get("load_in_4bit"):
+                qlora_problems = nf4_base_problems(run, config)
+                if qlora_problems:
+                    return {**result, "ok": False, "problems": problems + qlora_problems}
+                reference = nf4_base_dir(run)
+                result["reference"] = "dequantized NF4 base + adapter"
+            base = AutoModelForImageTextToText.from_pretrained(reference, dtype=torch.float32)
             adapted = PeftModel.from_pretrained(base, run / "output").eval()
             weights, weight_problems = lora_weight_problems(adapted, merged_model.state_dict(), dtype_name)
             result.update(weights)
@@ -309,9 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--gpu-count", type=int, default=1)
     verify = sub.add_parser("verify-merge")
     verify.add_argument("run", type=Path)
+    dequantize = sub.add_parser("dequantize-base")
+    dequantize.add_argument("run", type=Path)
     args = parser.parse_args(argv)
     if args.command == "validate-config":
         return emit(validate_config(args.config, args.gpu, args.gpu_count))
+    if args.command == "dequantize-base":
+        return emit(dequantize_base(args.run.resolve()))
     return emit(verify_merge(args.run))
 
 

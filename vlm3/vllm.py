@@ -4,6 +4,7 @@ Usage:
     argv = vllm_argv(recipe, "/vol/runs/e30m3-lora/20261125T170000Z/output/merged")
     subprocess.Popen(argv, env=vllm_environ(os.environ, "VLLM_API_KEY", key))   # the key never goes on the command line
     print(format_command(argv))                                         # one flag per line, shell-quoted
+    argv, env = local_cpu_command(argv, env, ".venv-vllm/bin/vllm")      # the same on this CPU (make test-vllm)
 
 Every serving setting comes from the recipe: the served model name, context length, memory
 share, batch size, and the image pixel limits the model was trained with (Qwen's advice: the
@@ -29,12 +30,30 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 # taking the app) answers 401 on every route but /health without the key, as the smoke test requires.
 KEY_MIDDLEWARE = "vlm3.serve_guard.KeyGuard"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where the vlm3 package lives (/root on Modal)
+# vLLM's CPU build on this machine (`make test-vllm`): what may differ from the Modal app's command line.
+LOCAL_HOST = "127.0.0.1"  # loopback: a test server is not for the network (Modal's container listens on 0.0.0.0)
+CPU_KV_CACHE_GIB = 1  # VLLM_CPU_KVCACHE_SPACE; without it, on a CPU --gpu-memory-utilization is that share of the RAM
 
 
 def vllm_environ(base: Mapping[str, str], key_var: str, key: str) -> dict[str, str]:
     """The server's environment: the key (never on the command line) and vlm3 importable for its middleware."""
     path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), base.get("PYTHONPATH")]))
     return {**base, key_var: key, "PYTHONPATH": path}
+
+
+def local_cpu_command(argv: list[str], env: Mapping[str, str], vllm_program: str) -> tuple[list[str], dict[str, str]]:
+    """vllm_argv's command line and vllm_environ's environment, made to run under vLLM's CPU build on
+    this machine (the `make test-vllm` tier; `vllm-cpu` is a community build used for testing only).
+
+    Every difference from the Modal app's command is here: the program (`vllm_program`, the test
+    environment's own `vllm`), --host (loopback), and the KV cache size on a CPU (GiB, in the
+    environment). The flags, --dtype included, stay the app's.
+    """
+    if argv[:2] != ["vllm", "serve"] or "--host" not in argv:
+        raise ValueError(f"not a vllm_argv command line: {argv[:3]}")
+    local = [vllm_program, *argv[1:]]
+    local[local.index("--host") + 1] = LOCAL_HOST
+    return local, {**env, "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB)}
 
 
 def compact_json(value: dict) -> str:
