@@ -100,7 +100,7 @@ demo: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## the wh
 test: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## all tests but the real-regime, families and manuals tiers (CPU, no network, no keys)
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m "not real and not families and not manuals"
 
-test-real: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## the 7B recipes' regime on CPU: bf16 7B-shaped tiny model, LoRA r 64, merge check
+test-real: install trainer-env $(TINY_MODEL)/tiny-qwen2-vl.json sample-data ## the 7B recipes' regime on CPU: bf16 7B-shaped tiny model, LoRA r 64, merge check; a real QLoRA run and its NF4 merge
 	VLM3_REQUIRE_TRAINER=1 $(BIN)/python -m pytest -q -m real
 
 test-families: install trainer-env tiny-model sample-data ## every family's trainer tests, and Qwen2.5-VL's and Qwen3-VL's whole CPU loop; a few minutes
