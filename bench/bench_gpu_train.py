@@ -6,6 +6,8 @@ Usage (trainer environment, project root on PYTHONPATH; nothing is downloaded):
     .venv-train/bin/python -m bench.bench_gpu_train --steps 30 --today               # without the frozen-vision fix
     .venv-train/bin/python -m bench.bench_gpu_train --engine axolotl --steps 30      # through `axolotl train`
     .venv-train/bin/python -m bench.bench_gpu_train --model .cache/tiny-qwen2-vl --device cpu --steps 2   # smoke test
+    .venv-train/bin/python -m bench.bench_gpu_train --model 7b-shape --device cpu --steps 1 --workers 0   # no folder at all
+    bash bench/gpu_check.sh                                                            # the prepared GPU check (all stages)
 
 Qwen2-VL-7B is built from its published config (bench/train_measure.py) with random weights;
 rows are synthetic ~1 MP pages: 1,240 visual tokens (a 31 x 40 grid of merged patches, 4,960
@@ -14,8 +16,17 @@ language model's 7 projections, bf16, AdamW fused, lr 2e-4). The first --warmup 
 timed. MFU = the plan's FLOPs (vlm3.plan.batch_flops, the count tests check against
 FlopCounterMode) of the timed steps / (time x the card's bf16 peak). Data wait is the time the
 training loop spends fetching batches from its DataLoader (plain engine: the synthetic rows are
-built by DataLoader workers, as Axolotl's collator builds real pages). Prints one JSON object
-and writes it to --out.
+built by DataLoader workers, as Axolotl's collator builds real pages). The frozen vision tower's
+share is measured (its forward calls, timed with CUDA events: with the fix that is all the tower
+does; on the --today path its backward and recomputation are not in it) and planned (its FLOPs /
+the step's). `--model 7b-shape` is vlm3.tiny_model's toy Qwen2-VL with the 7B's ratios, built from
+its config alone (a CPU smoke run that needs no model folder). Prints one JSON object and writes
+it to --out.
+
+Runs offline on a machine with torch, transformers and peft (and pydantic, which vlm3.plan's
+import of vlm3.recipe needs) but without Axolotl: vlm3.axolotl_plugin imports Axolotl's plugin base
+class at its top; where Axolotl is absent a stand-in for that one class is put in its place (the
+plain engine uses only the plugin's frozen-vision function, which needs nothing from Axolotl).
 """
 
 from __future__ import annotations
@@ -67,6 +78,102 @@ class SyntheticPages(torch.utils.data.Dataset):
         return [self.grid[0] * self.grid[1] + 2 + t for t in self.texts]
 
 
+def frozen_vision_function():
+    """vlm3.axolotl_plugin.run_frozen_vision_forward_only, importable without Axolotl (see the module docstring)."""
+    try:
+        from vlm3.axolotl_plugin import run_frozen_vision_forward_only
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").split(".")[0] == "axolotl":
+            raise
+        import types
+
+        for name in ("axolotl", "axolotl.integrations", "axolotl.integrations.base"):
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["axolotl.integrations.base"].BasePlugin = type("BasePlugin", (), {})  # stand-in: Vlm3Plugin's base only
+        try:
+            from vlm3.axolotl_plugin import run_frozen_vision_forward_only
+        finally:
+            for name in ("axolotl.integrations.base", "axolotl.integrations", "axolotl"):
+                sys.modules.pop(name, None)
+        AXOLOTL_STAND_IN.append(True)
+    return run_frozen_vision_forward_only
+
+
+AXOLOTL_STAND_IN: list[bool] = []  # non-empty when the plugin was imported with the stand-in base class
+
+
+def bench_config(args):
+    """The transformers config: a model vlm3 knows or a local folder (bench.train_measure), or `7b-shape`."""
+    if args.model == "7b-shape":
+        from vlm3.tiny_model import SPECIAL_TOKENS, VOCAB_SIZE, seven_b_shape_config
+
+        ids = {token: VOCAB_SIZE + i for i, token in enumerate(SPECIAL_TOKENS)}  # as the tiny tokenizer numbers them
+        config = seven_b_shape_config(ids, VOCAB_SIZE + len(SPECIAL_TOKENS))
+        if args.layers:
+            config.text_config.num_hidden_layers = config.text_config.max_window_layers = args.layers
+        if args.vision_depth:
+            config.vision_config.depth = args.vision_depth
+        for c in (config, config.text_config, config.vision_config):
+            c._attn_implementation = "sdpa"
+        return config
+    return tm.family_config(args.model, args.layers, args.vision_depth, attn="sdpa")
+
+
+def default_grid(model: str) -> tuple[int, int]:
+    """~1 MP pages for the full-size models; 4x4 visual tokens for a local folder or the toy 7b-shape."""
+    known = model in tm.ALIASES or "/" in model and not Path(model).exists()
+    return PAGE_GRID if known and model != "7b-shape" else (4, 4)
+
+
+class TowerTimer:
+    """Time spent in the vision tower's forward calls: CUDA events on a GPU (no synchronisation per call),
+    wall time on a CPU (where the calls are synchronous)."""
+
+    def __init__(self, tower, device: str):
+        self.cuda = device == "cuda"
+        self.pairs: list = []
+        self.seconds = 0.0
+        self.calls = 0
+        self._start = None
+        tower.register_forward_pre_hook(self._before)
+        tower.register_forward_hook(self._after)
+
+    def _before(self, module, args):
+        if self.cuda:
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+
+    def _after(self, module, args, output):
+        self.calls += 1
+        if self.cuda:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.pairs.append((self._start, end))
+        else:
+            self.seconds += time.perf_counter() - self._start
+
+    def reset(self):
+        self.pairs, self.seconds, self.calls = [], 0.0, 0
+
+    def total(self) -> float:
+        """Seconds (call after a synchronisation)."""
+        return self.seconds + sum(a.elapsed_time(b) for a, b in self.pairs) / 1000
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    found = {}
+    for name in ("torch", "transformers", "peft", "liger-kernel", "pydantic", "axolotl"):
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def length_grouped_order(lengths: list[int], group: int, seed: int = 0) -> list[int]:
     from vlm3.plan import micro_batches
 
@@ -78,7 +185,8 @@ def run_plain(args) -> dict:
     from vlm3.plan import Training, batch_flops, shape_from_config
 
     device = args.device
-    config = tm.family_config(args.model, args.layers, args.vision_depth, attn="sdpa")
+    built = time.perf_counter()
+    config = bench_config(args)
     if args.liger:
         from liger_kernel.transformers import apply_liger_kernel_to_qwen2_vl
 
@@ -89,15 +197,22 @@ def run_plain(args) -> dict:
     model.enable_input_require_grads()  # as Axolotl and PEFT do: the path the fix corrects
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    run_frozen_vision_forward_only = frozen_vision_function()
     if not args.today:
-        from vlm3.axolotl_plugin import run_frozen_vision_forward_only
-
         run_frozen_vision_forward_only(model)
+    from vlm3.axolotl_plugin import vision_tower
+
+    tower_timer = TowerTimer(vision_tower(model), device)
     model.train()
+    parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    build_seconds = time.perf_counter() - built
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=2e-4, fused=device == "cuda")
 
-    grid = tuple(args.grid) if args.grid else (PAGE_GRID if args.model.startswith("7b") else (4, 4))
+    grid = tuple(args.grid) if args.grid else default_grid(args.model)
     micro, accum = args.micro_batch_size, args.gradient_accumulation_steps
     total_steps = args.warmup + args.steps
     dataset = SyntheticPages(config, micro * accum * total_steps, grid)
@@ -113,15 +228,18 @@ def run_plain(args) -> dict:
             torch.cuda.synchronize()
 
     batches = iter(loader)
-    wait = flops = 0.0
+    wait = flops = vision_plan = 0.0
     tokens = positions = samples = 0
     start = None
+    step_seconds: list[float] = []
     for step in range(total_steps):
         if step == args.warmup:
             sync()
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            start, wait, flops, tokens, positions, samples = time.perf_counter(), 0.0, 0.0, 0, 0, 0
+            start, wait, flops, vision_plan, tokens, positions, samples = time.perf_counter(), 0.0, 0.0, 0.0, 0, 0, 0
+            tower_timer.reset()
+        step_started = time.perf_counter()
         for _ in range(accum):
             fetched = time.perf_counter()
             batch = next(batches)
@@ -130,25 +248,43 @@ def run_plain(args) -> dict:
             loss = model(**batch).loss / accum
             loss.backward()
             lengths = batch["attention_mask"].sum(dim=1).tolist()
-            flops += batch_flops(shape, lengths, [grid[0] * grid[1]] * len(lengths), training).total
+            work = batch_flops(shape, lengths, [grid[0] * grid[1]] * len(lengths), training)
+            flops += work.total
+            vision_plan += work.vision_forward + work.vision_backward + work.vision_recompute
             tokens += sum(lengths)
             positions += batch["attention_mask"].numel()
             samples += len(lengths)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if step >= args.warmup and args.step_times:
+            sync()  # per-step times only when asked: the synchronisation itself costs a little
+            step_seconds.append(time.perf_counter() - step_started)
     sync()
     seconds = time.perf_counter() - start
+    vision_seconds = tower_timer.total()
     peak = card_peak_tflops()
+    final_loss = loss.item() * accum
     return {
         "engine": "plain", "model": args.model, "device": torch.cuda.get_device_name() if device == "cuda" else device,
         "gradient_checkpointing": args.gradient_checkpointing, "vision_fix": not args.today, "liger": args.liger,
-        "micro_batch_size": micro, "gradient_accumulation_steps": accum, "timed_steps": args.steps, "seconds": seconds,
+        "layers": config.text_config.num_hidden_layers, "vision_depth": config.vision_config.depth,
+        "hidden_size": config.text_config.hidden_size, "parameters": parameters, "trainable_parameters": trainable,
+        "grid": list(grid), "visual_tokens_per_page": grid[0] * grid[1],
+        "micro_batch_size": micro, "gradient_accumulation_steps": accum, "warmup_steps": args.warmup,
+        "timed_steps": args.steps, "seconds": seconds, "build_seconds": build_seconds,
+        "step_seconds": step_seconds or None,
         "samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "padding": 1 - tokens / positions,
         "plan_flops": flops, "achieved_tflops": flops / seconds / 1e12,
-        "mfu": flops / seconds / (peak * 1e12) if peak else None,
+        "peak_tflops": peak, "mfu": flops / seconds / (peak * 1e12) if peak else None,
         "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None,
-        "data_wait_s": wait, "data_wait_fraction": wait / seconds, "final_loss": loss.item() * accum,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if device == "cuda" else None,
+        "gpu_memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if device == "cuda" else None,
+        "vision_forward_calls": tower_timer.calls, "vision_forward_s": vision_seconds,
+        "vision_time_share": vision_seconds / seconds, "vision_plan_flops_share": vision_plan / flops if flops else None,
+        "data_wait_s": wait, "data_wait_fraction": wait / seconds,
+        "final_loss": final_loss, "loss_finite": final_loss == final_loss and abs(final_loss) != float("inf"),
+        "axolotl_stand_in": bool(AXOLOTL_STAND_IN), "versions": versions(),
     }
 
 
@@ -222,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engine", choices=["auto", "plain", "axolotl"], default="plain",
                         help="auto: axolotl where it is installed, else plain")
-    parser.add_argument("--model", default="7b", help="7b, qwen2.5-vl-7b, qwen3-vl-8b or a Hub id vlm3 knows (built from its published config), or a local model folder")
+    parser.add_argument("--model", default="7b", help="7b, qwen2.5-vl-7b, qwen3-vl-8b or a Hub id vlm3 knows (built from its published config), "
+                        "a local model folder, or 7b-shape (the toy Qwen2-VL with the 7B's ratios, vlm3.tiny_model)")
     parser.add_argument("--layers", type=int, help="fewer decoder layers (a short check)")
     parser.add_argument("--vision-depth", type=int)
     parser.add_argument("--grid", type=int, nargs=2, help="visual-token grid per page (default 31 40: ~1 MP)")
@@ -235,9 +372,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--liger", action="store_true", help="Liger kernels (GPU only)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--step-times", action="store_true", help="record each timed step's seconds (synchronises per step)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (a CPU smoke run on a shared box)")
     parser.add_argument("--workdir", help="axolotl engine: where the model folder, pages and run go")
     parser.add_argument("--out", type=Path, default=Path("bench_gpu_train.json"))
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this torch sees no CUDA device")
     engine = args.engine
     if engine == "auto":
         try:
