@@ -7,8 +7,8 @@ Usage:
     modal run modal_entry.py --recipe recipes/e30m3_lora.yaml --max-samples 100  # a train-dev run
     modal run modal_entry.py --run e30m3-lora/20261125T170000Z                   # continue a run: training resumes from its last checkpoint
     modal run modal_entry.py --run e30m3-lora/20261125T170000Z --stage merge     # or smoke, eval, hub
-    VLM3_RUN=runs/e30m3-lora/20261125T170000Z modal deploy modal_entry.py        # the OpenAI-compatible endpoint
-    VLM3_RUN=runs/e30m3-lora/20261125T170000Z modal serve modal_entry.py         # the same while developing
+    VLM3_RUN=runs/e30m3-lora/20261125T170000Z modal deploy modal_entry.py::endpoint   # the run's OpenAI-compatible endpoint
+    VLM3_RUN=runs/e30m3-lora/20261125T170000Z modal serve modal_entry.py::endpoint    # the same while developing (no snapshot)
 
 Everything Modal (app, images, volumes, secrets) is declared here, and nothing else: each
 function opens the run directory on the runs volume and calls the step functions the local CLI
@@ -18,7 +18,11 @@ the function bodies so that this file imports without torch, Axolotl or vLLM.
 Training's GPU and timeout come from the run's recipe on every call (Function.with_options),
 so one deployed app trains any recipe. An endpoint's GPU, scale-down window and concurrency
 are fixed when it is deployed: VLM3_RUN names the run it serves, VLM3_RECIPE (optional) the
-recipe whose serve section to use instead of the run's own.
+recipe whose serve section to use instead of the run's own. Each run's endpoint is its own app
+(`endpoint`, named by vlm3.modal_support.endpoint_app_name), so two runs, or two families, serve
+side by side; the training app ("vlm3") holds none. The endpoint restores a started, warmed-up,
+sleeping vLLM from a Modal memory snapshot (GPU memory included) and wakes it: see
+vlm3.modal_support.prepare_for_snapshot.
 """
 
 from __future__ import annotations
@@ -232,75 +236,48 @@ def merge(run_name: str) -> dict:
 @app.function(image=vllm_image, volumes=VOLUMES, gpu=ServeSpec().gpu, cpu=ms.SERVE_CPU, memory=ms.SERVE_MEMORY_MIB,
               timeout=ms.SMOKE_TIMEOUT_S, retries=ms.SMOKE_RETRIES)  # CPU and memory as the endpoint's: it decodes the pages
 def smoke_test(run_name: str) -> dict:
-    """Start vLLM exactly as the endpoint will, refuse a request without the key, answer one image question."""
+    """Start vLLM exactly as the endpoint will (sleep mode on), refuse a request without the key, warm up, sleep
+    and wake as before and after a snapshot, then answer one image question."""
     import json
     import secrets as token_source
     import subprocess
-    import time
-
-    import httpx
 
     from harness.generate import image_data_url
+    from vlm3 import smoke
     from vlm3.trainer_side import first_example
-    from vlm3.vllm import images_per_prompt, served_model_dir, vllm_argv, vllm_environ
+    from vlm3.vllm import images_per_prompt, served_model_dir, sleep_mode_command, vllm_argv, vllm_environ
 
     run = open_run(run_name)
     recipe = run.recipe()
     argv = vllm_argv(recipe, str(served_model_dir(run.path, recipe)), SERVE_PORT, base_model=base_model_of(run),
                      images=images_per_prompt(run.path))
     key = token_source.token_urlsafe(24)
-    root = f"http://127.0.0.1:{SERVE_PORT}"
-    run.logs_dir.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    with (run.logs_dir / "smoke_vllm.log").open("ab") as log:
-        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=vllm_environ(os.environ, ENDPOINT_KEY_VAR, key))
+    argv, env = sleep_mode_command(argv, vllm_environ(os.environ, ENDPOINT_KEY_VAR, key))
+    log_path = run.logs_dir / "smoke_vllm.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    images, question = first_example(run.path)
     result: dict[str, Any] = {"run": run_name, "command": argv}
+    with log_path.open("ab") as log:
+        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        while not healthy(root):
-            if server.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {server.returncode} before it was ready; see {run.logs_dir / 'smoke_vllm.log'}")
-            if time.monotonic() - started > ms.SERVE_STARTUP_TIMEOUT_S:
-                raise RuntimeError(f"vLLM did not answer /health within {ms.SERVE_STARTUP_TIMEOUT_S} s")
-            time.sleep(2)
-        result["load_s"] = round(time.monotonic() - started, 1)
-        result["unauthenticated_status"] = httpx.get(f"{root}/v1/models", timeout=10).status_code
-        # Every route but /health must refuse a request without the key (vLLM's --api-key guards only /v1/*).
-        openapi = httpx.get(f"{root}/openapi.json", headers={"Authorization": f"Bearer {key}"}, timeout=10)
-        routes = ms.auth_probe_routes(openapi.json() if openapi.status_code == 200 else {})
-        statuses = {f"{method} {path}": httpx.request(method, root + path, timeout=10).status_code for method, path in routes}
-        result["unguarded_routes"] = ms.unguarded_routes(statuses)
-        images, question = first_example(run.path)
-        request = ms.smoke_request(recipe.served_name, [image_data_url(image) for image in images], question)
-        answered = time.monotonic()
-        response = httpx.post(f"{root}/v1/chat/completions", json=request, headers={"Authorization": f"Bearer {key}"}, timeout=300)
-        response.raise_for_status()
-        result.update(
-            question=question,
-            answer=response.json()["choices"][0]["message"]["content"],
-            answer_s=round(time.monotonic() - answered, 2),
-        )
-        result["ok"] = bool(result["answer"].strip()) and result["unauthenticated_status"] == 401 and not result["unguarded_routes"]
-    except Exception as exc:
+        result["load_s"] = smoke.wait_healthy(server, LOCAL_ROOT, ms.SERVE_STARTUP_TIMEOUT_S, log_path)
+        # What the endpoint does around its snapshot (ms.prepare_for_snapshot, ms.wake_engine): warm up, sleep, wake;
+        # then the smoke test proper, on the woken engine: the key guard over every route (sleep mode's development
+        # routes /sleep, /wake_up, /collective_rpc ... among them) and one page question.
+        warmup = ms.smoke_request(recipe.served_name, [image_data_url(image) for image in images], question,
+                                  max_tokens=ms.WARMUP_MAX_TOKENS)
+        result["warmup_s"] = [round(s, 2) for s in ms.warm_up(LOCAL_ROOT, key, warmup)]
+        result["sleep_s"] = round(ms.sleep_engine(LOCAL_ROOT, key), 2)
+        result["wake_s"] = round(ms.wake_engine(LOCAL_ROOT, key), 2)
+        result.update(smoke.probe_server(LOCAL_ROOT, key, recipe.served_name, [image_data_url(p) for p in images], question))
+    except Exception as exc:  # noqa: BLE001 - the smoke test reports every failure as its result
         result.update(ok=False, error=str(exc))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        smoke.stop(server)
         (run.path / "smoke_test.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         run.mark_stage("smoke", "done" if result.get("ok") else "failed")
         commit(runs_volume)
     return result
-
-
-def healthy(root: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{root}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @app.function(image=eval_image, volumes={str(MOUNTS.data): data_volume, str(MOUNTS.runs): runs_volume}, cpu=2.0, memory=4096,
@@ -358,30 +335,64 @@ def push_to_hub(run_name: str, dataset_repo: str = "", model_repo: str = "") -> 
     return pushed
 
 
+LOCAL_ROOT = f"http://127.0.0.1:{SERVE_PORT}"  # vLLM inside its container, as the hooks and the smoke test reach it
+
+
+def deploy_reference() -> str:
+    """What `modal deploy` was given (FILE or FILE::APP), read from its click context; "" outside it."""
+    try:
+        import click
+
+        ctx = click.get_current_context(silent=True)
+    except ImportError:
+        return ""
+    return str((ctx.params or {}).get("app_ref") or "") if ctx is not None else ""
+
+
 SERVE_TARGET = ms.serve_target_from_env()
 
 if SERVE_TARGET is not None:
     SERVE_SPEC = SERVE_TARGET.spec
+    # One app per run (ms.endpoint_app_name): deploying another run adds its endpoint beside this one.
+    endpoint = modal.App(ms.endpoint_app_name(SERVE_TARGET.run))
 
-    @app.function(
+    @endpoint.cls(
         image=vllm_image,
         volumes=VOLUMES,
         secrets=[secret(SERVE_SPEC.api_key_secret)],
-        env={ms.SERVE_TARGET_ENV: SERVE_TARGET.to_env()},  # the serving container declares the same function
+        env={ms.SERVE_TARGET_ENV: SERVE_TARGET.to_env()},  # the serving container declares the same class
+        enable_memory_snapshot=True,  # `modal deploy` only: later containers restore a started, sleeping vLLM
+        experimental_options={"enable_gpu_snapshot": True},  # the card's memory too (a Modal alpha feature)
         **ms.serve_function_options(SERVE_TARGET),
     )
     @modal.concurrent(max_inputs=SERVE_SPEC.concurrent_inputs)
-    @modal.web_server(port=SERVE_PORT, startup_timeout=ms.SERVE_STARTUP_TIMEOUT_S)
-    def serve() -> None:
+    class Endpoint:
         """vLLM's OpenAI-compatible server for the deployed run; requests need the key in the endpoint secret."""
-        import subprocess
 
-        from vlm3.vllm import vllm_environ
+        @modal.enter(snap=True)
+        def start(self) -> None:
+            """Before the snapshot: start vLLM, wait for it, warm it up with the run's own questions, sleep."""
+            self.server, self.key = start_server(SERVE_TARGET)
+            timings = ms.prepare_for_snapshot(LOCAL_ROOT, self.key, self.server, warmup_request(SERVE_TARGET),
+                                              log="the container's log")
+            print(f"vLLM started, warmed up and asleep for the snapshot: {timings}", flush=True)
 
-        argv = serve_argv(SERVE_TARGET)  # refuses to start without the key
-        subprocess.Popen(argv, env=vllm_environ(os.environ, ENDPOINT_KEY_VAR, os.environ[ENDPOINT_KEY_VAR]))
+        @modal.enter(snap=False)
+        def wake(self) -> None:
+            """After each restore (and after start when there is no snapshot): wake the engine."""
+            print(f"vLLM awake in {ms.wake_engine(LOCAL_ROOT, self.key):.1f} s", flush=True)
+
+        @modal.web_server(port=SERVE_PORT, startup_timeout=ms.SERVE_STARTUP_TIMEOUT_S)
+        def serve(self) -> None:
+            """The web endpoint: vLLM already listens on SERVE_PORT (started in `start`)."""
+
+        @modal.exit()
+        def stop(self) -> None:
+            if getattr(self, "server", None) is not None:
+                stop_server(self.server)
 
     if modal.is_local():
+        serve = Endpoint().serve  # the web method: its URL once deployed
         from vlm3.ask import deploy_command_running, print_deployed_endpoint
 
         if deploy_command_running():
@@ -390,6 +401,40 @@ if SERVE_TARGET is not None:
             # Modal builds and deploys after this file is imported; at exit the web function has its URL.
             atexit.register(print_deployed_endpoint, serve, SERVE_SPEC.served_model_name or SERVE_TARGET.run.split("/")[0],
                             SERVE_SPEC.api_key_secret, SERVE_SPEC.scaledown_window_s)
+            deployed = ms.deploy_target(deploy_reference())
+            if deployed != ms.ENDPOINT_APP_VAR:
+                print(f"note: VLM3_RUN names a run, but this deploys the app {deployed!r}, not its endpoint; deploy the "
+                      f"endpoint with `{ms.deploy_command(SERVE_TARGET.run)}`", file=sys.stderr)
+
+
+def start_server(target: ms.ServeTarget):
+    """Start the endpoint's vLLM (sleep mode on, the key from the secret in its environment); (process, key)."""
+    import subprocess
+
+    from vlm3.vllm import sleep_mode_command, vllm_environ
+
+    argv = serve_argv(target)  # refuses to start without the key
+    key = os.environ[ENDPOINT_KEY_VAR]
+    argv, env = sleep_mode_command(argv, vllm_environ(os.environ, ENDPOINT_KEY_VAR, key))
+    return subprocess.Popen(argv, env=env, start_new_session=True), key  # its own process group: stop_server ends all of it
+
+
+def stop_server(server) -> None:
+    from vlm3 import smoke
+
+    smoke.stop(server)  # SIGTERM to vLLM's process group (its engine runs in child processes), SIGKILL after a grace period
+
+
+def warmup_request(target: ms.ServeTarget) -> dict:
+    """The warm-up question: the run's first training example, pages included, as the smoke test asks it."""
+    from harness.generate import image_data_url
+    from vlm3.trainer_side import first_example
+
+    run = open_run(target.run)
+    recipe = ms.recipe_for_serving(run.recipe(), target)
+    images, question = first_example(run.path)
+    return ms.smoke_request(recipe.served_name, [image_data_url(image) for image in images], question,
+                            max_tokens=ms.WARMUP_MAX_TOKENS)
 
 
 def serve_argv(target: ms.ServeTarget) -> list[str]:
@@ -422,13 +467,16 @@ class Cloud:
     def start_hub(self, run_name: str, dataset_repo: str, model_repo: str) -> dict:
         return push_to_hub.remote(run_name, dataset_repo, model_repo)
 
-    def endpoint(self) -> str:
+    def endpoint(self, run_name: str) -> str:
+        """The OpenAI base URL of the run's own deployed endpoint (its app: ms.endpoint_app_name)."""
+        app_name = ms.endpoint_app_name(run_name)
         try:
-            url = modal.Function.from_name(ms.APP_NAME, "serve").get_web_url()
+            url = getattr(modal.Cls.from_name(app_name, ms.ENDPOINT_CLASS)(), ms.ENDPOINT_METHOD).get_web_url()
         except modal.exception.NotFoundError:
             url = None
         if not url:
-            raise LaunchError(["no deployed endpoint: deploy one with `VLM3_RUN=runs/<run> modal deploy modal_entry.py`, or pass --endpoint URL"])
+            raise LaunchError([f"{run_name} has no deployed endpoint (no app {app_name}): deploy it with "
+                               f"`{ms.deploy_command(run_name)}`, or pass --endpoint URL"])
         return ms.endpoint_url(url)
 
 
@@ -548,7 +596,7 @@ def launch(
             parsed = recipe_of_run(run_name, cloud, runs_root)
         dataset_repo, model_repo = ms.hub_targets(parsed, hub_dataset, hub_model)
         if stage == "eval":
-            url = endpoint or cloud.endpoint()
+            url = endpoint or cloud.endpoint(run_name)
             out(f"evaluating {run_name} against {url} ...")
             result = cloud.start_eval(parsed, run_name, url, label, max_samples)
             out(f"exit {result['exit_code']}: results on the volume {VOLUME_NAMES['runs']} at {result['eval_dir']}/")
@@ -571,7 +619,7 @@ def launch(
         if isinstance(smoke, dict) and smoke.get("ok") is False:
             out(f"the smoke test failed: {smoke.get('error', smoke)}; see {run_name}/logs/smoke_vllm.log on {VOLUME_NAMES['runs']}")
             return 1
-        out(f"next: VLM3_RUN=runs/{run_name} modal deploy modal_entry.py")
+        out(f"next: {ms.deploy_command(run_name)}")
         return 0
     except Exception as exc:
         code = exit_code_for(exc, out)

@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         today = epoch_work(shape, train, 4, False, 16, Training.of(recipe, gradient_checkpointing=True, vision_forward_only=False))
         now = epoch_work(shape, train, recipe.train.micro_batch_size, True,
                          recipe.train.micro_batch_size * recipe.train.gradient_accumulation_steps, Training.of(recipe))
-        floor = floor_flops(shape, list(train.lengths), list(train.visual), checkpointing)
+        training = Training.of(recipe)
+        floor = floor_flops(shape, list(train.lengths), list(train.visual), checkpointing, full=training.method == "full",
+                            vision_trained=training.vision_trained)
         print(f"  per epoch: {now.flops.total:.3g} FLOPs ({now.flops.total / floor:.2f}x the floor for checkpointing "
               f"{'on' if checkpointing else 'off'}, padding {now.padding:.1%}); before this plan's fixes "
               f"(checkpointing on, micro-batch 4, random batches, hooked tower): {today.flops.total:.3g} "

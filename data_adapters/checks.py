@@ -242,3 +242,51 @@ def metadata_problems(rows: list[PipelineRow], recipe) -> list[Problem]:
         problems.append(Problem(where, None, f"{missing} of {len(counted)} rows have no {ours!r} in their metadata, so {effect}; "
                                 f"the rows carry: {', '.join(sorted(carried)) or 'nothing'}; {hint}", "warning", "metadata_missing"))
     return problems
+
+
+FIRST_PLACES = 3  # places named for each group of warnings; the rest are counted
+# Causes whose message names the row itself (its token count, the line it duplicates): grouped by cause, not by message.
+ROW_CAUSES = {
+    "too_long": "rows over train.sequence_len",
+    "duplicate": "rows that duplicate an earlier row (same pages and question)",
+    "repeated_page": "rows that list a page more than once (each copy costs its visual tokens again)",
+}
+
+
+@dataclass(frozen=True)
+class ProblemGroup:
+    """Problems with one cause: a message repeated at several places (the same image in many rows), or
+    one of ROW_CAUSES; `places` are the first few "file:line", `count` is all of them."""
+
+    severity: str
+    code: str
+    cause: str
+    count: int
+    places: tuple[str, ...]
+    example: str | None = None  # for a ROW_CAUSES group: the first row's own message
+
+    def __str__(self) -> str:
+        if self.count == 1:
+            where = f"{self.places[0]}: " if self.places and self.places[0] else ""
+            return f"{where}{self.example or self.cause}"
+        more = f", ... {self.count - len(self.places)} more" if self.count > len(self.places) else ""
+        example = f"; first: {self.example}" if self.example else ""
+        return f"{self.cause} ({self.count} places: {', '.join(self.places)}{more}){example}"
+
+    def to_dict(self) -> dict:
+        return {"severity": self.severity, "code": self.code, "cause": self.cause, "count": self.count,
+                "places": list(self.places), **({"example": self.example} if self.example else {})}
+
+
+def group_problems(problems: list[Problem], first: int = FIRST_PLACES) -> list[ProblemGroup]:
+    """Problems grouped by cause, in the order each cause first appears; every problem is counted in one group."""
+    groups: dict[tuple[str, str, str], list[Problem]] = {}
+    for problem in problems:
+        cause = ROW_CAUSES.get(problem.code, problem.message)
+        groups.setdefault((problem.severity, problem.code, cause), []).append(problem)
+    result = []
+    for (severity, code, cause), members in groups.items():
+        places = tuple(dict.fromkeys(f"{p.file}:{p.line}" if p.line else p.file for p in members))
+        example = members[0].message if code in ROW_CAUSES else None
+        result.append(ProblemGroup(severity, code, cause, len(members), places[:first], example))
+    return result

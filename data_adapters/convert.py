@@ -15,14 +15,19 @@ the run directory (where the trainer runs, locally and on Modal).
 Each written row carries `length`: its visual plus text tokens, the count `vlm3 check` makes.
 The trainer's length-grouped sampler (`group_by_length`) reads that column in both splits, so
 micro-batches hold rows of similar length and little of each batch is padding.
+
+`data_version` names the converted data: a short hash of train.jsonl and val.jsonl as written, with the
+images folder's own path left out (the same data converted in another checkout or container has the same
+version). Reports carry it, so two runs on the same data can be told from two runs on different data.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_adapters.checks import scan_dataset
+from data_adapters.checks import group_problems, scan_dataset
 from data_adapters.jsonio import write_jsonl
 from data_adapters.images import normalised_copy
 from data_adapters.pipeline import DataError, PipelineRow, Problem, read_pipeline, resolve_image, to_axolotl_row
@@ -39,6 +44,7 @@ class DatasetReport:
     files: dict[str, str] = field(default_factory=dict)
     max_images_per_row: int = 1  # vLLM's --limit-mm-per-prompt for this run's model
     normalised_pages: int = 0  # pages trained from a normalised copy
+    data_version: str | None = None  # data_version() of the written files
 
     def to_dict(self) -> dict:
         return {
@@ -48,8 +54,10 @@ class DatasetReport:
             "max_images_per_row": self.max_images_per_row,
             "normalised_pages": self.normalised_pages,
             "dropped": self.dropped,
-            "warnings": [str(w) for w in self.warnings],
+            "warnings": [str(w) for w in self.warnings],  # every one, each at its file and line
+            "warning_groups": [g.to_dict() for g in group_problems(self.warnings)],  # by cause, with counts
             "files": self.files,
+            "data_version": self.data_version,
         }
 
 
@@ -108,6 +116,7 @@ def prepare_dataset(
 
     write_jsonl(out_dir / "train.jsonl", (row_with_length(r) for r in train))
     write_jsonl(out_dir / "val.jsonl", (row_with_length(r) for r in val))
+    version = data_version([out_dir / "train.jsonl", out_dir / "val.jsonl"], image_dir)
     return DatasetReport(
         train_rows=len(train),
         val_rows=len(val),
@@ -118,4 +127,20 @@ def prepare_dataset(
         dropped=dropped,
         warnings=[p for p in data.problems if p.severity != "error"],
         files={"train": str(out_dir / "train.jsonl"), "val": str(out_dir / "val.jsonl")},
+        data_version=version,
     )
+
+
+DATA_VERSION_CHARS = 10  # hex digits: short enough to read in a title, ample to tell a user's datasets apart
+
+
+def data_version(files: list[Path], image_dir: str | None = None) -> str:
+    """A short hash of converted data files, in order; image_dir (where the rows' images were resolved) is
+    left out of their text, so the version does not change with the checkout or container path."""
+    digest = hashlib.sha256()
+    for path in files:
+        data = Path(path).read_bytes() if Path(path).is_file() else b""
+        if image_dir:
+            data = data.replace(image_dir.rstrip("/").encode("utf-8"), b"<images>")
+        digest.update(Path(path).name.encode("utf-8") + b"\0" + str(len(data)).encode("ascii") + b"\0" + data)
+    return digest.hexdigest()[:DATA_VERSION_CHARS]

@@ -4,9 +4,11 @@ Usage:
     export VLM3_API_KEY=...   # the endpoint's key (the VLLM_API_KEY in the Modal secret vlm3-endpoint)
     python examples/ask_endpoint.py https://<workspace>--vlm3-serve.modal.run/v1 e30m3 page.jpg "What is the torque of the head bolts?"
     python examples/ask_endpoint.py URL MODEL https://example.com/page-042.jpg "..." --stream
+    python examples/ask_endpoint.py http://127.0.0.1:8000/v1 e30m3 page.jpg "..."   # `vlm3 serve RUN` (its key, if any)
 
-Needs only `pip install openai`. The tests run this file against the tiny model served by
-`transformers serve`, so what it shows keeps working.
+MODEL is the recipe's served name (`serve.served_model_name`, else the recipe's name), the same on
+Modal and under `vlm3 serve`. Needs only `pip install openai`. The tests run this file against the
+tiny model served by vLLM (`make test-vllm`) and by `transformers serve`, so what it shows keeps working.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def page_url(image: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("endpoint", help="the base URL, ending in /v1")
-    parser.add_argument("model", help="the served model name (`modal deploy` prints it)")
+    parser.add_argument("model", help="the served model name (`modal deploy` and `vlm3 serve` print it)")
     parser.add_argument("image", help="a page image file or an https URL")
     parser.add_argument("question")
     parser.add_argument("--stream", action="store_true")

@@ -95,6 +95,49 @@ class GroupDelta:
 
 
 @dataclass(frozen=True)
+class Side:
+    """Which evaluation one side is: its label, and the run, model and family that answered (None: not known)."""
+
+    label: str
+    run: str | None = None  # "<recipe>/<time>"
+    model: str | None = None  # the model name the requests asked for
+    family: str | None = None  # "Qwen2-VL", "Qwen2.5-VL", "Qwen3-VL"
+    base_model: str | None = None
+    endpoint: str | None = None
+
+    def describe(self) -> str:
+        return (f"{self.label}: run {self.run or '-'}, model {self.model or '-'}, family {self.family or '-'}"
+                + (f" (base {self.base_model})" if self.base_model else ""))
+
+
+def describe_eval_dir(eval_dir: Path) -> Side:
+    """The side an evaluation folder is: meta.json's label, model and endpoint; the run, family and base model
+    from meta.json when eval recorded them, else from the run folder it sits in (RUN/eval/...: RUN/recipe.yaml)."""
+    import json
+
+    eval_dir = Path(eval_dir)
+    try:
+        meta = json.loads((eval_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    run, family, base = meta.get("run"), meta.get("family"), meta.get("base_model")
+    run_dir = next((p for p in eval_dir.resolve().parents if (p / "recipe.yaml").is_file()), None)
+    if run_dir is not None and not (run and family and base):
+        run = run or f"{run_dir.parent.name}/{run_dir.name}"
+        try:
+            from vlm3.recipe import load_recipe
+
+            recipe = load_recipe(run_dir / "recipe.yaml")
+            base = base or recipe.model.base
+            family = family or recipe.family.label
+        except Exception:  # noqa: BLE001 - a run whose recipe or model config cannot be read here is named without it
+            pass
+    return Side(label=str(meta.get("label") or eval_dir.name), run=run, model=meta.get("model"), family=family,
+                base_model=base, endpoint=meta.get("endpoint"))
+
+
+@dataclass(frozen=True)
 class Comparison:
     label_a: str
     label_b: str
@@ -109,6 +152,8 @@ class Comparison:
     groups: list[GroupDelta] = field(default_factory=list)
     pages: int = 0  # distinct page images among the pairs: the bootstrap's resampling unit
     general: dict | None = None  # vlm3's general probes: did B keep what A could do? (general_verdict)
+    side_a: Side | None = None  # run, model and family of each side (describe_eval_dir), when compared from folders
+    side_b: Side | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,7 +290,7 @@ def _flip(a: dict, b: dict) -> Flip | None:
 
 
 def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a", label_b: str = "b",
-                   resamples: int = 2000, seed: int = 0) -> Comparison:
+                   resamples: int = 2000, seed: int = 0, side_a: Side | None = None, side_b: Side | None = None) -> Comparison:
     """Compare B against A on every metric both sides have; metrics with no usable pair are left out."""
     all_pairs = pair_by_id(scores_a, scores_b)
     pairs = [(a, b) for a, b in all_pairs if not a.get("error") and not b.get("error")]
@@ -260,7 +305,16 @@ def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a
     return Comparison(label_a=label_a, label_b=label_b, paired=len(pairs), only_a=len(scores_a) - len(all_pairs),
                       only_b=len(scores_b) - len(all_pairs), metrics=metrics, flips=flips, errored=len(all_pairs) - len(pairs),
                       errors_a=sum(1 for a in scores_a if a.get("error")), errors_b=sum(1 for b in scores_b if b.get("error")),
-                      groups=groups, pages=len(set(clusters_of([a for a, _ in pairs]))), general=general)
+                      groups=groups, pages=len(set(clusters_of([a for a, _ in pairs]))), general=general,
+                      side_a=side_a, side_b=side_b)
+
+
+def side_lines(c: Comparison) -> list[str]:
+    """"A = label: run R, model M, family F" for each side that is known; a note when the families differ."""
+    lines = [f"{name} = {_one_line(side.describe(), 160)}" for name, side in (("A", c.side_a), ("B", c.side_b)) if side]
+    if c.side_a and c.side_b and c.side_a.family and c.side_b.family and c.side_a.family != c.side_b.family:
+        lines.append(f"different families: {c.side_a.family} (A) vs {c.side_b.family} (B); each side asked its own served model")
+    return lines
 
 
 def general_verdict(pairs: list[tuple[dict, dict]], resamples: int, seed: int) -> dict | None:
@@ -408,6 +462,7 @@ def format_comparison(c: Comparison) -> str:
              + (f"; errors (no answer, not scored): A {c.errors_a}, B {c.errors_b}" if c.errors_a or c.errors_b else ""),
              f"intervals resample the {c.pages} page(s) (all questions about one page together); "
              f"none from fewer than {MIN_PAGES} pages or from resamples that do not vary"]
+    lines += side_lines(c)
     if format_general(c):
         lines.append(format_general(c))
     lines.append("")
@@ -467,6 +522,9 @@ def render_compare_html(c: Comparison, out_path: Path) -> Path:
     body = [
         tag("h1", title),
         tag("p", general, class_="notes" if c.general and not c.general["kept"] else "muted", id="general") if general else None,
+        table(["side", "label", "run", "model", "family", "base model"],
+              [[name, side.label, side.run or "-", side.model or "-", side.family or "-", side.base_model or "-"]
+               for name, side in (("A", c.side_a), ("B", c.side_b)) if side]) if (c.side_a or c.side_b) else None,
         tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
                  f"{c.only_b} only in B, {c.errored} left out for a missing answer (errors, not scored: A {c.errors_a}, B {c.errors_b}). "
                  f"Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap resampling the {c.pages} page(s): "

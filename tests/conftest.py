@@ -14,6 +14,8 @@ import pytest
 
 # No test reaches a real API: a developer's own key must not turn `make test` into paid judge calls.
 os.environ.pop("ANTHROPIC_API_KEY", None)
+# The default tiers serve with transformers serve (fp32 answers the tests compare); the vLLM tier asks for vLLM itself.
+os.environ.setdefault("VLM3_ENGINE", "transformers")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"

@@ -3,7 +3,8 @@
 Usage:
     VLM3_REQUIRE_TRAINER=1 .venv/bin/python -m pytest -q tests/test_ask.py
 
-The tiny model is served by the real `transformers serve` (once per module); the key tests use a
+The tiny model is served by the real `transformers serve` (once per module) under the demo recipe's
+served name, through vlm3.serve_guard's name mapping (the same verbs on vLLM: tests/test_vllm_cpu.py); the key tests use a
 loopback server whose key check answers as vLLM's does (401, {"error": "Unauthorized"}, /v1/* guarded,
 /health open), driven by the real openai client, the real CLI and curl.
 """
@@ -35,6 +36,8 @@ from tests.conftest import ROOT, TINY_MODEL, run_cli
 from vlm3 import ask
 
 KEY = "sk-endpoint-test-7d1f0c"  # the loopback server's key; must never be printed
+SERVED_NAME = "tiny-cpu-demo"  # the demo recipe's served name (it sets no serve.served_model_name)
+TRANSFORMERS = {"VLM3_ENGINE": "transformers"}  # a run served for the call: transformers serve, even where vLLM is installed
 QUESTION = "What is the tightening torque of the cylinder head bolts?"
 
 
@@ -301,7 +304,7 @@ def tiny_server(tmp_path_factory):
         pytest.skip("needs the trainer environment and the tiny model (make trainer-env tiny-model)")
     from vlm3.serve import local_server
 
-    with local_server(TINY_MODEL, log_file=tmp_path_factory.mktemp("serve") / "serve.log") as server:
+    with local_server(TINY_MODEL, log_file=tmp_path_factory.mktemp("serve") / "serve.log", served_name=SERVED_NAME) as server:
         yield server
 
 
@@ -327,6 +330,27 @@ def file_server(folder: Path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.mark.trainer
+def test_transformers_serve_lists_the_served_name_and_ask_finds_it(tiny_server, manual_page):
+    """What vLLM's --served-model-name does, in front of transformers serve: /v1/models lists the recipe's name,
+    answers carry it, `vlm3 ask URL` finds it without --model, another name is vLLM's 404."""
+    import httpx
+
+    assert tiny_server.model == SERVED_NAME and tiny_server.engine == "transformers serve"
+    listed = httpx.get(f"{tiny_server.base_url}/models", timeout=30)
+    assert [m["id"] for m in listed.json()["data"]] == [SERVED_NAME]
+    found = run_cli("ask", tiny_server.base_url, str(manual_page), QUESTION, "--max-tokens", "8", "--json", timeout=180)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["model"] == SERVED_NAME
+    assert json.loads(found.stdout)["text"] == ask_json(tiny_server, str(manual_page), max_tokens=8)["text"]
+    streamed = ask_json(tiny_server, str(manual_page), "--stream", max_tokens=8)
+    assert streamed["model"] == SERVED_NAME  # every streamed chunk is renamed, not only the whole answer
+    wrong = run_cli("ask", tiny_server.base_url, str(manual_page), QUESTION, "--model", "e30m3", timeout=180)
+    assert wrong.returncode == 1 and "has no model 'e30m3'" in wrong.stderr
+    assert "The model `e30m3` does not exist." in wrong.stderr and "`vlm3 serve` prints it" in wrong.stderr
+    assert "modal" not in wrong.stderr.lower()
 
 
 @pytest.mark.trainer
@@ -437,12 +461,17 @@ def test_ask_a_run_serves_it_for_the_call_and_answers_as_the_evaluation_did(trai
     predictions = {json.loads(line)["id"]: json.loads(line) for line in (trained_run / "eval" / "finetuned" / "predictions.jsonl").read_text().splitlines()}
     sample = next(s for s in samples if s["kind"] == "val")
     system = sample.get("system")  # a row's own system turn (the recipe's system_prompt is vlm3 ask's default too)
+    # The engine the evaluation was served with (meta.json says), so the same server answers again.
+    engine = json.loads((trained_run / "eval" / "finetuned" / "meta.json").read_text()).get("server", {}).get("engine")
+    flag = {"vllm": "vllm", "transformers serve": "transformers"}.get(engine, "transformers")
     # No --max-tokens: a run's default is its recipe's eval.max_tokens, as in the evaluation.
-    proc = run_cli("ask", str(trained_run), sample["image"], sample["question"], "--json", *(["--system", system] if system else []), timeout=300)
+    proc = run_cli("ask", str(trained_run), sample["image"], sample["question"], "--json", "--engine", flag,
+                   *(["--system", system] if system else []), timeout=300)
     assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
     # The same merged weights, request and greedy decoding as `vlm3 eval`: the same answer.
     assert record["text"] == predictions[sample["id"]]["answer"]
+    assert record["model"] == predictions[sample["id"]]["model"] == SERVED_NAME
     assert "serving" in proc.stderr and (trained_run / "logs" / "serve-ask.log").exists()
     assert re.search(r"tokens \d+ prompt \+ \d+ completion", proc.stderr)
 
@@ -466,8 +495,9 @@ def test_ask_a_run_uses_its_recipes_system_prompt_and_max_tokens(tiny_server, ma
     run.merged_dir.symlink_to(TINY_MODEL, target_is_directory=True)
     run.mark_stage("merge", "done")  # a merge that passed its checks: ask RUN serves no other (test_faults_runs.py)
     (run.path / "merge_check.json").write_text(json.dumps({"ok": True, "problems": []}), encoding="utf-8")
-    proc = run_cli("ask", str(run.path), str(manual_page), QUESTION, "--json", timeout=300)
+    proc = run_cli("ask", str(run.path), str(manual_page), QUESTION, "--json", env=TRANSFORMERS, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    assert f"as '{SERVED_NAME}' with transformers serve" in proc.stderr
     from_run = json.loads(proc.stdout)
     from_url = ask_json(tiny_server, str(manual_page), "--system", "Answer from the BMW manual only.", max_tokens=recipe.eval.max_tokens)
     assert (from_run["text"], from_run["prompt_tokens"], from_run["completion_tokens"]) == \

@@ -24,7 +24,7 @@ import yaml
 from tests.conftest import DEMO_RECIPE, ROOT, TINY_MODEL
 from vlm3 import modal_support as ms
 from vlm3.recipe import load_recipe, parse_recipe
-from vlm3.vllm import format_command, images_per_prompt, max_lora_rank, served_model_dir, vllm_argv
+from vlm3.vllm import format_command, images_per_prompt, max_lora_rank, served_model_dir, sleep_mode_command, vllm_argv
 
 GOLDEN = ROOT / "tests" / "golden"
 UPDATE = bool(os.environ.get("VLM3_UPDATE_GOLDEN"))
@@ -112,7 +112,8 @@ def test_app_declares_functions_volumes_and_secrets(monkeypatch):
 
     for name in ("pipeline", "train", "merge", "smoke_test", "evaluate", "push_to_hub"):
         assert isinstance(getattr(entry, name), modal.Function), name
-    assert not hasattr(entry, "serve"), "no endpoint is declared until VLM3_RUN names a run"
+    assert not hasattr(entry, "serve") and not hasattr(entry, "endpoint"), "no endpoint is declared until VLM3_RUN names a run"
+    assert entry.app.name == ms.APP_NAME
     mounts = {"/vol/data", "/vol/runs", "/vol/hf"}
     for function in (entry.pipeline, entry.train, entry.merge, entry.smoke_test, entry.push_to_hub):
         assert set(function._spec_.volumes) == mounts
@@ -236,8 +237,10 @@ def test_endpoint_is_declared_from_the_recipe(monkeypatch, tmp_path):
     recipe_file.write_text(yaml.safe_dump(raw))
     entry = load_entry(monkeypatch, VLM3_RUN="runs/e30m3-lora/20261125T170000Z", VLM3_RECIPE=str(recipe_file))
     assert entry.SERVE_TARGET.run == "e30m3-lora/20261125T170000Z"
-    assert entry.serve._spec_.gpus == "L40S"
-    assert "my-endpoint-key" in secret_names(entry.serve)
+    assert entry.endpoint.name == ms.endpoint_app_name("e30m3-lora/20261125T170000Z"), "the run's own app"
+    service = entry.Endpoint._get_class_service_function()
+    assert service._spec_.gpus == "L40S"
+    assert "my-endpoint-key" in secret_names(service)
     assert entry.SERVE_SPEC.concurrent_inputs == 8
     options = ms.serve_function_options(entry.SERVE_TARGET)
     assert options["scaledown_window"] == 120 and options["gpu"] == "L40S"
@@ -255,12 +258,18 @@ def test_plan_serve_settings_use_the_plans_idle_window():
 # The vLLM command line
 
 
+def endpoint_command(recipe, model_dir: str) -> list[str]:
+    """What the Modal endpoint and its smoke test run: vllm_argv's command with sleep mode (for snapshots)."""
+    return sleep_mode_command(vllm_argv(recipe, model_dir), {})[0]
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_vllm_command_matches_golden(path: Path):
     recipe = load_recipe(path)
     model_dir = str(served_model_dir(Path(f"/vol/runs/{recipe.name}/RUN"), recipe))
-    argv = vllm_argv(recipe, model_dir)
+    argv = endpoint_command(recipe, model_dir)
     check_golden(f"vllm_{path.stem}.txt", format_command(argv))
+    assert argv[-1] == "--enable-sleep-mode"
     assert argv[:3] == ["vllm", "serve", model_dir]
     flags = dict(zip(argv[3::2], argv[4::2]))
     assert flags["--served-model-name"] == recipe.served_name
@@ -286,7 +295,7 @@ def test_vllm_takes_as_many_pages_per_prompt_as_the_runs_largest_row(tmp_path):
 def test_adapter_mode_command_matches_golden():
     recipe = load_recipe(ROOT / "recipes" / "e30m3_lora.yaml")
     recipe = recipe.model_copy(update={"serve": recipe.serve.model_copy(update={"serve_adapter": True})})
-    argv = vllm_argv(recipe, "/vol/runs/e30m3-lora/RUN/output")
+    argv = endpoint_command(recipe, "/vol/runs/e30m3-lora/RUN/output")
     check_golden("vllm_e30m3_lora_adapter.txt", format_command(argv))
     assert argv[2] == "Qwen/Qwen2-VL-7B-Instruct"
     assert argv[argv.index("--lora-modules") + 1] == "e30m3=/vol/runs/e30m3-lora/RUN/output"
@@ -313,11 +322,27 @@ def test_served_model_dir(method, adapter, expected):
     assert served_model_dir(Path("/r"), parse_recipe(raw)) == Path("/r") / expected
 
 
+# Where `vllm serve`'s parser lives: vllm.entrypoints.openai.cli_args until 0.31, launchers.cli_args in 0.32
+# (the CPU build here), common.cli_args in 0.33 (the Modal image's pin; read in its wheel).
+VLLM_PARSER_MODULES = ("vllm.entrypoints.common.cli_args", "vllm.entrypoints.launchers.cli_args", "vllm.entrypoints.openai.cli_args")
+
+
+def vllm_make_arg_parser():
+    """vLLM's make_arg_parser from whichever module this vLLM keeps it in; None when vLLM is not importable."""
+    import importlib
+
+    for name in VLLM_PARSER_MODULES:
+        try:
+            return importlib.import_module(name).make_arg_parser
+        except ImportError:
+            continue
+    return None
+
+
 def test_vllms_own_parser_accepts_the_command():
     """vLLM needs a GPU to install; where it is importable, its parser must take our flags."""
-    try:
-        from vllm.entrypoints.openai.cli_args import make_arg_parser
-    except ImportError:
+    make_arg_parser = vllm_make_arg_parser()
+    if make_arg_parser is None:
         pytest.skip("vLLM is not installed here (GPU only); the golden files pin the command instead")
     try:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -326,9 +351,10 @@ def test_vllms_own_parser_accepts_the_command():
     recipe = load_recipe(ROOT / "recipes" / "e30m3_lora.yaml")
     for adapter in (False, True):
         recipe = recipe.model_copy(update={"serve": recipe.serve.model_copy(update={"serve_adapter": adapter})})
-        argv = vllm_argv(recipe, "/vol/runs/e30m3-lora/RUN/output")
+        argv = endpoint_command(recipe, "/vol/runs/e30m3-lora/RUN/output")
         args = make_arg_parser(FlexibleArgumentParser()).parse_args(["--model", argv[2], *argv[3:]])
         assert args.max_model_len == recipe.serve.max_model_len
+        assert args.enable_sleep_mode is True
 
 
 # What vLLM does with `--middleware X` (vllm/entrypoints/openai/api_server.py): import X by its
@@ -749,7 +775,8 @@ def test_entrypoint_prints_the_run_the_cost_and_the_next_commands(cloud_run, mon
     assert cloud.started[1] == ("validate", "train", "merge", "smoke")
     assert "at most $3.95" in text
     assert f"modal run modal_entry.py --run {cloud.started[0]}" in text
-    assert f"VLM3_RUN=runs/{cloud.started[0]} modal deploy modal_entry.py" in text
+    assert f"VLM3_RUN=runs/{cloud.started[0]} modal deploy modal_entry.py::endpoint" in text
+    assert ms.endpoint_app_name(cloud.started[0]) in text, "the app that will serve this run"
 
 
 @pytest.mark.trainer

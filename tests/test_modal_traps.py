@@ -136,7 +136,7 @@ def test_the_merge_and_its_check_run_in_a_cpu_container(monkeypatch):
 def test_smoke_test_and_endpoint_reserve_cpu_and_memory(monkeypatch):
     entry = load_entry(monkeypatch, VLM3_RUN="runs/e30m3-lora/20261125T170000Z",
                        VLM3_RECIPE=str(ROOT / "recipes" / "e30m3_lora.yaml"))
-    for function in (entry.smoke_test, entry.serve):
+    for function in (entry.smoke_test, entry.Endpoint._get_class_service_function()):
         spec = function._spec_
         assert spec.cpu == ms.SERVE_CPU and spec.memory == ms.SERVE_MEMORY_MIB
     # 32 concurrent pages at ~46 ms of CPU each decode in well under a second, not ~12 s on 0.125 cores

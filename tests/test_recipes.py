@@ -56,6 +56,7 @@ BAD = [
     ({"name": "x", "trian": {}}, ["trian: unknown key (did you mean 'train'?)"]),
     ({"name": "x", "train": {"method": "qlora"}, "compute": {"gpu": "cpu"}}, ["needs a GPU"]),
     ({"name": "x", "train": {"method": "qlora", "merge_method": "memory_efficient"}}, ["rounds every weight", "use 'legacy'"]),
+    ({"name": "x", "train": {"eval_steps": 100, "save_steps": 250}}, ["save_steps (250) is not a multiple of train.eval_steps (100)", "keep_best: false"]),
     ({"name": "x", "train": {"method": "qlora"}, "serve": {"serve_adapter": True}}, ["un-quantized base", "serve_adapter: false"]),
     ({"name": "x", "compute": {"gpu": "H1OO"}}, ["unknown GPU 'H1OO' (did you mean 'H100'?)"]),
     ({"name": "x", "images": {"min_pixels": 5000000}}, ["min_pixels (5000000) is above max_pixels"]),

@@ -88,6 +88,9 @@ CASES = [
     ({"train": {"method": "qlora"}}, {"adapter": "qlora", "load_in_4bit": True,
                                       "bnb_config_kwargs": {"llm_int8_skip_modules": ["model.visual", "lm_head"]}}),
     ({"train": {"method": "lora"}}, {"load_in_4bit": None, "bnb_config_kwargs": None}),
+    # The best checkpoint by eval loss is kept and loaded at the end (output/ holds it): merged, served.
+    ({}, {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False}),
+    ({"train": {"keep_best": False}}, {"load_best_model_at_end": None, "metric_for_best_model": None}),
     ({"train": {"method": "full"}}, {"adapter": None, "lora_r": None}),
     ({"images": {"max_pixels": 602112}}, {"processor_kwargs": {"min_pixels": 3136, "max_pixels": 602112}}),
     ({"axolotl": {"sequence_len": 8192, "special": 1}}, {"sequence_len": 8192, "special": 1}),

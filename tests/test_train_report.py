@@ -94,3 +94,62 @@ def test_train_line_says_plainly_when_no_loss_was_logged():
     log = TrainingLog()
     log.feed(" 50%|#####     | 2/4 [00:01<00:01]\r100%|##########| 4/4 [00:02<00:00]\n{'eval_loss': 5.1}\n")
     assert describe_training(log) == "4 steps: no training loss was logged (fewer steps than train.logging_steps: lower it to see the loss)"
+
+
+def identified_run(root: Path, answer: str = "40 Nm.") -> Path:
+    """A run folder as `vlm3 train` leaves it: the recipe, converted data with its recorded version, the Trainer's state."""
+    from tests.conftest import DEMO_RECIPE
+
+    run = write_run(root, state(train=[(10, 6.877980804443359), (300, 0.012226901203393935)], evals=[(100, 3.5), (300, 2.25)]))
+    (run / "recipe.yaml").write_text(DEMO_RECIPE.read_text())
+    (run / "data").mkdir()
+    (run / "data" / "train.jsonl").write_text(json.dumps({"messages": [{"role": "assistant", "content": answer}]}) + "\n")
+    (run / "data" / "val.jsonl").write_text("")
+    return run
+
+
+def test_the_report_is_titled_by_recipe_run_family_and_data_version_and_its_json_opens_with_them(tmp_path, monkeypatch):
+    from vlm3.train_report import write_train_report
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the demo recipe's model.base is relative to the project
+    report, html = write_train_report(identified_run(tmp_path / "20261205T190850Z"))
+    identity = report["identity"]
+    assert (identity["recipe"], identity["run"], identity["family"]) == ("tiny-cpu-demo", "20261205T190850Z", "Qwen2-VL")
+    assert len(identity["data_version"]) == 10
+    assert report["title"] == f"tiny-cpu-demo · run 20261205T190850Z · Qwen2-VL · data {identity['data_version']}"
+    saved = json.loads((tmp_path / "20261205T190850Z" / "train_report.json").read_text())
+    assert list(saved)[:2] == ["title", "identity"] and saved["identity"] == identity
+    assert f"<h1>vlm3 training report: {report['title']}</h1>" in html.read_text()
+    # Another run on other data has another version; the version recorded at prepare time wins over the files.
+    other, _ = write_train_report(identified_run(tmp_path / "other", answer="45 Nm."))
+    assert other["identity"]["data_version"] != identity["data_version"]
+    (tmp_path / "other" / "data" / "data_report.json").write_text(json.dumps({"data_version": "0123456789"}))
+    assert write_train_report(tmp_path / "other")[0]["identity"]["data_version"] == "0123456789"
+
+
+def test_numbers_are_rounded_for_people(tmp_path):
+    from vlm3.train_report import write_train_report
+
+    report, html = write_train_report(identified_run(tmp_path / "run"))
+    assert (report["first_loss"], report["final_loss"], report["best_eval_loss"]) == (6.878, 0.01223, 2.25)
+    text = html.read_text()
+    assert "6.878 → 0.01223" in text and "6.877980804443359" not in text.split("<svg")[0]
+
+
+def test_learning_rate_and_grad_norm_have_curves_and_each_legend_mark_has_its_lines_colour():
+    import re
+
+    from vlm3.train_report import svg_training_curves
+
+    with_norms = dict(RISING, log_history=[{**e, "grad_norm": 1.5} if "loss" in e else e for e in RISING["log_history"]])
+    loss, rate, norm = svg_training_curves(history_from_state(with_norms))
+    for chart, names in ((loss, ["train loss", "eval loss"]), (rate, ["learning rate"]), (norm, ["grad norm"])):
+        lines = re.findall(r'<polyline [^>]*stroke="(#[0-9a-f]{6})"', chart)
+        assert len(lines) == len(names), chart
+        for name, colour in zip(names, lines):
+            # The stylesheet's `svg text { fill }` beats a fill attribute: the legend text carries its colour in style,
+            # beside a swatch drawn in the line's colour.
+            assert re.search(rf'<text [^>]*style="fill: {colour}">{name}</text>', chart), (name, chart)
+            assert f'stroke="{colour}" stroke-width="3"' in chart
+        assert len(set(lines)) == len(lines)
+    assert "no grad norm was logged" in svg_training_curves(history_from_state(RISING))[2]

@@ -1,7 +1,7 @@
 """`vlm3 ask`: one question about one page image, answered by a run (served for the call) or an endpoint.
 
 Usage:
-    vlm3 ask runs/tiny-cpu-demo/latest page.png "What is the tightening torque of the head bolts?"
+    vlm3 ask runs/tiny-cpu-demo/latest page.png "What is the tightening torque of the head bolts?"   # served for the call (vlm3.serve)
     VLM3_API_KEY=... vlm3 ask https://<workspace>--vlm3-serve.modal.run/v1 page.jpg "..." --model e30m3 --stream
 
 The request is the one the harness sends and an app should send: the page first (a local file
@@ -71,6 +71,15 @@ def endpoint_base_url(url: str) -> str:
     if not parts.netloc:
         raise AskError(f"{url!r} is not an endpoint URL; pass one such as https://<workspace>--vlm3-serve.modal.run/v1")
     return url if parts.path else f"{url}/v1"
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", "0.0.0.0")
+
+
+def is_local(url: str) -> bool:
+    """A server on this machine (loopback): `vlm3 serve`, not a Modal endpoint."""
+    host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
+    return host in LOCAL_HOSTS or host.startswith("127.")
 
 
 def image_url_for(image: str) -> str:
@@ -188,26 +197,34 @@ def format_stats(answer: Answer) -> str:
     return f"{latency}; {tokens}; finish {terminal_text(answer.finish_reason or '?')}; model {terminal_text(answer.model)}"
 
 
-def describe_failure(exc: BaseException, where: str, key_set: bool, model: str, timeout_s: float) -> str:
-    """The openai client's exception as a sentence that says what to do."""
+def describe_failure(exc: BaseException, where: str, key_set: bool, model: str, timeout_s: float, local: bool | None = None) -> str:
+    """The openai client's exception as a sentence that says what to do; local (default: `where` is a loopback URL):
+    a server on this machine, whose key is no Modal secret."""
     import openai
 
+    local = is_local(where) if local is None else local
     if isinstance(exc, openai.AuthenticationError):
+        # A server on this machine (`vlm3 serve --api-key`) has no Modal secret: name the key it was started with.
+        which = ("the key `vlm3 serve` was started with (its --api-key or $VLM3_API_KEY)" if local
+                 else "the VLLM_API_KEY of the endpoint's Modal secret (`serve.api_key_secret`, vlm3-endpoint by default)")
         if key_set:
             return (f"{where} refused the key in ${KEY_VAR} (HTTP 401 Unauthorized): it is not this endpoint's key. "
-                    f"Set {KEY_VAR} to the VLLM_API_KEY of the endpoint's Modal secret (`serve.api_key_secret`, vlm3-endpoint by default).")
-        return (f"{where} needs a key (HTTP 401 Unauthorized) and ${KEY_VAR} is not set. "
-                f"Export {KEY_VAR} with the VLLM_API_KEY of the endpoint's Modal secret (`serve.api_key_secret`, vlm3-endpoint by default).")
+                    f"Set {KEY_VAR} to {which}.")
+        return f"{where} needs a key (HTTP 401 Unauthorized) and ${KEY_VAR} is not set. Export {KEY_VAR} with {which}."
     if isinstance(exc, openai.NotFoundError):
+        printed = "`vlm3 serve` prints it" if local else "`modal deploy` prints it"
         return (f"{where} has no model {model!r} or no chat-completions route (HTTP 404: {server_message(exc)}); "
-                "pass --model with the served model name (`modal deploy` prints it; `GET /v1/models` lists it).")
+                f"pass --model with the served model name ({printed}; `GET /v1/models` lists it), or leave --model out.")
     cause = exc.__cause__ or exc.__context__
     # The client's aiohttp transport reports a refused connection as a ConnectTimeout: not a slow server.
     if isinstance(exc, openai.APITimeoutError) and type(cause).__name__ != "ConnectTimeout":
+        if local:
+            return f"{where} did not answer within {timeout_s:.0f} s; try again, or raise --timeout."
         return (f"{where} did not answer within {timeout_s:.0f} s. A scaled-down Modal endpoint starts a container and loads "
                 "the model before it answers (the run's smoke_test.json has vLLM's load_s); try again, or raise --timeout.")
     if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach {where} ({cause or exc}); check the URL (`modal deploy` prints it) and that the server is up."
+        printed = "`vlm3 serve` prints it" if local else "`modal deploy` prints it"
+        return f"cannot reach {where} ({cause or exc}); check the URL ({printed}) and that the server is up."
     if isinstance(exc, openai.APIStatusError):
         return f"{where} answered HTTP {exc.status_code}: {server_message(exc)}"
     return f"the request to {where} failed: {type(exc).__name__}: {exc}"
@@ -375,31 +392,32 @@ def answer_target(args: argparse.Namespace, question: str, image_url: str, err_c
 
 
 def answer_from_run(args: argparse.Namespace, question: str, image_url: str, err_console, on_token) -> Answer:
-    """Serve the run's merged model with `transformers serve` for this one question, then stop it."""
+    """Serve the run for this one question (vLLM when installed, else transformers serve; vlm3.serve), then stop it."""
     import openai
 
-    from vlm3.eval_cmds import model_dir_for
     from vlm3.runs import RunDir, RunError
-    from vlm3.serve import ServeError, local_server
+    from vlm3.serve import ServeError, plan_serving, run_server
     from vlm3.trainer_env import TrainerEnvMissing
 
     try:
         run = RunDir.open(args.target)
         recipe = run.recipe()
-        model_dir = model_dir_for(run, recipe, args.base)
+        plan = plan_serving(run, recipe, args.base, args.engine, args.checkpoint)
     except RunError as exc:
         raise AskError(f"{exc} (or pass an endpoint URL: https://...)") from None
+    except ServeError as exc:
+        raise AskError(str(exc)) from None
     system = args.system if args.system is not None else recipe.data.system_prompt
-    err_console.print(f"serving {model_dir} locally for this question (log {run.logs_dir / 'serve-ask.log'}) ...", markup=False)
+    err_console.print(f"serving {plan.describe()} locally for this question (log {run.logs_dir / 'serve-ask.log'}) ...", markup=False)
     try:
-        with local_server(model_dir, log_file=run.logs_dir / "serve-ask.log") as server:
+        with run_server(plan, run, log_file=run.logs_dir / "serve-ask.log") as server:
             request = chat_request(args.model or server.model, image_url, question, system=system,
                                    max_tokens=args.max_tokens or recipe.eval.max_tokens,
                                    temperature=args.temperature, stream=args.stream)
             try:
                 return asyncio.run(ask_endpoint(server.base_url, NO_KEY, request["model"], lambda _: request, args.timeout, on_token))
             except openai.OpenAIError as exc:
-                raise AskError(describe_failure(exc, f"the local server for {run.path}", False, request["model"], args.timeout)) from None
+                raise AskError(describe_failure(exc, f"the local server for {run.path}", False, request["model"], args.timeout, local=True)) from None
     except (ServeError, TrainerEnvMissing) as exc:
         raise AskError(str(exc)) from None
 
@@ -415,7 +433,12 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--system", help="system prompt (default for a run: its recipe's data.system_prompt)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds to wait for the answer (a cold endpoint takes minutes)")
-    p.add_argument("--base", action="store_true", help="with a run: serve its base model instead of the merged one")
+    p.add_argument("--base", action="store_true", help="with a run: serve its base model instead of the fine-tuned one")
+    p.add_argument("--checkpoint", type=int, metavar="N", help="with a run: serve saved checkpoint N's checked merge "
+                   "(`vlm3 merge RUN --checkpoint N` first)")
+    from vlm3.eval_cmds import add_engine_arg
+
+    add_engine_arg(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (answer, latency, token counts) instead of text")
     p.set_defaults(func=cmd_ask)
 

@@ -25,12 +25,18 @@ from vlm3.recipe import RecipeError, load_recipe
 from vlm3.runs import RunError
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every check that needs no network, every problem at once: reading, the schema, the cross-field rules, and
+    Axolotl's schema over the rendered config (in the trainer environment, when there is one)."""
+    from vlm3.preflight_cmds import axolotl_schema_problems
+    from vlm3.recipe import validate_recipe_file
+
+    checked = [(path, *validate_recipe_file(path)) for path in args.recipes]
+    axolotl, note = ({}, None) if args.no_axolotl else axolotl_schema_problems([(p, r) for p, _, r in checked if r is not None])
     failures = 0
-    for path in args.recipes:
-        try:
-            recipe = load_recipe(path)
-        except RecipeError as exc:
-            err_console.print(str(exc), markup=False)
+    for path, problems, recipe in checked:
+        problems += [p for p in axolotl.get(path, []) if p not in problems]
+        if problems:
+            err_console.print(str(RecipeError(path, problems)), markup=False)
             failures += 1
             continue
         try:
@@ -38,6 +44,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except FamilyError as exc:  # only a local folder not built yet gets here; the rest failed validation
             family = f"family read once it exists: {exc}"
         console.print(f"{path}: ok ({recipe.name}: {recipe.train.method} on {recipe.model.base} [{family}], GPU {recipe.compute.gpu})", markup=False)
+    if note:
+        err_console.print(note, markup=False)
     return EXIT_RECIPE if failures else 0
 
 
@@ -71,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlm3", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB")
 
-    p = sub.add_parser("validate", help="check recipes against the schema")
+    p = sub.add_parser("validate", help="check recipes: schema, cross-field rules, Axolotl's schema (no network)")
     p.add_argument("recipes", nargs="+")
+    p.add_argument("--no-axolotl", action="store_true", help="skip Axolotl's schema (the trainer environment; seconds)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("sample-data", help="generate the synthetic sample manual (the demo's data)")

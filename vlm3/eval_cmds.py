@@ -1,8 +1,12 @@
 """The CLI verbs that serve, generate, score and compare (registered by vlm3.cli).
 
 Usage:
-    vlm3 serve runs/tiny-cpu-demo/latest [--base] [--port 8000]
+    vlm3 serve runs/tiny-cpu-demo/latest [--base] [--port 8000] [--engine auto|vllm|transformers]
     vlm3 eval runs/tiny-cpu-demo/latest [--endpoint URL --api-key KEY --model NAME] [--label L]
+
+A run without --endpoint is served locally for the call (vlm3.serve: vLLM with the Modal app's command
+line when it is installed, else transformers serve), under the recipe's served name; meta.json records
+which engine served it (its "server").
     vlm3 generate ... / vlm3 score EVAL_DIR / vlm3 compare EVAL_A EVAL_B
     vlm3 demo recipes/tiny_cpu_demo.yaml
 """
@@ -42,7 +46,8 @@ def resolve_target(target: str) -> tuple[Recipe, RunDir | None]:
     return load_recipe(path), None
 
 
-def model_dir_for(run: RunDir, recipe: Recipe, base: bool) -> Path:
+def model_dir_for(run: RunDir, recipe: Recipe, base: bool, checkpoint: int | None = None) -> Path:
+    """The folder a run serves: its base, its checked merge, or one checkpoint's checked merge (`vlm3 merge --checkpoint N`)."""
     if base:
         from vlm3.steps import resolve_base_model
 
@@ -50,7 +55,7 @@ def model_dir_for(run: RunDir, recipe: Recipe, base: bool) -> Path:
         if not local.is_dir():
             raise RunError(f"the base model {recipe.model.base} is not a local folder; serve it with vLLM and pass --endpoint")
         return local
-    return run.checked_merged_dir()  # refuses a merge that was interrupted, never checked or failed its checks
+    return run.checked_merged_dir(checkpoint)  # refuses a merge that was interrupted, never checked or failed its checks
 
 
 @dataclass(frozen=True)
@@ -58,18 +63,38 @@ class Endpoint:
     base_url: str
     api_key: str
     model: str
-    endpoint_id: str  # what answers belong to: the base URL, or "local:<model dir>" for a local server (its port changes)
+    endpoint_id: str  # what answers belong to: the base URL, or local_endpoint_id's for a local server (its port changes)
     weights_id: str | None = None
+    server: dict | None = None  # a local server: its engine and command (meta.json's "server")
+
+
+def local_endpoint_id(engine: str, model_dir: Path) -> str:
+    """"local:<model dir>" for transformers serve (as before vLLM served locally), "local-vllm:<model dir>" for vLLM:
+    the two engines' answers differ (vLLM serves in the recipe's bfloat16), so neither resumes from the other's."""
+    from vlm3.serve import VLLM
+
+    return f"local{'-vllm' if engine == VLLM else ''}:{Path(model_dir).resolve()}"
+
+
+def server_record(server, plan) -> dict:
+    """What served an evaluation, for meta.json: the engine, the served name, what it loaded and its command line."""
+    record = {"engine": server.engine, "served_name": server.model, "model_dir": str(Path(plan.model_dir).resolve()),
+              "command": list(server.command)}
+    if plan.install is not None:
+        record.update(vllm=plan.install.describe(), cpu_build=plan.install.cpu_build)
+    if plan.base_model:
+        record["base_model"] = plan.base_model
+    return record
 
 
 @contextlib.contextmanager
 def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, label: str) -> Iterator[Endpoint]:
-    """The given endpoint, or a local `transformers serve` for the run."""
+    """The given endpoint, or a local server for the run (vLLM when installed, else transformers serve)."""
     if args.endpoint:
         # Only the endpoint's own key: a general OPENAI_API_KEY must never be sent to a third-party endpoint.
         api_key = args.api_key or os.environ.get("VLM3_API_KEY") or "EMPTY"
         given = args.endpoint.rstrip("/")
-        model = args.model or default_model_name(given, api_key, recipe, run, args.base)
+        model = args.model or default_model_name(given, api_key, recipe, run, args.base, checkpoint_of(args))
         # The generation settings are written to meta.json, base URL included: credentials in the URL stay out
         # of them, and so out of the requests. The key travels as --api-key / $VLM3_API_KEY (a Bearer header).
         base_url = recorded_endpoint(given)
@@ -80,12 +105,13 @@ def endpoint_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, l
         return
     if run is None:
         raise RunError("pass --endpoint URL (and --api-key) to evaluate a recipe without a local run")
-    from vlm3.serve import local_server, weights_identity
+    from vlm3.serve import plan_serving, run_server, weights_identity
 
-    model_dir = model_dir_for(run, recipe, args.base)
-    console().print(f"serving {model_dir} locally for {label} ...")
-    with local_server(model_dir, log_file=run.logs_dir / f"serve-{label}.log") as server:
-        yield Endpoint(server.base_url, "EMPTY", server.model, f"local:{Path(model_dir).resolve()}", weights_identity(model_dir))
+    plan = plan_serving(run, recipe, args.base, getattr(args, "engine", None), checkpoint_of(args))
+    console().print(f"serving {plan.describe()} locally for {label} ...", markup=False)
+    with run_server(plan, run, log_file=run.logs_dir / f"serve-{label}.log") as server:
+        yield Endpoint(server.base_url, "EMPTY", server.model, local_endpoint_id(server.engine, plan.model_dir),
+                       weights_identity(plan.model_dir), server_record(server, plan))
 
 
 CREDENTIAL_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|sig|credential", re.IGNORECASE)  # query names that carry one
@@ -123,7 +149,8 @@ def listed_models(base_url: str, api_key: str, timeout_s: float = 10.0) -> list[
     return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")] if isinstance(data, list) else None
 
 
-def default_model_name(base_url: str, api_key: str, recipe: Recipe, run: RunDir | None, base: bool) -> str:
+def default_model_name(base_url: str, api_key: str, recipe: Recipe, run: RunDir | None, base: bool,
+                       checkpoint: int | None = None) -> str:
     """The model to request without --model: the one the endpoint serves.
 
     One listed model (vLLM with --served-model-name): that one. Several: the recipe's served name if
@@ -136,7 +163,7 @@ def default_model_name(base_url: str, api_key: str, recipe: Recipe, run: RunDir 
         return recipe.served_name
     if run is not None:
         with contextlib.suppress(RunError):
-            return str(model_dir_for(run, recipe, base).resolve())
+            return str(model_dir_for(run, recipe, base, checkpoint).resolve())
     return recipe.served_name
 
 
@@ -150,8 +177,18 @@ def eval_dir_for(args: argparse.Namespace, recipe: Recipe, run: RunDir | None, l
     return run.eval_dir(label)
 
 
+def checkpoint_of(args: argparse.Namespace) -> int | None:
+    return getattr(args, "checkpoint", None)
+
+
 def default_label(args: argparse.Namespace) -> str:
-    return args.label or ("base" if args.base else "finetuned" if not args.endpoint else "endpoint")
+    if args.label:
+        return args.label
+    if args.base:
+        return "base"
+    if args.endpoint:
+        return "endpoint"
+    return "finetuned" if checkpoint_of(args) is None else f"checkpoint-{checkpoint_of(args)}"
 
 
 def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | None]:
@@ -162,9 +199,11 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
     from harness.general_probes import load_general_probes
     from harness.samples import load_eval_samples
 
+    from vlm3.serve import plan_serving
+
     recipe, run = resolve_target(args.target)
     if run is not None and not args.endpoint:
-        model_dir_for(run, recipe, args.base)  # an unchecked merge is refused before anything is written
+        plan_serving(run, recipe, args.base, getattr(args, "engine", None), checkpoint_of(args))  # an unchecked merge, a missing engine: refused before anything is written
     label = default_label(args)
     eval_dir = eval_dir_for(args, recipe, run, label)
     # vlm3's general probes (reading, counting, transcribing) are drawn into the evaluation directory.
@@ -189,6 +228,8 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
             stats = generate_into(eval_dir, samples, settings, label=label, endpoint=endpoint.endpoint_id,
                                   probe_threshold=recipe.eval.probe_pass_threshold, on_progress=show, judge=recipe.eval.judge,
                                   document=recipe.eval.document)
+        if endpoint.server:
+            record_server(eval_dir, endpoint.server)
     console().print(
         f"{label}: {stats.answered} answered, {stats.skipped} already saved, {stats.failed} failed "
         f"in {stats.seconds:.1f} s -> {eval_dir / 'predictions.jsonl'}"
@@ -200,6 +241,15 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
     for line in stats.errors[:5]:
         console().print(f"  {strip_controls(line)}", markup=False)
     return eval_dir, recipe, run
+
+
+def record_server(eval_dir: Path, server: dict) -> None:
+    """meta.json's "server": which engine answered (generate_into rewrites meta.json on every run, so it is never stale)."""
+    from data_adapters.jsonio import folder_lock, write_json
+
+    with folder_lock(eval_dir, "recording the server"):
+        meta = json.loads((eval_dir / "meta.json").read_text(encoding="utf-8"))
+        write_json(eval_dir / "meta.json", {**meta, "server": server})
 
 
 def strip_controls(text: str) -> str:
@@ -331,7 +381,7 @@ def finish_generation(summary: dict, eval_dir: Path, next_command: str) -> int:
 
 
 def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
-    from harness.compare import comparison_file_stem, compare_scores, format_comparison, render_compare_html
+    from harness.compare import comparison_file_stem, compare_scores, describe_eval_dir, format_comparison, render_compare_html
     from harness.evaluation import EvalError, load_jsonl
 
     for d in (dir_a, dir_b):
@@ -341,7 +391,8 @@ def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
     label_b = json.loads((dir_b / "summary.json").read_text())["label"]
     if label_a == label_b:
         label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
-    comparison = compare_scores(load_jsonl(dir_a / "scores.jsonl"), load_jsonl(dir_b / "scores.jsonl"), label_a, label_b)
+    comparison = compare_scores(load_jsonl(dir_a / "scores.jsonl"), load_jsonl(dir_b / "scores.jsonl"), label_a, label_b,
+                                side_a=describe_eval_dir(dir_a), side_b=describe_eval_dir(dir_b))  # run, model, family
     # The name says which two evaluations it compares; it sits beside them (RUN/eval/).
     out = out or dir_b.parent / f"{comparison_file_stem(label_a, label_b)}.html"
     render_compare_html(comparison, out)
@@ -374,17 +425,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from vlm3.serve import local_server
+    from vlm3.serve import plan_serving, run_server
 
     run = RunDir.open(args.run)
     recipe = run.recipe()
-    model_dir = model_dir_for(run, recipe, args.base)
+    plan = plan_serving(run, recipe, args.base, args.engine, args.checkpoint)
     api_key = args.api_key or os.environ.get("VLM3_API_KEY") or None
-    with local_server(model_dir, log_file=run.logs_dir / "serve.log", port=args.port, api_key=api_key) as server:
-        console().print(f"serving {model_dir}\n  base URL: {server.base_url}\n  model:    {server.model}"
-                        + ("\n  key:      required (every route but /health answers 401 without it)" if api_key else ""))
+    console().print(f"starting {plan.describe()} (log {run.logs_dir / 'serve.log'}) ...", markup=False)
+    with run_server(plan, run, log_file=run.logs_dir / "serve.log", port=args.port, api_key=api_key) as server:
+        console().print(f"serving {plan.model_dir}\n  engine:   {server.engine}\n  base URL: {server.base_url}\n  model:    {server.model}"
+                        + ("\n  key:      required (every route but /health answers 401 without it)" if api_key else ""), markup=False)
         key_hint = "VLM3_API_KEY=<the key> " if api_key else ""
-        console().print(f"next (another terminal): {key_hint}vlm3 eval {args.run} --endpoint {server.base_url} --model {server.model}")
+        console().print(f"next (another terminal): {key_hint}vlm3 eval {args.run} --endpoint {server.base_url}", markup=False)
+        console().print(f'  or: {key_hint}vlm3 ask {server.base_url} page.jpg "your question"', markup=False)
         console().print("Ctrl-C stops the server")
         try:
             while server.process.poll() is None:
@@ -495,17 +548,34 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name to request (default: the recipe's served_model_name)")
     p.add_argument("--label", help="name of this evaluation (default: finetuned / base / endpoint)")
     p.add_argument("--base", action="store_true", help="serve the base model instead of the merged one")
+    add_checkpoint_arg(p)
     p.add_argument("--only", choices=["all", "val", "probes", "general"], default="all",
                    help="probes: the recipe's probes and vlm3's general ones; general: those only")
     p.add_argument("--max-samples", type=int, help="first N validation samples only (probes are always all)")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--out", help="evaluation directory (default: RUN/eval/LABEL)")
+    add_engine_arg(p)
+
+
+ENGINE_HELP = ("which server a run is served with: auto (default, or $VLM3_ENGINE) takes vLLM when it is found "
+               "($VLM3_VLLM, .venv-vllm, `vllm` on PATH) with the Modal app's command line, else transformers serve")
+
+
+def add_checkpoint_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=int, metavar="N", help="serve saved checkpoint N's checked merge (`vlm3 merge RUN "
+                   "--checkpoint N` first) instead of the run's weights; its evaluation folder is checkpoint-N")
+
+
+def add_engine_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=("auto", "vllm", "transformers"), help=ENGINE_HELP)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="serve a run's merged (or --base) model locally with transformers serve")
+    p = sub.add_parser("serve", help="serve a run locally under its served name (vLLM when installed, else transformers serve)")
     p.add_argument("run")
-    p.add_argument("--base", action="store_true")
+    p.add_argument("--base", action="store_true", help="serve the base model, as <served name>-base")
+    add_checkpoint_arg(p)
+    add_engine_arg(p)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", help="require this key (Authorization: Bearer) on every route but /health "
                    "(default: $VLM3_API_KEY if set; prefer the variable: a flag lands in shell history)")

@@ -685,6 +685,155 @@ def endpoint_url(web_url: str) -> str:
     return web_url.rstrip("/") + "/v1"
 
 
+# Endpoints side by side: one deployed Modal app per run, so deploying run B leaves run A's endpoint up.
+# (A parametrized class would share one app, but Modal gives a web endpoint one URL per class, not per
+# parameter, and the GPU and idle window differ per recipe.) Each app is `modal_entry.py::endpoint`,
+# declared for the run VLM3_RUN names; the training app ("vlm3") holds no endpoint.
+
+ENDPOINT_APP_VAR = "endpoint"  # modal_entry's App variable: `modal deploy modal_entry.py::endpoint`
+ENDPOINT_CLASS = "Endpoint"  # its class, and the class's web method: modal.Cls.from_name(app, ENDPOINT_CLASS)().serve
+ENDPOINT_METHOD = "serve"
+# Modal: app names of at most 64 of [A-Za-z0-9._-] (modal/_utils/name_utils.py); a URL label (the
+# "<app>-endpoint-serve" in https://<workspace>--<label>.modal.run) is a DNS label, lowercase letters, digits
+# and dashes, cut by Modal beyond 63. 48 keeps "vlm3-<recipe>-<time>-<hash>" whole for recipe names up to 19.
+ENDPOINT_APP_NAME_MAX = 48  # characters
+RUN_HASH_CHARS = 6  # hex digits of the run name's sha256: two runs never share an app, however their names slug
+
+
+def endpoint_app_name(run_name: str) -> str:
+    """The Modal app serving one run: "vlm3-<recipe>-<time>-<hash>" in lowercase letters, digits and dashes.
+
+    `e30m3-lora/20261125T170000Z` -> `vlm3-e30m3-lora-20261125t170000z-<6 hex>`. Long recipe names are cut
+    (the time is kept whole); the hash of the exact run name keeps runs apart that slug alike.
+    """
+    if not RUN_NAME.match(run_name):
+        raise LaunchError([f"{run_name!r}: pass a run as <recipe name>/<time>"], "unknown run")
+    recipe, time_part = (re.sub(r"[^a-z0-9]+", "-", part.lower()).strip("-") for part in run_name.split("/"))
+    digest = hashlib.sha256(run_name.encode("utf-8")).hexdigest()[:RUN_HASH_CHARS]
+    room = ENDPOINT_APP_NAME_MAX - len(f"{APP_NAME}--{time_part}-{digest}")
+    stem = "-".join(part for part in (APP_NAME, recipe[:max(room, 0)].strip("-"), time_part) if part)
+    return f"{stem[:ENDPOINT_APP_NAME_MAX - RUN_HASH_CHARS - 1].rstrip('-')}-{digest}"
+
+
+def deploy_command(run_name: str) -> str:
+    """The command that deploys (or redeploys) a run's endpoint."""
+    return f"VLM3_RUN=runs/{run_name} modal deploy modal_entry.py::{ENDPOINT_APP_VAR}"
+
+
+def deploy_target(app_ref: str) -> str:
+    """The App variable a `modal deploy FILE[::NAME]` reference names (Modal's default: "app")."""
+    return app_ref.partition("::")[2] or "app"
+
+
+# Cold starts in seconds: vLLM sleeps inside Modal's memory snapshot (modal_entry.Endpoint).
+# Before the snapshot (@modal.enter(snap=True)): start vLLM with sleep mode, wait for /health, warm it up with
+# the run's own page questions (the vision encoder, prefill and decode all run once, kernels compiled, CUDA
+# graphs captured), then sleep. Modal snapshots host memory and, with enable_gpu_snapshot, the card's.
+# After each restore (@modal.enter(snap=False)): wake. Snapshots exist for `modal deploy` only; with
+# `modal serve` or without a snapshot both hooks simply run in turn.
+SLEEP_LEVEL = 1  # vLLM level 1: the weights move to host memory, the KV cache is dropped; level 2 would drop the weights
+WARMUP_ROUNDS = 2  # requests before sleeping; the first pays compilation, the second checks the warm path
+WARMUP_MAX_TOKENS = 16
+WAKE_TIMEOUT_S = 2 * 60  # the weights back to the card: ~17 GB at several GB/s, seconds
+SLEEP_TIMEOUT_S = 2 * 60
+HEALTH_POLL_S = 2.0
+
+
+class ServeError(RuntimeError):
+    """The endpoint's vLLM did not start, warm up, sleep or wake; the message names the step."""
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait_until_healthy(root: str, process, timeout_s: float = SERVE_STARTUP_TIMEOUT_S, log: str = "",
+                       poll_s: float = HEALTH_POLL_S) -> float:
+    """Seconds until `root`/health answered 200; ServeError when `process` (a Popen) exits first or time runs out."""
+    import httpx
+
+    started = time.monotonic()
+    where = f"; see {log}" if log else ""
+    while True:
+        if process.poll() is not None:
+            raise ServeError(f"vLLM exited with {process.returncode} before it was ready{where}")
+        try:
+            if httpx.get(f"{root}/health", timeout=5).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() - started > timeout_s:
+            raise ServeError(f"vLLM did not answer /health within {timeout_s:.0f} s{where}")
+        time.sleep(poll_s)
+
+
+def _post(root: str, path: str, key: str, what: str, timeout_s: float, **kwargs):
+    import httpx
+
+    try:
+        response = httpx.post(f"{root}{path}", headers=bearer(key), timeout=timeout_s, **kwargs)
+    except httpx.HTTPError as exc:
+        raise ServeError(f"{what}: POST {path} failed ({type(exc).__name__}: {exc})") from None
+    if response.status_code != 200:
+        hint = " (vLLM serves its sleep routes only with VLLM_SERVER_DEV_MODE=1)" if response.status_code == 404 else ""
+        raise ServeError(f"{what}: POST {path} answered {response.status_code}{hint}: {response.text[:300]}")
+    return response
+
+
+def warm_up(root: str, key: str, request: dict[str, Any], rounds: int = WARMUP_ROUNDS,
+            timeout_s: float = SERVE_REQUEST_TIMEOUT_S) -> list[float]:
+    """Ask `request` (an OpenAI chat completion) `rounds` times; the seconds each took. ServeError on a refusal."""
+    took = []
+    for _ in range(rounds):
+        started = time.monotonic()
+        _post(root, "/v1/chat/completions", key, "warm-up", timeout_s, json=request)
+        took.append(time.monotonic() - started)
+    return took
+
+
+def engine_sleeping(root: str, key: str) -> bool:
+    """vLLM's /is_sleeping (a development route: VLLM_SERVER_DEV_MODE=1)."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{root}/is_sleeping", headers=bearer(key), timeout=30)
+        if response.status_code == 200:
+            return bool(response.json()["is_sleeping"])
+        problem = f"answered {response.status_code}: {response.text[:300]}"
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        problem = f"failed ({type(exc).__name__}: {exc})"
+    raise ServeError(f"GET /is_sleeping {problem} (vLLM serves it only with VLLM_SERVER_DEV_MODE=1)")
+
+
+def sleep_engine(root: str, key: str, level: int = SLEEP_LEVEL, timeout_s: float = SLEEP_TIMEOUT_S) -> float:
+    """Put vLLM to sleep (POST /sleep?level=N) and check that it says so; the seconds it took."""
+    started = time.monotonic()
+    _post(root, f"/sleep?level={level}", key, "sleep", timeout_s)
+    if not engine_sleeping(root, key):
+        raise ServeError(f"sleep: POST /sleep?level={level} answered 200 but /is_sleeping says the engine is awake")
+    return time.monotonic() - started
+
+
+def wake_engine(root: str, key: str, timeout_s: float = WAKE_TIMEOUT_S, poll_s: float = 0.5) -> float:
+    """Wake vLLM (POST /wake_up) and wait until /is_sleeping says it is awake; the seconds it took."""
+    started = time.monotonic()
+    _post(root, "/wake_up", key, "wake", timeout_s)
+    while engine_sleeping(root, key):
+        if time.monotonic() - started > timeout_s:
+            raise ServeError(f"wake: the engine still sleeps {timeout_s:.0f} s after POST /wake_up")
+        time.sleep(poll_s)
+    return time.monotonic() - started
+
+
+def prepare_for_snapshot(root: str, key: str, process, warmup_request: dict[str, Any], log: str = "",
+                         startup_timeout_s: float = SERVE_STARTUP_TIMEOUT_S) -> dict[str, Any]:
+    """The work before Modal's snapshot: wait for a started vLLM, warm it up, put it to sleep. Timings in seconds."""
+    load_s = wait_until_healthy(root, process, startup_timeout_s, log)
+    warmup_s = warm_up(root, key, warmup_request)
+    sleep_s = sleep_engine(root, key)
+    return {"load_s": round(load_s, 1), "warmup_s": [round(s, 2) for s in warmup_s], "sleep_s": round(sleep_s, 2)}
+
+
 OPEN_ROUTES = ("/health",)  # the only route an endpoint may answer without its key (readiness checks)
 DOC_ROUTES = ("/openapi.json", "/docs", "/redoc")  # FastAPI's own pages, not listed in the OpenAPI paths
 
@@ -832,8 +981,8 @@ def next_commands(run_name: str, recipe: Recipe) -> list[str]:
     return [
         f"resume or continue: modal run modal_entry.py --run {run_name}",
         f"merge again:        modal run modal_entry.py --run {run_name} --stage merge",
-        f"serve (endpoint):   VLM3_RUN=runs/{run_name} modal deploy modal_entry.py",
-        f"evaluate locally:   vlm3 eval runs/{run_name} --endpoint https://<workspace>--{APP_NAME}-serve.modal.run/v1 --api-key $VLLM_API_KEY",
+        f"serve (endpoint):   {deploy_command(run_name)}   (app {endpoint_app_name(run_name)}; one per run)",
+        f"evaluate locally:   vlm3 eval runs/{run_name} --endpoint <the URL the deploy prints> --api-key $VLLM_API_KEY",
         f"evaluate on Modal:  modal run modal_entry.py --run {run_name} --stage eval",
         f"fetch the results:  modal volume get {volume} {run_name}/train_metrics.json runs/{run_name}/",
     ]

@@ -34,10 +34,11 @@ logits and loss, vision working set, CUDA context.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 
-from vlm3.families import FAMILIES, FamilyError, read_config
+from vlm3.families import FAMILIES, FamilyError, is_local, read_config
 from vlm3.recipe import Recipe
 
 GIB = 1024**3
@@ -61,17 +62,24 @@ PRICES_AS_OF = "mid-2026 list prices (third-party snapshots of modal.com/pricing
 # measures the real figure; replace the band with it once it has run on the recipe's card.
 MFU_BAND = (0.25, 0.45)
 MFU_SOURCE = "assumed, not yet measured: run bench/bench_gpu_train.py on the card to replace it"
+# A CPU recipe (compute.gpu: cpu) trains locally on this machine's cores, in fp32: priced in hours of CPU time,
+# not dollars. Effective training FLOP/s per core: the tiny demo (recipes/tiny_cpu_demo.yaml, ~1e9 FLOPs per
+# step) measured 0.3-1.4 GFLOP/s per core on this project's shared 2-core Xeon box (busy and idle stretches of
+# one run); its recipe's "about a minute" is ~4. A toy model's step is mostly overhead, so this is a rough band.
+CPU_GFLOPS_PER_CORE = (0.3, 4.0)
+CPU_SOURCE = "measured for the tiny demo on a shared 2-core Xeon (busy to idle), not on this machine"
 
-# Fixed costs of a Modal run, outside the training FLOPs: GPU-minutes and the GPU they run on
-# ("train" = the recipe's card). Assumed from the model's size (16.6 GB of bf16 weights), not
-# measured on Modal yet: replace with a train-dev run's stage timings (status.json).
-FIXED_COSTS: list[tuple[str, float, str]] = [
-    ("container start, model load and data preparation", 4.0, "train"),
-    ("base-model download (first run only; cached in the vlm3-hf-cache volume)", 3.0, "train"),
-    ("merge (bf16 7B on an A10G)", 6.0, "A10G"),
-    ("smoke test (vLLM start and one request on the serving card)", 5.0, "serve"),
-]
-FIRST_IMAGE_BUILD = "the first trainer image build compiles flash-attention (CPU time, once; Modal caches the image)"
+# Fixed costs of a Modal run, outside the training FLOPs, in minutes and where they run: "train" the recipe's
+# card, "serve" the serving card, "cpu" a CPU container (MERGE_GPU = None in vlm3/modal_support.py). The project
+# has no CPU price on file, so CPU-container minutes are named but left out of the dollars. Assumed from the
+# model's size (16.6 GB of bf16 weights), not measured on Modal yet: replace with a train-dev run's stage
+# timings (status.json). vlm3.plan.fixed_costs keeps the ones the recipe's choices incur.
+START_MINUTES = 4.0  # container start, model load and data preparation
+DOWNLOAD_MINUTES = 3.0  # a Hub model's first download into the vlm3-hf-cache volume
+MERGE_MINUTES = 15.0  # Axolotl's merge and the fp32 merge check on 8 CPU cores (modal_support.MERGE_CPU: "its 10-20 minutes")
+SMOKE_MINUTES = 5.0  # vLLM start and one request on the serving card
+FIRST_IMAGE_BUILD = ("the first trainer image build compiles flash-attention (train.flash_attention; ~90 min of CPU, "
+                     "once; Modal caches the image)")
 
 BF16, FP32 = 2, 4  # bytes
 # bitsandbytes NF4 with double quantization: 4 bits, an 8-bit absmax per 64 weights, an fp32 scale per 256 absmaxes.
@@ -397,10 +405,25 @@ def batch_flops(shape: ModelShape, lengths: list[int], visual: list[int], traini
     return out + vision_flops(shape, visual, training, train_step)
 
 
-def floor_flops(shape: ModelShape, lengths: list[int], visual: list[int], gradient_checkpointing: bool) -> float:
-    """The convention's floor: 4N per real token (6N with checkpointing) plus the frozen tower's forward."""
-    per_token = (6.0 if gradient_checkpointing else 4.0) * shape.lm_params
-    return per_token * sum(lengths) + vision_flops(shape, visual, Training(vision_forward_only=True), train_step=False).vision_forward
+def floor_flops(shape: ModelShape, lengths: list[int], visual: list[int], gradient_checkpointing: bool,
+                full: bool = False, vision_trained: bool = False) -> float:
+    """The convention's floor: 4N per real token (frozen weights: forward and input gradients), 6N for a full
+    fine-tune (weight gradients too), 2N more with checkpointing; plus the vision tower's forward, and when the
+    tower trains (full fine-tune, or LoRA on it) its backward (2x) and recompute (1x, with checkpointing)."""
+    per_token = ((6.0 if full else 4.0) + (2.0 if gradient_checkpointing else 0.0)) * shape.lm_params
+    tower = vision_flops(shape, visual, Training(vision_forward_only=True), train_step=False).vision_forward
+    if vision_trained:
+        tower *= 3.0 + (1.0 if gradient_checkpointing else 0.0)
+    return per_token * sum(lengths) + tower
+
+
+def floor_wording(training: Training) -> str:
+    """What the floor counts, in words, for the recipe's method (format_plan's padding line)."""
+    lm = "6N" if training.method == "full" else "4N"
+    lm += f" (+2N recompute)" if training.gradient_checkpointing else ""
+    tower = ("the vision tower's forward and backward (it trains)" if training.vision_trained
+             else "the frozen vision tower's forward")
+    return f"{lm} per real token + {tower}"
 
 
 def micro_batches(lengths: list[int], micro_batch: int, grouped: bool, group_batch: int, seed: int = 0) -> list[list[int]]:
@@ -525,7 +548,8 @@ def memory_bytes(shape: ModelShape, recipe: Recipe, training: Training, longest_
     """Peak bytes per GPU for the longest micro-batch (the length-grouped sampler puts it first)."""
     method = training.method
     total_params = shape.total_params
-    weights = total_params * BF16
+    precision = recipe.train.precision if recipe.train.precision != "auto" else ("fp32" if recipe.on_cpu else "bf16")
+    weights = total_params * (FP32 if precision == "fp32" else BF16)  # vlm3.render.precision_keys: "auto" is fp32 on a CPU
     if method == "qlora":  # the decoder's projections in NF4 (vlm3.render.qlora_keys); embeddings, head, norms, tower in bf16
         quantized = shape.layers * shape.layer_params
         weights = quantized * NF4_BYTES + (total_params - quantized) * BF16
@@ -554,7 +578,7 @@ def memory_bytes(shape: ModelShape, recipe: Recipe, training: Training, longest_
     vision = patches * (FP32 * shape.patch_inputs + BF16 * (3 * d + d + mlp)) + images * shape.deepstack_mergers * BF16 * shape.merger_out
     if not training.vision_forward_only or training.vision_trained:
         vision += patches * shape.vision_depth * BF16 * (d if training.gradient_checkpointing else 6 * d + mlp)
-    return Memory(weights, state, activations, logits, vision, CUDA_CONTEXT_GIB * GIB)
+    return Memory(weights, state, activations, logits, vision, 0.0 if recipe.on_cpu else CUDA_CONTEXT_GIB * GIB)
 
 
 @dataclass
@@ -567,6 +591,14 @@ class GpuEstimate:
     fits: bool
     usd_per_hour: float | None = None
     fixed_usd: float | None = None
+
+
+@dataclass
+class CpuEstimate:
+    """A CPU recipe's training time: FLOPs over CPU_GFLOPS_PER_CORE on this machine's cores (an estimate)."""
+
+    cores: int
+    hours: tuple[float, float]  # at the fast and the slow end of the band
 
 
 @dataclass
@@ -592,6 +624,9 @@ class Plan:
     memory_other_checkpointing_gb: float = 0.0
     fixed: list[tuple[str, float, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    cpu: CpuEstimate | None = None  # set for a CPU recipe, whose table has no GPU rows
+    floor: str = ""  # what the floor counts, for the recipe's method (floor_wording)
+    flash_attention_build: bool = False  # train.flash_attention on a GPU: the first trainer image compiles flash-attn
 
 
 def usd_per_hour(gpu: str) -> float | None:
@@ -599,10 +634,25 @@ def usd_per_hour(gpu: str) -> float | None:
     return spec["usd_per_hour"] if spec else None
 
 
+def fixed_costs(recipe: Recipe) -> list[tuple[str, float, str]]:
+    """The fixed costs this recipe's Modal run incurs: (what, minutes, where it runs), as the comment above START_MINUTES says."""
+    if recipe.on_cpu:
+        return []  # trains here, on this machine's cores: no container to start, nothing to rent
+    costs = [("container start, model load and data preparation", START_MINUTES, "train")]
+    if not is_local(recipe.model.base):
+        costs.append(("base-model download (first run only; cached in the vlm3-hf-cache volume)", DOWNLOAD_MINUTES, "train"))
+    costs += [("merge and its check (in a CPU container)", MERGE_MINUTES, "cpu"),
+              ("smoke test (vLLM start and one request on the serving card)", SMOKE_MINUTES, "serve")]
+    return costs
+
+
 def fixed_cost_usd(recipe: Recipe, train_gpu: str, count: int) -> float | None:
+    """Dollars of the priced fixed costs (CPU-container minutes have no price here); None when a card has no price."""
     total = 0.0
-    for _, minutes, where in FIXED_COSTS:
-        gpu, cards = {"train": (train_gpu, count), "serve": (recipe.serve.gpu.partition(":")[0], 1)}.get(where, (where, 1))
+    for _, minutes, where in fixed_costs(recipe):
+        if where == "cpu":
+            continue
+        gpu, cards = {"train": (train_gpu, count), "serve": (recipe.serve.gpu.partition(":")[0], 1)}[where]
         price = usd_per_hour(gpu)
         if price is None:
             return None
@@ -610,7 +660,33 @@ def fixed_cost_usd(recipe: Recipe, train_gpu: str, count: int) -> float | None:
     return total
 
 
+def on_card(recipe: Recipe, gpu: str) -> Recipe:
+    """The recipe with compute.gpu set to `gpu` ("A10G", "A100-80GB:4", "cpu"), validated as a recipe file would be."""
+    from vlm3.recipe import check_gpu_name, parse_recipe
+
+    check_gpu_name(gpu)  # ValueError: an unknown card, or a count outside 1-8
+    raw = recipe.model_dump(exclude_unset=True)
+    raw["compute"] = {**raw.get("compute", {}), "gpu": gpu}
+    return parse_recipe(raw, f"{recipe.name} on {gpu}")  # RecipeError: e.g. QLoRA on a CPU, DeepSpeed on one card
+
+
+def step_warnings(recipe: Recipe, steps: int, evaluates: bool) -> list[str]:
+    """eval_steps or save_steps the run never reaches: no evaluation loss, no checkpoint before the end."""
+    train, warnings = recipe.train, []
+    if evaluates and steps and train.eval_steps > steps:
+        warnings.append(f"train.eval_steps {train.eval_steps} is more than the run's {steps:,} optimizer steps: no evaluation "
+                        f"loss would be logged; set it to at most {steps} (e.g. {max(1, steps // 4)})")
+    if steps and train.save_steps > steps:
+        warnings.append(f"train.save_steps {train.save_steps} is more than the run's {steps:,} optimizer steps: no checkpoint "
+                        f"would be saved before the end, so a crash or preemption restarts from step 0; set it to at most "
+                        f"{steps}" + (" (a multiple of eval_steps)" if evaluates else ""))
+    return warnings
+
+
 def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None) -> Plan:
+    """The run's work, time and money. `gpus`: the cards to price ("A10G", "A100-80GB:4"; any in GPUS), by default
+    the recipe's and H100, A100-80GB, L40S. A card with a count other than the recipe's is priced as that
+    recipe (another global batch); a CPU recipe gets CPU hours and no GPU rows unless cards are named."""
     shape = model_shape(recipe)
     training = Training.of(recipe)
     train = data.train_rows()
@@ -633,7 +709,8 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
     train_flops = epoch.flops.scaled(epochs_done)
 
     eval_flops = 0.0
-    if data.val is not None and data.val.lengths:
+    evaluates = data.val is not None and bool(data.val.lengths)
+    if evaluates:
         val = data.val
         if recipe.data.max_val_samples:
             val = val.head(recipe.data.max_val_samples)
@@ -642,7 +719,8 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
 
     flops = train_flops.total + eval_flops
     real_tokens = epoch.real_tokens * epochs_done
-    floor = floor_flops(shape, list(train.lengths), train.images(range(len(train.lengths))), training.gradient_checkpointing) * epochs_done
+    floor = floor_flops(shape, list(train.lengths), train.images(range(len(train.lengths))), training.gradient_checkpointing,
+                        full=training.method == "full", vision_trained=training.vision_trained) * epochs_done
     longest = max(train.lengths, default=0) or data.max_row_tokens
     longest_visual = max(train.visual, default=0)
     memory = memory_bytes(shape, recipe, training, longest, longest_visual, count)
@@ -652,18 +730,30 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
     plan = Plan(recipe.name, recipe.train.method, recipe.train.epochs, samples, sum(train.lengths), visual_epoch, steps, flops,
                 train_flops.total / real_tokens if real_tokens else 0.0, memory.total / GIB, breakdown=train_flops,
                 eval_flops=eval_flops, padding=epoch.padding, grouped=grouped, floor_ratio=train_flops.total / floor if floor else 0.0,
-                memory=memory, memory_other_checkpointing_gb=other.total / GIB, fixed=list(FIXED_COSTS))
+                memory=memory, memory_other_checkpointing_gb=other.total / GIB, fixed=fixed_costs(recipe), floor=floor_wording(training),
+                flash_attention_build=recipe.train.flash_attention and not recipe.on_cpu)
     if data.train is None:
         plan.notes.append("no per-row lengths given: padding is not estimated")
-    names = gpus or [recipe.compute.gpu_type] + [g for g in ("H100", "A100-80GB", "L40S") if g != recipe.compute.gpu_type]
-    for name in names:
+    plan.warnings += step_warnings(recipe, steps, evaluates)
+    if recipe.on_cpu:
+        cores = os.cpu_count() or 1
+        plan.cpu = CpuEstimate(cores, tuple(flops / (rate * 1e9 * cores) / 3600 for rate in reversed(CPU_GFLOPS_PER_CORE)))
+    if gpus is None:
+        others = [g + (f":{count}" if count > 1 else "") for g in ("H100", "A100-80GB", "L40S") if g != recipe.compute.gpu_type]
+        gpus = [] if recipe.on_cpu else [recipe.compute.gpu] + others
+    for card in gpus:
+        name, _, cards = card.partition(":")  # as compute.gpu reads it: no count is one card
         spec = GPUS.get(name)
         if spec is None:
+            continue
+        if recipe.on_cpu or int(cards or 1) != count:
+            other_plan = plan_run(on_card(recipe, card), data, gpus=[card])
+            plan.gpus += other_plan.gpus
             continue
         peak = spec["tflops"] * 1e12 * count
         hours = tuple(flops / (peak * mfu) / 3600 for mfu in reversed(MFU_BAND))
         price = spec["usd_per_hour"]
-        fixed = fixed_cost_usd(recipe, name, count) if not recipe.on_cpu else 0.0
+        fixed = fixed_cost_usd(recipe, name, count)
         usd = None
         if price and fixed is not None:
             usd = tuple(h * price * count + fixed for h in hours)
@@ -674,7 +764,8 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
             if not fits:
                 plan.warnings.append(
                     f"~{plan.memory_gb:.0f} GB per GPU will not fit a {spec['memory_gb']} GB {name}: lower micro_batch_size or "
-                    "images.max_pixels, enable gradient checkpointing, or use QLoRA"
+                    "images.max_pixels" + (", enable gradient checkpointing" if not training.gradient_checkpointing else "")
+                    + (", or use QLoRA" if recipe.train.method != "qlora" else "")
                 )
             if training.gradient_checkpointing:
                 verdict = "fits" if plan.memory_other_checkpointing_gb <= budget else "does not fit"
@@ -689,13 +780,19 @@ def plan_run(recipe: Recipe, data: DatasetTokens, gpus: list[str] | None = None)
     return plan
 
 
+def size_text(nbytes: float) -> str:
+    """'1.5 GB' from a GiB up, '12 MB' below (a tiny model's parts)."""
+    return f"{nbytes / GIB:.1f} GB" if nbytes >= 0.95 * GIB else f"{nbytes / 1024**2:.0f} MB"
+
+
 def format_plan(plan: Plan) -> str:
     epochs = max(plan.epochs, 1)
     text = plan.tokens_per_epoch - plan.visual_tokens_per_epoch
     b = plan.breakdown
+    where = "of RAM (fp32 on the CPU)" if plan.cpu else "per GPU"
     lines = [
         f"{plan.recipe}: {plan.method}, {plan.steps:,} optimizer steps; {plan.flops_per_token:.3g} training FLOPs per real token; "
-        f"memory ~{plan.memory_gb:.1f} GB per GPU",
+        f"memory ~{size_text(plan.memory_gb * GIB)} {where}",
         f"  {'':<16} {'per epoch':>14} {'total (' + str(epochs) + ' epochs)':>20}",
         f"  {'samples':<16} {plan.samples_per_epoch:>14,} {plan.samples_per_epoch * epochs:>20,}",
         f"  {'text tokens':<16} {text:>14,} {text * epochs:>20,}",
@@ -705,26 +802,41 @@ def format_plan(plan: Plan) -> str:
         f"vision forward {b.vision_forward:.3g}, backward {b.vision_backward:.3g}, recompute {b.vision_recompute:.3g}; "
         f"evaluation {plan.eval_flops:.3g}",
         f"  padding {plan.padding:.1%} of positions ({'length-grouped' if plan.grouped else 'random'} micro-batches); "
-        f"training FLOPs are {plan.floor_ratio:.2f}x the floor (4N or 6N per real token + the frozen tower's forward)",
+        f"training FLOPs are {plan.floor_ratio:.2f}x the floor ({plan.floor or '4N or 6N per real token + the frozen tower forward'})",
     ]
     if plan.memory:
         m = plan.memory
-        lines.append(f"  memory (GB): weights {m.weights / GIB:.1f}, trainable state {m.trainable_state / GIB:.1f}, "
-                     f"activations {m.activations / GIB:.1f}, logits+loss {m.logits / GIB:.1f}, vision {m.vision / GIB:.1f}, "
-                     f"CUDA context {m.overhead / GIB:.1f}")
-    lines.append(f"  {'GPU':<12} {'$/hour':>7} {'hours/epoch':>13} {'hours total':>15} {'dollars total':>19}  fits")
+        if plan.cpu:  # a CPU recipe's model is small enough to train here: megabytes
+            lines.append(f"  memory: weights {size_text(m.weights)}, trainable state {size_text(m.trainable_state)}, "
+                         f"activations {size_text(m.activations)}, logits+loss {size_text(m.logits)}, vision {size_text(m.vision)}, "
+                         "plus the Python process itself")
+        else:
+            lines.append(f"  memory (GB): weights {m.weights / GIB:.1f}, trainable state {m.trainable_state / GIB:.1f}, "
+                         f"activations {m.activations / GIB:.1f}, logits+loss {m.logits / GIB:.1f}, vision {m.vision / GIB:.1f}, "
+                         f"CUDA context {m.overhead / GIB:.1f}")
+    if plan.cpu:
+        fast, slow = plan.cpu.hours
+        lo, hi = CPU_GFLOPS_PER_CORE
+        lines.append(f"  CPU time (an estimate, not a measurement): {fast:.2g}-{slow:.2g} hours ({fast * 60:.2g}-{slow * 60:.2g} min) "
+                     f"on this machine's {plan.cpu.cores} cores; FLOPs / ({lo:g}-{hi:g} GFLOP/s per core, {CPU_SOURCE}); "
+                     f"no GPU and no dollars: it trains here with `vlm3 train` (`--gpu NAME` prices a card)")
+    if plan.gpus:
+        lines.append(f"  {'GPU':<12} {'$/hour':>7} {'hours/epoch':>13} {'hours total':>15} {'dollars total':>19}  fits")
     for est in plan.gpus:
         gpu = f"{est.gpu}:{est.count}" if est.count > 1 else est.gpu
         usd = f"${est.usd[0]:,.2f}-{est.usd[1]:,.2f}" if est.usd else "-"
         rate = f"${est.usd_per_hour * est.count:.2f}" if est.usd_per_hour else "-"
         per_epoch = f"{est.hours[0] / epochs:.2f}-{est.hours[1] / epochs:.2f}"
         lines.append(f"  {gpu:<12} {rate:>7} {per_epoch:>13} {est.hours[0]:>7.2f}-{est.hours[1]:<7.2f} {usd:>19}  {'yes' if est.fits else 'NO'}")
-    lines.append(f"  hours: FLOPs / (peak bf16 x MFU {MFU_BAND[0]:.0%}-{MFU_BAND[1]:.0%}); the MFU band is {MFU_SOURCE}")
+    if plan.gpus:
+        lines.append(f"  hours: FLOPs / (peak bf16 x MFU {MFU_BAND[0]:.0%}-{MFU_BAND[1]:.0%}); the MFU band is {MFU_SOURCE}")
     fixed = next((e.fixed_usd for e in plan.gpus if e.fixed_usd is not None), None)
-    if plan.fixed:
-        parts = "; ".join(f"{what} {minutes:g} min" for what, minutes, _ in plan.fixed)
-        lines.append(f"  dollars include fixed costs{f' (~${fixed:.2f} on the first GPU)' if fixed is not None else ''}: {parts} "
-                     f"(assumed, not measured); {FIRST_IMAGE_BUILD}; prices: {PRICES_AS_OF}")
+    if plan.fixed and plan.gpus:
+        priced = "; ".join(f"{what} {minutes:g} min" for what, minutes, where in plan.fixed if where != "cpu")
+        unpriced = "; ".join(f"{what} ~{minutes:g} min" for what, minutes, where in plan.fixed if where == "cpu")
+        lines.append(f"  dollars include fixed costs{f' (~${fixed:.2f} on the first GPU)' if fixed is not None else ''}: {priced} "
+                     f"(assumed, not measured); not in the dollars: {unpriced} (no CPU price on file)"
+                     + (f"; {FIRST_IMAGE_BUILD}" if plan.flash_attention_build else "") + f"; prices: {PRICES_AS_OF}")
     lines += [f"  note: {n}" for n in plan.notes]
     lines += [f"  warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

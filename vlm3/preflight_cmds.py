@@ -136,9 +136,13 @@ def dataset_tokens(scan: DatasetScan, recipe: Recipe, max_pixels: int | None = N
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from vlm3.plan import format_plan, plan_run
+    from vlm3.plan import GIB, format_plan, plan_run, size_text
 
     recipe = load_recipe(args.recipe)
+    cards = args.gpu or []
+    named = recipe.compute.gpu
+    if cards:  # priced as if the recipe said compute.gpu: CARD (checked as the recipe would be)
+        recipe = priced_on(recipe, cards[0], args.recipe)
     scan, report = scan_recipe(recipe)
     blocking = [p for p in scan.problems if p.code == "dropped_most"]
     if not any(r.split == "train" for r in scan.rows) or blocking:
@@ -147,40 +151,140 @@ def cmd_plan(args: argparse.Namespace) -> int:
         console().print(f"no run to price: {report['counts']['kept_train_rows']} training rows would train; run `vlm3 check {args.recipe}`",
                         markup=False)
         return 1
-    plan = plan_run(recipe, dataset_tokens(scan, recipe))
+    plan = plan_run(recipe, dataset_tokens(scan, recipe), gpus=[c for c in cards if c != "cpu"] or None)
+    if cards and cards[0] != named:
+        console().print(f"priced as compute.gpu: {cards[0]} (the recipe says {named}; set it there to train on it)", markup=False)
     console().print(format_plan(plan), markup=False)
     console().print("\nresolution trade-off (same recipe, other images.max_pixels):")
     for megapixels in RESOLUTION_CAPS_MP:
         cap = int(megapixels * 1_000_000) // recipe.family.pixels_per_token * recipe.family.pixels_per_token
         other = plan_run(recipe.model_copy(update={"images": recipe.images.model_copy(update={"max_pixels": cap})}),
-                         dataset_tokens(scan, recipe, max_pixels=cap), gpus=[recipe.compute.gpu_type])
+                         dataset_tokens(scan, recipe, max_pixels=cap), gpus=None if recipe.on_cpu else [recipe.compute.gpu])
         est = other.gpus[0] if other.gpus else None
         money = f"${est.usd[0]:,.2f}-{est.usd[1]:,.2f}" if est and est.usd else "-"
         hours = f"{est.hours[0]:.2f}-{est.hours[1]:.2f} h" if est else "-"
+        if other.cpu:
+            hours, money = f"{other.cpu.hours[0]:.2g}-{other.cpu.hours[1]:.2g} h of CPU (estimate)", "no dollars"
         console().print(f"  {megapixels:>3} MP (max_pixels {cap:,}): {other.visual_tokens_per_epoch:,} visual tokens/epoch, "
-                        f"{hours}, {money}, ~{other.memory_gb:.0f} GB")
-    judge_line = judge_estimate_line(recipe, report)
+                        f"{hours}, {money}, ~{size_text(other.memory_gb * GIB)}", markup=False)
+    judge_line = judge_estimate_line(recipe)
     if judge_line:
-        console().print(judge_line)
+        console().print(judge_line, markup=False)
     if report["counts"]["errors"]:
         console().print(f"warning: the data has {report['counts']['errors']} error(s); run `vlm3 check {args.recipe}`")
-    console().print(f"next: vlm3 train {args.recipe}   (or on Modal: modal run modal_entry.py --recipe {args.recipe})")
+    if recipe.on_cpu:
+        console().print(f"next: vlm3 train {args.recipe}   (on this machine's CPU)", markup=False)
+    else:
+        console().print(f"next: vlm3 modal train {args.recipe}   (checks, uploads and trains on Modal; on a local GPU: vlm3 train "
+                        f"{args.recipe})", markup=False)
     return 0
 
 
-def judge_estimate_line(recipe: Recipe, report: dict) -> str | None:
-    """The judge's cost for this recipe's evaluation, when the judge module can price it."""
+def priced_on(recipe: Recipe, card: str, path: str) -> Recipe:
+    """The recipe with compute.gpu: CARD, for `plan --gpu`; a card outside the GPU table or a recipe it breaks is refused."""
+    from vlm3.console import UserError
+    from vlm3.plan import GPUS, on_card
+    from vlm3.recipe import RecipeError
+
+    name = card.partition(":")[0]
+    if name != "cpu" and name not in GPUS:
+        raise UserError(f"--gpu {card}: no such card in vlm3's GPU table; one of {', '.join(GPUS)}, optionally with :N cards "
+                        "(e.g. A100-80GB:4), or cpu")
+    try:
+        return on_card(recipe, card)
+    except ValueError as exc:  # check_gpu_name: a count outside 1-8
+        raise UserError(f"--gpu {card}: {exc}") from None
+    except RecipeError as exc:
+        raise UserError(f"--gpu {card}: {path} cannot run there:\n" + "\n".join(f"  {p}" for p in exc.problems)) from None
+
+
+def judge_estimate_line(recipe: Recipe, report: dict | None = None) -> str | None:
+    """The judge's cost for this recipe's evaluation, when the judge module can price it: the samples `vlm3 eval`
+    judges (every assistant turn of the validation rows, the probes, vlm3's general probes), counted as it counts them."""
     if recipe.eval.judge is None:
         return None
     try:
         from harness.judge import estimate_judge_cost
     except ImportError:  # the judge's extra (DeepEval) is not installed
         return None
-    samples = report["counts"]["val_rows"] if not recipe.eval.max_samples else min(report["counts"]["val_rows"], recipe.eval.max_samples)
-    probes = Path(recipe.data.probes) if recipe.data.probes else None
-    if probes and probes.is_file():
-        samples += sum(1 for line in probes.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
-    return str(estimate_judge_cost(recipe.eval.judge, samples))
+    import tempfile
+
+    from data_adapters.pipeline import DataError
+    from harness.general_probes import load_general_probes
+    from harness.samples import load_eval_samples
+
+    with tempfile.TemporaryDirectory(prefix="vlm3-plan-") as pages:
+        try:
+            samples = load_eval_samples(recipe, general=load_general_probes(Path(pages)))
+        except DataError as exc:
+            return f"judge estimate: none (`vlm3 eval` would refuse the samples: {len(exc.problems)} problem(s); run `vlm3 check`)"
+        # Each sample's question, reference and page text, and its pages' image tokens (the judge is shown them).
+        estimate = estimate_judge_cost(recipe.eval.judge, [sample.to_dict() for sample in samples])
+    kinds = Counter(sample.kind for sample in samples)
+    counted = ", ".join(f"{kinds[k]} {label}" for k, label in (("val", "validation turns"), ("probe", "probes"),
+                                                                ("general", "general probes")) if kinds[k])
+    return f"{estimate} [{counted}, as `vlm3 eval` counts them]"
+
+
+# Run in the trainer environment by `vlm3 validate`: Axolotl's schema over each rendered config, one process for
+# all of them (importing Axolotl takes seconds). Prints one JSON list on its last line.
+AXOLOTL_SCHEMA_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1"); os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from vlm3.trainer_side import validate_config
+jobs = json.load(sys.stdin)
+print(json.dumps([validate_config(Path(job["config"]), job["gpu"], job["count"]) for job in jobs]))
+"""
+
+
+def axolotl_schema_problems(recipes: list[tuple[str, Recipe]]) -> tuple[dict[str, list[str]], str | None]:
+    """Axolotl 0.19's own schema over the config each recipe renders (its raw `axolotl:` block applied), as
+    `vlm3 train` checks it, by recipe field: {path: problems}, and a sentence when it could not be checked."""
+    import json
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    from vlm3.families import FamilyError
+    from vlm3.render import recipe_field, render_axolotl_config
+    from vlm3.trainer_env import TrainerEnv, TrainerEnvMissing
+
+    if not recipes:
+        return {}, None
+    try:
+        env = TrainerEnv.locate()
+    except TrainerEnvMissing:
+        return {}, ("Axolotl's schema was not checked: no trainer environment here (`make trainer-env`, or "
+                    "VLM3_TRAINER_PYTHON); `vlm3 train` and `vlm3 modal train` check it before training")
+    found: dict[str, list[str]] = {}
+    unread: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="vlm3-validate-") as folder:
+        jobs, paths = [], []
+        for number, (path, recipe) in enumerate(recipes):
+            try:
+                config = render_axolotl_config(recipe, base_model=recipe.model.base)
+            except FamilyError as exc:
+                unread.append(f"{path} ({exc})")
+                continue
+            config_file = Path(folder) / f"{number}.yaml"
+            config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            jobs.append({"config": str(config_file), "gpu": recipe.compute.gpu_type, "count": max(recipe.compute.gpu_count, 1)})
+            paths.append((path, recipe))
+        if jobs:
+            proc = subprocess.run([str(env.python), "-c", AXOLOTL_SCHEMA_SCRIPT], input=json.dumps(jobs), capture_output=True,
+                                  text=True, env=env.environ())
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+            if not lines:
+                tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+                return {}, f"Axolotl's schema was not checked: the trainer environment failed (exit {proc.returncode}): {tail}"
+            for (path, recipe), result in zip(paths, json.loads(lines[-1])):
+                overridden = set(recipe.axolotl)
+                found[path] = [(f"{recipe_field(e['field'], overridden)}: {e['message']} (Axolotl's schema, key {e['field']})"
+                                if e["field"] else f"Axolotl's schema: {e['message']}") for e in result["errors"]]
+    note = f"Axolotl's schema was not checked for {'; '.join(unread)}" if unread else None
+    return found, note
 
 
 NORMALISATION = "n1"  # in the cache key: copies written before pages were normalised (16-bit clipped, sideways) are not reused
@@ -282,6 +386,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("plan", help="tokens, FLOPs, hours, dollars and memory of a recipe")
     p.add_argument("recipe")
+    p.add_argument("--gpu", action="append", metavar="NAME[:N]",
+                   help="price on this card instead (any in vlm3's GPU table, e.g. A10G or A100-80GB:4; repeat for more; cpu)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("resize", help="write pre-resized images at the recipe's pixel cap (content-hash cached)")

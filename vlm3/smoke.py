@@ -17,36 +17,17 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from vlm3.modal_support import auth_probe_routes, smoke_request, unguarded_routes
+from vlm3.modal_support import ServeError as SmokeError  # noqa: F401 - what a failed start raises
+from vlm3.modal_support import auth_probe_routes, smoke_request, unguarded_routes, wait_until_healthy
 
 HEALTH_POLL_S = 2.0
 REQUEST_TIMEOUT_S = 300.0  # one page question on a cold server
 STOP_TIMEOUT_S = 60.0
 
 
-class SmokeError(RuntimeError):
-    pass
-
-
-def healthy(root: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{root}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def wait_healthy(server: subprocess.Popen, root: str, timeout_s: float, log_file: Path) -> float:
     """Seconds until /health answers 200; SmokeError when the server exits first or the time runs out."""
-    started = time.monotonic()
-    while not healthy(root):
-        if server.poll() is not None:
-            raise SmokeError(f"vLLM exited with {server.returncode} before it was ready; see {log_file}")
-        if time.monotonic() - started > timeout_s:
-            raise SmokeError(f"vLLM did not answer /health within {timeout_s:g} s; see {log_file}")
-        time.sleep(HEALTH_POLL_S)
-    return round(time.monotonic() - started, 1)
+    return round(wait_until_healthy(root, server, timeout_s, str(log_file), HEALTH_POLL_S), 1)
 
 
 def probe_server(root: str, key: str, served_name: str, image_urls: list[str], question: str) -> dict[str, Any]:

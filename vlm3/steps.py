@@ -148,33 +148,46 @@ def train_run(run: RunDir, env: TrainerEnv, on_output: Callable[[str], None] | N
     return TrainResult(log, run.output_dir)
 
 
-def merge_run(run: RunDir, env: TrainerEnv) -> dict:
-    """Merge the adapter into the base weights, then prove the merged folder is complete and correct."""
+def merge_run(run: RunDir, env: TrainerEnv, checkpoint: int | None = None) -> dict:
+    """Merge the adapter into the base weights, then prove the merged folder is complete and correct.
+
+    `checkpoint`: merge output/checkpoint-N instead of the run's weights, into output/checkpoint-N/merged,
+    with its own check (output/checkpoint-N/merge_check.json) and status stage (merge-checkpoint-N)."""
+    from vlm3.train_report import merged_weights
+
     config = yaml.safe_load(run.config_file.read_text(encoding="utf-8"))
+    stage, merged, check_file = run.merge_target(checkpoint)
+    weights = "output" if checkpoint is None else f"output/checkpoint-{checkpoint}"
+    if checkpoint is not None:
+        if missing := run.missing_checkpoint(checkpoint):
+            raise StepError(missing)
+        if not config.get("adapter"):
+            raise StepError(f"{weights} of a full fine-tune is a whole model, not an adapter: there is nothing to merge "
+                            "(--checkpoint merges a LoRA or QLoRA checkpoint)")
     if config.get("adapter"):
-        run.mark_stage("merge", "running")
-        argv = [env.axolotl, "merge-lora", run.config_file.name, "--lora-model-dir", "output"]
+        run.mark_stage(stage, "running")
+        argv = [env.axolotl, "merge-lora", run.config_file.name, "--lora-model-dir", weights, "--output-dir", weights]
         if config.get("load_in_4bit"):
             # QLoRA trained its update on NF4 weights: merge into those, dequantized, not into the original base.
             dequantized = env.run_json(["dequantize-base", str(run.path)], cwd=run.path)
             if not dequantized["ok"]:
-                run.mark_stage("merge", "failed", problems=dequantized["problems"])
+                run.mark_stage(stage, "failed", problems=dequantized["problems"])
                 raise StepError("the QLoRA base could not be dequantized:\n" + "\n".join(f"  {p}" for p in dequantized["problems"]))
             argv += ["--base-model", dequantized["nf4_base"]]
         code = env.run_logged(argv, run.logs_dir / "merge.log", cwd=run.path)
         if code != 0:
-            run.mark_stage("merge", "failed", exit_code=code)
+            run.mark_stage(stage, "failed", exit_code=code)
             raise StepError(f"axolotl merge-lora failed (exit {code}); see {run.logs_dir / 'merge.log'}\n{log_tail(run.logs_dir / 'merge.log')}")
     else:
         # A full fine-tune has nothing to merge: its output folder is the model.
-        link = run.merged_dir
-        if not link.exists():
-            link.symlink_to(".", target_is_directory=True)
-    result = env.run_json(["verify-merge", str(run.path)])
-    write_json(run.path / "merge_check.json", result)
+        if not merged.exists():
+            merged.symlink_to(".", target_is_directory=True)
+    result = env.run_json(["verify-merge", str(run.path), *([] if checkpoint is None else ["--checkpoint", str(checkpoint)])])
+    result["weights"] = merged_weights(run.path, checkpoint)  # which weights were merged, and why those
+    write_json(check_file, result)
     if not result["ok"]:
-        run.mark_stage("merge", "failed", problems=result["problems"])
+        run.mark_stage(stage, "failed", problems=result["problems"])
         raise StepError("the merged model failed its checks:\n" + "\n".join(f"  {p}" for p in result["problems"]))
-    run.mark_stage("merge", "done", dtype=result.get("dtype"), max_abs_diff=result.get("max_abs_diff"),
-                   max_ulp_error=result.get("max_ulp_error"))
+    run.mark_stage(stage, "done", dtype=result.get("dtype"), max_abs_diff=result.get("max_abs_diff"),
+                   max_ulp_error=result.get("max_ulp_error"), weights=result["weights"])
     return result

@@ -6,7 +6,9 @@ Usage:
     vlm3 merge runs/tiny-cpu-demo/latest           # merge (again) and check the merged model
 
 The work is done by vlm3.steps (the functions the Modal app calls too); this module shows progress
-and prints what was written and the next command.
+and prints what was written and the next command. Training shows one line that updates (step, loss,
+eval loss, learning rate, tokens/s, ETA) on a terminal, and a plain progress line every
+PLAIN_PROGRESS_LINES-th of the run (and at each eval loss) when the output is a file or a pipe.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from pathlib import Path
 from vlm3.console import UserError, console
 from vlm3.recipe import load_recipe
 from vlm3.runs import RunDir
+
+PLAIN_PROGRESS_LINES = 20  # progress lines per run when the output is not a terminal (a log, CI, a test)
+SHOWN_WARNING_GROUPS = 10  # causes printed in full; the rest are counted and named in data_report.json
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -58,10 +63,10 @@ def train_recipe(recipe, runs_root: Path, merge: bool):
     console.print(f"run: {run.path}")
     check_rendered_config(run, env)
     report = json.loads((run.data_dir / "data_report.json").read_text(encoding="utf-8"))
-    for warning in report["warnings"][:10]:
-        console.print(f"  warning: {warning}", markup=False)
+    print_data_warnings(report, run.data_dir / "data_report.json")
     dropped = f", {report['dropped']} over-long row(s) dropped" if report["dropped"] else ""
     console.print(f"data checked and converted ({len(report['warnings'])} warning(s){dropped}); Axolotl accepts the rendered config")
+    console.print(f"training log: {run.logs_dir / 'train.log'}", markup=False)
     result = train_with_progress(run, env)
     report_training(run, result)
     if merge:
@@ -70,22 +75,56 @@ def train_recipe(recipe, runs_root: Path, merge: bool):
     return run, result
 
 
-def train_with_progress(run: RunDir, env):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def print_data_warnings(report: dict, report_file: Path) -> None:
+    """The data warnings grouped by cause (count and first places); causes past SHOWN_WARNING_GROUPS are counted."""
+    from data_adapters.checks import ProblemGroup
 
+    groups = [ProblemGroup(g["severity"], g["code"], g["cause"], g["count"], tuple(g["places"]), g.get("example"))
+              for g in report.get("warning_groups") or []]
+    if not groups and report.get("warnings"):  # a data_report.json written before warnings were grouped
+        groups = [ProblemGroup("warning", "", w, 1, ("",)) for w in report["warnings"]]
+    for group in groups[:SHOWN_WARNING_GROUPS]:
+        console.print(f"  warning: {group}", markup=False)
+    if len(groups) > SHOWN_WARNING_GROUPS:
+        rest = groups[SHOWN_WARNING_GROUPS:]
+        console.print(f"  ... {len(rest)} more cause(s) ({sum(g.count for g in rest)} warning(s)) in {report_file}", markup=False)
+
+
+def train_with_progress(run: RunDir, env):
     from vlm3.steps import train_run
     from vlm3.trainer_env import TrainingLog
 
     watcher = TrainingLog()
-    with Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("train", total=None, loss="")
+    devices = max(run.recipe().compute.gpu_count, 1)
+    if not console.is_terminal:
+        return train_run(run, env, on_output=plain_progress(watcher, devices))
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(TextColumn("training"), BarColumn(), TextColumn("{task.fields[status]}"), console=console, transient=True) as bar:
+        task = bar.add_task("train", total=None, status="starting")
 
         def show(chunk: str) -> None:
             watcher.feed(chunk)
-            loss = f"loss {watcher.losses[-1]:.4g}" if watcher.losses else ""
-            bar.update(task, completed=watcher.step, total=watcher.total_steps or None, loss=loss)
+            bar.update(task, completed=watcher.step, total=watcher.total_steps or None, status=watcher.status_line(devices))
 
         return train_run(run, env, on_output=show)
+
+
+def plain_progress(watcher, devices: int = 1, lines: int = PLAIN_PROGRESS_LINES):
+    """An on_output that prints watcher.status_line() about `lines` times a run (each time a loss arrives at least
+    total/lines steps after the last line printed) and at every eval loss: for output that is not a terminal."""
+    printed = {"step": None, "evals": 0}
+
+    def show(chunk: str) -> None:
+        new_loss = watcher.feed(chunk)
+        every = max(1, -(-watcher.total_steps // lines))
+        new_eval = len(watcher.eval_losses) > printed["evals"]
+        due = new_loss and (printed["step"] is None or watcher.step - printed["step"] >= every)
+        if due or new_eval:
+            console.print(f"training: {watcher.status_line(devices)}", markup=False)
+            printed["step"], printed["evals"] = watcher.step, len(watcher.eval_losses)
+
+    return show
 
 
 def report_training(run: RunDir, result) -> None:
@@ -108,20 +147,20 @@ def describe_training(log) -> str:
     metrics = log.to_dict()
     if not log.losses:
         return f"{log.total_steps} steps: no training loss was logged (fewer steps than train.logging_steps: lower it to see the loss)"
-    text = f"{log.total_steps} steps: loss {metrics['first_loss']} -> {metrics['final_loss']}"
+    text = f"{log.total_steps} steps: loss {metrics['first_loss']:.4g} -> {metrics['final_loss']:.4g}"
     if len(log.losses) < 2:
         text += " (one loss logged: lower train.logging_steps to see the trend)"
     if len(log.eval_losses) >= 2:
-        text += f"; eval loss {log.eval_losses[0]} -> {log.eval_losses[-1]}"
+        text += f"; eval loss {log.eval_losses[0]:.4g} -> {log.eval_losses[-1]:.4g}"
     return text
 
 
-def merge_and_report(run: RunDir, env) -> None:
+def merge_and_report(run: RunDir, env, checkpoint: int | None = None) -> None:
     from data_adapters.jsonio import folder_lock
     from vlm3.steps import merge_run
 
     with folder_lock(run.path, "merging"):  # two merges of one run would write output/merged at once
-        result = merge_run(run, env)
+        result = merge_run(run, env, checkpoint)
     diff = result.get("max_abs_diff")
     base = "the dequantized NF4 base" if result.get("reference") else "base"  # QLoRA: the weights training saw
     check = (
@@ -130,7 +169,7 @@ def merge_and_report(run: RunDir, env) -> None:
         f"(max |diff| {diff:.1e}, tolerance {result['logit_tolerance']:.1e})"
         if diff is not None else ""
     )
-    console.print(f"merged -> {run.merged_dir}{check}")
+    console.print(f"merged {result['weights']} -> {run.merge_target(checkpoint)[1]}{check}")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -139,8 +178,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     run = RunDir.open(args.run)
     if not run.stage_done("train"):
         raise UserError(f"{run.path} has no finished training (status.json); run `vlm3 train` first")
-    merge_and_report(run, TrainerEnv.locate())
-    console.print(f"next: vlm3 serve {args.run}")
+    if args.checkpoint is not None and (missing := run.missing_checkpoint(args.checkpoint)):
+        raise UserError(missing)
+    merge_and_report(run, TrainerEnv.locate(), args.checkpoint)
+    which = "" if args.checkpoint is None else f" --checkpoint {args.checkpoint}"
+    console.print(f"next: vlm3 eval {args.run}{which}   (or vlm3 serve {args.run}{which})")
     return 0
 
 
@@ -158,6 +200,8 @@ def register(sub) -> None:
             p.add_argument("--merge", action="store_true", help="merge and check the model after training")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("merge", help="merge a run's adapter and check the merged model")
+    p = sub.add_parser("merge", help="merge a run's adapter (or one saved checkpoint's) and check the merged model")
     p.add_argument("run")
+    p.add_argument("--checkpoint", type=int, metavar="N",
+                   help="merge output/checkpoint-N into output/checkpoint-N/merged, with its own check (default: the run's weights)")
     p.set_defaults(func=cmd_merge)

@@ -24,8 +24,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_VENV = PROJECT_ROOT / ".venv-train"
 
 METRICS_LINE = re.compile(r"\{'(?:loss|eval_loss|train_runtime)'.*?\}")
-# The Trainer's bars carry no description (" 75%|#####  | 350/465 [00:15<..."); loading bars do ("Loading weights: ...").
-STEP_PROGRESS = re.compile(r"(?:^|[\r\n])\s*\d+%\|[^|\r\n]*\| (\d+)/(\d+) \[")
+# The Trainer's bars carry no description (" 75%|#####  | 350/465 [00:15<00:05, 23.7it/s]"); loading bars do
+# ("Loading weights: ..."). Groups: done, total, elapsed, remaining ("?" before the first step).
+STEP_PROGRESS = re.compile(r"(?:^|[\r\n])\s*\d+%\|[^|\r\n]*\| (\d+)/(\d+) \[([\d:]+)<([\d:?]+)[,\]]")
+TOKENS_PER_SECOND = "tokens/train_per_sec_per_gpu"  # Axolotl 0.19's throughput key, per device
+MAX_PENDING = 65536  # characters of an unfinished line held for the next chunk of output
 
 
 class TrainerEnvMissing(Exception):
@@ -34,28 +37,48 @@ class TrainerEnvMissing(Exception):
 
 @dataclass
 class TrainingLog:
-    """What the trainer printed that the user cares about: losses and the step counter."""
+    """What the trainer printed that the user cares about: losses, the step counter and the live numbers.
+
+    Fed Axolotl's output as it arrives (HF Trainer metrics dicts, whose values Axolotl 0.19 prints as
+    strings, `{'loss': '6.617', 'grad_norm': '1.737', 'learning_rate': '0.002077', ...}`, and tqdm bars
+    `22%|##  | 100/465 [00:05<00:20, 17.54it/s]`); `status_line()` is the one-line view of the run so far.
+    """
 
     losses: list[float] = field(default_factory=list)
     eval_losses: list[float] = field(default_factory=list)
     loss_epochs: list[float | None] = field(default_factory=list)  # the epoch each loss was logged at
     eval_epochs: list[float | None] = field(default_factory=list)
+    learning_rates: list[float | None] = field(default_factory=list)  # beside each loss
+    grad_norms: list[float | None] = field(default_factory=list)
     step: int = 0
     total_steps: int = 0
+    tokens_per_second: float | None = None  # the newest logged throughput, per device
+    elapsed_seconds: int | None = None  # the training bar's own clock
+    remaining_seconds: int | None = None  # the training bar's estimate; None before its first step
     summary: dict = field(default_factory=dict)
+    _pending: str = field(default="", repr=False)
 
     def feed(self, text: str) -> bool:
         """Read one chunk of output; True when a new loss arrived."""
+        # The pipe hands over whatever bytes are ready: the text after the last line break may be cut mid-dict or
+        # mid-bar, so it is read again with the next chunk (metrics dicts only once whole: Axolotl ends each with a newline).
+        text = self._pending + text
+        cut = max(text.rfind("\n"), text.rfind("\r")) + 1
+        self._pending = text[cut:] if len(text) - cut < MAX_PENDING else ""
         new_loss = False
-        for match in METRICS_LINE.finditer(text):
+        for match in METRICS_LINE.finditer(text[:cut]):
             try:
                 metrics = ast.literal_eval(match.group(0))
             except (ValueError, SyntaxError):
                 continue
-            epoch = float(metrics["epoch"]) if _is_number(metrics.get("epoch")) else None
+            epoch = _number(metrics.get("epoch"))
             if "loss" in metrics:
                 self.losses.append(float(metrics["loss"]))
                 self.loss_epochs.append(epoch)
+                self.learning_rates.append(_number(metrics.get("learning_rate")))
+                self.grad_norms.append(_number(metrics.get("grad_norm")))
+                if (speed := _number(metrics.get(TOKENS_PER_SECOND))) is not None:
+                    self.tokens_per_second = speed
                 new_loss = True
             if "eval_loss" in metrics:
                 self.eval_losses.append(float(metrics["eval_loss"]))
@@ -66,7 +89,25 @@ class TrainingLog:
             done, total = int(match.group(1)), int(match.group(2))
             if total >= self.total_steps:  # eval progress bars are shorter than the training bar
                 self.step, self.total_steps = done, total
+                self.elapsed_seconds, self.remaining_seconds = _clock(match.group(3)), _clock(match.group(4))
         return new_loss
+
+    def status_line(self, devices: int = 1) -> str:
+        """One line for the console: 'step 120/465 (26%) · loss 0.795 · eval loss 3.808 · lr 0.002611 · 1,232 tok/s · ETA 0:19'."""
+        parts = [f"step {self.step}/{self.total_steps} ({self.step / self.total_steps:.0%})" if self.total_steps else "starting"]
+        if self.losses:
+            parts.append(f"loss {self.losses[-1]:.4g}")
+        if self.eval_losses:
+            parts.append(f"eval loss {self.eval_losses[-1]:.4g}")
+        if self.learning_rates and self.learning_rates[-1] is not None:
+            parts.append(f"lr {self.learning_rates[-1]:.4g}")
+        if self.tokens_per_second is not None:
+            parts.append(f"{self.tokens_per_second:,.0f} tok/s" + (" per GPU" if devices > 1 else ""))
+        if self.remaining_seconds is not None and self.step < self.total_steps:
+            parts.append(f"ETA {format_seconds(self.remaining_seconds)}")
+        elif self.step and self.elapsed_seconds is not None:
+            parts.append(f"{format_seconds(self.elapsed_seconds)} elapsed")
+        return " · ".join(parts)
 
     def to_dict(self) -> dict:
         return {
@@ -74,11 +115,34 @@ class TrainingLog:
             "eval_losses": self.eval_losses,
             "loss_epochs": self.loss_epochs,
             "eval_epochs": self.eval_epochs,
+            "learning_rates": self.learning_rates,
+            "grad_norms": self.grad_norms,
             "first_loss": self.losses[0] if self.losses else None,
             "final_loss": self.losses[-1] if self.losses else None,
             "steps": self.total_steps,
             **({"trainer": self.summary} if self.summary else {}),
         }
+
+
+def format_seconds(seconds: int) -> str:
+    """'0:19', '12:05', '1:02:07' (tqdm's own clock style)."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _clock(text: str) -> int | None:
+    """tqdm's '01:53' or '1:02:07' in seconds; None for '?'."""
+    if not re.fullmatch(r"\d+(?::\d+)*", text):
+        return None
+    seconds = 0
+    for part in text.split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
+def _number(value) -> float | None:
+    return float(value) if _is_number(value) else None
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

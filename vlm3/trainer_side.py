@@ -304,8 +304,10 @@ def nf4_base_problems(run: Path, config: dict) -> list[str]:
     return problems
 
 
-def verify_merge(run: Path) -> dict:
-    """The merged folder is what vLLM and transformers need, and holds what base+adapter computes, in its dtype."""
+def verify_merge(run: Path, checkpoint: int | None = None) -> dict:
+    """The merged folder is what vLLM and transformers need, and holds what base+adapter computes, in its dtype.
+
+    `checkpoint`: the adapter of output/checkpoint-N, merged into output/checkpoint-N/merged."""
     import torch
     import yaml
     from peft import PeftModel
@@ -313,7 +315,8 @@ def verify_merge(run: Path) -> dict:
 
     recipe = yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8"))
     config = yaml.safe_load((run / "axolotl.yaml").read_text(encoding="utf-8"))
-    merged = run / "output" / "merged"
+    weights = run / "output" if checkpoint is None else run / "output" / f"checkpoint-{checkpoint}"
+    merged = weights / "merged"
     problems: list[str] = []
 
     model_config = json.loads((merged / "config.json").read_text()) if (merged / "config.json").exists() else {}
@@ -362,7 +365,7 @@ def verify_merge(run: Path) -> dict:
                 reference = nf4_base_dir(run)
                 result["reference"] = "dequantized NF4 base + adapter"
             base = AutoModelForImageTextToText.from_pretrained(reference, dtype=torch.float32)
-            adapted = PeftModel.from_pretrained(base, run / "output").eval()
+            adapted = PeftModel.from_pretrained(base, weights).eval()
             weights, weight_problems = lora_weight_problems(adapted, merged_model.state_dict(), dtype_name)
             result.update(weights)
             problems += weight_problems
@@ -395,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--gpu-count", type=int, default=1)
     verify = sub.add_parser("verify-merge")
     verify.add_argument("run", type=Path)
+    verify.add_argument("--checkpoint", type=int, help="verify output/checkpoint-N/merged against that checkpoint's adapter")
     dequantize = sub.add_parser("dequantize-base")
     dequantize.add_argument("run", type=Path)
     args = parser.parse_args(argv)
@@ -402,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         return emit(validate_config(args.config, args.gpu, args.gpu_count))
     if args.command == "dequantize-base":
         return emit(dequantize_base(args.run.resolve()))
-    return emit(verify_merge(args.run))
+    return emit(verify_merge(args.run, args.checkpoint))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Usage:
     subprocess.Popen(argv, env=vllm_environ(os.environ, "VLLM_API_KEY", key))   # the key never goes on the command line
     print(format_command(argv))                                         # one flag per line, shell-quoted
     argv, env = local_cpu_command(argv, env, ".venv-vllm/bin/vllm")      # the same on this CPU (make test-vllm)
+    argv, env = sleep_mode_command(argv, env)                           # the Modal endpoint's: sleep mode for snapshots
 
 Every serving setting comes from the recipe: the served model name, context length, memory
 share, batch size, and the image pixel limits the model was trained with (Qwen's advice: the
@@ -54,6 +55,22 @@ def local_cpu_command(argv: list[str], env: Mapping[str, str], vllm_program: str
     local = [vllm_program, *argv[1:]]
     local[local.index("--host") + 1] = LOCAL_HOST
     return local, {**env, "VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB)}
+
+
+# Sleep mode, for the Modal endpoint's memory snapshots (modal_entry.Endpoint): vLLM starts, warms up and
+# sleeps before Modal snapshots the container, and wakes after every restore. --enable-sleep-mode turns on
+# the allocator that can move the weights to host memory and back; /sleep, /wake_up and /is_sleeping are
+# vLLM's development routes, served only with VLLM_SERVER_DEV_MODE=1 (behind KEY_MIDDLEWARE like every
+# route but /health). vLLM's CPU build refuses the flag ("Sleep mode is not supported on current platform").
+SLEEP_MODE_FLAG = "--enable-sleep-mode"
+SLEEP_MODE_ENV = {"VLLM_SERVER_DEV_MODE": "1"}
+
+
+def sleep_mode_command(argv: list[str], env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """vllm_argv's command line and environment with sleep mode on: what the Modal endpoint and its smoke test run."""
+    if argv[:2] != ["vllm", "serve"]:
+        raise ValueError(f"not a vllm_argv command line: {argv[:3]}")
+    return ([*argv, SLEEP_MODE_FLAG] if SLEEP_MODE_FLAG not in argv else list(argv)), {**env, **SLEEP_MODE_ENV}
 
 
 def compact_json(value: dict) -> str:
@@ -131,3 +148,15 @@ def format_command(argv: list[str]) -> str:
             lines.append([])
         lines[-1].append(arg)
     return " \\\n  ".join(shlex.join(parts) for parts in lines) + "\n"
+
+
+def local_command(argv: list[str], env: Mapping[str, str], program: list[str], cpu_build: bool) -> tuple[list[str], dict[str, str]]:
+    """vllm_argv's command line for a server vlm3 starts on this machine (`vlm3 serve`, `eval RUN`, `ask RUN`).
+
+    What differs from the Modal app's: the program (`program`, e.g. [".venv-vllm/bin/vllm"] or
+    [python, "-m", "vllm.entrypoints.cli.main"]) and --host (loopback); on vLLM's CPU build also
+    local_cpu_command's KV cache size. The flags, --dtype included, stay the app's.
+    """
+    local, local_env = local_cpu_command(argv, env, program[0])
+    local[0:1] = program
+    return local, (local_env if cpu_build else dict(env))
