@@ -585,7 +585,7 @@ AXOLOTL_ONLY_KEYS = frozenset({
     "hub_model_id", "hub_strategy", "push_dataset_to_hub", "dataset_prepared_path", "val_set_size", "special_tokens",
     "load_in_8bit", "peft_use_dora", "peft_use_rslora", "train_on_inputs",
     "sdp_attention", "xformers_attention", "torch_compile", "early_stopping_patience",
-    "load_best_model_at_end", "metric_for_best_model", "greater_is_better", "eval_strategy", "save_strategy",
+    "eval_strategy", "save_strategy",
     "evals_per_epoch", "saves_per_epoch", "warmup_steps", "neftune_noise_alpha", "resume_from_checkpoint",
     "group_by_length", "fsdp", "fsdp_config", "tokenizer_type", "unfrozen_parameters",
 })
