@@ -188,7 +188,7 @@ def train(run_name: str) -> dict:
     import shutil
 
     from vlm3 import steps
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.trainer_env import STATUS_PREFIX, TrainerEnv, TrainingLog, status_printer
 
     run = open_run(run_name)
     if run.stage_done("train"):
@@ -200,8 +200,16 @@ def train(run_name: str) -> dict:
         commit(runs_volume)
         commit(hf_volume)  # the downloaded base model, for the merge and later runs
 
+    # The Modal logs (streamed to `vlm3 modal train`, or `modal app logs`) get the console's status line, as `vlm3 train`
+    # prints it without a terminal; Axolotl's whole output goes to RUN/logs/train.log on the volume (its tail on a failure).
+    watcher = TrainingLog()
+    devices = max(run.recipe().compute.gpu_count, 1)
+    print(f"training {run_name}: a status line every few steps here; Axolotl's output in {run_name}/logs/train.log "
+          f"on the volume {VOLUME_NAMES['runs']}", flush=True)
+    show = status_printer(watcher, lambda line: print(line, flush=True), devices)
     with ms.keep_committing(commit_all, run.output_dir):
-        result = steps.train_run(run, TrainerEnv.current(), on_output=lambda chunk: print(chunk, end="", flush=True))
+        result = steps.train_run(run, TrainerEnv.current(), on_output=show)
+    print(f"{STATUS_PREFIX}{watcher.status_line(devices)} (done)", flush=True)
     metrics = result.log.to_dict()
     return {"run": run_name, "steps": metrics["steps"], "first_loss": metrics["first_loss"], "final_loss": metrics["final_loss"]}
 

@@ -54,13 +54,18 @@ class Problem:
 
 
 class DataError(Exception):
-    """Bad input data; str() lists every problem with file and line."""
+    """Bad input data; str() lists the problems grouped by cause (data_adapters.checks.group_problems): each
+    cause with its count and first places, a lone problem with its file and line; causes past `limit` are counted."""
 
     def __init__(self, problems: list[Problem], limit: int = 30):
+        from data_adapters.checks import group_problems  # checks imports this module
+
         self.problems = problems
-        shown = [f"  {p}" for p in problems[:limit]]
-        if len(problems) > limit:
-            shown.append(f"  ... and {len(problems) - limit} more")
+        self.groups = group_problems(problems)
+        shown = [f"  {g}" for g in self.groups[:limit]]
+        if len(self.groups) > limit:
+            rest = self.groups[limit:]
+            shown.append(f"  ... and {len(rest)} more cause(s) ({sum(g.count for g in rest)} problem(s))")
         errors = sum(p.severity == "error" for p in problems)
         super().__init__(f"{errors} problem(s) in the data:\n" + "\n".join(shown))
 

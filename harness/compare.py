@@ -30,6 +30,7 @@ from typing import Any
 from data_adapters.jsonio import write_text_atomic
 from harness.bootstrap import MIN_PAGES, NO_SPREAD, bootstrap_interval, clusters_of
 from harness.html import Html, badge, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
+from harness.identity import distinguishing_parts, identity_title
 from harness.page_images import PageImages
 from harness.samples import sample_pages
 from harness.visible import visible_controls
@@ -96,23 +97,38 @@ class GroupDelta:
 
 @dataclass(frozen=True)
 class Side:
-    """Which evaluation one side is: its label, and the run, model and family that answered (None: not known)."""
+    """Which evaluation one side is: its label, and the run, model and family that answered (None: not known);
+    with meta.json's identity (harness.identity), also the recipe, the data version and the weights served."""
 
     label: str
-    run: str | None = None  # "<recipe>/<time>"
+    run: str | None = None  # the run folder's name (meta.json's identity), or "<recipe>/<time>" read from the folder
     model: str | None = None  # the model name the requests asked for
     family: str | None = None  # "Qwen2-VL", "Qwen2.5-VL", "Qwen3-VL"
     base_model: str | None = None
     endpoint: str | None = None
+    recipe: str | None = None
+    data_version: str | None = None  # data_report.json's hash of the converted data
+    served: str | None = None  # "finetuned", "base", "checkpoint-N" or "endpoint"
 
     def describe(self) -> str:
         return (f"{self.label}: run {self.run or '-'}, model {self.model or '-'}, family {self.family or '-'}"
                 + (f" (base {self.base_model})" if self.base_model else ""))
 
+    def identity(self) -> dict:
+        """The side as harness.identity reads it; the label stands for the weights served when they were not recorded."""
+        return {"run": self.run, "recipe": self.recipe, "family": self.family, "data_version": self.data_version,
+                "served": self.served or self.label, "endpoint": self.endpoint, "model": self.model}
+
+    @property
+    def title(self) -> str:
+        """'tiny-cpu-demo · run 20261205T190850Z · Qwen2-VL · data 8e15ab3dfe · checkpoint-100'."""
+        return identity_title(self.identity())
+
 
 def describe_eval_dir(eval_dir: Path) -> Side:
-    """The side an evaluation folder is: meta.json's label, model and endpoint; the run, family and base model
-    from meta.json when eval recorded them, else from the run folder it sits in (RUN/eval/...: RUN/recipe.yaml)."""
+    """The side an evaluation folder is: meta.json's label, model and endpoint, and its identity when eval recorded one
+    (harness.identity); else the run, family and base model from meta.json's older keys, else from the run folder it
+    sits in (RUN/eval/...: RUN/recipe.yaml, RUN/data/data_report.json)."""
     import json
 
     eval_dir = Path(eval_dir)
@@ -121,20 +137,51 @@ def describe_eval_dir(eval_dir: Path) -> Side:
     except (OSError, ValueError):
         meta = {}
     meta = meta if isinstance(meta, dict) else {}
-    run, family, base = meta.get("run"), meta.get("family"), meta.get("base_model")
+    label = str(meta.get("label") or eval_dir.name)
+    identity = meta.get("identity")
+    if isinstance(identity, dict):
+        return Side(label=label, run=identity.get("run"), model=meta.get("model"), family=identity.get("family"),
+                    base_model=identity.get("base_model"), endpoint=meta.get("endpoint"), recipe=identity.get("recipe"),
+                    data_version=identity.get("data_version"), served=identity.get("served"))
+    run, family, base, data = meta.get("run"), meta.get("family"), meta.get("base_model"), None
     run_dir = next((p for p in eval_dir.resolve().parents if (p / "recipe.yaml").is_file()), None)
+    if run_dir is not None:
+        data = recorded_data_version(run_dir)
     if run_dir is not None and not (run and family and base):
         run = run or f"{run_dir.parent.name}/{run_dir.name}"
         try:
-            from vlm3.recipe import load_recipe
+            from vlm3.recipe import load_recipe  # an evaluation from before identities were recorded: read its run's recipe
 
             recipe = load_recipe(run_dir / "recipe.yaml")
             base = base or recipe.model.base
             family = family or recipe.family.label
         except Exception:  # noqa: BLE001 - a run whose recipe or model config cannot be read here is named without it
             pass
-    return Side(label=str(meta.get("label") or eval_dir.name), run=run, model=meta.get("model"), family=family,
-                base_model=base, endpoint=meta.get("endpoint"))
+    return Side(label=label, run=run, model=meta.get("model"), family=family, base_model=base,
+                endpoint=meta.get("endpoint"), data_version=data)
+
+
+def recorded_data_version(run_dir: Path) -> str | None:
+    """RUN/data/data_report.json's data_version, or None."""
+    import json
+
+    try:
+        version = json.loads((Path(run_dir) / "data" / "data_report.json").read_text(encoding="utf-8")).get("data_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def side_labels(label_a: str, label_b: str, side_a: Side | None, side_b: Side | None) -> tuple[str, str]:
+    """Two labels that tell the sides apart: their own when they differ; else what differs in their identities
+    ('finetuned · run 20261205T… · Qwen2-VL' vs 'finetuned · run 20261206T… · Qwen3-VL'); "(A)"/"(B)" only when nothing does."""
+    if label_a != label_b:
+        return label_a, label_b
+    if side_a and side_b:
+        only_a, only_b = distinguishing_parts(side_a.identity(), side_b.identity())
+        if only_a and only_b:
+            return f"{label_a} · {only_a}", f"{label_b} · {only_b}"
+    return f"{label_a} (A)", f"{label_b} (B)"
 
 
 @dataclass(frozen=True)
@@ -155,8 +202,19 @@ class Comparison:
     side_a: Side | None = None  # run, model and family of each side (describe_eval_dir), when compared from folders
     side_b: Side | None = None
 
+    @property
+    def title(self) -> str:
+        """'vlm3 comparison: <A's title> vs <B's title>' (harness.identity), else the labels."""
+        a = self.side_a.title if self.side_a else self.label_a
+        b = self.side_b.title if self.side_b else self.label_b
+        return f"vlm3 comparison: {a or self.label_a} vs {b or self.label_b}"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = {"title": self.title, **asdict(self)}
+        for name, side in (("side_a", self.side_a), ("side_b", self.side_b)):
+            if side:
+                data[name]["title"] = side.title
+        return data
 
 
 def _dict(value: Any) -> dict:
@@ -312,6 +370,8 @@ def compare_scores(scores_a: list[dict], scores_b: list[dict], label_a: str = "a
 def side_lines(c: Comparison) -> list[str]:
     """"A = label: run R, model M, family F" for each side that is known; a note when the families differ."""
     lines = [f"{name} = {_one_line(side.describe(), 160)}" for name, side in (("A", c.side_a), ("B", c.side_b)) if side]
+    if c.side_a and c.side_b and c.side_a.data_version and c.side_b.data_version and c.side_a.data_version != c.side_b.data_version:
+        lines.append(f"different data: {c.side_a.data_version} (A) vs {c.side_b.data_version} (B) (data_report.json's data_version)")
     if c.side_a and c.side_b and c.side_a.family and c.side_b.family and c.side_a.family != c.side_b.family:
         lines.append(f"different families: {c.side_a.family} (A) vs {c.side_b.family} (B); each side asked its own served model")
     return lines
@@ -456,7 +516,8 @@ def pass_to_fail(c: Comparison) -> list[Flip]:
 
 def format_comparison(c: Comparison) -> str:
     """A plain-text table of the metric deltas, then the flipped samples (at most 20 per direction)."""
-    lines = [f"A = {_one_line(c.label_a)}, B = {_one_line(c.label_b)}: {c.paired} paired samples "
+    titles = [f"{name}: {_one_line(side.title, 160)}" for name, side in (("A", c.side_a), ("B", c.side_b)) if side]
+    lines = [*titles, f"A = {_one_line(c.label_a)}, B = {_one_line(c.label_b)}: {c.paired} paired samples "
              f"({c.only_a} only in A, {c.only_b} only in B"
              + (f"; {c.errored} left out: no answer on a side, run `vlm3 generate` again" if c.errored else "") + ")"
              + (f"; errors (no answer, not scored): A {c.errors_a}, B {c.errors_b}" if c.errors_a or c.errors_b else ""),
@@ -469,7 +530,8 @@ def format_comparison(c: Comparison) -> str:
     rows = [[_one_line(cell) for cell in row] for row in _metric_cells(c)]
     for row, m in zip(rows, c.metrics):
         row[-1] += " *" if excludes_zero(m) else ""
-    lines += _text_table([_one_line(h) for h in _headers(c)], rows) if rows else ["no metric has a value on both sides"]
+    headers = ["metric", "n", "A", "B", *_headers(c)[4:]] if c.side_a and c.side_b else _headers(c)  # the titles are above
+    lines += _text_table([_one_line(h) for h in headers], rows) if rows else ["no metric has a value on both sides"]
     if any(excludes_zero(m) for m in c.metrics):
         lines.append(f"* the {CI_LEVEL:.0%} interval excludes zero")
     group_rows = [[_one_line(cell) for cell in row] for row in _group_cells(c)]
@@ -510,7 +572,7 @@ def comparison_file_stem(label_a: str, label_b: str) -> str:
 
 def render_compare_html(c: Comparison, out_path: Path) -> Path:
     """Write a self-contained comparison page (table, delta plot with CI whiskers, flip lists) and return its path."""
-    title = f"vlm3 comparison: {c.label_a} vs {c.label_b}"
+    title = c.title
     pages = PageImages()
     rows = []
     for cells, m in zip(_metric_cells(c), c.metrics):
@@ -522,8 +584,9 @@ def render_compare_html(c: Comparison, out_path: Path) -> Path:
     body = [
         tag("h1", title),
         tag("p", general, class_="notes" if c.general and not c.general["kept"] else "muted", id="general") if general else None,
-        table(["side", "label", "run", "model", "family", "base model"],
-              [[name, side.label, side.run or "-", side.model or "-", side.family or "-", side.base_model or "-"]
+        table(["side", "label", "recipe", "run", "family", "base model", "data version", "weights served", "model"],
+              [[name, side.label, side.recipe or "-", side.run or "-", side.family or "-", side.base_model or "-",
+                side.data_version or "-", side.served or "-", side.model or "-"]
                for name, side in (("A", c.side_a), ("B", c.side_b)) if side]) if (c.side_a or c.side_b) else None,
         tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
                  f"{c.only_b} only in B, {c.errored} left out for a missing answer (errors, not scored: A {c.errors_a}, B {c.errors_b}). "

@@ -6,7 +6,8 @@ Usage:
     summary = score_eval_dir(eval_dir, judge=False)   # deterministic checks only (--no-judge)
 
 Layout of eval/<label>/:
-    meta.json          label, model, endpoint, weights identity, generation settings, judge spec (never an API key)
+    meta.json          label, model, endpoint, weights identity, generation settings, judge spec (never an API key);
+                       "identity": run, recipe, base model and family, data version, the weights served (harness.identity)
     samples.jsonl      the samples asked, each with the prompt hash its answer is keyed by
     predictions.jsonl  one record per answer, appended as answers arrive
     scores.jsonl       one score record per sample
@@ -33,6 +34,7 @@ from typing import Any, Callable
 
 from data_adapters.jsonio import folder_lock, write_json, write_jsonl
 from harness.generate import GenerationSettings, GenerationStats, generate, prompt_hash
+from harness.identity import identity_title
 from harness.errors import EvalError  # noqa: F401  (re-exported: callers catch harness.evaluation.EvalError)
 from harness.samples import EvalSample
 from harness.score import score_sample, summarize
@@ -51,9 +53,11 @@ def generate_into(
     on_progress: Callable[[GenerationStats], None] | None = None,
     judge: Any = _UNSET,
     document: str | None = None,
+    identity: dict | None = None,
 ) -> GenerationStats:
     """judge: the recipe's eval.judge (a JudgeSpec, its dict, or None for no judge), kept for `vlm3 score`;
-    document: what the pages are from (the recipe's eval.document), kept for the judge's prompts.
+    document: what the pages are from (the recipe's eval.document), kept for the judge's prompts;
+    identity: what tells this evaluation from others (harness.identity), kept for the report and `vlm3 compare`.
     FolderBusy when another process is writing eval_dir."""
     settings_record = {k: v for k, v in asdict(settings).items() if k != "api_key"}  # secrets stay out of files
     meta = {"label": label, "model": settings.model, "endpoint": endpoint, "endpoint_id": settings.endpoint,
@@ -63,6 +67,8 @@ def generate_into(
         meta["judge"] = judge.model_dump() if hasattr(judge, "model_dump") else judge
     if document:
         meta["document"] = document
+    if identity:
+        meta["identity"] = {**identity, "title": identity_title(identity)}
     with folder_lock(eval_dir, "generating"):
         write_json(eval_dir / "meta.json", meta)
         write_jsonl(eval_dir / "samples.jsonl", ({**s.to_dict(), "prompt_hash": prompt_hash(s, settings)} for s in samples))
@@ -186,6 +192,9 @@ def _score_locked(eval_dir, title, judge, judge_spec, judge_settings, on_judge_p
         endpoint=meta["endpoint"],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    if isinstance(meta.get("identity"), dict):
+        summary["identity"] = meta["identity"]
+        summary["title"] = identity_title(meta["identity"]) or None
     summary["judge"] = outcome.summary
     summary["counts"]["foreign_answers"] = foreign
     if foreign:

@@ -51,7 +51,7 @@ def render_report(summary: dict, scores: list[dict], out_path: Path, title: str 
     summary = _dict(summary)
     scores = [s for s in scores or [] if isinstance(s, dict)]
     label = summary.get("label") or "evaluation"
-    title = title or f"vlm3 evaluation: {label}"
+    title = title or summary.get("title") or f"vlm3 evaluation: {label}"  # summary's title: the identity (harness.identity)
     pages = PageImages()  # each page image embedded once, referenced by every card that shows it
     body = [
         _header(summary, title),
@@ -79,7 +79,12 @@ def _dict(value: Any) -> dict:
 
 def _header(summary: dict, title: str) -> Html:
     counts = _dict(summary.get("counts"))
+    identity = _dict(summary.get("identity"))
+    named = [("recipe", identity.get("recipe")), ("run", identity.get("run")), ("base model", identity.get("base_model")),
+             ("family", identity.get("family")), ("data version", identity.get("data_version")),
+             ("weights served", identity.get("served"))] if identity else []
     items = [
+        *named,
         ("label", summary.get("label")),
         ("model", summary.get("model")),
         ("endpoint", summary.get("endpoint")),

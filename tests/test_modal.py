@@ -674,7 +674,7 @@ def cloud_run(monkeypatch, tmp_path, sample_dir):
     if not TINY_MODEL.is_dir():
         pytest.skip("needs the tiny model folder (make tiny-model)")
     raw = yaml.safe_load(DEMO_RECIPE.read_text())
-    raw["train"].update(epochs=1, max_steps=4, save_steps=2, logging_steps=1)
+    raw["train"].update(epochs=1, max_steps=4, save_steps=2, eval_steps=2, logging_steps=1)  # saved where evaluated (keep_best)
     recipe_file = tmp_path / "tiny.yaml"
     recipe_file.write_text(yaml.safe_dump(raw))
     cloud = entry.Cloud(FolderVolume(tmp_path / "vol" / "data"), FolderVolume(tmp_path / "vol" / "runs"))
@@ -721,6 +721,31 @@ def test_modal_functions_call_the_local_step_functions(cloud_run, monkeypatch):
     run_path = Path(vol / "runs" / run_name)
     assert calls == [("train_run", run_path, TrainerEnv.current()), ("merge_run", run_path, TrainerEnv.current())]
     assert entry.train.local(run_name)["skipped"] == "already trained", "a retried input does not train again"
+
+
+@LOCAL_RUN
+def test_the_modal_train_function_prints_the_consoles_status_line_into_the_modal_logs(cloud_run, monkeypatch, capsys):
+    """What `vlm3 modal train` streams from the train function: status lines, not Axolotl's raw bars and dicts."""
+    entry, run_name, _, _, _ = cloud_run
+    import vlm3.steps
+    from tests.test_train_console import EXPECTED, RECORDED
+    from vlm3.trainer_env import TrainingLog, latest_status
+
+    def fake_train_run(run, env, on_output=None):
+        log = TrainingLog()
+        for start in range(0, len(RECORDED), 100):
+            log.feed(RECORDED[start:start + 100])
+            on_output(RECORDED[start:start + 100])
+        run.mark_stage("train", "done")
+        return vlm3.steps.TrainResult(log, run.output_dir)
+
+    monkeypatch.setattr(vlm3.steps, "train_run", fake_train_run)
+    capsys.readouterr()
+    entry.train.local(run_name)
+    out = capsys.readouterr().out
+    assert f"{run_name}/logs/train.log" in out and "{'loss'" not in out and "it/s" not in out
+    assert f"training: {EXPECTED}" in out.splitlines()
+    assert latest_status(out) == f"{EXPECTED} (done)"
 
 
 @LOCAL_RUN

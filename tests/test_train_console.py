@@ -112,3 +112,22 @@ def test_a_short_run_prints_every_logged_loss(capsys):
         show(chunk)
     assert [line.split(" · ")[0] for line in capsys.readouterr().out.splitlines()] == [
         "training: step 10/30 (33%)", "training: step 20/30 (67%)", "training: step 30/30 (100%)"]
+
+
+def test_the_modal_logs_get_the_same_status_line_and_it_is_read_back_from_them():
+    """The Modal train function emits status_printer's lines into the Modal logs (streamed to `vlm3 modal train`,
+    or `modal app logs`); latest_status reads the newest back from the log text, among the logs' other lines."""
+    from vlm3.trainer_env import latest_status, status_printer
+
+    emitted: list[str] = []
+    show = status_printer(TrainingLog(), emitted.append)
+    for start in range(0, len(RECORDED), 64):
+        show(RECORDED[start:start + 64])
+    assert emitted and all(line.startswith("training: step ") for line in emitted), emitted
+    assert emitted[-1] == f"training: {EXPECTED}"
+    assert not any("{'loss'" in line or "it/s" in line for line in emitted), "Axolotl's raw output stays in train.log"
+    modal_logs = "\n".join(["Building image im-123", "training tiny-cpu-demo/20261205T190850Z: a status line every few steps here",
+                            *emitted, "volume commit: checkpoint-100"])
+    assert latest_status(modal_logs) == EXPECTED
+    assert latest_status(RECORDED) is None, "raw trainer output has no status line"
+    assert latest_status("") is None

@@ -90,3 +90,37 @@ def test_the_data_version_is_the_datas_not_the_checkouts(tmp_path):
     here = write(tmp_path / "a", "/home/me/vlm3/training_data", "40 Nm.")
     assert here == write(tmp_path / "b", "/data/training_data", "40 Nm.") and len(here) == 10
     assert here != write(tmp_path / "c", "/data/training_data", "45 Nm.")
+
+
+def error(line, message, code="bad_image"):
+    return Problem("td/vlm_train.jsonl", line, message, "error", code)
+
+
+def test_check_prints_problems_grouped_by_cause_and_counts_the_causes_it_does_not_show(tmp_path):
+    from vlm3.preflight_cmds import problem_lines
+
+    missing = [error(line, "image 'images/p9.jpg' does not exist") for line in range(1, 41)]
+    others = [warning(line, f"cause number {cause}", f"code{cause}") for cause in range(3) for line in (1, 2)]
+    lines = problem_lines([*missing, *others], show=2, report_file=tmp_path / "check.json")
+    assert lines == [
+        "  error: image 'images/p9.jpg' does not exist (40 places: td/vlm_train.jsonl:1, td/vlm_train.jsonl:2, "
+        "td/vlm_train.jsonl:3, ... 37 more)",
+        "  warning: cause number 0 (2 places: td/vlm_train.jsonl:1, td/vlm_train.jsonl:2)",
+        f"  ... 2 more cause(s) (4 problem(s)) in {tmp_path / 'check.json'}",
+    ]
+
+
+def test_a_data_error_lists_its_problems_by_cause_and_counts_past_its_limit():
+    from data_adapters.pipeline import DataError
+
+    missing = [error(line, "image 'images/p9.jpg' does not exist") for line in range(1, 41)]
+    lone = error(50, "not JSON: Expecting value", "json")
+    text = str(DataError([*missing, lone]))
+    assert text.splitlines() == [
+        "41 problem(s) in the data:",
+        "  image 'images/p9.jpg' does not exist (40 places: td/vlm_train.jsonl:1, td/vlm_train.jsonl:2, td/vlm_train.jsonl:3, ... 37 more)",
+        "  td/vlm_train.jsonl:50: not JSON: Expecting value",
+    ]
+    many = DataError([error(line, f"cause {line}", f"c{line}") for line in range(1, 36)], limit=30)
+    assert str(many).splitlines()[-1] == "  ... and 5 more cause(s) (5 problem(s))"
+    assert len(many.problems) == 35, "every problem is kept on the exception"

@@ -191,6 +191,34 @@ def default_label(args: argparse.Namespace) -> str:
     return "finetuned" if checkpoint_of(args) is None else f"checkpoint-{checkpoint_of(args)}"
 
 
+def served_weights(args: argparse.Namespace) -> str:
+    """Which weights answer: "finetuned", "base", "checkpoint-N" for a run served here; "endpoint" for a given one."""
+    if args.endpoint:
+        return "endpoint"
+    if args.base:
+        return "base"
+    return "finetuned" if checkpoint_of(args) is None else f"checkpoint-{checkpoint_of(args)}"
+
+
+def evaluation_identity(recipe: Recipe, run: RunDir | None, served: str, endpoint: str | None = None,
+                        model: str | None = None) -> dict:
+    """What tells this evaluation from others, as plain data for meta.json (harness.identity): the run's name, recipe,
+    base model, family and data version (vlm3.train_report.run_identity), the weights served, and for a given
+    endpoint its URL and the model asked for. A recipe evaluated without a run has no run or data version."""
+    from vlm3.train_report import run_identity
+
+    if run is not None:
+        identity = run_identity(run.path)
+    else:
+        identity = {"run": None, "recipe": recipe.name, "base_model": recipe.model.base, "family": None, "data_version": None}
+        with contextlib.suppress(Exception):  # a Hub model whose config is not on this machine: named without its family
+            identity["family"] = recipe.family.label
+    identity["served"] = served
+    if served == "endpoint":
+        identity.update(endpoint=endpoint, model=model)
+    return identity
+
+
 def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -227,7 +255,8 @@ def run_generation(args: argparse.Namespace) -> tuple[Path, Recipe, RunDir | Non
 
             stats = generate_into(eval_dir, samples, settings, label=label, endpoint=endpoint.endpoint_id,
                                   probe_threshold=recipe.eval.probe_pass_threshold, on_progress=show, judge=recipe.eval.judge,
-                                  document=recipe.eval.document)
+                                  document=recipe.eval.document,
+                                  identity=evaluation_identity(recipe, run, served_weights(args), endpoint.endpoint_id, endpoint.model))
         if endpoint.server:
             record_server(eval_dir, endpoint.server)
     console().print(
@@ -269,7 +298,7 @@ def print_summary(summary: dict, eval_dir: Path) -> None:
 
     console().print(
         f"{summary['label']}: pass {pct(m['pass_rate'])}, specs {pct(m['spec_pass_rate'])}, keywords {pct(m['keyword_recall'])}, "
-        f"token F1 {m['token_f1'] if m['token_f1'] is not None else '-'}; "
+        f"token F1 {'-' if m['token_f1'] is None else format(m['token_f1'], '.3f')}; "
         + (f"probes {pct(probes['pass_rate'])} (threshold {pct(probes['threshold'])}: {verdict(probes['passed'])}); " if probes["n"] else "no probes; ")
         + f"errors {summary['counts']['errors']} (not scored"
         + (f": {summary['counts']['failed']} failed, {summary['counts']['missing']} never answered" if "failed" in summary["counts"] else "")
@@ -381,7 +410,8 @@ def finish_generation(summary: dict, eval_dir: Path, next_command: str) -> int:
 
 
 def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
-    from harness.compare import comparison_file_stem, compare_scores, describe_eval_dir, format_comparison, render_compare_html
+    from harness.compare import (comparison_file_stem, compare_scores, describe_eval_dir, format_comparison, render_compare_html,
+                                 side_labels)
     from harness.evaluation import EvalError, load_jsonl
 
     for d in (dir_a, dir_b):
@@ -389,10 +419,10 @@ def compare_dirs(dir_a: Path, dir_b: Path, out: Path | None = None):
             raise EvalError(f"{d} has no scores.jsonl / summary.json; run `vlm3 score {d}` first")
     label_a = json.loads((dir_a / "summary.json").read_text())["label"]
     label_b = json.loads((dir_b / "summary.json").read_text())["label"]
-    if label_a == label_b:
-        label_a, label_b = f"{label_a} (A)", f"{label_b} (B)"
+    side_a, side_b = describe_eval_dir(dir_a), describe_eval_dir(dir_b)  # run, recipe, family, data version, weights served
+    label_a, label_b = side_labels(label_a, label_b, side_a, side_b)  # never "finetuned" twice: what differs names them
     comparison = compare_scores(load_jsonl(dir_a / "scores.jsonl"), load_jsonl(dir_b / "scores.jsonl"), label_a, label_b,
-                                side_a=describe_eval_dir(dir_a), side_b=describe_eval_dir(dir_b))  # run, model, family
+                                side_a=side_a, side_b=side_b)
     # The name says which two evaluations it compares; it sits beside them (RUN/eval/).
     out = out or dir_b.parent / f"{comparison_file_stem(label_a, label_b)}.html"
     render_compare_html(comparison, out)
@@ -462,7 +492,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ns = argparse.Namespace(target=str(run.path), endpoint=None, api_key=None, model=None, label=label, base=base,
                                 only="all", max_samples=None, concurrency=None, out=None)
         eval_dir, _, _ = run_generation(ns)
-        summaries[label] = score_with_judge(eval_dir, None, title=f"{recipe.name}: {label}")
+        summaries[label] = score_with_judge(eval_dir, None)  # titled by the run's identity (meta.json)
         print_summary(summaries[label], eval_dir)
     comparison, compare_html = compare_dirs(run.eval_dir("base"), run.eval_dir("finetuned"), run.path / "compare.html")
 

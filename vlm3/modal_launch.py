@@ -60,6 +60,11 @@ def train_on_modal(recipe: str, max_samples: int = 0, detach: bool = False, runs
     import modal
 
     out("checks passed; creating the app on Modal (the first build of the trainer image takes a few minutes)")
+    from vlm3.modal_support import APP_NAME
+
+    # The train function prints the console's status line into the Modal logs (vlm3.trainer_env.status_printer).
+    out("training prints a status line every few steps (step, loss, eval loss, lr, tok/s, ETA) into the Modal logs"
+        + (f"; follow a detached run with `modal app logs {APP_NAME} | grep 'training: '`" if detach else ", shown here"))
     try:
         with modal.enable_output(), entry.app.run(detach=detach):
             return entry.launch(recipe=recipe, max_samples=max_samples, out=out, runs_root=runs_root, prepared=prepared)

@@ -15,7 +15,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from data_adapters.checks import DatasetScan, scan_dataset
+from data_adapters.checks import DatasetScan, group_problems, scan_dataset
 from data_adapters.images import describe, open_page
 from data_adapters.pipeline import read_pipeline, resolve_image
 from data_adapters.tokens import CHARS_PER_TOKEN, load_tokenizer, resized_size, visual_tokens
@@ -67,6 +67,7 @@ def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetSca
         "answers": {"mean_words": statistics.fmean(words), "max_words": max(words)},
         "pages": page_formats(scan),
         "problems": [{"file": p.file, "line": p.line, "severity": p.severity, "code": p.code, "message": p.message} for p in scan.problems],
+        "problem_groups": [g.to_dict() for g in group_problems(scan.problems)],  # by cause, with counts and first places
     }
     return scan, report
 
@@ -108,14 +109,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     if pages["normalised"]:
         console().print(f"  pages: {len(pages['normalised'])} normalised for training and serving ({pages['rotated']} EXIF-rotated; "
                         f"formats {pages['formats']}, modes {pages['modes']}); each is listed on the card", markup=False)
-    for problem in scan.problems[: args.show]:
-        console().print(f"  {problem.severity}: {problem}", markup=False)
-    if len(scan.problems) > args.show:
-        console().print(f"  ... {len(scan.problems) - args.show} more in {out / 'check.json'}")
+    print_problem_groups(scan.problems, args.show, out / "check.json")
     console().print(f"{counts['errors']} error(s), {counts['warnings']} warning(s); report {out / 'check.json'}, card {card}")
     failed = counts["errors"] > 0 or (args.strict and counts["warnings"] > 0)
     console().print(f"next: {'fix the data, then ' if failed else ''}vlm3 plan {args.recipe}")
     return 1 if failed else 0
+
+
+def problem_lines(problems: list, show: int, report_file: Path) -> list[str]:
+    """The problems grouped by cause, each with its count and first places (data_adapters.checks.group_problems);
+    the causes past `show` are counted, never dropped unsaid."""
+    groups = group_problems(problems)
+    lines = [f"  {g.severity}: {g}" for g in groups[:show]]
+    if len(groups) > show:
+        rest = groups[show:]
+        lines.append(f"  ... {len(rest)} more cause(s) ({sum(g.count for g in rest)} problem(s)) in {report_file}")
+    return lines
+
+
+def print_problem_groups(problems: list, show: int, report_file: Path) -> None:
+    for line in problem_lines(problems, show, report_file):
+        console().print(line, markup=False)
 
 
 def dataset_tokens(scan: DatasetScan, recipe: Recipe, max_pixels: int | None = None):
@@ -381,7 +395,7 @@ def register(sub) -> None:
     p.add_argument("--strict", action="store_true", help="warnings fail too")
     p.add_argument("--decode-images", action="store_true", help="decode every image fully (slower; finds truncated files)")
     p.add_argument("--out", help="folder for check.json and dataset_card.html (default runs/<recipe>/preflight)")
-    p.add_argument("--show", type=int, default=20, help="problems to print")
+    p.add_argument("--show", type=int, default=20, help="causes of problems to print (each grouped with its count and first places; the rest are counted)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("plan", help="tokens, FLOPs, hours, dollars and memory of a recipe")

@@ -112,19 +112,11 @@ def train_with_progress(run: RunDir, env):
 
 def plain_progress(watcher, devices: int = 1, lines: int = PLAIN_PROGRESS_LINES):
     """An on_output that prints watcher.status_line() about `lines` times a run (each time a loss arrives at least
-    total/lines steps after the last line printed) and at every eval loss: for output that is not a terminal."""
-    printed = {"step": None, "evals": 0}
+    total/lines steps after the last line printed) and at every eval loss: for output that is not a terminal.
+    The same lines as the Modal train function's (vlm3.trainer_env.status_printer)."""
+    from vlm3.trainer_env import status_printer
 
-    def show(chunk: str) -> None:
-        new_loss = watcher.feed(chunk)
-        every = max(1, -(-watcher.total_steps // lines))
-        new_eval = len(watcher.eval_losses) > printed["evals"]
-        due = new_loss and (printed["step"] is None or watcher.step - printed["step"] >= every)
-        if due or new_eval:
-            console.print(f"training: {watcher.status_line(devices)}", markup=False)
-            printed["step"], printed["evals"] = watcher.step, len(watcher.eval_losses)
-
-    return show
+    return status_printer(watcher, lambda line: console.print(line, markup=False), devices, lines)
 
 
 def report_training(run: RunDir, result) -> None:

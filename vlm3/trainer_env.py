@@ -124,6 +124,37 @@ class TrainingLog:
         }
 
 
+STATUS_LINES = 20  # status lines per run where the output is a log, not a terminal (a file, CI, the Modal logs)
+STATUS_PREFIX = "training: "  # each status line starts so, in a log among the trainer's own lines
+
+
+def status_printer(watcher: TrainingLog, emit: Callable[[str], None], devices: int = 1,
+                   lines: int = STATUS_LINES) -> Callable[[str], None]:
+    """An on_output for train_run that feeds `watcher` and emits "training: <watcher.status_line()>" about `lines` times a
+    run (each time a loss arrives at least total/lines steps after the last line emitted) and at every eval loss.
+    `vlm3 train` without a terminal prints them; the Modal train function prints them into the Modal logs."""
+    emitted = {"step": None, "evals": 0}
+
+    def show(chunk: str) -> None:
+        new_loss = watcher.feed(chunk)
+        every = max(1, -(-watcher.total_steps // lines))
+        new_eval = len(watcher.eval_losses) > emitted["evals"]
+        due = new_loss and (emitted["step"] is None or watcher.step - emitted["step"] >= every)
+        if due or new_eval:
+            emit(f"{STATUS_PREFIX}{watcher.status_line(devices)}")
+            emitted["step"], emitted["evals"] = watcher.step, len(watcher.eval_losses)
+
+    return show
+
+
+def latest_status(log_text: str) -> str | None:
+    """The newest status line in a log that status_printer wrote into (the Modal logs, `modal app logs`), without
+    its prefix; None when training has not logged a loss yet."""
+    found = [line[line.index(STATUS_PREFIX) + len(STATUS_PREFIX):].strip()
+             for line in log_text.splitlines() if STATUS_PREFIX in line]
+    return found[-1] if found else None
+
+
 def format_seconds(seconds: int) -> str:
     """'0:19', '12:05', '1:02:07' (tqdm's own clock style)."""
     hours, rest = divmod(int(seconds), 3600)
