@@ -106,17 +106,13 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def wait_until_healthy(proc: subprocess.Popen, root: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vLLM exited with {proc.returncode} before /health answered:\n{log.read_text(errors='replace')[-4000:]}")
-        try:
-            if httpx.get(f"{root}/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"vLLM did not answer /health within {START_TIMEOUT_S} s:\n{log.read_text(errors='replace')[-4000:]}")
+    """The Modal app's own wait (vlm3.modal_support), as a test failure that shows the server's log."""
+    from vlm3.modal_support import ServeError, wait_until_healthy as wait_for_health
+
+    try:
+        wait_for_health(root, proc, START_TIMEOUT_S, str(log), poll_s=1.0)
+    except ServeError as exc:
+        pytest.fail(f"{exc}:\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
