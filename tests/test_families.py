@@ -362,11 +362,12 @@ def test_family_loop_serves_and_scores_a_request(family_loop):
     assert summary["counts"]["answered"] == summary["counts"]["samples"] == 1 and summary["counts"]["errors"] == 0
     (prediction,) = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text().splitlines()]
     (score,) = [json.loads(line) for line in (eval_dir / "scores.jsonl").read_text().splitlines()]
-    assert prediction["answer"] and prediction["error"] is None and prediction["model"].endswith("output/merged")
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    served_name = (recipe.get("serve") or {}).get("served_model_name") or recipe["name"]
+    assert prediction["answer"] and prediction["error"] is None and prediction["model"] == served_name
     assert score["id"] == prediction["id"] and score["answer"] == prediction["answer"]
     assert score["checks"] and isinstance(score["passed"], bool)  # scored, not left without a verdict
     # The server built the prompt the trainer did: the family's template and its visual tokens for this page.
-    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     assert recipe["data"].get("system_prompt") is None
     served = trainer_script(SERVED_PROMPT_TOKENS, str(run / "output" / "merged"), score["image"], score["question"])
     assert prediction["usage"]["prompt_tokens"] == served
