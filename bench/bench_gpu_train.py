@@ -13,18 +13,18 @@ Qwen2-VL-7B is built from its published config (bench/train_measure.py) with ran
 rows are synthetic ~1 MP pages: 1,240 visual tokens (a 31 x 40 grid of merged patches, 4,960
 patches) and 60-360 text tokens, the LoRA recipe's settings (r 64, alpha 128, dropout 0.05, the
 language model's 7 projections, bf16, AdamW fused, lr 2e-4). The first --warmup steps are not
-timed. MFU = the plan's FLOPs (vlm3.plan.batch_flops, the count tests check against
+timed. MFU = the plan's FLOPs (vlm3.plan.estimate.batch_flops, the count tests check against
 FlopCounterMode) of the timed steps / (time x the card's bf16 peak). Data wait is the time the
 training loop spends fetching batches from its DataLoader (plain engine: the synthetic rows are
 built by DataLoader workers, as Axolotl's collator builds real pages). The frozen vision tower's
 share is measured (its forward calls, timed with CUDA events: with the fix that is all the tower
 does; on the --today path its backward and recomputation are not in it) and planned (its FLOPs /
-the step's). `--model 7b-shape` is vlm3.tiny_model's toy Qwen2-VL with the 7B's ratios, built from
+the step's). `--model 7b-shape` is vlm3.demo.tiny_model's toy Qwen2-VL with the 7B's ratios, built from
 its config alone (a CPU smoke run that needs no model folder). Prints one JSON object and writes
 it to --out.
 
-Runs offline on a machine with torch, transformers and peft (and pydantic, which vlm3.plan's
-import of vlm3.recipe needs) but without Axolotl: vlm3.axolotl_plugin imports Axolotl's plugin base
+Runs offline on a machine with torch, transformers and peft (and pydantic, which vlm3.plan.estimate's
+import of vlm3.recipe.schema needs) but without Axolotl: vlm3.train.axolotl_plugin imports Axolotl's plugin base
 class at its top; where Axolotl is absent a stand-in for that one class is put in its place (the
 plain engine uses only the plugin's frozen-vision function, which needs nothing from Axolotl).
 """
@@ -79,9 +79,9 @@ class SyntheticPages(torch.utils.data.Dataset):
 
 
 def frozen_vision_function():
-    """vlm3.axolotl_plugin.run_frozen_vision_forward_only, importable without Axolotl (see the module docstring)."""
+    """vlm3.train.axolotl_plugin.run_frozen_vision_forward_only, importable without Axolotl (see the module docstring)."""
     try:
-        from vlm3.axolotl_plugin import run_frozen_vision_forward_only
+        from vlm3.train.axolotl_plugin import run_frozen_vision_forward_only
     except ModuleNotFoundError as exc:
         if not (exc.name or "").split(".")[0] == "axolotl":
             raise
@@ -91,7 +91,7 @@ def frozen_vision_function():
             sys.modules[name] = types.ModuleType(name)
         sys.modules["axolotl.integrations.base"].BasePlugin = type("BasePlugin", (), {})  # stand-in: Vlm3Plugin's base only
         try:
-            from vlm3.axolotl_plugin import run_frozen_vision_forward_only
+            from vlm3.train.axolotl_plugin import run_frozen_vision_forward_only
         finally:
             for name in ("axolotl.integrations.base", "axolotl.integrations", "axolotl"):
                 sys.modules.pop(name, None)
@@ -105,7 +105,7 @@ AXOLOTL_STAND_IN: list[bool] = []  # non-empty when the plugin was imported with
 def bench_config(args):
     """The transformers config: a model vlm3 knows or a local folder (bench.train_measure), or `7b-shape`."""
     if args.model == "7b-shape":
-        from vlm3.tiny_model import SPECIAL_TOKENS, VOCAB_SIZE, seven_b_shape_config
+        from vlm3.demo.tiny_model import SPECIAL_TOKENS, VOCAB_SIZE, seven_b_shape_config
 
         ids = {token: VOCAB_SIZE + i for i, token in enumerate(SPECIAL_TOKENS)}  # as the tiny tokenizer numbers them
         config = seven_b_shape_config(ids, VOCAB_SIZE + len(SPECIAL_TOKENS))
@@ -175,14 +175,14 @@ def versions() -> dict:
 
 
 def length_grouped_order(lengths: list[int], group: int, seed: int = 0) -> list[int]:
-    from vlm3.plan import micro_batches
+    from vlm3.plan.estimate import micro_batches
 
     return [i for batch in micro_batches(lengths, 1, True, group, seed) for i in batch]
 
 
 def run_plain(args) -> dict:
     """LoRA training with transformers + peft and our own loop (the step Axolotl's Trainer runs)."""
-    from vlm3.plan import Training, batch_flops, shape_from_config
+    from vlm3.plan.estimate import Training, batch_flops, shape_from_config
 
     device = args.device
     built = time.perf_counter()
@@ -200,7 +200,7 @@ def run_plain(args) -> dict:
     run_frozen_vision_forward_only = frozen_vision_function()
     if not args.today:
         run_frozen_vision_forward_only(model)
-    from vlm3.axolotl_plugin import vision_tower
+    from vlm3.train.axolotl_plugin import vision_tower
 
     tower_timer = TowerTimer(vision_tower(model), device)
     model.train()
@@ -292,9 +292,9 @@ def run_axolotl(args) -> dict:
     """The same model written to a folder, synthetic page JPEGs, the project's rendered config, `axolotl train`."""
     from PIL import Image
 
-    from vlm3.recipe import load_recipe
-    from vlm3.render import render_axolotl_config
-    from vlm3.trainer_env import TrainerEnv, TrainingLog
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.train.render import render_axolotl_config
+    from vlm3.train.trainer_env import TrainerEnv, TrainingLog
 
     import yaml
 
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["auto", "plain", "axolotl"], default="plain",
                         help="auto: axolotl where it is installed, else plain")
     parser.add_argument("--model", default="7b", help="7b, qwen2.5-vl-7b, qwen3-vl-8b or a Hub id vlm3 knows (built from its published config), "
-                        "a local model folder, or 7b-shape (the toy Qwen2-VL with the 7B's ratios, vlm3.tiny_model)")
+                        "a local model folder, or 7b-shape (the toy Qwen2-VL with the 7B's ratios, vlm3.demo.tiny_model)")
     parser.add_argument("--layers", type=int, help="fewer decoder layers (a short check)")
     parser.add_argument("--vision-depth", type=int)
     parser.add_argument("--grid", type=int, nargs=2, help="visual-token grid per page (default 31 40: ~1 MP)")

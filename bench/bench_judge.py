@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository root is not on 
 
 from harness.judge import CALL_PROFILE, estimate_judge_cost, judge_records  # noqa: E402
 from harness.judge_client import JudgeSettings, cost_usd  # noqa: E402
-from harness.samples import load_probes, load_val_samples  # noqa: E402
+from data_adapters.samples import load_probes, load_val_samples  # noqa: E402
 from harness.score import score_sample  # noqa: E402
 from tests.loopback_anthropic import LoopbackJudge  # noqa: E402
-from vlm3.recipe import JudgeSpec  # noqa: E402
+from vlm3.recipe.schema import JudgeSpec  # noqa: E402
 
 MODELS = ("claude-sonnet-5-5", "claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-5")
 CONFIGS = [
@@ -47,7 +47,7 @@ PER_METRIC = ["answer_relevancy", "faithfulness", "correctness", "hallucination"
 def load_samples(limit: int) -> list[dict]:
     root = ROOT / "sample_data" / "training_data"
     if not (root / "vlm_val.jsonl").exists():
-        from vlm3.sample_manual import generate_sample_manual
+        from vlm3.demo.sample_manual import generate_sample_manual
 
         generate_sample_manual(ROOT / "sample_data", seed=0)
     vals, _ = load_val_samples(root / "vlm_val.jsonl", root)

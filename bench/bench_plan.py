@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from data_adapters.tokens import visual_tokens
-from vlm3.plan import DatasetTokens, Rows, Training, epoch_work, floor_flops, format_plan, image_flops, model_shape, plan_run
-from vlm3.recipe import load_recipe
+from vlm3.plan.estimate import DatasetTokens, Rows, Training, epoch_work, floor_flops, format_plan, image_flops, model_shape, plan_run
+from vlm3.recipe.schema import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["e30m3_lora.yaml", "e30m3_qwen25vl_lora.yaml", "e30m3_qwen3vl_lora.yaml", "e30m3_train_dev.yaml", "e30m3_qlora.yaml",

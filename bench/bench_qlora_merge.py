@@ -4,9 +4,9 @@ Usage:
     .venv/bin/python -m bench.bench_qlora_merge [--model .cache/tiny-qwen2-vl] [--precision bf16] [--epochs 4] [--examples 8]
 
 Trains a real QLoRA adapter with Axolotl on a CPU (the tiny demo recipe with the QLoRA keys of
-`vlm3.render.qlora_keys`: the language model's linear layers in NF4, the vision tower and output head in
+`vlm3.train.render.qlora_keys`: the language model's linear layers in NF4, the vision tower and output head in
 the training dtype; no evaluation pass, which bitsandbytes' CPU layers cannot follow with training), merges
-it with `vlm3.steps.merge_run` (adapter folded into the dequantized NF4 base), then compares logits on the
+it with `vlm3.train.steps.merge_run` (adapter folded into the dequantized NF4 base), then compares logits on the
 run's validation rows under teacher forcing:
 
 - trained: the base loaded in 4-bit exactly as Axolotl loaded it, plus the adapter, through bitsandbytes'
@@ -33,11 +33,11 @@ DEMO_RECIPE = ROOT / "recipes" / "tiny_cpu_demo.yaml"
 
 
 def build_run(runs_root: Path, model: Path, epochs: int = 4, precision: str = "auto"):
-    """A tiny QLoRA run, trained by Axolotl and merged by vlm3.steps, through the light environment's API."""
-    from vlm3.recipe import load_recipe
-    from vlm3.render import qlora_keys
-    from vlm3.steps import merge_run, prepare_run, train_run
-    from vlm3.trainer_env import TrainerEnv
+    """A tiny QLoRA run, trained by Axolotl and merged by vlm3.train.steps, through the light environment's API."""
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.train.render import qlora_keys
+    from vlm3.train.steps import merge_run, prepare_run, train_run
+    from vlm3.train.trainer_env import TrainerEnv
 
     raw = yaml.safe_load(DEMO_RECIPE.read_text(encoding="utf-8"))
     raw["name"] = "tiny-qlora"
@@ -84,7 +84,7 @@ def measure(run: Path, examples: int) -> dict:
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from vlm3.trainer_side import check_examples, model_inputs, nf4_base_dir, training_quantization
+    from vlm3.train.trainer_side import check_examples, model_inputs, nf4_base_dir, training_quantization
 
     os.chdir(run)  # Axolotl's config paths are relative to the run
     cfg, quantization = training_quantization(run / "axolotl.yaml")
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         print(json.dumps(measure(args.measure.resolve(), args.examples)))
         return 0
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     with tempfile.TemporaryDirectory(prefix="vlm3-qlora-") as tmp:
         run, check = build_run(Path(tmp), args.model, args.epochs, args.precision)

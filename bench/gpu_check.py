@@ -10,8 +10,8 @@ Stages, each a child process with its own time limit (min(its cap, what is left 
 one hang cannot eat the whole budget; a stage that fails or times out is recorded and the next runs:
 
   wheels        install the carried wheels whose distribution the machine lacks (pydantic for
-                vlm3.plan, liger-kernel for the recipe's --liger) into a private folder on PYTHONPATH
-  probe         versions, the card, imports of vlm3.plan / peft / liger / vllm, a bf16 matmul's TFLOP/s
+                vlm3.plan.estimate, liger-kernel for the recipe's --liger) into a private folder on PYTHONPATH
+  probe         versions, the card, imports of vlm3.plan.estimate / peft / liger / vllm, a bf16 matmul's TFLOP/s
   train_recipe  bench/bench_gpu_train.py on random weights at Qwen2-VL-7B's full shape (28 layers,
                 32 vision blocks, vocab 152,064), the recipe's step: LoRA r 64, micro-batch 2 x 8,
                 no checkpointing, the frozen tower forward-only, 1 MP pages (1,240 visual tokens)
@@ -21,7 +21,7 @@ one hang cannot eat the whole budget; a stage that fails or times out is recorde
                 imports; otherwise skipped with the reason (no vLLM on the device image, and a CUDA
                 vLLM wheel is far over the 64 MiB that may travel)
 
-Everything is built from configs (vlm3.families.KNOWN_CONFIGS, vlm3.tiny_model): nothing is
+Everything is built from configs (vlm3.recipe.families.KNOWN_CONFIGS, vlm3.demo.tiny_model): nothing is
 downloaded; HF_HUB_OFFLINE is set for every stage. This file needs only the standard library.
 """
 
@@ -162,7 +162,7 @@ def stage_probe(cpu_smoke: bool) -> dict:
             result["versions"][dist] = md.version(dist)
         except md.PackageNotFoundError:
             result["versions"][dist] = None
-    for module in ("vlm3.plan", "bench.train_measure", "peft", "liger_kernel.transformers", "vllm"):
+    for module in ("vlm3.plan.estimate", "bench.train_measure", "peft", "liger_kernel.transformers", "vllm"):
         try:
             importlib.import_module(module)
             result["imports"][module] = "ok"
@@ -203,11 +203,11 @@ def stage_probe(cpu_smoke: bool) -> dict:
 
 
 def stage_vllm_smoke(workdir: Path, cpu_smoke: bool) -> dict:
-    """A random-weight tiny Qwen3-VL (vlm3.tiny_model: its own template, no Axolotl) through vLLM's offline engine."""
+    """A random-weight tiny Qwen3-VL (vlm3.demo.tiny_model: its own template, no Axolotl) through vLLM's offline engine."""
     import vllm
     from PIL import Image
 
-    from vlm3.tiny_model import build_tiny_model
+    from vlm3.demo.tiny_model import build_tiny_model
 
     started = time.perf_counter()
     folder = build_tiny_model(workdir / "tiny-qwen3-vl", family="qwen3_vl")
@@ -326,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             skip = f"liger_kernel does not import: {probe.get('imports', {}).get('liger_kernel.transformers', 'probe did not run')}"
         if name == "vllm_smoke" and not skip and probe.get("imports", {}).get("vllm") != "ok":
             skip = VLLM_SKIP if not probe.get("versions", {}).get("vllm") else f"vllm does not import: {probe['imports'].get('vllm')}"
-        if name.startswith("train") and not skip and probe and probe.get("imports", {}).get("vlm3.plan") != "ok":
-            skip = f"vlm3.plan does not import: {probe['imports'].get('vlm3.plan')}"
+        if name.startswith("train") and not skip and probe and probe.get("imports", {}).get("vlm3.plan.estimate") != "ok":
+            skip = f"vlm3.plan.estimate does not import: {probe['imports'].get('vlm3.plan.estimate')}"
         if not skip and left < stage["least"]:
             skip = f"out of budget: {left:.0f} s left, the stage needs at least {stage['least']} s"
         if skip:

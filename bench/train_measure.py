@@ -10,7 +10,7 @@ Usage (trainer environment, project root on PYTHONPATH; each prints one JSON obj
 
 Models are built from a config with random (or uninitialised) weights; nothing is downloaded.
 A Hub id vlm3 knows (or its alias: `7b-widths` is Qwen2-VL-7B-Instruct) is its published config.json
-(vlm3.families.KNOWN_CONFIGS) with fewer layers (and vision blocks), so every matrix has the
+(vlm3.recipe.families.KNOWN_CONFIGS) with fewer layers (and vision blocks), so every matrix has the
 full model's shape; any of the three families. The same builders feed bench/bench_gpu_train.py.
 """
 
@@ -23,7 +23,7 @@ import sys
 import torch
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# Short names for the published configs (vlm3.families.KNOWN_CONFIGS): `7b-widths` keeps its old meaning.
+# Short names for the published configs (vlm3.recipe.families.KNOWN_CONFIGS): `7b-widths` keeps its old meaning.
 ALIASES = {"7b": "Qwen/Qwen2-VL-7B-Instruct", "7b-widths": "Qwen/Qwen2-VL-7B-Instruct",
            "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
            "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct"}
@@ -44,7 +44,7 @@ def family_config(model: str, layers: int | None = None, vision_depth: int | Non
     blocks, Qwen3-VL's deepstack blocks), else the last block; or the indexes given."""
     import transformers
 
-    from vlm3.families import read_config
+    from vlm3.recipe.families import read_config
 
     raw = read_config(ALIASES.get(model, model))
     config_class = getattr(transformers, CLASSES[raw["model_type"]][0])
@@ -113,7 +113,7 @@ def attach_lora(model, r: int = 64, alpha: int = 128, dropout: float = 0.0, targ
     """PEFT LoRA on the language model's projections only, with the regex the recipe renders."""
     from peft import LoraConfig, get_peft_model
 
-    from vlm3.families import FAMILIES
+    from vlm3.recipe.families import FAMILIES
 
     regex = FAMILIES[model.config.model_type].lora_regex(list(targets))
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=regex, task_type="CAUSAL_LM"))
@@ -156,7 +156,7 @@ def synthetic_batch(config, grids: list[tuple[int, int]], text_tokens: list[int]
 
 def prepare_like_axolotl(model, gradient_checkpointing: bool, forward_only_vision: bool):
     """Today's training path: input-embedding hooks (Axolotl, PEFT, Trainer), checkpointing; plus the fix if asked."""
-    from vlm3.axolotl_plugin import run_frozen_vision_forward_only
+    from vlm3.train.axolotl_plugin import run_frozen_vision_forward_only
 
     model.enable_input_require_grads()
     if gradient_checkpointing:
@@ -169,7 +169,7 @@ def prepare_like_axolotl(model, gradient_checkpointing: bool, forward_only_visio
 
 def count_vision_calls(model) -> dict:
     """Forward calls of the first vision block, and backward passes that reach the patch embeddings."""
-    from vlm3.axolotl_plugin import vision_tower
+    from vlm3.train.axolotl_plugin import vision_tower
 
     tower = vision_tower(model)
     counts = {"vision_block_forwards": 0, "vision_backwards": 0}
@@ -315,7 +315,7 @@ def parameter_counts(model_path: str, r: int = 64) -> dict:
     trainable count for the LM-only LoRA of rank r on all 7 projections."""
     from peft import LoraConfig, get_peft_model
 
-    from vlm3.families import FAMILIES
+    from vlm3.recipe.families import FAMILIES
 
     config = family_config(model_path)
     with torch.device("meta"):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_adapters.checks import group_problems, scan_dataset
-from data_adapters.jsonio import write_jsonl
+from vlm3.core.jsonio import write_jsonl
 from data_adapters.images import normalised_copy
 from data_adapters.pipeline import DataError, PipelineRow, Problem, read_pipeline, resolve_image, to_axolotl_row
 from data_adapters.tokens import load_tokenizer

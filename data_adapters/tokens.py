@@ -6,17 +6,18 @@ Usage:
 
 The processor cuts an image into patches and merges 2x2 of them into one LLM token, after
 resizing it so both sides are multiples of `factor` (patch x merge: 28 for Qwen2-VL and
-Qwen2.5-VL, 32 for Qwen3-VL; `vlm3.families`) and the area lies within [min_pixels,
+Qwen2.5-VL, 32 for Qwen3-VL; `vlm3.recipe.families`) and the area lies within [min_pixels,
 max_pixels] (the rule of transformers' `smart_resize`, which all three families use).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
-QWEN2_VL_FACTOR = 14 * 2  # Qwen2-VL: 14-px patches, 2x2 merged; a family's own is vlm3.families.Family.factor
+from vlm3.core.hub import hub_cache_files
+
+QWEN2_VL_FACTOR = 14 * 2  # Qwen2-VL: 14-px patches, 2x2 merged; a family's own is vlm3.recipe.families.Family.factor
 MAX_ASPECT_RATIO = 200  # the Qwen-VL processors refuse anything more elongated
 CHARS_PER_TOKEN = 3.2  # English technical text with numbers, Qwen2 BPE; used when no tokenizer is at hand
 # <|im_start|>role\n ... <|im_end|>\n around every turn (the system turn too: the recipe's system_prompt,
@@ -46,12 +47,6 @@ def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int, fac
     """LLM tokens one image becomes (plus <|vision_start|> and <|vision_end|>, counted by text_tokens)."""
     h, w = resized_size(height, width, min_pixels, max_pixels, factor)
     return (h // factor) * (w // factor)
-
-
-def hub_cache_files(model_id: str, filename: str) -> list[Path]:
-    """A Hub model's file in the local Hugging Face cache, one per downloaded snapshot (none if never downloaded)."""
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
-    return sorted((hub / f"models--{model_id.replace('/', '--')}" / "snapshots").glob(f"*/{filename}"))
 
 
 def load_tokenizer(model: str):

@@ -23,7 +23,7 @@ import random
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
-from harness.samples import sample_pages
+from data_adapters.samples import sample_pages
 
 MIN_PAGES = 3  # fewer resampling units (pages; a text-only sample is one alone) than this give no interval
 ZERO_WIDTH = 1e-12  # an interval narrower than this (in the values' unit) is a single point: the resamples did not vary

@@ -22,7 +22,7 @@ from statistics import fmean
 from typing import Any
 
 from harness.bootstrap import cluster_bootstrap_ci, clusters_of
-from harness.samples import sample_pages
+from data_adapters.samples import sample_pages
 
 CI_LEVEL = 0.95
 RESAMPLES = 1000  # per group; the interval's ends move by about 0.01 between seeds at this count

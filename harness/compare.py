@@ -27,13 +27,13 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from data_adapters.jsonio import write_text_atomic
+from vlm3.core.jsonio import write_text_atomic
 from harness.bootstrap import MIN_PAGES, NO_SPREAD, bootstrap_interval, clusters_of
-from harness.html import Html, badge, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
+from vlm3.core.html import Html, badge, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
 from harness.identity import distinguishing_parts, identity_title
 from harness.page_images import PageImages
-from harness.samples import sample_pages
-from harness.visible import visible_controls
+from data_adapters.samples import sample_pages
+from vlm3.core.visible import visible_controls
 
 CI_LEVEL = 0.95
 # Metrics whose values are 0/1 outcomes: shown as percentages, deltas in percentage points.
@@ -125,10 +125,10 @@ class Side:
         return identity_title(self.identity())
 
 
-def describe_eval_dir(eval_dir: Path) -> Side:
+def describe_eval_dir(eval_dir: Path, read_run: Callable[[Path], tuple[str | None, str | None]] | None = None) -> Side:
     """The side an evaluation folder is: meta.json's label, model and endpoint, and its identity when eval recorded one
     (harness.identity); else the run, family and base model from meta.json's older keys, else from the run folder it
-    sits in (RUN/eval/...: RUN/recipe.yaml, RUN/data/data_report.json)."""
+    sits in (RUN/eval/...: RUN/data/data_report.json, and read_run(RUN): the base model and family its recipe names)."""
     import json
 
     eval_dir = Path(eval_dir)
@@ -149,14 +149,9 @@ def describe_eval_dir(eval_dir: Path) -> Side:
         data = recorded_data_version(run_dir)
     if run_dir is not None and not (run and family and base):
         run = run or f"{run_dir.parent.name}/{run_dir.name}"
-        try:
-            from vlm3.recipe import load_recipe  # an evaluation from before identities were recorded: read its run's recipe
-
-            recipe = load_recipe(run_dir / "recipe.yaml")
-            base = base or recipe.model.base
-            family = family or recipe.family.label
-        except Exception:  # noqa: BLE001 - a run whose recipe or model config cannot be read here is named without it
-            pass
+        if read_run is not None:  # an evaluation from before identities were recorded: its run's recipe says
+            recipe_base, recipe_family = read_run(run_dir)
+            base, family = base or recipe_base, family or recipe_family
     return Side(label=label, run=run, model=meta.get("model"), family=family, base_model=base,
                 endpoint=meta.get("endpoint"), data_version=data)
 

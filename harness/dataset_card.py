@@ -10,8 +10,8 @@ from collections import Counter
 from pathlib import Path
 
 from data_adapters.checks import DatasetScan
-from data_adapters.jsonio import write_text_atomic
-from harness.html import document, svg, svg_text, table, tag
+from vlm3.core.jsonio import write_text_atomic
+from vlm3.core.html import document, svg, svg_text, table, tag
 
 
 def svg_length_histogram(tokens: list[int], label: str, limit: int | None = None, bins: int = 24) -> str:

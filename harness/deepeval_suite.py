@@ -21,6 +21,7 @@ is reported as an error): never a default score.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -46,7 +47,7 @@ def _load() -> tuple[Path, object, list[tuple[str, JudgeCase]], str | None]:
     meta, samples, records = read_eval_dir(eval_dir)
     spec = judge_spec_of(meta)
     if spec is not None and os.environ.get("VLM3_JUDGE_METRICS"):
-        spec = spec.model_copy(update={"metrics": [m.strip() for m in os.environ["VLM3_JUDGE_METRICS"].split(",") if m.strip()]})
+        spec = dataclasses.replace(spec, metrics=tuple(m.strip() for m in os.environ["VLM3_JUDGE_METRICS"].split(",") if m.strip()))
     by_id = {s["id"]: s for s in samples}
     cases = [JudgeCase.from_sample(by_id[r["id"]], r["answer"]) for r in records if r["answer"] is not None]
     limit = int(os.environ.get("VLM3_MAX_SAMPLES") or 0)

@@ -32,11 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from data_adapters.jsonio import folder_lock, write_json, write_jsonl
+from vlm3.core.jsonio import folder_lock, write_json, write_jsonl
 from harness.generate import GenerationSettings, GenerationStats, generate, prompt_hash
 from harness.identity import identity_title
 from harness.errors import EvalError  # noqa: F401  (re-exported: callers catch harness.evaluation.EvalError)
-from harness.samples import EvalSample
+from data_adapters.samples import EvalSample
 from harness.score import score_sample, summarize
 
 
@@ -55,7 +55,7 @@ def generate_into(
     document: str | None = None,
     identity: dict | None = None,
 ) -> GenerationStats:
-    """judge: the recipe's eval.judge (a JudgeSpec, its dict, or None for no judge), kept for `vlm3 score`;
+    """judge: the recipe's eval.judge (its values, its dict, or None for no judge), kept for `vlm3 score`;
     document: what the pages are from (the recipe's eval.document), kept for the judge's prompts;
     identity: what tells this evaluation from others (harness.identity), kept for the report and `vlm3 compare`.
     FolderBusy when another process is writing eval_dir."""
@@ -64,7 +64,9 @@ def generate_into(
             "weights": settings.weights_id, "settings": settings_record,
             "probe_threshold": probe_threshold, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if judge is not _UNSET:
-        meta["judge"] = judge.model_dump() if hasattr(judge, "model_dump") else judge
+        from harness.judge import judge_dict
+
+        meta["judge"] = judge_dict(judge)
     if document:
         meta["document"] = document
     if identity:
@@ -130,9 +132,9 @@ def judge_spec_of(meta: dict, judge_spec: Any = _UNSET):
         return load_judge_spec(judge_spec)
     if "judge" in meta:
         return load_judge_spec(meta["judge"])
-    from vlm3.recipe import JudgeSpec
+    from harness.judge import JudgeConfig
 
-    return JudgeSpec()
+    return JudgeConfig()
 
 
 def estimate_judge(eval_dir: Path, judge_spec: Any = _UNSET):

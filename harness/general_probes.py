@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from harness.samples import EvalSample
+from data_adapters.samples import EvalSample
 
 PROBES_FILE = Path(__file__).parent / "probes" / "general.jsonl"
 PAGE_SIZE = (640, 480)  # px, landscape: the manual's pages are portrait

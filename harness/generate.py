@@ -23,10 +23,7 @@ an answer, so it is never scored as a wrong one.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import importlib
-import importlib.util
 import json
 import re
 import time
@@ -35,41 +32,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from data_adapters.images import page_bytes
-from data_adapters.jsonio import link_refusal, open_no_follow
-from harness.samples import EvalSample
+from vlm3.core.jsonio import link_refusal, open_no_follow
+from data_adapters.samples import EvalSample
+from vlm3.serve.client import MAX_ANSWER_CHARS, GenerationSettings, image_data_url, make_client, redact  # noqa: F401
 
 TEMPERATURE = 0.0  # deterministic answers: scores compare models, not sampling luck
 ERROR_CHARS = 500  # an error message kept in predictions.jsonl: the server's first words say what went wrong
-MAX_BACKOFF_S = 8.0  # the openai client's longest wait between retries (openai/_constants.py MAX_RETRY_DELAY)
-MAX_ANSWER_CHARS = 1_000_000  # longer server text is cut: no page question has a megabyte of answer
 # ANSI/VT escape sequences (CSI, OSC, two-byte ESC x) and every other C0/C1 control except tab and newline.
 # A lone UTF-16 surrogate: valid JSON ("\\ud800"), not valid Unicode, so it cannot be written as UTF-8.
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    base_url: str
-    api_key: str
-    model: str
-    max_tokens: int = 512
-    concurrency: int = 8
-    timeout_s: float = 120.0
-    max_retries: int = 5
-    system_prompt: str | None = None
-    endpoint_id: str | None = None  # what the answers belong to: base_url, or "local:<model dir>" for a local server
-    weights_id: str | None = None  # the weights' identity where known (local runs: files, sizes, mtimes)
-
-    @property
-    def endpoint(self) -> str:
-        return self.endpoint_id or self.base_url.rstrip("/")
-
-    @property
-    def request_deadline_s(self) -> float:
-        """Wall-clock bound on one request with every retry: each attempt's timeout plus the longest backoffs."""
-        return self.timeout_s * (self.max_retries + 1) + MAX_BACKOFF_S * self.max_retries
 
 
 @dataclass
@@ -86,12 +58,6 @@ class GenerationStats:
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "errors"} | {"errors": self.errors[:20]}
-
-
-def image_data_url(path: str) -> str:
-    """A page as a data: URL: the file itself, or a lossless PNG of its normalised pixels (data_adapters.images)."""
-    data, mime = page_bytes(path)
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def pages_of(sample: EvalSample) -> list[str]:
@@ -148,14 +114,6 @@ def prediction_key(record: dict) -> Key:
 
 def settings_key(sample_id: str, settings: GenerationSettings, key_hash: str) -> Key:
     return (sample_id, settings.endpoint, settings.model, settings.weights_id or "", key_hash)
-
-
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Every occurrence of a configured key replaced: a server that echoes the request's key must not get it written down."""
-    for secret in secrets:
-        if secret and len(secret) >= 8:  # "EMPTY" and other placeholders are no secret; short strings would redact words
-            text = text.replace(secret, "[redacted]")
-    return text
 
 
 def strip_controls(text: str) -> str:
@@ -296,53 +254,6 @@ async def ask(client, sample: EvalSample, settings: GenerationSettings, key_hash
     record["latency_s"] = round(time.perf_counter() - started, 3)
     record["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return record
-
-
-def bounded_attempts(client_class: type, attempt_s: float) -> type:
-    """The openai client's HTTP client class with each attempt bounded in total time, body included.
-
-    The client's own timeout bounds each read, so a server that trickles a byte at a time could
-    hold one attempt for minutes. A whole attempt (send, and for a non-streamed reply the body)
-    longer than attempt_s raises the HTTP library's ReadTimeout, which the openai client retries
-    with its backoff like any other timeout."""
-    # The HTTP library the openai client is built on: httpx2 from openai 3 on, httpx before.
-    libraries = [importlib.import_module(name) for name in ("httpx2", "httpx") if importlib.util.find_spec(name)]
-    library = next((lib for lib in libraries if issubclass(client_class, lib.AsyncClient)), None)
-    if library is None:  # an HTTP client we do not know: keep the whole-request deadline only
-        return client_class
-    timeout_error = library.ReadTimeout
-
-    class AttemptBounded(client_class):
-        async def send(self, request, **kwargs):
-            try:
-                return await asyncio.wait_for(super().send(request, **kwargs), timeout=attempt_s)
-            except asyncio.TimeoutError:
-                raise timeout_error(f"no complete response within {attempt_s:g} s", request=request) from None
-
-    return AttemptBounded
-
-
-def make_client(settings: GenerationSettings):
-    import openai
-
-    # One connection per concurrent request; the pool would otherwise cap concurrency at its default.
-    # The client's own Limits type: httpx2.Limits from openai 3 on, httpx.Limits before.
-    limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
-        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
-    )
-    try:
-        # aiohttp's pool keeps up at high concurrency, where httpx's spends its time rescanning
-        # every connection for every request (BENCHMARKS.md); httpx where the aiohttp extra is missing.
-        http_client = bounded_attempts(openai.DefaultAioHttpClient, settings.timeout_s)(limits=limits, timeout=settings.timeout_s)
-    except (AttributeError, RuntimeError):
-        http_client = bounded_attempts(openai.DefaultAsyncHttpxClient, settings.timeout_s)(limits=limits, timeout=settings.timeout_s)
-    return openai.AsyncOpenAI(
-        base_url=settings.base_url,
-        api_key=settings.api_key,
-        timeout=settings.timeout_s,
-        max_retries=settings.max_retries,
-        http_client=http_client,
-    )
 
 
 def plan_generation(samples: list[EvalSample], settings: GenerationSettings, out_path: Path, stats: GenerationStats):

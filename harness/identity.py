@@ -6,7 +6,7 @@ Usage:
                     "data_version": "8e15ab3dfe", "served": "checkpoint-100"})
     # 'tiny-cpu-demo · run 20261205T190850Z · Qwen2-VL · data 8e15ab3dfe · checkpoint-100'
 
-The identity is plain data: `vlm3 eval` builds it (vlm3.eval_cmds.evaluation_identity) and hands it to
+The identity is plain data: `vlm3 eval` builds it (vlm3.cli.evaluate.evaluation_identity) and hands it to
 harness.evaluation.generate_into, which keeps it in meta.json; scoring copies it into summary.json and
 titles report.html by it; `vlm3 compare` titles each side by it. Its keys: run (the run folder's name),
 recipe, base_model, family, data_version (data_report.json's hash of the converted data), served

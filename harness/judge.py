@@ -28,7 +28,7 @@ import math
 import os
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from statistics import mean
 from typing import Any, Callable, Mapping
@@ -46,7 +46,7 @@ from harness.judge_client import (
     cost_usd,
     page_image,
 )
-from harness.samples import sample_pages
+from data_adapters.samples import sample_pages
 
 CACHE_FILE = "judge_cache.sqlite"
 DEEPEVAL_DIR = ".deepeval"  # DeepEval's own files, inside the evaluation directory
@@ -91,13 +91,44 @@ class JudgeOutcome:
             )
 
 
-def load_judge_spec(value: Any):
-    """A JudgeSpec from a recipe value, a meta.json dict or None (no judge)."""
-    from vlm3.recipe import JudgeSpec
+@dataclass(frozen=True)
+class JudgeConfig:
+    """The judge a scoring run uses, as values: the recipe's eval.judge (checked there, vlm3.recipe.schema.JudgeSpec,
+    whose defaults these are) or the copy in meta.json. The harness takes values, never the recipe's schema."""
 
-    if value is None or isinstance(value, JudgeSpec):
+    provider: str = "anthropic"
+    model: str = "claude-sonnet-5-5"
+    base_url: str | None = None
+    metrics: tuple[str, ...] = ("answer_relevancy", "faithfulness", "correctness")
+    threshold: float = 0.7
+    max_unscored_fraction: float = 0.05
+    concurrency: int = 4
+    use_batch_api: bool = False
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "metrics": list(self.metrics)}
+
+
+def load_judge_spec(value: Any) -> JudgeConfig | None:
+    """The judge from a recipe value (anything with model_dump), a meta.json dict, a JudgeConfig or None (no judge)."""
+    if value is None or isinstance(value, JudgeConfig):
         return value
-    return JudgeSpec.model_validate(value)
+    values = value.model_dump() if hasattr(value, "model_dump") else value
+    if not isinstance(values, dict):
+        raise EvalError(f"the judge must be a mapping of eval.judge's keys, got {type(values).__name__}")
+    known = {f.name for f in fields(JudgeConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise EvalError(f"the judge has keys eval.judge does not: {', '.join(map(str, unknown))} (known: {', '.join(sorted(known))})")
+    if "metrics" in values:
+        values = {**values, "metrics": tuple(values["metrics"])}
+    return JudgeConfig(**values)
+
+
+def judge_dict(value: Any) -> dict | None:
+    """The judge as meta.json keeps it (None: no judge)."""
+    spec = load_judge_spec(value)
+    return None if spec is None else spec.to_dict()
 
 
 def judge_status(spec, environ: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
@@ -124,7 +155,7 @@ def skipped_summary(spec, reason: str) -> dict[str, Any]:
 
 
 def judge_settings_for(spec, api_key: str, **overrides: Any) -> JudgeSettings:
-    """Runtime settings from the recipe's JudgeSpec; VLM3_JUDGE_BASE_URL redirects the calls (a proxy or a test server)."""
+    """Runtime settings from the recipe's judge (JudgeConfig); VLM3_JUDGE_BASE_URL redirects the calls (a proxy or a test server)."""
     overrides.setdefault("base_url", os.environ.get("VLM3_JUDGE_BASE_URL") or None)
     return JudgeSettings.from_spec(spec, api_key=api_key, **overrides)
 

@@ -261,7 +261,7 @@ class JudgeCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        from data_adapters.jsonio import refuse_link
+        from vlm3.core.jsonio import refuse_link
 
         refuse_link(self.path)  # SQLite writes through a link: a planted one would let it overwrite any file
         self._lock = threading.Lock()
@@ -317,7 +317,7 @@ DEFAULT_DOCUMENT = "the manual"  # the recipe's eval.document when it names none
 
 @dataclass(frozen=True)
 class JudgeSettings:
-    """How this run reaches the judge: the recipe's JudgeSpec plus what only the environment knows."""
+    """How this run reaches the judge: the recipe's judge (harness.judge.JudgeConfig) plus what only the environment knows."""
 
     provider: str = "anthropic"
     model: str = "claude-sonnet-5-5"

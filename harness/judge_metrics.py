@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from harness.judge_client import DEFAULT_DOCUMENT, ImagePart, JudgeClient, JudgeRequest, JudgeUnscored
-from harness.samples import sample_pages
+from data_adapters.samples import sample_pages
 
 METRIC_NAMES = ("answer_relevancy", "faithfulness", "correctness", "hallucination", "rubric")
 # The document is named in the metrics' prompts from the recipe's eval.document (JudgeSettings.document):

@@ -22,7 +22,7 @@ that states that whole number, compared by value ("2.50" is "2.5"):
 - A keyword that is a number word ("three") is read as that number, so the answer's "3" counts.
 
 Keywords that are not text or are blank are ignored: `vlm3 check` refuses them in a probes
-file (harness.samples.probe_grading_problems); with none left there is nothing to grade and
+file (data_adapters.samples.probe_grading_problems); with none left there is nothing to grade and
 keyword_recall raises ValueError (harness.score never asks: it grades no keyword then).
 """
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from PIL import Image
 
 from data_adapters.images import open_page
-from harness.html import Html, fragment, tag
-from harness.samples import sample_pages
+from vlm3.core.html import Html, fragment, tag
+from data_adapters.samples import sample_pages
 
 FULL_WIDTH = 1100  # px: a 850x1100 manual page is kept at its size; larger scans are scaled down
 THUMB_WIDTH = 360  # px on screen

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 
-from data_adapters.jsonio import write_text_atomic
-from harness.html import (
+from vlm3.core.jsonio import write_text_atomic
+from vlm3.core.html import (
     Html,
     badge,
     definition_list,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from harness.html import Html, fnum, num_cell, pct, shorten, table, tag
+from vlm3.core.html import Html, fnum, num_cell, pct, shorten, table, tag
 from harness.score import spec_not_applicable_reason
 from harness.weak import find_weak, look_first
 

@@ -20,7 +20,7 @@ from statistics import mean
 from typing import Any, Iterable
 
 from harness.breakdown import breakdowns, carried_fields, turn_counts
-from harness.samples import sample_pages
+from data_adapters.samples import sample_pages
 from harness.keywords import keyword_recall, usable_keywords
 from harness.specs import match
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.breakdown import TEXT_ONLY, has_answer, judge_metrics
-from harness.samples import sample_pages
-from harness.visible import visible_controls
+from data_adapters.samples import sample_pages
+from vlm3.core.visible import visible_controls
 
 REASON_LIMIT = 300  # characters of one reason kept: a judge's explanation can be long
 UNKNOWN_SECTION = "unknown section"
@@ -252,7 +252,7 @@ def look_first(report: WeakReport) -> str:
 def write_weak_pages(eval_dir, records: list[dict]) -> tuple[WeakReport, Path]:
     """Write EVAL_DIR/weak_pages.jsonl (atomically) and return the ranking and the path."""
 
-    from data_adapters.jsonio import write_jsonl
+    from vlm3.core.jsonio import write_jsonl
 
     report = find_weak(records)
     path = Path(eval_dir) / "weak_pages.jsonl"

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"
 TINY_MODEL = ROOT / ".cache" / "tiny-qwen2-vl"
 DEMO_RECIPE = ROOT / "recipes" / "tiny_cpu_demo.yaml"
-VLM3 = [sys.executable, "-m", "vlm3.cli"]
+VLM3 = [sys.executable, "-m", "vlm3.cli.main"]
 
 
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -30,7 +30,7 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: floa
 
 
 def trainer_available() -> bool:
-    from vlm3.trainer_env import TrainerEnv, TrainerEnvMissing
+    from vlm3.train.trainer_env import TrainerEnv, TrainerEnvMissing
 
     try:
         TrainerEnv.locate()
@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
     if not (SAMPLE / "training_data" / "vlm_train.jsonl").exists():
-        from vlm3.sample_manual import generate_sample_manual
+        from vlm3.demo.sample_manual import generate_sample_manual
 
         generate_sample_manual(SAMPLE, seed=0)
     return SAMPLE
@@ -103,7 +103,7 @@ def copy_sample(sample_dir: Path, dest: Path) -> Path:
 
 def train_measure(*args: str) -> dict:
     """bench.train_measure in the trainer environment (FLOPs, saved bytes, vision calls); its last stdout line is JSON."""
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     proc = subprocess.run([str(env.python), "-m", "bench.train_measure", *args], cwd=ROOT, env=env.environ(),

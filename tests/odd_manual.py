@@ -5,7 +5,7 @@ Usage:
     manual = write_odd_manual(tmp_path)                       # tmp_path/training_data/{vlm_train,vlm_val}.jsonl, images/
     recipe = write_odd_recipe(manual, ".cache/tiny-qwen3-vl", tmp_path / "recipe.yaml")
 
-The sample manual (vlm3/sample_manual.py) is one upright RGB JPEG per row with vlm3's own metadata
+The sample manual (vlm3/demo/sample_manual.py) is one upright RGB JPEG per row with vlm3's own metadata
 names. This one is a made-up motorcycle manual (the Kaminari KX750) whose pipeline writes
 `section_title`, `page_no`, `type` and `ocr_text`, and whose pages come in every format a user's
 scans arrive in: RGB PNG, greyscale JPEG, CMYK JPEG, 16-bit greyscale PNG (values across the full

@@ -4,7 +4,7 @@ Usage:
     VLM3_REQUIRE_TRAINER=1 .venv/bin/python -m pytest -q tests/test_ask.py
 
 The tiny model is served by the real `transformers serve` (once per module) under the demo recipe's
-served name, through vlm3.serve_guard's name mapping (the same verbs on vLLM: tests/test_vllm_cpu.py); the key tests use a
+served name, through vlm3.serve.guard's name mapping (the same verbs on vLLM: tests/test_vllm_cpu.py); the key tests use a
 loopback server whose key check answers as vLLM's does (401, {"error": "Unauthorized"}, /v1/* guarded,
 /health open), driven by the real openai client, the real CLI and curl.
 """
@@ -33,7 +33,7 @@ from PIL import Image
 from bench.loopback_openai import HOST, Reply, ServerState, echo_question, make_app
 from data_adapters.tokens import visual_tokens
 from tests.conftest import ROOT, TINY_MODEL, run_cli
-from vlm3 import ask
+from vlm3.serve import ask
 
 KEY = "sk-endpoint-test-7d1f0c"  # the loopback server's key; must never be printed
 SERVED_NAME = "tiny-cpu-demo"  # the demo recipe's served name (it sets no serve.served_model_name)
@@ -173,7 +173,7 @@ def import_modal_entry(monkeypatch, command: str, recipe_file: Path) -> tuple[ob
     import importlib.util
     import time
 
-    from vlm3 import modal_support as ms
+    from vlm3.cloud import support as ms
 
     registered: list[tuple] = []
     monkeypatch.setattr(atexit, "register", lambda func, *args: registered.append((func, args)))
@@ -264,7 +264,7 @@ def test_no_key_gets_the_documented_error(page):
         assert caught.value.status_code == 401 and caught.value.response.json() == {"error": "Unauthorized"}
 
         env = {k: v for k, v in os.environ.items() if k != ask.KEY_VAR}
-        missing = subprocess.run([sys.executable, "-m", "vlm3.cli", "ask", root, str(page), QUESTION, "--model", "e30m3-lora"],
+        missing = subprocess.run([sys.executable, "-m", "vlm3.cli.main", "ask", root, str(page), QUESTION, "--model", "e30m3-lora"],
                                  cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
         wrong = run_cli("ask", root, str(page), QUESTION, "--model", "e30m3-lora", env={ask.KEY_VAR: "sk-not-this-one"}, timeout=120)
         right = run_cli("ask", root, str(page), QUESTION, env={ask.KEY_VAR: KEY}, timeout=120)
@@ -302,7 +302,7 @@ def tiny_server(tmp_path_factory):
 
     if not trainer_available():
         pytest.skip("needs the trainer environment and the tiny model (make trainer-env tiny-model)")
-    from vlm3.serve import local_server
+    from vlm3.serve.local import local_server
 
     with local_server(TINY_MODEL, log_file=tmp_path_factory.mktemp("serve") / "serve.log", served_name=SERVED_NAME) as server:
         yield server
@@ -485,8 +485,8 @@ def test_ask_a_folder_that_is_no_run_is_a_clear_error(tmp_path, page):
 @pytest.mark.trainer
 def test_ask_a_run_uses_its_recipes_system_prompt_and_max_tokens(tiny_server, manual_page, tmp_path):
     """A run whose merged model is the tiny model: `vlm3 ask RUN` must send what `vlm3 ask URL` sends with the recipe's settings."""
-    from vlm3.recipe import load_recipe
-    from vlm3.runs import RunDir
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.recipe.runs import RunDir
 
     recipe = load_recipe(ROOT / "recipes" / "tiny_cpu_demo.yaml")
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"system_prompt": "Answer from the BMW manual only."})})

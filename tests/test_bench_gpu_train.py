@@ -13,7 +13,7 @@ from tests.test_tiers import cuda_in_trainer_env
 
 
 def bench(tmp_path, *args: str, timeout: float = 900) -> dict:
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     out = tmp_path / "bench.json"

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.conftest import DEMO_RECIPE, ROOT, run_cli
-from vlm3.runs import RunDir, RunError
+from vlm3.recipe.runs import RunDir, RunError
 
 pytestmark = pytest.mark.trainer
 
@@ -35,7 +35,7 @@ print("same" if a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a) else "
 
 def same_tensors(a, b) -> bool:
     """Whether two safetensors files hold the same tensors (read in the trainer environment, which has safetensors)."""
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     proc = subprocess.run([str(env.python), "-c", SAME_TENSORS, str(a), str(b)], capture_output=True, text=True, timeout=300)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from vlm3.recipe.runs import run_model
 from harness.compare import Side, compare_scores, describe_eval_dir, format_comparison, render_compare_html
 from tests.conftest import ROOT
 
@@ -28,8 +29,9 @@ def eval_dir(root: Path, run: str, recipe: str, label: str, model: str, meta_ext
 
 
 def test_each_side_is_named_by_its_run_model_and_family(tmp_path):
-    a = describe_eval_dir(eval_dir(tmp_path, "e30m3-lora/20261125T170000Z", "e30m3_lora.yaml", "endpoint", "e30m3"))
-    b = describe_eval_dir(eval_dir(tmp_path, "e30m3-qwen3vl-lora/20261202T090000Z", "e30m3_qwen3vl_lora.yaml", "endpoint", "e30m3-q3"))
+    a = describe_eval_dir(eval_dir(tmp_path, "e30m3-lora/20261125T170000Z", "e30m3_lora.yaml", "endpoint", "e30m3"), run_model)
+    b = describe_eval_dir(eval_dir(tmp_path, "e30m3-qwen3vl-lora/20261202T090000Z", "e30m3_qwen3vl_lora.yaml", "endpoint", "e30m3-q3"),
+                          run_model)
     assert (a.run, a.model, a.family, a.base_model) == ("e30m3-lora/20261125T170000Z", "e30m3", "Qwen2-VL", "Qwen/Qwen2-VL-7B-Instruct")
     assert (b.run, b.family, b.base_model) == ("e30m3-qwen3vl-lora/20261202T090000Z", "Qwen3-VL", "Qwen/Qwen3-VL-8B-Instruct")
     scores = [{"id": "s1", "passed": True, "checks": {"token_f1": 0.5}}]

@@ -45,12 +45,12 @@ def test_an_identity_reads_as_one_title(identity, title):
 
 
 def test_eval_records_the_runs_identity_and_the_weights_served(tmp_path, monkeypatch):
-    from vlm3.eval_cmds import evaluation_identity
-    from vlm3.recipe import load_recipe
+    from vlm3.cli.evaluate import evaluation_identity
+    from vlm3.recipe.schema import load_recipe
 
     monkeypatch.chdir(ROOT)  # the demo recipe's model.base is relative to the project
     run = run_folder(tmp_path, "tiny-cpu-demo", "20261205T190850Z", "8e15ab3dfe")
-    from vlm3.runs import RunDir
+    from vlm3.recipe.runs import RunDir
 
     identity = evaluation_identity(load_recipe(DEMO_RECIPE), RunDir(run), "checkpoint-100")
     assert identity_title(identity) == "tiny-cpu-demo · run 20261205T190850Z · Qwen2-VL · data 8e15ab3dfe · checkpoint-100"
@@ -88,7 +88,7 @@ def test_the_summary_and_report_are_titled_by_the_identity(tmp_path):
 
 
 def test_compare_titles_two_finetuned_runs_by_what_differs(tmp_path):
-    from vlm3.eval_cmds import compare_dirs
+    from vlm3.cli.evaluate import compare_dirs
 
     a = scored_eval(tmp_path, "e30m3-lora", "20261125T170000Z", "8e15ab3dfe", "Qwen2-VL")
     b = scored_eval(tmp_path, "e30m3-qwen3vl-lora", "20261202T090000Z", "0123456789", "Qwen3-VL")

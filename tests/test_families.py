@@ -5,7 +5,7 @@
 
 - Token counts: `data_adapters.tokens.visual_tokens` with the family's factor equals what the
   family's image processor makes of the same image, on random sizes and three pixel caps.
-- LoRA targets: the published 7B/8B configs (`vlm3.families.KNOWN_CONFIGS`) built on the meta
+- LoRA targets: the published 7B/8B configs (`vlm3.recipe.families.KNOWN_CONFIGS`) built on the meta
   device: the family's regex hits the 7 projections of every decoder layer and nothing in the
   vision tower; with `include_vision_tower` it adds exactly the vision blocks' linear layers.
   The parameter counts are the published sizes.
@@ -28,8 +28,8 @@ import yaml
 from data_adapters.tokens import visual_tokens
 from tests.conftest import DEMO_RECIPE, ROOT, run_cli
 from tests.test_real_regime import real_regime_recipe
-from vlm3.families import FAMILIES, KNOWN_CONFIGS, LANGUAGE_MODEL_PROJECTIONS, family_of
-from vlm3.tiny_model import FOLDERS
+from vlm3.recipe.families import FAMILIES, KNOWN_CONFIGS, LANGUAGE_MODEL_PROJECTIONS, family_of
+from vlm3.demo.tiny_model import FOLDERS
 
 # The whole file is the families tier (make test-families, run by .ci/run): it keeps make test inside its time.
 pytestmark = [pytest.mark.trainer, pytest.mark.families]
@@ -48,7 +48,7 @@ LOOP_ROWS, LOOP_EPOCHS = 16, 2  # 4 steps an epoch at micro batch 4
 
 def in_trainer(code: str, stdin: str = "", timeout: float = 600) -> object:
     """Run python code in the trainer environment; its last stdout line is JSON."""
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     proc = subprocess.run([str(env.python), "-c", code], input=stdin, capture_output=True, text=True, cwd=ROOT,
@@ -183,7 +183,7 @@ TINY_FACTS = """
 import json, sys, torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
-from vlm3.axolotl_plugin import run_frozen_vision_forward_only, vision_tower
+from vlm3.train.axolotl_plugin import run_frozen_vision_forward_only, vision_tower
 out = {}
 for family, folder in json.loads(sys.stdin.read()).items():
     processor = AutoProcessor.from_pretrained(folder)
@@ -244,11 +244,11 @@ def test_tiny_model_refuses_the_7b_shape_for_another_family(tmp_path):
 
 def test_qwen2_vl_tiny_model_is_unchanged(tmp_path):
     """--family qwen2_vl (the default) builds what the existing tests and the demo were measured on."""
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     out = tmp_path / "q2"
-    proc = subprocess.run([str(env.python), "-m", "vlm3.tiny_model", str(out)], cwd=ROOT, env=env.environ(), capture_output=True, text=True)
+    proc = subprocess.run([str(env.python), "-m", "vlm3.demo.tiny_model", str(out)], cwd=ROOT, env=env.environ(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["Qwen2VLForConditionalGeneration"] and config["vision_config"]["depth"] == 2
@@ -286,7 +286,7 @@ print(json.dumps(int(batch["input_ids"].shape[1])))
 
 
 def trainer_script(code: str, *args: str):
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     proc = subprocess.run([str(env.python), "-c", code, *args], capture_output=True, text=True, cwd=ROOT, env=env.environ(), timeout=300)
@@ -378,7 +378,7 @@ import json, sys
 from axolotl.processing_strategies import _resolve_role_boundary_override
 from axolotl.utils.dict import DictDefault
 from transformers import AutoTokenizer
-from vlm3.axolotl_plugin import role_boundary_specs
+from vlm3.train.axolotl_plugin import role_boundary_specs
 folder, boundaries = sys.argv[1], json.loads(sys.argv[2])
 tokenizer = AutoTokenizer.from_pretrained(folder)
 cfg = DictDefault({"role_boundaries": boundaries})  # as Axolotl holds the validated YAML
@@ -411,7 +411,7 @@ def test_family_loop_merge_check_refuses_another_familys_architecture(family_loo
     """A merged folder whose config names another family's class is refused before vLLM would load it."""
     import shutil
 
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     family, run = family_loop["family"], family_loop["run"]
     copy = tmp_path / "run"

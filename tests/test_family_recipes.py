@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from data_adapters.tokens import visual_tokens
-from vlm3.families import FAMILIES, KNOWN_CONFIGS, FamilyError, family_of
-from vlm3.recipe import RecipeError, load_recipe, parse_recipe
-from vlm3.render import render_axolotl_config
-from vlm3.vllm import vllm_argv
+from vlm3.recipe.families import FAMILIES, KNOWN_CONFIGS, FamilyError, family_of
+from vlm3.recipe.schema import RecipeError, load_recipe, parse_recipe
+from vlm3.train.render import render_axolotl_config
+from vlm3.serve.vllm import vllm_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 QWEN25 = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -78,7 +78,7 @@ def test_a_local_model_not_built_yet_validates_and_fails_where_it_is_used(tmp_pa
     with pytest.raises(FamilyError) as info:
         r.family
     assert info.value.missing_folder and "make tiny-model" in str(info.value)
-    proc = subprocess.run([sys.executable, "-m", "vlm3.cli", "validate", str(ROOT / "recipes" / "tiny_cpu_demo.yaml")],
+    proc = subprocess.run([sys.executable, "-m", "vlm3.cli.main", "validate", str(ROOT / "recipes" / "tiny_cpu_demo.yaml")],
                           cwd=tmp_path, capture_output=True, text=True)  # from a folder without .cache/: not built there
     assert proc.returncode == 0 and "family read once it exists" in proc.stdout, proc.stdout + proc.stderr
 

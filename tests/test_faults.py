@@ -27,10 +27,10 @@ import pytest
 from PIL import Image
 
 from bench.loopback_openai import LoopbackOpenAI, Reply
-from data_adapters.jsonio import FolderBusy, folder_lock, write_json
+from vlm3.core.jsonio import FolderBusy, folder_lock, write_json
 from harness.evaluation import generate_into, score_eval_dir
 from harness.generate import GenerationSettings
-from harness.samples import EvalSample
+from data_adapters.samples import EvalSample
 from tests.conftest import DEMO_RECIPE, ROOT, run_cli
 
 SECRET = "sk-faults-0123456789abcdef"
@@ -107,8 +107,8 @@ def test_a_saved_answer_from_another_served_model_is_asked_again(tmp_path):
 
 
 def test_default_folders_differ_per_endpoint():
-    from vlm3.eval_cmds import eval_dir_for
-    from vlm3.recipe import load_recipe
+    from vlm3.cli.evaluate import eval_dir_for
+    from vlm3.recipe.schema import load_recipe
 
     recipe = load_recipe(DEMO_RECIPE)
 
@@ -265,7 +265,7 @@ def test_hostile_recipes_are_refused_before_expansion(tmp_path, text, message):
 
 
 def test_a_few_honest_aliases_still_load(tmp_path):
-    from vlm3.recipe import load_recipe
+    from vlm3.recipe.schema import load_recipe
 
     text = DEMO_RECIPE.read_text() + "\naxolotl:\n  extra_a: &x {warmup_steps: 1}\n  extra_b: *x\n"
     path = tmp_path / "ok.yaml"
@@ -305,7 +305,7 @@ def test_image_faults_are_named_errors(tmp_path):
 
 
 def test_probes_are_checked_like_training_images(tmp_path):
-    from harness.samples import load_probes
+    from data_adapters.samples import load_probes
 
     root = tmp_path / "images"
     root.mkdir()
@@ -354,7 +354,7 @@ def test_a_second_writer_is_refused_with_a_clear_message(tmp_path):
     samples = probe_samples(tmp_path, 2)
     with LoopbackOpenAI() as server:
         generate_into(tmp_path / "e", samples, settings_for(server), label="x", endpoint=server.base_url)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from data_adapters.jsonio import folder_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from vlm3.core.jsonio import folder_lock\n"
                                "with folder_lock(sys.argv[1], 'scoring'):\n    print('held', flush=True); time.sleep(30)",
                                str(tmp_path / "e")], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -375,7 +375,7 @@ def test_two_concurrent_scores_both_finish_or_one_is_told_to_wait(tmp_path):
     samples = probe_samples(tmp_path, 6)
     with LoopbackOpenAI(answer=right_answer) as server:
         generate_into(tmp_path / "e", samples, settings_for(server), label="x", endpoint=server.base_url)
-    procs = [subprocess.Popen([sys.executable, "-m", "vlm3.cli", "score", str(tmp_path / "e"), "--no-judge"], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-m", "vlm3.cli.main", "score", str(tmp_path / "e"), "--no-judge"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(120), p.stderr.read()) for p in procs]
     for code, err in results:
@@ -406,8 +406,8 @@ def test_atomic_writes_from_many_threads_never_collide(tmp_path):
 
 
 def test_two_runs_created_in_the_same_second_get_two_folders(tmp_path):
-    from vlm3.recipe import load_recipe
-    from vlm3.runs import RunDir
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.recipe.runs import RunDir
 
     recipe = load_recipe(DEMO_RECIPE)
     made, errors = [], []
@@ -428,7 +428,7 @@ def test_two_runs_created_in_the_same_second_get_two_folders(tmp_path):
 
 
 def test_two_concurrent_prepares_both_succeed(tmp_path, sample_dir):
-    procs = [subprocess.Popen([sys.executable, "-m", "vlm3.cli", "prepare", str(DEMO_RECIPE), "--runs-root", str(tmp_path)],
+    procs = [subprocess.Popen([sys.executable, "-m", "vlm3.cli.main", "prepare", str(DEMO_RECIPE), "--runs-root", str(tmp_path)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(300), p.stderr.read()) for p in procs]
     assert [code for code, _ in results] == [0, 0], results
@@ -442,7 +442,7 @@ def test_two_concurrent_prepares_both_succeed(tmp_path, sample_dir):
 def test_a_child_started_like_the_server_dies_with_a_killed_parent(tmp_path):
     parent_code = (
         "import subprocess, sys, time\n"
-        "from vlm3.serve import die_with_parent\n"
+        "from vlm3.serve.local import die_with_parent\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True, preexec_fn=die_with_parent)\n"
         "print(child.pid, flush=True); time.sleep(60)\n"
     )
@@ -471,7 +471,7 @@ def test_the_key_guard_answers_401_everywhere_but_health():
 
     import httpx
 
-    from vlm3.serve_guard import require_key
+    from vlm3.serve.guard import require_key
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
@@ -493,7 +493,7 @@ def test_the_key_guard_answers_401_everywhere_but_health():
 
 
 def test_the_smoke_test_probes_every_route_but_health():
-    from vlm3.modal_support import auth_probe_routes, unguarded_routes
+    from vlm3.cloud.support import auth_probe_routes, unguarded_routes
 
     openapi = {"paths": {"/health": {"get": {}}, "/v1/models": {"get": {}}, "/tokenize": {"post": {}},
                          "/v1/models/{model_id}": {"get": {}, "delete": {}}, "/metrics": {"get": {}}}}
@@ -509,7 +509,7 @@ def test_the_vllm_middleware_class_guards_like_the_wrapper(monkeypatch):
 
     import httpx
 
-    from vlm3.serve_guard import KeyGuard
+    from vlm3.serve.guard import KeyGuard
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})

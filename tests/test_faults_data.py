@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.loopback_openai import LoopbackOpenAI, Reply
-from data_adapters.jsonio import LOCK_NAME, LinkedFile, folder_lock, write_json, write_text_atomic
+from vlm3.core.jsonio import LOCK_NAME, LinkedFile, folder_lock, write_json, write_text_atomic
 from harness.evaluation import generate_into, score_eval_dir
 from harness.generate import repair_torn_tail
 from tests.conftest import run_cli
@@ -281,7 +281,7 @@ def probe_line(**extra) -> str:
     (probe_line(id="sur", question="Q \\ud800?").replace("\\\\ud800", "\\ud800"), "surrogate"),
 ], ids=["100k-deep", "500-deep", "10MB", "lone-surrogate"])
 def test_probe_lines_past_the_bounds_are_named_problems(tmp_path, line, code):
-    from harness.samples import load_probes
+    from data_adapters.samples import load_probes
 
     probes = tmp_path / "probes.jsonl"
     probes.write_text(probe_line() + "\n" + line + "\n" + probe_line(id="b") + "\n")

@@ -23,10 +23,10 @@ import pytest
 from PIL import Image
 
 from bench.loopback_openai import LoopbackOpenAI
-from data_adapters.jsonio import write_json
+from vlm3.core.jsonio import write_json
 from tests.conftest import DEMO_RECIPE, ROOT, run_cli
-from vlm3.recipe import RecipeError, load_recipe
-from vlm3.runs import RunDir
+from vlm3.recipe.schema import RecipeError, load_recipe
+from vlm3.recipe.runs import RunDir
 
 
 # 1: a merge that did not pass its checks is never served as the fine-tuned model
@@ -72,7 +72,7 @@ def test_a_merge_that_did_not_pass_its_checks_is_refused(tmp_path, verb, case):
 
 
 def test_a_merge_that_passed_its_checks_resolves_to_the_merged_folder(tmp_path):
-    from vlm3.eval_cmds import model_dir_for
+    from vlm3.serve.local import model_dir_for
 
     run = merged_run(tmp_path, "done", {"ok": True, "problems": []})
     assert model_dir_for(run, run.recipe(), base=False) == run.merged_dir
@@ -80,8 +80,8 @@ def test_a_merge_that_passed_its_checks_resolves_to_the_merged_folder(tmp_path):
 
 def test_a_new_merge_killed_over_an_old_passing_check_is_refused(tmp_path):
     """merge_check.json from an earlier merge says ok, but the merge after it never finished."""
-    from vlm3.eval_cmds import model_dir_for
-    from vlm3.runs import RunError
+    from vlm3.serve.local import model_dir_for
+    from vlm3.recipe.runs import RunError
 
     run = merged_run(tmp_path, "running", {"ok": True, "problems": []})
     with pytest.raises(RunError, match="interrupted"):
@@ -116,7 +116,7 @@ def test_credentials_in_the_endpoint_url_reach_no_file_and_no_folder_name(tmp_pa
     ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
 ])
 def test_recorded_endpoint_drops_userinfo_and_key_parameters(given, shown):
-    from vlm3.eval_cmds import recorded_endpoint
+    from vlm3.cli.evaluate import recorded_endpoint
 
     assert recorded_endpoint(given) == shown
 
@@ -134,7 +134,7 @@ def test_a_recipe_that_is_dev_zero_is_refused_at_once():
 def test_a_recipe_that_is_a_fifo_is_refused_at_once(tmp_path):
     fifo = tmp_path / "recipe.yaml"
     os.mkfifo(fifo)
-    code = f"from vlm3.recipe import load_recipe\nload_recipe({str(fifo)!r})\n"
+    code = f"from vlm3.recipe.schema import load_recipe\nload_recipe({str(fifo)!r})\n"
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=20)
     assert time.monotonic() - started < 5  # the interpreter's start included; the refusal itself is immediate
@@ -150,7 +150,7 @@ def test_cli_names_a_fifo_recipe_and_exits_2(tmp_path):
 
 def test_a_recipe_whose_size_says_nothing_is_cut_at_the_limit(monkeypatch):
     """/proc files are regular files of size 0 however long they read: the limit holds while reading, not only from stat."""
-    import vlm3.recipe as recipe_module
+    import vlm3.recipe.schema as recipe_module
 
     monkeypatch.setattr(recipe_module, "MAX_RECIPE_BYTES", 100)
     with pytest.raises(RecipeError, match="over the 100-byte limit"):
@@ -175,7 +175,7 @@ server.serve_forever()
 PARENT = """
 import sys
 from pathlib import Path
-from vlm3.serve import start_server
+from vlm3.serve.local import start_server
 process = start_server([sys.executable, "-c", {code!r}, "{port}"], Path({log!r}), dict(__import__("os").environ), grace_s=2)
 print(process.pid, flush=True)
 import time; time.sleep(120)
@@ -183,7 +183,7 @@ import time; time.sleep(120)
 
 
 def test_a_server_holding_a_request_is_killed_soon_after_vlm3_is(tmp_path):
-    from vlm3.serve import free_port
+    from vlm3.serve.local import free_port
 
     port = free_port()
     log = tmp_path / "serve.log"
@@ -225,7 +225,7 @@ def alive(pid: int) -> bool:
 
 
 def test_stopping_normally_leaves_the_watchdog_nothing_to_do(tmp_path):
-    from vlm3.serve import start_server, stop
+    from vlm3.serve.local import start_server, stop
 
     process = start_server([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "serve.log", dict(os.environ), grace_s=2)
     started = time.monotonic()
@@ -260,7 +260,7 @@ def test_train_report_of_a_killed_run_says_it_was_interrupted(tmp_path):
 
 
 def test_train_report_without_status_reads_unfinished_steps_as_interrupted(tmp_path):
-    from vlm3.train_report import read_history, summarize_history
+    from vlm3.train.report import read_history, summarize_history
 
     run = killed_run(tmp_path)
     (run / "status.json").unlink()
@@ -269,7 +269,7 @@ def test_train_report_without_status_reads_unfinished_steps_as_interrupted(tmp_p
 
 
 def test_train_report_of_a_finished_run_names_its_weights(tmp_path):
-    from vlm3.train_report import read_history, summarize_history
+    from vlm3.train.report import read_history, summarize_history
 
     run = killed_run(tmp_path)
     RunDir(run).mark_stage("train", "done")

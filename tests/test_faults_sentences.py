@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vlm3.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vlm3.cli.main", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env=env)
 
 
@@ -28,14 +28,14 @@ def test_ask_refuses_a_decompression_bomb_in_one_sentence(tmp_path):
 
 def test_ask_refuses_a_nul_byte_in_the_image_path():
     # argv cannot carry a NUL byte; the path arrives through ask's own function (examples, notebooks, tests).
-    from vlm3.ask import AskError, image_url_for
+    from vlm3.serve.ask import AskError, image_url_for
 
     with pytest.raises(AskError, match="NUL"):
         image_url_for("page\x00.png")
 
 
 def test_a_full_disk_is_one_sentence_that_says_nothing_was_lost(monkeypatch, capsys):
-    from vlm3 import cli
+    from vlm3.cli import main as cli
 
     def full(args):
         raise OSError(errno.ENOSPC, "No space left on device", "runs/x/eval/finetuned/predictions.jsonl")
@@ -51,7 +51,7 @@ def test_a_full_disk_is_one_sentence_that_says_nothing_was_lost(monkeypatch, cap
 
 
 def test_any_other_os_error_is_still_a_bug_that_tracebacks(monkeypatch):
-    from vlm3 import cli
+    from vlm3.cli import main as cli
 
     parser = cli.build_parser()
     args = parser.parse_args(["check", "recipes/tiny_cpu_demo.yaml"])

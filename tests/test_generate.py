@@ -21,7 +21,7 @@ from PIL import Image
 from bench.loopback_openai import LoopbackOpenAI, Reply
 from harness.evaluation import generate_into
 from harness.generate import GenerationSettings, GenerationStats, generate, latest_answers, prompt_hash
-from harness.samples import EvalSample
+from data_adapters.samples import EvalSample
 
 SECRET = "sk-test-DO-NOT-WRITE-4f9c2e"
 MODEL = "tiny-vlm"

@@ -38,7 +38,7 @@ def check(tmp_path, *args: str, timeout: float = 240) -> tuple[subprocess.Comple
 @pytest.mark.trainer
 @pytest.mark.real  # the GPU check's dry run at toy size; `make test-real`, beside the 7B regime it measures
 def test_cpu_smoke_runs_every_stage_and_writes_the_quoted_fields(tmp_path):
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     started = time.perf_counter()
     proc, report = check(tmp_path, "--cpu-smoke", "--python", str(TrainerEnv.locate().python))
@@ -47,7 +47,7 @@ def test_cpu_smoke_runs_every_stage_and_writes_the_quoted_fields(tmp_path):
     assert report["mode"] == "cpu-smoke" and report["ok"] is True and report["hidden_packages"] == ["axolotl"]
     stages = report["stages"]
     assert list(stages) == ["wheels", "probe", "train_recipe", "train_today", "train_liger", "vllm_smoke"]
-    assert stages["probe"]["status"] == "ok" and stages["probe"]["result"]["imports"]["vlm3.plan"] == "ok"
+    assert stages["probe"]["status"] == "ok" and stages["probe"]["result"]["imports"]["vlm3.plan.estimate"] == "ok"
     assert stages["probe"]["result"]["matmul_bf16_tflops"] > 0
     for name, fix in (("train_recipe", True), ("train_today", False)):
         stage = stages[name]

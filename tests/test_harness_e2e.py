@@ -123,7 +123,7 @@ def test_serve_answers_and_stops_on_ctrl_c(trained_run):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "vlm3.cli", "serve", str(trained_run), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "vlm3.cli.main", "serve", str(trained_run), "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = read_until_serving(proc)
@@ -146,7 +146,7 @@ def test_serve_with_a_key_guards_every_route_and_dies_with_a_killed_cli(trained_
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "vlm3.cli", "serve", str(trained_run), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "vlm3.cli.main", "serve", str(trained_run), "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**__import__("os").environ, "VLM3_API_KEY": key})
     try:

@@ -23,7 +23,7 @@ from harness.bootstrap import cluster_bootstrap_ci
 from harness.breakdown import breakdowns, turn_counts
 from harness.compare import compare_scores, comparison_file_stem, format_comparison, paired_bootstrap_ci, render_compare_html
 from harness.generate import GenerationSettings, build_messages, prompt_hash
-from harness.samples import load_val_samples
+from data_adapters.samples import load_val_samples
 from harness.score import score_sample, summarize
 from harness.weak import find_weak, weak_page_rows
 from tests.conftest import DEMO_RECIPE, run_cli
@@ -349,7 +349,7 @@ def test_deepeval_without_a_judge_key_exits_non_zero(tmp_path, sample_dir):
 
 
 def test_junit_counts_tests_that_ran(tmp_path):
-    from vlm3.eval_cmds import tests_that_ran
+    from vlm3.cli.evaluate import tests_that_ran
 
     junit = tmp_path / "j.xml"
     junit.write_text('<testsuites><testsuite tests="3" skipped="3" failures="0"/></testsuites>')
@@ -360,8 +360,8 @@ def test_junit_counts_tests_that_ran(tmp_path):
 
 
 def test_default_model_is_the_one_the_endpoint_serves(tmp_path):
-    from vlm3.eval_cmds import default_model_name
-    from vlm3.recipe import load_recipe
+    from vlm3.cli.evaluate import default_model_name
+    from vlm3.recipe.schema import load_recipe
 
     recipe = load_recipe(DEMO_RECIPE)
     with LoopbackOpenAI() as server:
@@ -377,9 +377,9 @@ def test_default_model_is_the_one_the_endpoint_serves(tmp_path):
 def test_transformers_serve_answers_v1_models_and_eval_defaults_to_the_served_model(tmp_path, trained_run):
     import httpx
 
-    from vlm3.eval_cmds import default_model_name
-    from vlm3.runs import RunDir
-    from vlm3.serve import local_server
+    from vlm3.cli.evaluate import default_model_name
+    from vlm3.recipe.runs import RunDir
+    from vlm3.serve.local import local_server
 
     run = RunDir.open(trained_run)
     # HOME without a Hugging Face cache: vlm3 gives the server an empty one, so /v1/models answers.

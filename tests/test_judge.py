@@ -17,9 +17,9 @@ from harness.evaluation import score_eval_dir
 from harness.judge import JudgeError, deepeval_command, estimate_judge_cost, format_estimate, format_judge_line
 from harness.judge_client import JudgeReplyError, JudgeSettings, cost_usd, parse_reply
 from harness.judge_metrics import RUBRIC_INSTRUCTIONS, RubricVerdict
-from harness.samples import load_probes, load_val_samples
+from data_adapters.samples import load_probes, load_val_samples
 from tests.loopback_anthropic import LoopbackJudge, drop, reply, slow, status, write_eval_dir
-from vlm3.recipe import JudgeSpec
+from vlm3.recipe.schema import JudgeSpec
 
 pytest.importorskip("deepeval", reason="the judge extra is not installed: pip install -e '.[judge]'")
 pytestmark = pytest.mark.timeout(60)

@@ -33,7 +33,7 @@ def start_score(eval_dir, server) -> subprocess.Popen:
     env = {"ANTHROPIC_API_KEY": SECRET, "VLM3_JUDGE_BASE_URL": server.url}
     import os
 
-    return subprocess.Popen([sys.executable, "-m", "vlm3.cli", "score", str(eval_dir)], cwd=ROOT, env={**os.environ, **env},
+    return subprocess.Popen([sys.executable, "-m", "vlm3.cli.main", "score", str(eval_dir)], cwd=ROOT, env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

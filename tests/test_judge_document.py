@@ -12,7 +12,7 @@ import pytest
 from harness.evaluation import score_eval_dir
 from harness.judge_client import JudgeSettings
 from harness.judge_metrics import metric_settings
-from harness.samples import load_val_samples
+from data_adapters.samples import load_val_samples
 from tests.loopback_anthropic import LoopbackJudge, write_eval_dir
 
 pytest.importorskip("deepeval", reason="the judge extra is not installed: pip install -e '.[judge]'")

@@ -6,7 +6,7 @@ import pytest
 
 from harness.general_probes import PROBES_FILE
 from harness.keywords import keyword_recall, usable_keywords
-from harness.samples import probe_grading_problems
+from data_adapters.samples import probe_grading_problems
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ SEED = 11
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "vlm3.cli", *args], cwd=ROOT, env={**os.environ, "VLM3_API_KEY": "k"},
+    return subprocess.Popen([sys.executable, "-m", "vlm3.cli.main", *args], cwd=ROOT, env={**os.environ, "VLM3_API_KEY": "k"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

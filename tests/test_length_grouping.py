@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from vlm3.plan import Rows, Training, epoch_work, shape_of
+from vlm3.plan.estimate import Rows, Training, epoch_work, shape_of
 
 pytestmark = pytest.mark.trainer
 
@@ -27,7 +27,7 @@ def test_the_run_records_less_padding_than_random_batches(trained_run):
     random micro-batches of the same rows would pad clearly more (simulated over the run's own lengths)."""
     recipe = yaml.safe_load((trained_run / "recipe.yaml").read_text())
     config = yaml.safe_load((trained_run / "axolotl.yaml").read_text())
-    assert config["group_by_length"] is True and "vlm3.axolotl_plugin.Vlm3Plugin" in config["plugins"]
+    assert config["group_by_length"] is True and "vlm3.train.axolotl_plugin.Vlm3Plugin" in config["plugins"]
     padding = json.loads((trained_run / "output" / "padding.json").read_text())
     lengths = tuple(r["length"] for r in rows_of(trained_run / "data" / "train.jsonl"))
     micro = recipe["train"]["micro_batch_size"]

@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from tests.conftest import DEMO_RECIPE, ROOT, TINY_MODEL
-from vlm3 import modal_support as ms
-from vlm3.recipe import load_recipe, parse_recipe
-from vlm3.vllm import format_command, images_per_prompt, max_lora_rank, served_model_dir, sleep_mode_command, vllm_argv
+from vlm3.cloud import support as ms
+from vlm3.recipe.schema import load_recipe, parse_recipe
+from vlm3.serve.vllm import format_command, images_per_prompt, max_lora_rank, served_model_dir, sleep_mode_command, vllm_argv
 
 GOLDEN = ROOT / "tests" / "golden"
 UPDATE = bool(os.environ.get("VLM3_UPDATE_GOLDEN"))
@@ -143,7 +143,7 @@ def test_training_cpu_and_memory_scale_with_the_cards(gpu, cards):
     # The pages a card consumes at its peak rate fit in the cores it gets, with the training process's own core.
     prep_cores = ms.SAMPLE_PREP_CPU_S * ms.PEAK_SAMPLES_PER_GPU_S
     assert ms.TRAIN_CPU_PER_GPU >= 1 + 2 * prep_cores and ms.TRAIN_CPU_PER_GPU > 0.125
-    from vlm3.render import DATALOADER_WORKERS
+    from vlm3.train.render import DATALOADER_WORKERS
 
     assert DATALOADER_WORKERS <= ms.TRAIN_CPU_PER_GPU, "a worker per reserved core at most"
 
@@ -175,7 +175,7 @@ def test_flash_attention_needs_its_image_and_a_gpu_it_has_kernels_for(gpu, flash
 @pytest.mark.trainer
 def test_torchs_wheel_has_kernels_for_every_modal_gpu():
     """SDPA needs no extra kernels: the trainer image's torch carries code for each GPU (same major, minor <= it)."""
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     probe = subprocess.run([str(env.python), "-c", "import torch; print(torch._C._cuda_getArchFlags())"],
@@ -380,7 +380,7 @@ print({p: (client.get(p).status_code, client.get(p, headers={"Authorization": f"
 
 @pytest.mark.trainer
 def test_the_served_command_guards_every_route_but_health(tmp_path):
-    from vlm3.vllm import KEY_MIDDLEWARE, vllm_environ
+    from vlm3.serve.vllm import KEY_MIDDLEWARE, vllm_environ
 
     if not TRAIN_PYTHON.exists():
         pytest.skip("needs .venv-train (FastAPI, as in the vLLM image)")
@@ -700,22 +700,22 @@ def test_upload_writes_the_run_and_the_data_where_the_functions_look(cloud_run):
 @LOCAL_RUN
 def test_modal_functions_call_the_local_step_functions(cloud_run, monkeypatch):
     entry, run_name, _, vol, _ = cloud_run
-    import vlm3.steps
-    from vlm3.trainer_env import TrainerEnv, TrainingLog
+    import vlm3.train.steps
+    from vlm3.train.trainer_env import TrainerEnv, TrainingLog
 
     calls: list[tuple] = []
 
     def fake_train_run(run, env, on_output=None):
         calls.append(("train_run", run.path, env))
         run.mark_stage("train", "done")
-        return vlm3.steps.TrainResult(TrainingLog(losses=[2.0, 1.0], total_steps=4), run.output_dir)
+        return vlm3.train.steps.TrainResult(TrainingLog(losses=[2.0, 1.0], total_steps=4), run.output_dir)
 
     def fake_merge_run(run, env):
         calls.append(("merge_run", run.path, env))
         return {"ok": True, "max_abs_diff": 0.0}
 
-    monkeypatch.setattr(vlm3.steps, "train_run", fake_train_run)
-    monkeypatch.setattr(vlm3.steps, "merge_run", fake_merge_run)
+    monkeypatch.setattr(vlm3.train.steps, "train_run", fake_train_run)
+    monkeypatch.setattr(vlm3.train.steps, "merge_run", fake_merge_run)
     assert entry.train.local(run_name)["final_loss"] == 1.0
     assert entry.merge.local(run_name)["ok"] is True
     run_path = Path(vol / "runs" / run_name)
@@ -727,9 +727,9 @@ def test_modal_functions_call_the_local_step_functions(cloud_run, monkeypatch):
 def test_the_modal_train_function_prints_the_consoles_status_line_into_the_modal_logs(cloud_run, monkeypatch, capsys):
     """What `vlm3 modal train` streams from the train function: status lines, not Axolotl's raw bars and dicts."""
     entry, run_name, _, _, _ = cloud_run
-    import vlm3.steps
+    import vlm3.train.steps
     from tests.test_train_console import EXPECTED, RECORDED
-    from vlm3.trainer_env import TrainingLog, latest_status
+    from vlm3.train.trainer_env import TrainingLog, latest_status
 
     def fake_train_run(run, env, on_output=None):
         log = TrainingLog()
@@ -737,9 +737,9 @@ def test_the_modal_train_function_prints_the_consoles_status_line_into_the_modal
             log.feed(RECORDED[start:start + 100])
             on_output(RECORDED[start:start + 100])
         run.mark_stage("train", "done")
-        return vlm3.steps.TrainResult(log, run.output_dir)
+        return vlm3.train.steps.TrainResult(log, run.output_dir)
 
-    monkeypatch.setattr(vlm3.steps, "train_run", fake_train_run)
+    monkeypatch.setattr(vlm3.train.steps, "train_run", fake_train_run)
     capsys.readouterr()
     entry.train.local(run_name)
     out = capsys.readouterr().out
@@ -751,7 +751,7 @@ def test_the_modal_train_function_prints_the_consoles_status_line_into_the_modal
 @LOCAL_RUN
 def test_the_pipeline_calls_each_stage_with_the_recipes_options(cloud_run, monkeypatch):
     entry, run_name, recipe, _, _ = cloud_run
-    import vlm3.steps
+    import vlm3.train.steps
 
     seen: list[tuple] = []
 
@@ -767,7 +767,7 @@ def test_the_pipeline_calls_each_stage_with_the_recipes_options(cloud_run, monke
             seen.append((self.name, args, {k: v for k, v in self.options.items() if k != "secrets"}))
             return {"ok": True}
 
-    monkeypatch.setattr(vlm3.steps, "check_rendered_config", lambda run, env: seen.append(("check_rendered_config", run.path.name, None)))
+    monkeypatch.setattr(vlm3.train.steps, "check_rendered_config", lambda run, env: seen.append(("check_rendered_config", run.path.name, None)))
     for name in ("train", "merge", "smoke_test"):
         monkeypatch.setattr(entry, name, Recorder(name))
     results = entry.pipeline.local(run_name, list(ms.STAGES["all"]))

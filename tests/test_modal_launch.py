@@ -53,7 +53,7 @@ def launch(listener: ModalListener, recipe: Path, runs_root: Path, home: Path) -
                HOME=str(home), MODAL_CONFIG_PATH=str(home / "none.toml"))
     log = home / "out.txt"
     with log.open("w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "vlm3.cli", "modal", "train", str(recipe), "--runs-root", str(runs_root)],
+        proc = subprocess.Popen([sys.executable, "-m", "vlm3.cli.main", "modal", "train", str(recipe), "--runs-root", str(runs_root)],
                                 cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
         started = time.monotonic()
         while proc.poll() is None and not listener.connections and time.monotonic() - started < CONTACT_WAIT_S:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ROOT
-from vlm3 import modal_launch
+from vlm3.cloud import launch as modal_launch
 
 
 def test_no_token_is_one_sentence_and_writes_no_run(monkeypatch, tmp_path):

@@ -4,9 +4,9 @@ Usage:
     .venv/bin/python -m pytest -q tests/test_modal_serve.py
 
 No account and no network: the app is declared here and read back (the decorators' arguments are
-recorded), and the enter hooks' logic (vlm3.modal_support.prepare_for_snapshot, wake_engine) runs
+recorded), and the enter hooks' logic (vlm3.cloud.support.prepare_for_snapshot, wake_engine) runs
 against a loopback stand-in for vLLM that answers its health, chat and sleep routes behind the key,
-as vLLM with `--middleware vlm3.serve_guard.KeyGuard` and VLLM_SERVER_DEV_MODE=1 does. The real
+as vLLM with `--middleware vlm3.serve.guard.KeyGuard` and VLLM_SERVER_DEV_MODE=1 does. The real
 CPU server is in tests/test_modal_serve_vllm_cpu.py (`make test-vllm`).
 """
 
@@ -23,9 +23,9 @@ import yaml
 
 from tests.conftest import ROOT
 from tests.test_modal import load_entry, secret_names
-from vlm3 import modal_support as ms
-from vlm3.recipe import load_recipe
-from vlm3.vllm import SLEEP_MODE_ENV, SLEEP_MODE_FLAG, sleep_mode_command, vllm_argv
+from vlm3.cloud import support as ms
+from vlm3.recipe.schema import load_recipe
+from vlm3.serve.vllm import SLEEP_MODE_ENV, SLEEP_MODE_FLAG, sleep_mode_command, vllm_argv
 
 RUN_A = "e30m3-lora/20261125T170000Z"
 RUN_B = "e30m3-qwen3vl-lora/20261202T090000Z"
@@ -344,7 +344,7 @@ def test_the_endpoint_refuses_to_start_without_its_key(monkeypatch, tmp_path):
 def test_a_deploy_of_the_training_app_with_a_run_named_says_how_to_deploy_the_endpoint(monkeypatch, capsys):
     import click
 
-    monkeypatch.setattr("vlm3.ask.deploy_command_running", lambda: True)
+    monkeypatch.setattr("vlm3.serve.ask.deploy_command_running", lambda: True)
     with click.Context(click.Command("deploy")) as ctx:
         ctx.params["app_ref"] = "modal_entry.py"
         load_entry(monkeypatch, VLM3_RUN=f"runs/{RUN_A}", VLM3_RECIPE=str(ROOT / "recipes" / "e30m3_lora.yaml"))

@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.test_modal import RECIPES, load_entry
-from vlm3 import modal_support as ms
-from vlm3.recipe import load_recipe
+from vlm3.cloud import support as ms
+from vlm3.recipe.schema import load_recipe
 
 PACKAGES = ("vlm3", "data_adapters", "harness")  # modal_entry.LOCAL_SOURCES
 TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
@@ -53,7 +53,7 @@ def test_every_image_ships_the_packages_data_files(monkeypatch, image):
     entry = load_entry(monkeypatch)
     shipped = image_files(getattr(entry, image))
     from harness.general_probes import PROBES_FILE
-    from vlm3.tiny_model import QWEN3_VL_TEMPLATE
+    from vlm3.demo.tiny_model import QWEN3_VL_TEMPLATE
 
     read_at_run_time = {f"/root/{p.relative_to(ROOT).as_posix()}" for p in (PROBES_FILE, QWEN3_VL_TEMPLATE)}
     assert read_at_run_time <= package_data_files(), "the data files moved: update this test"
@@ -114,7 +114,7 @@ def test_the_printed_cap_counts_every_attempt_at_its_timeout(monkeypatch, path):
 
 @pytest.mark.parametrize("hours,attempts", [(1, 2), (8, 2), (8.25, 1), (12, 1), (24, 1)])
 def test_training_is_retried_only_when_the_pipeline_can_wait_for_it(hours, attempts):
-    from vlm3.recipe import parse_recipe
+    from vlm3.recipe.schema import parse_recipe
 
     recipe = parse_recipe({"name": "t", "compute": {"gpu": "H100", "timeout_hours": hours}})
     assert ms.train_retries(recipe) + 1 == attempts
@@ -150,8 +150,8 @@ import yaml
 from axolotl.integrations.liger.plugin import LigerPlugin
 from axolotl.utils.dict import DictDefault
 from liger_kernel.transformers.rms_norm import LigerRMSNorm
-from vlm3.axolotl_plugin import Vlm3Plugin
-from vlm3.tiny_model import build_model, build_tokenizer
+from vlm3.train.axolotl_plugin import Vlm3Plugin
+from vlm3.demo.tiny_model import build_model, build_tokenizer
 
 family, config_path = sys.argv[1], sys.argv[2]
 cfg = DictDefault(yaml.safe_load(open(config_path)))
@@ -177,7 +177,7 @@ def test_liger_rms_norm_patches_the_language_models_norms(tmp_path, family):
         pytest.skip("needs .venv-train (make trainer-env)")
     import yaml
 
-    from vlm3.render import LIGER_PLUGIN, render_axolotl_config
+    from vlm3.train.render import LIGER_PLUGIN, render_axolotl_config
 
     recipe = load_recipe(ROOT / "recipes" / "e30m3_lora.yaml")  # liger: true, on an H100
     config = render_axolotl_config(recipe, "Qwen/Qwen2-VL-7B-Instruct")

@@ -23,7 +23,7 @@ from data_adapters.pipeline import sample_id
 from harness.bootstrap import clusters_of, page_of
 from harness.generate import GenerationSettings, build_messages, image_data_url, prompt_hash
 from harness.report import render_report
-from harness.samples import EvalSample, load_probes, load_val_samples
+from data_adapters.samples import EvalSample, load_probes, load_val_samples
 from harness.score import score_sample, summarize
 from harness.weak import find_weak, format_weak, weak_page_rows
 from tests.conftest import DEMO_RECIPE, ROOT, run_cli
@@ -303,7 +303,7 @@ def test_vlm3_eval_end_to_end_on_pages_and_text_only(manual, tmp_path):
 def test_a_later_turns_pages_are_sent_in_that_turn_as_in_training(manual, tmp_path):
     """Turn 1 shows page a, turn 2 shows page b: turn 1 is asked without b, turn 2 with a in turn 1 and b in turn 2."""
     from data_adapters.pipeline import parse_row, to_axolotl_row
-    from harness.samples import row_samples
+    from data_adapters.samples import row_samples
 
     obj = {"conversations": [
         {"role": "user", "content": [{"type": "image", "path": "images/21-03.png"}, {"type": "text", "text": "Q1?"}]},

@@ -1,6 +1,6 @@
 """The product serves any manual: outside the demo fixtures no code names the sample car.
 
-The sample manual (vlm3/sample_manual.py), the tiny models' builder and the sample's own recipes and
+The sample manual (vlm3/demo/sample_manual.py), the tiny models' builder and the sample's own recipes and
 probes are fixtures; every other file that runs (code, templates, prompts) must hold for a manual
 nobody here has seen, so it may not say E30, M3 or BMW. "M3" as a thread size is not the car.
 """
@@ -11,7 +11,7 @@ import re
 
 from tests.conftest import ROOT
 
-FIXTURES = {"vlm3/sample_manual.py", "vlm3/tiny_model.py"}
+FIXTURES = {"vlm3/demo/sample_manual.py", "vlm3/demo/tiny_model.py"}
 CODE_SUFFIXES = (".py", ".jinja", ".j2", ".html", ".txt")
 CODE_ROOTS = ("vlm3", "harness", "data_adapters", "bench", "examples", "modal_entry.py")
 SAMPLE_NAMES = re.compile(r"\b(BMW|E30|M3)\b")

@@ -33,8 +33,8 @@ from data_adapters.tokens import visual_tokens
 from tests.conftest import ROOT, run_cli
 from tests.test_families import in_trainer
 from tests.odd_manual import DOCUMENT, METADATA_NAMES, write_odd_manual, write_odd_recipe
-from vlm3.families import FAMILIES
-from vlm3.tiny_model import FOLDERS
+from vlm3.recipe.families import FAMILIES
+from vlm3.demo.tiny_model import FOLDERS
 
 pytestmark = [pytest.mark.trainer, pytest.mark.manuals]
 

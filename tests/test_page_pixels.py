@@ -78,8 +78,8 @@ print(json.dumps(out))
 def pixels(tmp_path_factory) -> dict:
     """The odd manual converted by `prepare_dataset`; every page's pixels as sent, trained and opened."""
     from data_adapters.convert import prepare_dataset
-    from vlm3.recipe import load_recipe
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.train.trainer_env import TrainerEnv
 
     root = tmp_path_factory.mktemp("pixels")
     manual = write_odd_manual(root)

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from tests.conftest import ROOT, TINY_MODEL, train_measure
-from vlm3.families import FamilyError
-from vlm3.plan import (
+from vlm3.recipe.families import FamilyError
+from vlm3.plan.estimate import (
     DatasetTokens,
     Rows,
     Training,
@@ -28,7 +28,7 @@ from vlm3.plan import (
     vision_flops,
     window_pairs,
 )
-from vlm3.recipe import load_recipe, parse_recipe
+from vlm3.recipe.schema import load_recipe, parse_recipe
 
 QWEN7B = shape_of("Qwen/Qwen2-VL-7B-Instruct")
 QWEN25 = shape_of("Qwen/Qwen2.5-VL-7B-Instruct")
@@ -97,7 +97,7 @@ def test_a_model_vlm3_cannot_read_is_refused_not_assumed():
 def test_a_local_folder_is_priced_from_its_config(tmp_path):
     import json
 
-    from vlm3.families import KNOWN_CONFIGS
+    from vlm3.recipe.families import KNOWN_CONFIGS
 
     (tmp_path / "config.json").write_text(json.dumps(KNOWN_CONFIGS["Qwen/Qwen3-VL-8B-Instruct"]))
     assert shape_of(str(tmp_path)) == QWEN3

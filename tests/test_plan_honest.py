@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, run_cli
-from vlm3.plan import (CPU_GFLOPS_PER_CORE, DOWNLOAD_MINUTES, FIRST_IMAGE_BUILD, SMOKE_MINUTES, START_MINUTES, DatasetTokens, Rows,
+from vlm3.plan.estimate import (CPU_GFLOPS_PER_CORE, DOWNLOAD_MINUTES, FIRST_IMAGE_BUILD, SMOKE_MINUTES, START_MINUTES, DatasetTokens, Rows,
                        floor_flops, format_plan, plan_run, shape_of)
-from vlm3.recipe import load_recipe, parse_recipe
+from vlm3.recipe.schema import load_recipe, parse_recipe
 
 
 def rows(n: int, visual: int = 1240, text: int = 200) -> Rows:
@@ -67,7 +67,7 @@ def test_fixed_costs_follow_the_recipes_choices():
 def test_a_local_model_folder_has_no_download(tmp_path):
     import json
 
-    from vlm3.families import KNOWN_CONFIGS
+    from vlm3.recipe.families import KNOWN_CONFIGS
 
     (tmp_path / "config.json").write_text(json.dumps(KNOWN_CONFIGS["Qwen/Qwen2-VL-7B-Instruct"]))
     local = plan_run(parse_recipe({"name": "p", "model": {"base": str(tmp_path)}, "serve": {"gpu": "A10G"}}), data(200), gpus=["H100"])
@@ -137,7 +137,7 @@ def test_plan_cli_on_a_7b_recipe_with_another_card(tmp_path, sample_dir):
 @pytest.mark.trainer  # the tiny model's config.json
 def test_plan_cli_on_the_cpu_demo(sample_dir, tmp_path):
     from harness.general_probes import load_general_probes
-    from harness.samples import load_eval_samples
+    from data_adapters.samples import load_eval_samples
 
     proc = run_cli("plan", "recipes/tiny_cpu_demo.yaml")
     assert proc.returncode == 0, proc.stderr

@@ -14,8 +14,8 @@ from data_adapters.checks import scan_dataset
 from data_adapters.pipeline import read_pipeline
 from data_adapters.tokens import resized_size, visual_tokens
 from tests.conftest import run_cli
-from vlm3.plan import DatasetTokens, Training, batch_flops, plan_run, shape_of
-from vlm3.recipe import parse_recipe
+from vlm3.plan.estimate import DatasetTokens, Training, batch_flops, plan_run, shape_of
+from vlm3.recipe.schema import parse_recipe
 
 Q = {"role": "user", "content": "What is the torque?"}
 A = {"role": "assistant", "content": "40 Nm."}
@@ -184,7 +184,7 @@ def test_visual_token_estimate_equals_the_real_processor():
     """transformers' own Qwen2-VL image processor, on many random sizes and three pixel caps."""
     import subprocess
 
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     rng = random.Random(7)
     cases = [(rng.randint(28, 3000), rng.randint(28, 3000), cap) for _ in range(300) for cap in (12544, 602112, 1003520)]
@@ -246,7 +246,7 @@ PROBE = {"id": "a", "category": "torque_spec", "image": "images/p.jpg", "questio
     ({"question": None}, "missing question", '"question": "'),
 ])
 def test_probe_fields_that_grade_nothing_or_crash_the_scorer_are_problems_at_their_line(tmp_path, fields, field, instead):
-    from harness.samples import load_probes
+    from data_adapters.samples import load_probes
 
     root, _ = dataset(tmp_path, [line()])
     probes = tmp_path / "probes.jsonl"

@@ -2,7 +2,7 @@
 into the dequantized NF4 base, not the original one.
 
 The run is real: Axolotl trains a QLoRA adapter on the tiny Qwen2-VL on this CPU (bitsandbytes' CPU backend),
-`vlm3.steps.merge_run` dequantizes and merges, and bench/bench_qlora_merge.py measures the served model against
+`vlm3.train.steps.merge_run` dequantizes and merges, and bench/bench_qlora_merge.py measures the served model against
 bitsandbytes' own 4-bit forward (what training computed).
 """
 
@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tests.conftest import ROOT, TINY_MODEL
-from vlm3.trainer_side import NF4_RECORD, nf4_base_dir, nf4_base_problems
+from vlm3.train.trainer_side import NF4_RECORD, nf4_base_dir, nf4_base_problems
 
 # Independent of vlm3: bitsandbytes' own NF4 round trip with the settings Axolotl 0.19 passes transformers
 # (blocksize 64, double quantization), against what output/nf4_base holds; the rest of the base untouched.
@@ -41,7 +41,7 @@ print(json.dumps(out))
 
 
 def trainer_python(*args: str) -> dict:
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     proc = subprocess.run([str(env.python), *args], cwd=ROOT, env=env.environ(), capture_output=True, text=True, timeout=900)

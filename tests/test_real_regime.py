@@ -3,10 +3,10 @@
     make test-real          # the `real` tier: a few minutes on 2 cores (BENCHMARKS.md has the time)
                             # `make test` runs only the render comparison below (no training)
 
-A tiny Qwen2-VL built with the 7B's structure (vlm3.tiny_model --shape 7b: 7 query heads per key/value
+A tiny Qwen2-VL built with the 7B's structure (vlm3.demo.tiny_model --shape 7b: 7 query heads per key/value
 head, mRoPE split 2:3:3 as the 7B's 16:24:24, the 2x2 vision merger, untied embeddings, bf16 weights)
 is trained a few steps by the real Axolotl from the config that e30m3_lora.yaml renders, merged by
-Axolotl's legacy merge in bf16 and checked by `vlm3.trainer_side verify-merge`.
+Axolotl's legacy merge in bf16 and checked by `vlm3.train.trainer_side verify-merge`.
 
 What differs from the 7B run, and why (test_7b_recipes_render_like_the_tier pins the list):
 - the model path (the tiny model, not the Hub's 7B);
@@ -31,8 +31,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, SAMPLE, run_cli
-from vlm3.recipe import load_recipe
-from vlm3.render import render_axolotl_config
+from vlm3.recipe.schema import load_recipe
+from vlm3.train.render import render_axolotl_config
 
 TINY_7B = ROOT / ".cache" / "tiny-qwen2-vl-7b-shape"
 SEVEN_B = "Qwen/Qwen2-VL-7B-Instruct"
@@ -48,7 +48,7 @@ LIGER_KEYS = {"liger_fused_linear_cross_entropy", "liger_rms_norm", "liger_layer
 
 def without_gpu_kernels(config: dict) -> dict:
     """The config less Liger (GPU-only kernels): its plugin entry and its keys."""
-    from vlm3.render import LIGER_PLUGIN
+    from vlm3.train.render import LIGER_PLUGIN
 
     return {**{k: v for k, v in config.items() if k not in LIGER_KEYS},
             "plugins": [p for p in config.get("plugins", []) if p != LIGER_PLUGIN]}
@@ -100,7 +100,7 @@ def test_7b_recipes_render_like_the_tier(source, tmp_path, sample_dir, tiny_7b):
         # Checkpointing as the recipe chose it (vlm3 plan: off where the activations fit the card).
         assert config["bf16"] is True and config["gradient_checkpointing"] is recipe.train.gradient_checkpointing
         assert config["adapter"] == "lora" and config["merge_method"] == "legacy"
-        assert "vlm3.axolotl_plugin.Vlm3Plugin" in config["plugins"]
+        assert "vlm3.train.axolotl_plugin.Vlm3Plugin" in config["plugins"]
     assert seven_b["attn_implementation"] == tier["attn_implementation"] == "sdpa"
 
 
@@ -154,7 +154,7 @@ def test_bf16_lora_trains_merges_and_passes_the_check(real_run):
     assert (config["bf16"], config["gradient_checkpointing"], config["lora_r"], config["lora_alpha"]) == (True, checkpointing, 64, 128)
     log = (real_run / "logs" / "train.log").read_text(errors="replace")
     assert "Converting modules to torch.bfloat16" in log  # Axolotl loaded the model in bf16 on the CPU
-    assert "Plugin loaded successfully: vlm3.axolotl_plugin.Vlm3Plugin" in log
+    assert "Plugin loaded successfully: vlm3.train.axolotl_plugin.Vlm3Plugin" in log
     assert json.loads((real_run / "train_metrics.json").read_text())["steps"] == 3
 
     check = json.loads((real_run / "merge_check.json").read_text())
@@ -172,7 +172,7 @@ def test_bf16_lora_trains_merges_and_passes_the_check(real_run):
 @pytest.mark.real
 def test_merge_check_fails_a_merge_that_dropped_a_lora_target(real_run, tmp_path):
     """The merged v_proj of layer 1 replaced by the base's: the check names that module."""
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     copy = tmp_path / "run"
     shutil.copytree(real_run.resolve(), copy, symlinks=True)

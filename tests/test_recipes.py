@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, run_cli
-from vlm3.recipe import DEFAULT_MAX_PIXELS, RecipeError, load_recipe, parse_recipe
+from vlm3.recipe.schema import DEFAULT_MAX_PIXELS, RecipeError, load_recipe, parse_recipe
 
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
 

@@ -12,9 +12,9 @@ import yaml
 
 from data_adapters.pipeline import read_pipeline, to_axolotl_row
 from tests.conftest import ROOT, TINY_MODEL
-from vlm3.recipe import load_recipe, parse_recipe
-from vlm3.families import FAMILIES
-from vlm3.render import render_axolotl_config
+from vlm3.recipe.schema import load_recipe, parse_recipe
+from vlm3.recipe.families import FAMILIES
+from vlm3.train.render import render_axolotl_config
 
 lora_target_regex = FAMILIES["qwen2_vl"].lora_regex  # the tiny model's family
 
@@ -80,9 +80,9 @@ CASES = [
     ({"compute": {"gpu": "cpu"}}, {"bf16": False, "fp16": False, "gradient_checkpointing": True, "optimizer": "adamw_torch",
                                    "attn_implementation": "sdpa", "dataloader_num_workers": 0}),
     ({"compute": {"gpu": "cpu"}, "train": {"precision": "bf16", "flash_attention": True}},
-     {"bf16": True, "attn_implementation": "sdpa", "plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"]}),
+     {"bf16": True, "attn_implementation": "sdpa", "plugins": ["vlm3.train.axolotl_plugin.Vlm3Plugin"]}),
     ({}, {"bf16": True, "gradient_checkpointing": True, "attn_implementation": "sdpa", "adapter": "lora", "merge_method": "legacy",
-          "dataloader_num_workers": 4, "plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"]}),
+          "dataloader_num_workers": 4, "plugins": ["vlm3.train.axolotl_plugin.Vlm3Plugin"]}),
     ({"train": {"flash_attention": True}}, {"attn_implementation": "flash_attention_2", "flash_attention": None}),
     # The vision tower and the output head stay out of 4-bit: the served (merged) tower is the one training saw.
     ({"train": {"method": "qlora"}}, {"adapter": "qlora", "load_in_4bit": True,
@@ -95,10 +95,10 @@ CASES = [
     ({"images": {"max_pixels": 602112}}, {"processor_kwargs": {"min_pixels": 3136, "max_pixels": 602112}}),
     ({"axolotl": {"sequence_len": 8192, "special": 1}}, {"sequence_len": 8192, "special": 1}),
     ({"train": {"method": "full", "deepspeed": "zero3"}, "compute": {"gpu": "H100:4"}}, {"adapter": None}),
-    ({}, {"group_by_length": True, "plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"], "liger_fused_linear_cross_entropy": None}),
-    ({"train": {"liger": True}}, {"plugins": ["vlm3.axolotl_plugin.Vlm3Plugin", "axolotl.integrations.liger.LigerPlugin"],
+    ({}, {"group_by_length": True, "plugins": ["vlm3.train.axolotl_plugin.Vlm3Plugin"], "liger_fused_linear_cross_entropy": None}),
+    ({"train": {"liger": True}}, {"plugins": ["vlm3.train.axolotl_plugin.Vlm3Plugin", "axolotl.integrations.liger.LigerPlugin"],
                                   "liger_fused_linear_cross_entropy": True, "liger_rope": True}),
-    ({"train": {"liger": True}, "compute": {"gpu": "cpu"}}, {"plugins": ["vlm3.axolotl_plugin.Vlm3Plugin"], "liger_rms_norm": None}),
+    ({"train": {"liger": True}, "compute": {"gpu": "cpu"}}, {"plugins": ["vlm3.train.axolotl_plugin.Vlm3Plugin"], "liger_rms_norm": None}),
 ]
 
 
@@ -123,7 +123,7 @@ def test_lora_regex_matches_the_real_module_names():
     """Against the tiny model's real module tree: every LM projection, nothing in the vision tower."""
     import subprocess
 
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     code = (
@@ -140,7 +140,7 @@ def test_lora_regex_matches_the_real_module_names():
 @pytest.mark.trainer
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_axolotl_schema_accepts_every_rendered_recipe(tmp_path, path):
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     recipe = load_recipe(path)
     config_file = tmp_path / "axolotl.yaml"
@@ -151,7 +151,7 @@ def test_axolotl_schema_accepts_every_rendered_recipe(tmp_path, path):
 
 @pytest.mark.trainer
 def test_axolotl_schema_errors_are_reported(tmp_path):
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     config = render_axolotl_config(parse_recipe({"name": "t", "compute": {"gpu": "cpu"}, "axolotl": {"micro_batch_size": "four"}}), str(TINY_MODEL))
     config_file = tmp_path / "axolotl.yaml"
@@ -169,6 +169,6 @@ def test_axolotl_schema_errors_are_reported(tmp_path):
     ("some_new_key", set(), "axolotl.some_new_key"),
 ])
 def test_axolotl_errors_map_back_to_recipe_fields(key, overridden, field):
-    from vlm3.render import recipe_field
+    from vlm3.train.render import recipe_field
 
     assert recipe_field(key, overridden) == field

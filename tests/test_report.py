@@ -5,7 +5,7 @@ import re
 import pytest
 from PIL import Image
 
-from harness.html import histogram_counts, pct, tag
+from vlm3.core.html import histogram_counts, pct, tag
 from harness.report import render_report, thumbnail_data_uri
 
 HOSTILE_ANSWER = "<script>alert(1)</script> 50 Nm"
@@ -233,7 +233,7 @@ def test_a_page_is_embedded_once_and_its_thumbnail_opens_it_full_size(tmp_path, 
 
 
 def test_histogram_title_and_counts_do_not_overlap_and_an_outlier_keeps_small_bins_visible():
-    from harness.html import svg_histogram
+    from vlm3.core.html import svg_histogram
 
     plot = svg_histogram([0.95] * 200 + [0.05], "token F1")
     title_y = float(re.search(r'<text x="[\d.]+" y="([\d.]+)"[^>]*>token F1', plot).group(1))
@@ -276,7 +276,7 @@ def test_samples_the_spec_check_cannot_grade_are_listed_with_their_reason(tmp_pa
 
 def test_the_terminal_says_how_many_samples_the_spec_check_did_not_grade(tmp_path, capsys):
     from harness.score import score_sample, summarize
-    from vlm3.eval_cmds import print_summary
+    from vlm3.cli.evaluate import print_summary
 
     base = {"kind": "val", "question": "Q?", "expected_keywords": None}
     records = [score_sample({**base, "id": "a", "expected": "Replace the gasket."}, {"answer": "Replace it."}),

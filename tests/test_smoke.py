@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 
-from vlm3 import smoke
+from vlm3.cloud import smoke
 
 
 def free_port() -> int:

@@ -519,7 +519,7 @@ def test_an_answer_with_too_many_numbers_fails_with_the_reason():
 def test_every_text_of_the_sample_manual_grades_itself_as_a_pass(tmp_path, seed):
     # The project's own synthetic manual (equivalents rounded with its own factor, page layouts with
     # slashes between stages): a correct answer copied from the page must pass.
-    from vlm3.sample_manual import generate_sample_manual
+    from vlm3.demo.sample_manual import generate_sample_manual
 
     generate_sample_manual(tmp_path, seed=seed)
     texts = set()

@@ -20,7 +20,7 @@ from tests.conftest import DEMO_RECIPE, run_cli
 
 
 def cuda_in_trainer_env() -> bool:
-    from vlm3.trainer_env import TrainerEnv, TrainerEnvMissing
+    from vlm3.train.trainer_env import TrainerEnv, TrainerEnvMissing
 
     try:
         env = TrainerEnv.locate()

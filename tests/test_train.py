@@ -77,7 +77,7 @@ def test_merge_check_fails_axolotls_memory_efficient_merge(trained_run, tmp_path
     """Axolotl 0.19's memory_efficient merge drops the trained embed_tokens (and exits 0): the check says so."""
     import shutil
 
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.trainer_env import TrainerEnv
 
     run = tmp_path / "run"
     shutil.copytree(trained_run.resolve(), run, symlinks=True, ignore=shutil.ignore_patterns("merged", "checkpoint-*", "eval"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlm3.trainer_env import TrainingLog, format_seconds
+from vlm3.train.trainer_env import TrainingLog, format_seconds
 
 RECORDED = (
     "[2026-12-05 19:09:07,355] [INFO] [axolotl.train] Starting trainer...\n"
@@ -89,7 +89,7 @@ def synthetic_run(steps: int, logging_steps: int, eval_steps: int) -> list[str]:
 
 
 def test_without_a_terminal_a_plain_line_is_printed_every_few_steps_and_at_each_eval(capsys):
-    from vlm3.train_cmds import PLAIN_PROGRESS_LINES, plain_progress
+    from vlm3.cli.train import PLAIN_PROGRESS_LINES, plain_progress
 
     show = plain_progress(TrainingLog())
     for chunk in synthetic_run(steps=400, logging_steps=5, eval_steps=100):
@@ -105,7 +105,7 @@ def test_without_a_terminal_a_plain_line_is_printed_every_few_steps_and_at_each_
 
 
 def test_a_short_run_prints_every_logged_loss(capsys):
-    from vlm3.train_cmds import plain_progress
+    from vlm3.cli.train import plain_progress
 
     show = plain_progress(TrainingLog())
     for chunk in synthetic_run(steps=30, logging_steps=10, eval_steps=1000):
@@ -117,7 +117,7 @@ def test_a_short_run_prints_every_logged_loss(capsys):
 def test_the_modal_logs_get_the_same_status_line_and_it_is_read_back_from_them():
     """The Modal train function emits status_printer's lines into the Modal logs (streamed to `vlm3 modal train`,
     or `modal app logs`); latest_status reads the newest back from the log text, among the logs' other lines."""
-    from vlm3.trainer_env import latest_status, status_printer
+    from vlm3.train.trainer_env import latest_status, status_printer
 
     emitted: list[str] = []
     show = status_printer(TrainingLog(), emitted.append)

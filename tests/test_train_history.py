@@ -1,6 +1,6 @@
 """A resumed training keeps the losses logged before its checkpoint (train_metrics.json)."""
 
-from vlm3.trainer_env import TrainingLog, resumed_history
+from vlm3.train.trainer_env import TrainingLog, resumed_history
 
 
 def _log(lines: list[str]) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from vlm3.train_report import history_from_state, read_history, summarize_history, svg_loss_curves
+from vlm3.train.report import history_from_state, read_history, summarize_history, svg_loss_curves
 
 
 def state(train, evals, global_step=300):
@@ -88,8 +88,8 @@ def test_the_trained_demo_run_has_a_report_from_the_trainers_own_state(trained_r
 
 
 def test_train_line_says_plainly_when_no_loss_was_logged():
-    from vlm3.train_cmds import describe_training
-    from vlm3.trainer_env import TrainingLog
+    from vlm3.cli.train import describe_training
+    from vlm3.train.trainer_env import TrainingLog
 
     log = TrainingLog()
     log.feed(" 50%|#####     | 2/4 [00:01<00:01]\r100%|##########| 4/4 [00:02<00:00]\n{'eval_loss': 5.1}\n")
@@ -109,7 +109,7 @@ def identified_run(root: Path, answer: str = "40 Nm.") -> Path:
 
 
 def test_the_report_is_titled_by_recipe_run_family_and_data_version_and_its_json_opens_with_them(tmp_path, monkeypatch):
-    from vlm3.train_report import write_train_report
+    from vlm3.train.report import write_train_report
 
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the demo recipe's model.base is relative to the project
     report, html = write_train_report(identified_run(tmp_path / "20261205T190850Z"))
@@ -128,7 +128,7 @@ def test_the_report_is_titled_by_recipe_run_family_and_data_version_and_its_json
 
 
 def test_numbers_are_rounded_for_people(tmp_path):
-    from vlm3.train_report import write_train_report
+    from vlm3.train.report import write_train_report
 
     report, html = write_train_report(identified_run(tmp_path / "run"))
     assert (report["first_loss"], report["final_loss"], report["best_eval_loss"]) == (6.878, 0.01223, 2.25)
@@ -139,7 +139,7 @@ def test_numbers_are_rounded_for_people(tmp_path):
 def test_learning_rate_and_grad_norm_have_curves_and_each_legend_mark_has_its_lines_colour():
     import re
 
-    from vlm3.train_report import svg_training_curves
+    from vlm3.train.report import svg_training_curves
 
     with_norms = dict(RISING, log_history=[{**e, "grad_norm": 1.5} if "loss" in e else e for e in RISING["log_history"]])
     loss, rate, norm = svg_training_curves(history_from_state(with_norms))

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli
-from vlm3.recipe import AXOLOTL_ONLY_KEYS, RecipeError, parse_recipe, recipe_problems
+from vlm3.recipe.schema import AXOLOTL_ONLY_KEYS, RecipeError, parse_recipe, recipe_problems
 
 BAD = {
     "name": "bad",
@@ -94,8 +94,8 @@ def test_the_keys_sent_under_axolotl_are_axolotls():
     import json
     import subprocess
 
-    from vlm3.render import RECIPE_FIELD
-    from vlm3.trainer_env import TrainerEnv
+    from vlm3.train.render import RECIPE_FIELD
+    from vlm3.train.trainer_env import TrainerEnv
 
     env = TrainerEnv.locate()
     code = "import json; from axolotl.utils.schemas.config import AxolotlInputConfig as C; print(json.dumps(list(C.model_fields)))"

