@@ -31,7 +31,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location" || true; }
 
 .PHONY: help install trainer-env vllm-env tiny-model sample-data demo test test-real test-families test-manuals test-vllm test-fast golden validate check plan \
         prepare-dataset train train-dev merge serve serve-local eval eval-quick eval-probes eval-compare \
-        bench bench-judge bench-specs judge-estimate deepeval modal-train modal-train-dev clean
+        bench bench-judge bench-specs judge-estimate docs deepeval modal-train modal-train-dev clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  %-18s %s\n", $$1, $$2 }'
@@ -114,6 +114,9 @@ test-vllm: install vllm-env tiny-model sample-data ## vLLM's CPU build serving e
 
 test-fast: install ## tests that need no trainer environment
 	$(BIN)/python -m pytest -q -m "not trainer and not real and not families and not manuals"
+
+docs: install ## regenerate docs/recipe-reference.md from the recipe schema (tests/test_recipe_reference.py checks it is current)
+	$(BIN)/python -m vlm3.recipe.reference docs/recipe-reference.md
 
 golden: install ## regenerate golden files; review the diff before committing
 	VLM3_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q tests/test_render.py tests/test_modal.py -k golden

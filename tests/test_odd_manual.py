@@ -122,7 +122,7 @@ for eval_dir in request["eval_dirs"]:
     counts = {}
     cache = {}
     for sample in samples:
-        folder = predictions[sample["id"]]["model"]  # the served model's folder: its processor and chat template
+        folder = request["served"][eval_dir]  # the served model's folder: its processor and chat template
         if folder not in cache:
             cache[folder] = AutoProcessor.from_pretrained(folder)
         served_processor = cache[folder]
@@ -141,7 +141,10 @@ print(json.dumps({"rows": rows, "served": served}))
 def processor_counts(odd_loop) -> dict:
     run = odd_loop["run"]
     eval_dirs = [str(run / "eval" / label) for label in ("finetuned", "base") if (run / "eval" / label / "predictions.jsonl").exists()]
-    return in_trainer(PROCESSOR_COUNTS, json.dumps({"run": str(run), "eval_dirs": eval_dirs}))
+    # What each side served (predictions carry the served name, not a folder): the merge, and the recipe's base.
+    base = yaml.safe_load((run / "axolotl.yaml").read_text())["base_model"]
+    served = {d: str(run / "output" / "merged") if d.endswith("finetuned") else base for d in eval_dirs}
+    return in_trainer(PROCESSOR_COUNTS, json.dumps({"run": str(run), "eval_dirs": eval_dirs, "served": served}))
 
 
 def planned_visual(odd_loop, split: str = "train") -> list[int]:

@@ -120,3 +120,13 @@ def test_every_room_is_a_folder_with_its_modules():
         assert [p for p in folder.glob("*.py") if p.name != "__init__.py"], f"{room} is empty"
     loose = [p.name for p in (ROOT / "vlm3").glob("*.py") if p.name != "__init__.py"]
     assert loose == [], f"modules outside every room: {loose}"
+
+
+def test_the_judge_the_harness_takes_is_the_recipe_s_with_the_same_defaults():
+    from harness.judge import JudgeConfig, judge_dict, load_judge_spec
+    from vlm3.recipe.schema import JudgeSpec
+
+    assert JudgeConfig().to_dict() == JudgeSpec().model_dump()  # meta.json without a judge scores as the recipe default
+    spec = JudgeSpec(metrics=["rubric", "correctness"], threshold=0.5, use_batch_api=True)
+    assert load_judge_spec(spec).to_dict() == spec.model_dump() == judge_dict(spec.model_dump())
+    assert load_judge_spec(None) is None

@@ -35,7 +35,7 @@ def scan_recipe(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetSca
     """Every problem in the recipe's data, and the JSON report of the check."""
     from data_adapters.samples import check_probes
 
-    scan, train, val = scan_data(recipe, decode_images=decode_images)
+    scan, train, val, tokenizer = scan_data(recipe, decode_images=decode_images)
     scan.problems += check_probes(recipe)
     tokens = sorted(r.tokens for r in scan.rows) or [0]
     words = [r.answer_words for r in scan.rows] or [0]

@@ -315,7 +315,7 @@ def plan_estimate(recipe: Recipe) -> str | None:
     except ImportError:
         return None
     try:
-        scan, _, _ = scan_data(recipe)
+        scan = scan_data(recipe).scan
         if not scan.rows:
             return None
         plan = plan_run(recipe, dataset_tokens(scan, recipe), gpus=[recipe.compute.gpu_type])

@@ -5,6 +5,7 @@ launcher price a run from these counts."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from data_adapters.checks import DatasetScan, scan_dataset
 from data_adapters.pipeline import read_pipeline
@@ -13,14 +14,21 @@ from vlm3.plan.estimate import DatasetTokens, Rows
 from vlm3.recipe.schema import Recipe
 
 
-def scan_data(recipe: Recipe, decode_images: bool = False) -> tuple[DatasetScan, list, list]:
-    """The scan of the recipe's train and val files (reading problems first), and the rows read from each."""
+class DataScan(NamedTuple):
+    scan: DatasetScan
+    train: list  # the rows read from each file
+    val: list
+    tokenizer: object | None  # the model's own tokenizer when it is on this machine, else None (characters / 4)
+
+
+def scan_data(recipe: Recipe, decode_images: bool = False) -> DataScan:
+    """The scan of the recipe's train and val files (reading problems first), and what it was counted with."""
     train, train_problems = read_pipeline(recipe.data.train, recipe.data.metadata)
     val, val_problems = read_pipeline(recipe.data.val, recipe.data.metadata)
     tokenizer = load_tokenizer(recipe.model.base)
     scan = scan_dataset(train, val, Path(recipe.data.images_root), recipe, decode_images=decode_images, tokenizer=tokenizer)
     scan.problems[:0] = train_problems + val_problems
-    return scan, train, val
+    return DataScan(scan, train, val, tokenizer)
 
 
 def dataset_tokens(scan: DatasetScan, recipe: Recipe, max_pixels: int | None = None):
