@@ -8,7 +8,7 @@ rule: 1280*28*28 pixels for Qwen2-VL and Qwen2.5-VL, 1280*32*32 for Qwen3-VL; fe
 60-360 text tokens drawn with a fixed seed: the shape of the sample manual's data without the data.
 Prints the plan of each recipe, its model's shape (parameters, KV cache, LoRA size, one page through the
 vision tower), then how it compares with today's path (checkpointing on, micro-batch 4, random batches,
-the vision tower backpropagated), which README and BENCHMARKS.md quote.
+the vision tower backpropagated), which docs/costs.md and BENCHMARKS.md quote.
 """
 
 from __future__ import annotations

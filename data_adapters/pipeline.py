@@ -361,7 +361,7 @@ def read_pipeline(path: str | Path, metadata_names: dict[str, str] | None = None
 def read_json_lines(path: Path, kind: str, item: str) -> Iterator[tuple[int, Any, Problem | None]]:
     """(line number, decoded value, None) for each non-blank line of a JSONL file, or (number, None, problem)
     for a line that is too long (MAX_LINE_BYTES), not UTF-8, not JSON, nested too deep (MAX_JSON_DEPTH) or
-    holding a lone surrogate: the bounds README promises for pipeline and probe lines, in one reader.
+    holding a lone surrogate: the bounds docs/data.md promises for pipeline and probe lines, in one reader.
     kind and item name the file and its lines in the messages ("pipeline JSONL", "conversation")."""
     name = str(path)
     with Path(path).open("rb") as handle:

@@ -117,7 +117,7 @@ def load_probes(path: Path, images_root: Path) -> tuple[list[EvalSample], list[P
     seen: set[str] = set()
     if not path.is_file():
         return [], [Problem(str(path), None, "probes file not found; check data.probes in the recipe", code="missing_file")]
-    # The pipeline's bounded reader: README promises the same line bounds for probes (4 MiB, 32 levels).
+    # The pipeline's bounded reader: docs/data.md promises the same line bounds for probes (4 MiB, 32 levels).
     for number, probe, problem in read_json_lines(path, "probes JSONL", "probe"):
         if problem is not None:
             problems.append(problem)

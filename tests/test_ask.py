@@ -1,4 +1,4 @@
-"""`vlm3 ask`, examples/ask_endpoint.py and README's "Call the endpoint from an app", against real servers.
+"""`vlm3 ask`, examples/ask_endpoint.py and docs/modal.md's "Call the endpoint from an app", against real servers.
 
 Usage:
     VLM3_REQUIRE_TRAINER=1 .venv/bin/python -m pytest -q tests/test_ask.py
@@ -412,7 +412,7 @@ def test_the_example_script_answers_as_vlm3_ask_does(tiny_server, manual_page):
 
 
 def readme_section_blocks(language: str) -> list[str]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "modal.md").read_text(encoding="utf-8")
     section = readme.split("## Call the endpoint from an app", 1)[1].split("\n## ", 1)[0]
     return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
 

@@ -1,6 +1,6 @@
 """Faults found by attacks on the CLI with real files and loopback servers: links in an evaluation
 folder, lone surrogates from a server or a pipeline file, Message Batches the provider lost, judge
-scores out of range, and probe lines past the README's bounds.
+scores out of range, and probe lines past docs/data.md's bounds.
 
 Usage:
     .venv/bin/python -m pytest tests/test_faults_data.py -q -p no:cacheprovider
@@ -267,7 +267,7 @@ def test_an_out_of_range_judge_score_is_not_cached_and_is_asked_again(tmp_path):
     assert judge["metrics"]["correctness"]["unscored"] == 0 and judge["metrics"]["correctness"]["mean"] == 0.8
 
 
-# 4. Probe lines bounded as README promises: at most 4 MiB and 32 levels of nesting
+# 4. Probe lines bounded as docs/data.md promises: at most 4 MiB and 32 levels of nesting
 
 
 def probe_line(**extra) -> str:

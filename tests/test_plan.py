@@ -211,7 +211,7 @@ def test_plan_honours_max_steps_and_prices_fixed_costs():
 
 
 def test_train_dev_price_is_believable():
-    """README's train-dev figure (~$0.70) was the old plan's $0.03 plus nothing: fixed costs dominate."""
+    """docs/costs.md's train-dev figure (~$0.70) was the old plan's $0.03 plus nothing: fixed costs dominate."""
     plan = plan_run(load_recipe(ROOT / "recipes" / "e30m3_train_dev.yaml"), dataset(5000, 500), gpus=["H100"])
     low, high = plan.gpus[0].usd
     assert 0.4 < low <= high < 1.5, (low, high)

@@ -37,7 +37,7 @@ VOLUME_NAMES = {"data": "vlm3-data", "runs": "vlm3-runs", "hf": "vlm3-hf-cache"}
 MOUNT_ROOT_ENV = "VLM3_MODAL_MOUNT_ROOT"  # tests run the function bodies against folders under tmp
 DEFAULT_MOUNT_ROOT = "/vol"
 
-# Modal Secrets (create them once: see README "Run on Modal") and the variable each must hold.
+# Modal Secrets (create them once: see docs/modal.md) and the variable each must hold.
 HF_SECRET = "huggingface"
 WANDB_SECRET = "wandb"
 ANTHROPIC_SECRET = "anthropic"
@@ -63,7 +63,7 @@ TRAINER_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"  # nvcc for DeepSpee
 FLASH_ATTN_ENV = "VLM3_FLASH_ATTN"
 FLASH_ATTN_CUDA_ARCHS = "80;90"  # sm_80 code also runs on A10G/L4/L40S (8.x); sm_90 is H100/H200; no PTX
 FLASH_ATTN_BUILD_ENV = {"MAX_JOBS": "4", "NVCC_THREADS": "1", "FLASH_ATTN_CUDA_ARCHS": FLASH_ATTN_CUDA_ARCHS}
-FLASH_ATTN_BUILD_MINUTES = 90  # estimate above; README "Run on Modal"
+FLASH_ATTN_BUILD_MINUTES = 90  # estimate above; docs/modal.md
 # Compute capability major.minor of each Modal GPU; flash-attn's kernels above cover 8.x and 9.0 only.
 GPU_SM = {"T4": 75, "A10G": 86, "L4": 89, "L40S": 89, "A100-40GB": 80, "A100-80GB": 80, "H100": 90, "H200": 90, "B200": 100}
 FLASH_ATTN_SM = (80, 90)
@@ -964,7 +964,7 @@ def flash_attn_problems(recipe: Recipe, environ: dict[str, str] | None = None) -
     if not flash_attn_image_enabled(environ):
         problems.append(
             f"train.flash_attention is true but the trainer image has no flash-attn: set {FLASH_ATTN_ENV}=1 to compile it "
-            f"once (~{FLASH_ATTN_BUILD_MINUTES} min, README \"Run on Modal\"), or remove the line to train with SDPA"
+            f"once (~{FLASH_ATTN_BUILD_MINUTES} min, docs/modal.md), or remove the line to train with SDPA"
         )
     sm = GPU_SM.get(recipe.compute.gpu_type)
     if sm is not None and not (sm // 10 * 10 in FLASH_ATTN_SM or sm in FLASH_ATTN_SM):

@@ -111,7 +111,7 @@ class TrainSpec(Strict):
     # bf16 on GPUs; "fp32" is what a CPU can run. "auto": bf16 on a GPU, fp32 on a CPU.
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     gradient_checkpointing: bool = True  # off: ~44% faster, more activation memory
-    flash_attention: bool = False  # SDPA; true needs the flash-attn trainer image (VLM3_FLASH_ATTN=1, compiled once; README)
+    flash_attention: bool = False  # SDPA; true needs the flash-attn trainer image (VLM3_FLASH_ATTN=1, compiled once; docs/modal.md)
     # Liger's Triton kernels (GPU only; ignored on CPU): fused linear cross-entropy never holds the
     # full logits (~10 bytes per vocabulary entry per token), plus RMSNorm, LayerNorm, SwiGLU and M-RoPE.
     liger: bool = False
