@@ -76,7 +76,7 @@ VLLM_BASE_IMAGE = "nvidia/cuda:13.0.0-devel-ubuntu22.04"  # nvcc for FlashInfer'
 EVAL_EXTRAS = ("judge",)
 # What of our packages is left out of every image. Modal's add_local_python_source ships only .py files
 # by default (modal.file_pattern_matcher.NON_PYTHON_FILES); the packages read data files beside their code
-# at run time (harness/probes/general.jsonl, vlm3/recipe/chat_templates/*.jinja), so everything else ships too.
+# at run time (harness/probes/general.jsonl, vlm3/recipe/chat_templates/*.jinja, the report templates vlm3/core/templates/*.j2), so everything else ships too.
 # A list, not a tuple: Modal turns a list of patterns into a FilePatternMatcher (modal/mount.py).
 PACKAGE_IGNORE = ["**/__pycache__", "**/*.pyc", "**/.*"]
 
