@@ -270,6 +270,7 @@ def test_plan_flops_match_flop_counter_on_the_tiny_model(flags, checkpointing, f
 
 
 @pytest.mark.trainer
+@pytest.mark.real  # make test-real: the 7B's widths on a CPU (~25 s)
 def test_plan_flops_match_flop_counter_on_7b_widths():
     """Two decoder layers and two vision blocks of Qwen2-VL-7B's widths, real vocabulary, bf16, LoRA r 64."""
     result = measure("flops", "--model", "7b-widths", "--layers", "2", "--vision-depth", "2",
@@ -279,6 +280,7 @@ def test_plan_flops_match_flop_counter_on_7b_widths():
 
 
 @pytest.mark.trainer
+@pytest.mark.real  # make test-real: the 7B's saved tensors on a CPU (~13 s each)
 @pytest.mark.parametrize("dropout", [0.0, 0.05])
 def test_activation_bytes_match_a_saved_tensor_count(dropout):
     """One full-width decoder layer with LoRA r 64 on its 7 projections (bf16; CPU keeps dropout's mask in fp32)."""
