@@ -55,10 +55,14 @@ def test_every_image_ships_the_packages_data_files(monkeypatch, image):
     from harness.general_probes import PROBES_FILE
     from vlm3.demo.tiny_model import QWEN3_VL_TEMPLATE
 
-    read_at_run_time = {f"/root/{p.relative_to(ROOT).as_posix()}" for p in (PROBES_FILE, QWEN3_VL_TEMPLATE)}
+    from vlm3.core.templates import environment
+
+    templates = [ROOT / "vlm3" / "core" / "templates" / name for name in environment().list_templates()]
+    read_at_run_time = {f"/root/{p.relative_to(ROOT).as_posix()}" for p in (PROBES_FILE, QWEN3_VL_TEMPLATE, *templates)}
+    assert any(path.endswith("/base.html.j2") for path in read_at_run_time)  # the reports' templates
     assert read_at_run_time <= package_data_files(), "the data files moved: update this test"
     assert package_data_files() - shipped == set()
-    assert "/root/vlm3/modal_support.py" in shipped and "/root/harness/general_probes.py" in shipped
+    assert "/root/vlm3/cloud/support.py" in shipped and "/root/harness/general_probes.py" in shipped
     assert not [f for f in shipped if f.endswith(".pyc") or "/__pycache__/" in f or "/." in f]
 
 
