@@ -98,10 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tiny_model)
 
     # One module per stage's verbs, in the order a user meets them.
-    from vlm3.serve.ask import register as register_ask
+    from vlm3.cli.ask import register as register_ask
     from vlm3.cli.evaluate import register as register_eval
     from vlm3.cli.iterate import register as register_iterate
-    from vlm3.cloud.launch import add_parser as register_modal
+    from vlm3.cli.modal import register as register_modal
     from vlm3.cli.preflight import register as register_preflight
     from vlm3.cli.train import register as register_train
 

@@ -14,7 +14,6 @@ and creates the app through Modal's Python API (`app.run()`) only when they pass
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from pathlib import Path
@@ -72,19 +71,3 @@ def train_on_modal(recipe: str, max_samples: int = 0, detach: bool = False, runs
         out(f"Error: Modal could not be reached or refused the token ({type(exc).__name__}: {exc}). The checked run "
             f"folder is kept here; run the same command again when Modal answers (`modal token new` if the token is wrong).")
         return 1
-
-
-def cmd_modal_train(args: argparse.Namespace) -> int:
-    return train_on_modal(args.recipe, args.max_samples or 0, args.detach, Path(args.runs_root))
-
-
-def add_parser(sub) -> None:
-    """`vlm3 modal train`, registered by vlm3.cli.main."""
-    modal_cmd = sub.add_parser("modal", help="run a recipe on Modal, checked here before anything is built")
-    verbs = modal_cmd.add_subparsers(dest="modal_command", required=True, metavar="VERB")
-    train = verbs.add_parser("train", help="check, then upload, train, merge and smoke-test on Modal")
-    train.add_argument("recipe")
-    train.add_argument("--max-samples", type=int, help="train on the first N rows only (a train-dev run)")
-    train.add_argument("--detach", action="store_true", help="keep running on Modal when this machine disconnects")
-    train.add_argument("--runs-root", default="runs")
-    train.set_defaults(func=cmd_modal_train)

@@ -38,11 +38,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import httpx
 
 from vlm3.train.trainer_env import PROJECT_ROOT, TrainerEnv, log_tail
+
+if TYPE_CHECKING:
+    from vlm3.recipe.runs import RunDir
+    from vlm3.recipe.schema import Recipe
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 180.0

@@ -10,7 +10,6 @@ works locally and inside a Modal container that mounts the run elsewhere.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from vlm3.recipe.families import OUTPUT_HEAD, VISION_MODULE
