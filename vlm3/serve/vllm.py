@@ -30,7 +30,7 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 # vLLM's --api-key guards only /v1/*; this middleware (added by vLLM with app.add_middleware, the class
 # taking the app) answers 401 on every route but /health without the key, as the smoke test requires.
 KEY_MIDDLEWARE = "vlm3.serve.guard.KeyGuard"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # where the vlm3 package lives (/root on Modal)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # where the vlm3 package lives (/root on Modal)
 # vLLM's CPU build on this machine (`make test-vllm`): what may differ from the Modal app's command line.
 LOCAL_HOST = "127.0.0.1"  # loopback: a test server is not for the network (Modal's container listens on 0.0.0.0)
 CPU_KV_CACHE_GIB = 1  # VLLM_CPU_KVCACHE_SPACE; without it, on a CPU --gpu-memory-utilization is that share of the RAM
