@@ -130,3 +130,13 @@ def test_the_judge_the_harness_takes_is_the_recipe_s_with_the_same_defaults():
     spec = JudgeSpec(metrics=["rubric", "correctness"], threshold=0.5, use_batch_api=True)
     assert load_judge_spec(spec).to_dict() == spec.model_dump() == judge_dict(spec.model_dump())
     assert load_judge_spec(None) is None
+
+
+def test_every_module_that_finds_the_project_finds_this_checkout():
+    # Modules one folder deeper than before the rooms: each PROJECT_ROOT must still be the checkout (/root on Modal).
+    from vlm3.cloud.launch import PROJECT_ROOT as launch_root
+    from vlm3.serve.vllm import PROJECT_ROOT as vllm_root
+    from vlm3.train.trainer_env import PROJECT_ROOT as trainer_root
+
+    assert launch_root == vllm_root == trainer_root == ROOT
+    assert (ROOT / "vlm3" / "recipe" / "chat_templates").is_dir()
