@@ -2,9 +2,10 @@
 
 Usage:
     pages = PageImages()
-    card = tag("article", pages.thumbnails(sample), ...)     # every page of the sample, in order
-    Path("r.html").write_text(document(title, *body, pages.embedded()))   # after every thumbnail() call
+    card = {"pages": pages.shown(sample), ...}      # every page of the sample, in order (plain dicts)
+    render("evaluation.html.j2", ..., pages=pages.embedded_pages())   # after every shown() call
 
+The markup is drawn by the macros page_thumbnails and page_overlays in vlm3/core/templates/_macros.html.j2.
 Several questions share a page: the image is encoded once, as a CSS class whose background is
 the data: URI, and every card that shows the page references that class. Clicking a thumbnail
 opens the same image at full width in a CSS :target overlay (no script); clicking it closes it.
@@ -16,25 +17,17 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from data_adapters.images import open_page
-from vlm3.core.html import Html, fragment, tag
 from data_adapters.samples import sample_pages
+from vlm3.core.templates import environment
 
 FULL_WIDTH = 1100  # px: a 850x1100 manual page is kept at its size; larger scans are scaled down
 THUMB_WIDTH = 360  # px on screen
 JPEG_QUALITY = 80
-
-CSS = """
-.page-thumb { display: block; width: 360px; background-size: contain; background-repeat: no-repeat; border: 1px solid #d8dde6; }
-a + a > .page-thumb { margin-top: .4rem; }
-.lightbox { display: none; position: fixed; inset: 0; background: rgba(20, 24, 32, .85); z-index: 10; overflow: auto; padding: 2rem; box-sizing: border-box; }
-.lightbox:target { display: block; }
-.lightbox .page-full { display: block; margin: 0 auto; max-width: 100%; background-size: contain; background-repeat: no-repeat; background-color: #fff; }
-.lightbox .caption { color: #fff; text-align: center; margin: .4rem 0; }
-"""
 
 
 def encode_page(path: Path, width: int = FULL_WIDTH) -> tuple[str, int, int] | None:
@@ -63,40 +56,44 @@ class PageImages:
             self._pages[path] = None if encoded is None else (f"pg{len(self._pages) + 1}", *encoded)
         return self._pages[path]
 
-    def thumbnails(self, sample: dict) -> Html:
-        """Every page of a sample (or score record), in order; "text-only" for a sample that shows none."""
+    def shown(self, sample: dict) -> list[dict[str, Any]]:
+        """Every page of a sample (or score record), in order, as the page_thumbnails macro draws it:
+        {"css_id", "name", "width", "height"}, or {"placeholder": text} for a page that cannot be shown
+        and for a sample that shows none ("text-only")."""
         pages = sample_pages(sample)
         if not pages:
-            return tag("div", "text-only", class_="placeholder")
-        return fragment(*[self.thumbnail(path, name) for path, name in pages])
+            return [{"placeholder": "text-only"}]
+        return [self.page(path, name) for path, name in pages]
 
-    def thumbnail(self, path: str | None, name: str | None = None) -> Html:
+    def page(self, path: str | None, name: str | None = None) -> dict[str, Any]:
         name = name or path
         if not path:
-            return tag("div", f"no page image {name or ''}".strip(), class_="placeholder")
+            return {"placeholder": f"no page image {name or ''}".strip()}
         entry = self._entry(str(path))
         if entry is None:
-            return tag("div", f"image unavailable: {name}", class_="placeholder")
+            return {"placeholder": f"image unavailable: {name}"}
         css_id, _, width, height = entry
-        return tag("a", tag("span", class_=f"page-thumb {css_id}", role="img", aria_label=f"page {name}",
-                            style=f"aspect-ratio: {width} / {height}"),
-                   href=f"#full-{css_id}", title=f"open page {name} full size")
+        return {"css_id": css_id, "name": name, "width": width, "height": height}
 
     @property
     def count(self) -> int:
         return sum(1 for entry in self._pages.values() if entry)
 
-    def embedded(self) -> Html | None:
-        """The <style> with each page's data once, and the full-size overlays; None when no page was shown."""
-        entries = [e for e in self._pages.values() if e]
-        if not entries:
-            return None
-        # base64 has no characters that end a <style> element or a CSS string.
-        rules = "\n".join(f'.{css_id} {{ background-image: url("{uri}"); }}' for css_id, uri, _, _ in entries)
-        style = Html(f"<style>{CSS}\n{rules}</style>")
-        overlays = [tag("div", tag("a", tag("span", class_=f"page-full {css_id}", role="img", aria_label="page, full size",
-                                            style=f"width: {width}px; aspect-ratio: {width} / {height}"),
-                                   tag("p", "click to close", class_="caption"), href="#_"),
-                        id=f"full-{css_id}", class_="lightbox")
-                    for css_id, _, width, height in entries]
-        return fragment(style, *overlays)
+    def embedded_pages(self) -> list[dict[str, Any]]:
+        """Each page shown so far, once: {"css_id", "uri", "width", "height"}, for the page_overlays macro."""
+        return [{"css_id": css_id, "uri": uri, "width": width, "height": height}
+                for css_id, uri, width, height in (e for e in self._pages.values() if e)]
+
+    # -- until harness/compare.py draws its page from a template: the same macros, as markup for vlm3.core.html --
+
+    def thumbnails(self, sample: dict):
+        return _legacy("page_thumbnails", self.shown(sample))
+
+    def embedded(self):
+        return _legacy("page_overlays", self.embedded_pages()) if self.count else None
+
+
+def _legacy(macro: str, values: list[dict[str, Any]]):
+    from vlm3.core.html import Html  # goes with vlm3.core.html
+
+    return Html(getattr(environment().get_template("_macros.html.j2").module, macro)(values))

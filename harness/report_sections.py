@@ -2,10 +2,12 @@
 
 Usage:
     from harness.report_sections import breakdown_section, weak_section, spec_not_applicable_section
-    body += [breakdown_section(summary), weak_section(score_records), spec_not_applicable_section(score_records)]
+    values = {"breakdowns": breakdown_section(summary), "weak": weak_section(score_records),
+              "spec_not_applicable": spec_not_applicable_section(score_records)}
 
-Each takes what summary.json and scores.jsonl hold and tolerates missing keys (an older summary
-has no breakdowns: the section is left out).
+Each takes what summary.json and scores.jsonl hold, tolerates missing keys (an older summary has no
+breakdowns: the section is None, left out) and returns plain values that
+vlm3/core/templates/evaluation_sections.html.j2 draws.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from vlm3.core.html import Html, fnum, num_cell, pct, shorten, table, tag
+from vlm3.core.templates import fnum, pct, shorten
 from harness.score import spec_not_applicable_reason
-from harness.weak import find_weak, look_first
+from harness.weak import WeakGroup, find_weak, look_first
 
 WEAK_PAGES_SHOWN = 10
 FAILURES_PER_PAGE = 5
@@ -43,89 +45,74 @@ def _judge_text(stats: dict) -> str:
     return "; ".join(parts) or "—"
 
 
-HEADERS = ["name", "n", "errors", "pass rate", "95% interval", "spec score", "judge"]
-
-
 def _rows(groups: dict) -> list[list]:
     rows = []
     for name, stats in groups.items():
         stats = _dict(stats)
-        rows.append([name, num_cell(stats.get("n", "—")), num_cell(stats.get("errors", "—")),
-                     num_cell(f"{pct(stats.get('pass_rate'))} ({stats.get('passed', 0)}/{stats.get('checked', 0)})"),
-                     num_cell(_ci(stats)), num_cell(fnum(stats.get("spec_score"))), _judge_text(stats)])
+        rows.append([name, {"num": stats.get("n", "—")}, {"num": stats.get("errors", "—")},
+                     {"num": f"{pct(stats.get('pass_rate'))} ({stats.get('passed', 0)}/{stats.get('checked', 0)})"},
+                     {"num": _ci(stats)}, {"num": fnum(stats.get("spec_score"))}, _judge_text(stats)])
     return rows
 
 
-def breakdown_section(summary: dict) -> Html | None:
+def breakdown_section(summary: dict) -> dict | None:
+    """{"interval", "turns" (a sentence or None), "tables": [{"title", "rows"}]}, or None with no breakdowns."""
     breakdowns = _dict(_dict(summary).get("breakdowns"))
     if not breakdowns:
         return None
     val, probes = _dict(breakdowns.get("val")), _dict(breakdowns.get("probes"))
-    parts: list[Any] = [tag("h2", "Breakdowns"), tag("p", breakdowns.get("interval") or "", class_="muted")]
     turns = _dict(summary.get("turns"))
-    if turns:
-        parts.append(tag("p", f"Validation: {turns.get('rows', 0)} rows, {turns.get('multi_turn_rows', 0)} with several turns; "
-                              f"{turns.get('samples', 0)} turns asked ({turns.get('later_turn_samples', 0)} after the first, "
-                              f"with the reference answers before them, as in training); "
-                              f"{turns.get('skipped_turns', 0)} turn(s) not asked.",
-                         class_="turns"))
-    for title, groups in (("Validation rows by section", val.get("by_section")), ("Validation rows by page", val.get("by_page")),
-                          ("Validation rows by content type", val.get("by_content_type")),
-                          ("Probes by category (a different axis from content type)", probes.get("by_category"))):
-        groups = _dict(groups)
-        if groups:
-            parts += [tag("h3", title), table(HEADERS, _rows(groups))]
-    return tag("section", parts, id="breakdowns")
+    turns_line = (f"Validation: {turns.get('rows', 0)} rows, {turns.get('multi_turn_rows', 0)} with several turns; "
+                  f"{turns.get('samples', 0)} turns asked ({turns.get('later_turn_samples', 0)} after the first, "
+                  f"with the reference answers before them, as in training); "
+                  f"{turns.get('skipped_turns', 0)} turn(s) not asked.") if turns else None
+    tables = [{"title": title, "rows": _rows(_dict(groups))}
+              for title, groups in (("Validation rows by section", val.get("by_section")), ("Validation rows by page", val.get("by_page")),
+                                    ("Validation rows by content type", val.get("by_content_type")),
+                                    ("Probes by category (a different axis from content type)", probes.get("by_category")))
+              if _dict(groups)]
+    return {"interval": breakdowns.get("interval") or "", "turns": turns_line, "tables": tables}
 
 
-def _failure_list(group) -> Html:
-    failures = [tag("li", f"{f.id}: {f.question}", tag("br"), tag("span", "; ".join(f.reasons), class_="muted"))
-                for f in group.failures[:FAILURES_PER_PAGE]]
-    if len(group.failures) > FAILURES_PER_PAGE:
-        failures.append(tag("li", f"… and {len(group.failures) - FAILURES_PER_PAGE} more", class_="muted"))
-    return tag("ul", failures, class_="details")
+def _failure_list(group: WeakGroup) -> dict:
+    return {"failures": [{"id": f.id, "question": f.question, "reasons": "; ".join(f.reasons)}
+                         for f in group.failures[:FAILURES_PER_PAGE]],
+            "more": max(len(group.failures) - FAILURES_PER_PAGE, 0)}
 
 
-def weak_section(scores: list[dict]) -> Html:
+def weak_section(scores: list[dict]) -> dict:
+    """{"empty": sentence} with no failure; else the intro, the sections and pages by failures, and the text-only samples."""
     weak = find_weak([s for s in scores if isinstance(s, dict)])
     if not weak.has_failures:
-        return tag("section", tag("h2", "Weak sections and pages"),
-                   tag("p", f"No failures among {weak.samples} samples ({weak.errors} without an answer).", class_="muted"), id="weak")
+        return {"empty": f"No failures among {weak.samples} samples ({weak.errors} without an answer)."}
     text_only = f" and {weak.text_only.failed} text-only sample(s) (no page)" if weak.text_only else ""
     first = look_first(weak)
     intro = (f"{first[:1].upper()}{first[1:]}. "
              f"{weak.failed} failed of {weak.samples} samples on {len(weak.pages)} page(s){text_only}; a sample with several "
              f"pages counts on each. {weak.errors} without an answer are counted apart. "
              "`vlm3 weak EVAL_DIR` prints this and writes weak_pages.jsonl.")
-    section_rows = [[g.name, num_cell(g.failed), num_cell(g.n), num_cell(g.errors), num_cell(pct(g.failure_rate))] for g in weak.sections]
-    page_rows = [[g.name, g.section or "—", g.image_ref or "—", num_cell(g.failed), num_cell(g.n), _failure_list(g)]
-                 for g in weak.pages[:WEAK_PAGES_SHOWN]]
-    more = (tag("p", f"… and {len(weak.pages) - WEAK_PAGES_SHOWN} more pages in weak_pages.jsonl", class_="muted")
-            if len(weak.pages) > WEAK_PAGES_SHOWN else None)
-    pages = [tag("h3", "Pages by failures"), table(["page", "section", "image", "failed", "n", "failing questions and why"], page_rows),
-             more] if page_rows else []
-    text = ([tag("h3", "Text-only samples (no page)"),
-             tag("p", f"{weak.text_only.failed} of {weak.text_only.n} failed; not counted on any page.", class_="muted"),
-             _failure_list(weak.text_only)] if weak.text_only else [])
-    return tag("section", tag("h2", "Weak sections and pages"), tag("p", intro),
-               [tag("p", note, class_="notes") for note in weak.notes],
-               tag("h3", "Sections by failures"), table(["section", "failed", "n", "errors", "failure rate"], section_rows),
-               pages, text, id="weak")
+    return {
+        "intro": intro,
+        "notes": list(weak.notes),
+        "sections": [[g.name, {"num": g.failed}, {"num": g.n}, {"num": g.errors}, {"num": pct(g.failure_rate)}] for g in weak.sections],
+        "pages": [{"name": g.name, "section": g.section or "—", "image": g.image_ref or "—", "failed": g.failed, "n": g.n,
+                   "failing": _failure_list(g)} for g in weak.pages[:WEAK_PAGES_SHOWN]],
+        "more_pages": max(len(weak.pages) - WEAK_PAGES_SHOWN, 0),
+        "text_only": {"failed": weak.text_only.failed, "n": weak.text_only.n, "failing": _failure_list(weak.text_only)}
+        if weak.text_only else None,
+    }
 
 
-def spec_not_applicable_section(scores: list[dict]) -> Html | None:
+def spec_not_applicable_section(scores: list[dict]) -> dict | None:
     """The samples the spec check cannot grade (no quantity it reads in the reference), each with its reason;
     None when there are none. They are in no spec rate: keywords or the judge grade them, or nothing does."""
     ungraded = [(s, reason) for s in scores if isinstance(s, dict) and (reason := spec_not_applicable_reason(s)) is not None]
     if not ungraded:
         return None
-    reasons = Counter(reason for _, reason in ungraded).most_common()
-    rows = [[str(s.get("id") or "—"), shorten(str(s.get("question") or "—"), QUESTION_CHARS), reason]
-            for s, reason in ungraded[:NOT_APPLICABLE_SHOWN]]
-    more = (tag("p", f"… and {len(ungraded) - NOT_APPLICABLE_SHOWN} more in scores.jsonl (checks.spec.details)", class_="muted")
-            if len(ungraded) > NOT_APPLICABLE_SHOWN else None)
-    return tag("section", tag("h2", f"Not graded by the spec check ({len(ungraded)})"),
-               tag("p", "The reference states no quantity the spec check reads, so it gives no verdict: these samples "
-                        "are in no spec rate, and only keywords or the judge grade them.", class_="muted"),
-               table(["reason", "samples"], [[reason, num_cell(count)] for reason, count in reasons]),
-               table(["id", "question", "reason"], rows), more, id="spec-not-applicable")
+    return {
+        "count": len(ungraded),
+        "reasons": [[reason, {"num": count}] for reason, count in Counter(reason for _, reason in ungraded).most_common()],
+        "samples": [[str(s.get("id") or "—"), shorten(str(s.get("question") or "—"), QUESTION_CHARS), reason]
+                    for s, reason in ungraded[:NOT_APPLICABLE_SHOWN]],
+        "more": max(len(ungraded) - NOT_APPLICABLE_SHOWN, 0),
+    }

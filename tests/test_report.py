@@ -5,7 +5,8 @@ import re
 import pytest
 from PIL import Image
 
-from vlm3.core.html import histogram_counts, pct, tag
+from vlm3.core.charts import histogram_counts
+from vlm3.core.templates import environment, pct
 from harness.report import render_report, thumbnail_data_uri
 
 HOSTILE_ANSWER = "<script>alert(1)</script> 50 Nm"
@@ -218,9 +219,11 @@ def test_pct(rate, text):
     assert pct(rate) == text
 
 
-def test_tag_escapes_children_and_attributes():
-    assert tag("p", "<i>", title='"x"') == '<p title="&quot;x&quot;">&lt;i&gt;</p>'
-    assert tag("div", tag("b", "ok")) == "<div><b>ok</b></div>"
+def test_templates_escape_text_and_attributes():
+    page = environment().from_string('<p title="{{ title }}">{{ text }}</p>')
+    assert page.render(title='"x"', text="<i>") == '<p title="&quot;x&quot;">&lt;i&gt;</p>'
+    nested = environment().from_string('{% macro bold(text) %}<b>{{ text }}</b>{% endmacro %}<div>{{ bold("ok") }}</div>')
+    assert nested.render() == "<div><b>ok</b></div>"
 
 
 def test_a_page_is_embedded_once_and_its_thumbnail_opens_it_full_size(tmp_path, page_image):
@@ -233,9 +236,9 @@ def test_a_page_is_embedded_once_and_its_thumbnail_opens_it_full_size(tmp_path, 
 
 
 def test_histogram_title_and_counts_do_not_overlap_and_an_outlier_keeps_small_bins_visible():
-    from vlm3.core.html import svg_histogram
+    from vlm3.core.charts import histogram
 
-    plot = svg_histogram([0.95] * 200 + [0.05], "token F1")
+    plot = environment().get_template("_charts.html.j2").module.histogram(histogram([0.95] * 200 + [0.05], "token F1"))
     title_y = float(re.search(r'<text x="[\d.]+" y="([\d.]+)"[^>]*>token F1', plot).group(1))
     count_ys = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" text-anchor="middle">\d+</text>', plot)]
     assert count_ys and min(count_ys) - title_y >= 12  # one text line apart (11 px font)

@@ -95,3 +95,33 @@ def delta_whiskers(rows: Sequence[tuple[str, float, float | None, float | None, 
     return {"width": label_w + plot_w + 170, "height": axis_bottom + 22, "label": label, "rows": drawn,
             "axis": {"x": px(zero_x), "top": top, "bottom": axis_bottom},
             "ticks": [{"x": px(x_of(v)), "y": px(axis_bottom + 15), "text": f"{v:+.2f}" if v else "0"} for v in (-extent, 0.0, extent)]}
+
+
+# ---- the dataset card (harness.dataset_card) ----
+
+def length_histogram(lengths: Sequence[int], label: str, limit: int | None = None, bins: int = 24) -> dict[str, Any]:
+    """A histogram of lengths (tokens, words) from 0 to a little past the longest or the limit; a limit (the
+    recipe's sequence length) is marked by a dashed red line."""
+    width, height, left, bottom, top = 560, 220, 40, 30, 18
+    plot_w, plot_h = width - left - 14, height - bottom - top
+    high = max([limit or 1, *lengths]) * 1.05
+    counts = [0] * bins
+    for value in lengths:
+        counts[min(int(value / high * bins), bins - 1)] += 1
+    tallest = max(counts) or 1
+    bar_w = plot_w / bins
+    bars = []
+    for i, count in enumerate(counts):
+        bar_h = plot_h * count / tallest
+        x, y = left + i * bar_w, top + plot_h - bar_h
+        bars.append({"x": px(x + 1), "y": px(y), "width": px(bar_w - 2), "height": px(bar_h),
+                     "title": f"{int(i * high / bins)}-{int((i + 1) * high / bins)}: {count}"})
+    axis_y = top + plot_h
+    line = None
+    if limit:
+        x = left + plot_w * limit / high
+        line = {"x": px(x), "top": top, "bottom": axis_y, "text_x": px(x - 4), "text_y": px(top + 10), "text": f"sequence_len {limit:,}"}
+    return {"width": width, "height": height, "label": label, "title": f"{label}, n={len(lengths)}", "title_x": px(left),
+            "bars": bars, "axis": {"x1": left, "x2": left + plot_w, "y": axis_y},
+            "ticks": [{"x": px(left + t * plot_w), "y": px(axis_y + 14), "text": f"{int(t * high):,}"} for t in (0, 0.5, 1.0)],
+            "limit": line}

@@ -14,6 +14,7 @@ undefined name is an error, never an empty string.
 from __future__ import annotations
 
 import functools
+import html
 import math
 from typing import Any
 
@@ -49,14 +50,13 @@ def shorten(text: Any, limit: int) -> str:
 
 
 def _shown(value: Any) -> Any:
-    """What an expression prints: None as nothing, text with its bidi controls made visible (escaping follows)."""
+    """What an expression prints: None as nothing, markup as it is, anything else escaped as html.escape does
+    (quotes as &quot; and &#x27;, as the reports always wrote them) with its bidi controls made visible."""
     if value is None:
         return ""
-    if isinstance(value, Markup):
+    if hasattr(value, "__html__"):
         return value
-    if isinstance(value, str):
-        return visible_controls(value, BIDI_CONTROLS)
-    return value
+    return Markup(html.escape(visible_controls(str(value), BIDI_CONTROLS), quote=True))
 
 
 @functools.cache
