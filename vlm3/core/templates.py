@@ -14,6 +14,7 @@ undefined name is an error, never an empty string.
 from __future__ import annotations
 
 import functools
+import html
 import math
 from typing import Any
 
@@ -49,13 +50,14 @@ def shorten(text: Any, limit: int) -> str:
 
 
 def _shown(value: Any) -> Any:
-    """What an expression prints: None as nothing, text with its bidi controls made visible (escaping follows)."""
+    """What an expression prints: None as nothing, text escaped (quotes as &quot;, as html.escape writes them) with
+    its bidi controls made visible; Markup (a macro's output) as it is."""
     if value is None:
         return ""
     if isinstance(value, Markup):
         return value
     if isinstance(value, str):
-        return visible_controls(value, BIDI_CONTROLS)
+        return Markup(visible_controls(html.escape(value, quote=True), BIDI_CONTROLS))
     return value
 
 
