@@ -27,9 +27,12 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from markupsafe import Markup
+
+from vlm3.core.charts import delta_whiskers
 from vlm3.core.jsonio import write_text_atomic
+from vlm3.core.templates import is_number, render, shorten
 from harness.bootstrap import MIN_PAGES, NO_SPREAD, bootstrap_interval, clusters_of
-from vlm3.core.html import Html, badge, document, is_number, num_cell, shorten, svg_delta_whiskers, table, tag
 from harness.identity import distinguishing_parts, identity_title
 from harness.page_images import PageImages
 from data_adapters.samples import sample_pages
@@ -567,68 +570,59 @@ def comparison_file_stem(label_a: str, label_b: str) -> str:
 
 def render_compare_html(c: Comparison, out_path: Path) -> Path:
     """Write a self-contained comparison page (table, delta plot with CI whiskers, flip lists) and return its path."""
-    title = c.title
-    pages = PageImages()
-    rows = []
-    for cells, m in zip(_metric_cells(c), c.metrics):
-        sign = ("num pos" if m.delta > 0 else "num neg") if excludes_zero(m) else "num"
-        rows.append([cells[0], *(num_cell(cell) for cell in cells[1:4]), num_cell(cells[4], class_=sign), num_cell(cells[5])])
-    whiskers = [(m.name, m.delta, m.ci_low, m.ci_high, f"{format_delta(m.name, m.delta)} {interval_text(m)}")
-                for m in c.metrics]
-    general = format_general(c)
-    body = [
-        tag("h1", title),
-        tag("p", general, class_="notes" if c.general and not c.general["kept"] else "muted", id="general") if general else None,
-        table(["side", "label", "recipe", "run", "family", "base model", "data version", "weights served", "model"],
-              [[name, side.label, side.recipe or "-", side.run or "-", side.family or "-", side.base_model or "-",
-                side.data_version or "-", side.served or "-", side.model or "-"]
-               for name, side in (("A", c.side_a), ("B", c.side_b)) if side]) if (c.side_a or c.side_b) else None,
-        tag("p", f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
-                 f"{c.only_b} only in B, {c.errored} left out for a missing answer (errors, not scored: A {c.errors_a}, B {c.errors_b}). "
-                 f"Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap resampling the {c.pages} page(s): "
-                 f"all questions about one page together; none from fewer than {MIN_PAGES} pages or from resamples "
-                 "that do not vary.", class_="muted"),
-        tag("section", tag("h2", "Metrics"), table(_headers(c), rows) if rows else tag("p", "No metric has a value on both sides."),
-            svg_delta_whiskers(whiskers, "metric deltas with confidence intervals") if whiskers else None, id="metrics"),
-        _groups_section(c),
-        _flip_section("Fail → pass", fail_to_pass(c), "fail-to-pass", c, pages),
-        _flip_section("Pass → fail", pass_to_fail(c), "pass-to-fail", c, pages),
-    ]
-    body.append(pages.embedded())
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_path, document(title, body))  # never a half-written comparison
+    write_text_atomic(out_path, render("comparison.html.j2", **comparison_page(c)))  # never a half-written comparison
     return out_path
 
 
-def _groups_section(c: Comparison) -> Html | None:
-    if not c.groups:
-        return None
-    rows = []
-    for cells, g in zip(_group_cells(c), c.groups):
-        sign = ("num pos" if g.metric.delta > 0 else "num neg") if excludes_zero(g.metric) else "num"
-        rows.append([cells[0], cells[1], *(num_cell(cell) for cell in cells[2:5]), num_cell(cells[5], class_=sign), num_cell(cells[6])])
-    return tag("section", tag("h2", "By section, content type and probe category"),
-               tag("p", "Validation rows by section and content type; probes by category (a different axis). "
-                        "Intervals resample pages within the group.", class_="muted"),
-               table(["group", "metric", "n", f"A: {c.label_a}", f"B: {c.label_b}", "delta (B-A)", f"{CI_LEVEL:.0%} CI"], rows),
-               id="groups")
+def _num(text: str, class_: str = "num") -> dict:
+    """A right-aligned table cell (_macros.html.j2's table)."""
+    return {"num": text, "class": class_}
 
 
-def _flip_card(f: Flip, c: Comparison, pages: PageImages) -> Html:
+def _sign(m: MetricDelta) -> str:
+    return ("num pos" if m.delta > 0 else "num neg") if excludes_zero(m) else "num"
+
+
+def comparison_page(c: Comparison) -> dict:
+    """The plain values comparison.html.j2 draws: the comparison's numbers as the terminal table formats them."""
+    pages = PageImages()
+    metric_rows = [[cells[0], *(_num(cell) for cell in cells[1:4]), _num(cells[4], _sign(m)), _num(cells[5])]
+                   for cells, m in zip(_metric_cells(c), c.metrics)]
+    group_rows = [[cells[0], cells[1], *(_num(cell) for cell in cells[2:5]), _num(cells[5], _sign(g.metric)), _num(cells[6])]
+                  for cells, g in zip(_group_cells(c), c.groups)]
+    whiskers = [(m.name, m.delta, m.ci_low, m.ci_high, f"{format_delta(m.name, m.delta)} {interval_text(m)}") for m in c.metrics]
+    sides = [[name, side.label, side.recipe or "-", side.run or "-", side.family or "-", side.base_model or "-",
+              side.data_version or "-", side.served or "-", side.model or "-"]
+             for name, side in (("A", c.side_a), ("B", c.side_b)) if side]
+    flip_sections = [{"title": title, "anchor": anchor, "cards": [_flip_card(f, pages) for f in flips]}
+                     for title, anchor, flips in (("Fail → pass", "fail-to-pass", fail_to_pass(c)),
+                                                  ("Pass → fail", "pass-to-fail", pass_to_fail(c)))]
+    return {
+        "title": c.title, "label_a": c.label_a, "label_b": c.label_b,
+        "general": format_general(c), "general_lost": bool(c.general and not c.general["kept"]), "sides": sides,
+        "summary": (f"A = {c.label_a}, B = {c.label_b}. {c.paired} paired samples, {c.only_a} only in A, "
+                    f"{c.only_b} only in B, {c.errored} left out for a missing answer (errors, not scored: A {c.errors_a}, B {c.errors_b}). "
+                    f"Delta is B − A; intervals are {CI_LEVEL:.0%} paired bootstrap resampling the {c.pages} page(s): "
+                    f"all questions about one page together; none from fewer than {MIN_PAGES} pages or from resamples "
+                    "that do not vary."),
+        "metric_headers": _headers(c), "metric_rows": metric_rows,
+        "whiskers": delta_whiskers(whiskers, "metric deltas with confidence intervals") if whiskers else None,
+        "group_headers": ["group", "metric", "n", f"A: {c.label_a}", f"B: {c.label_b}", "delta (B-A)", f"{CI_LEVEL:.0%} CI"],
+        "group_rows": group_rows, "flip_sections": flip_sections,
+        "embedded_pages": _page_markup(pages.embedded()),  # after every thumbnail: each page image once
+    }
+
+
+def _page_markup(html: str | None) -> Markup | None:
+    # harness.page_images still writes its own markup (escaped by vlm3.core.html); until it has a macro, it is placed as it is.
+    return None if html is None else Markup(html)
+
+
+def _flip_card(f: Flip, pages: PageImages) -> dict:
     heading = " · ".join(str(v) for v in (f.id, f.kind, f.section or f.category, f"page {f.page}" if f.page else None,
                                           f"turn {f.turn}" if f.turn > 1 else None) if v)
-    parts = [tag("h3", heading),
-             tag("div", "question", class_="label"), tag("pre", f.question, class_="text"),
-             tag("div", "reference", class_="label"), tag("pre", "—" if f.expected is None else f.expected, class_="text"),
-             tag("div", f"A: {c.label_a} ", badge(f.before), class_="label"),
-             tag("pre", "—" if f.answer_a is None else f.answer_a, class_="text"),
-             tag("div", f"B: {c.label_b} ", badge(f.after), class_="label"),
-             tag("pre", "—" if f.answer_b is None else f.answer_b, class_="text")]
     shown = {"images": f.images, "image_refs": f.image_refs, "image": f.image, "image_ref": f.image_ref}
-    return tag("article", tag("div", pages.thumbnails(shown)), tag("div", parts), class_="sample")
-
-
-def _flip_section(title: str, flips: list[Flip], anchor: str, c: Comparison, pages: PageImages) -> Html:
-    content = [_flip_card(f, c, pages) for f in flips] if flips else tag("p", "none", class_="muted")
-    return tag("section", tag("h2", f"{title} ({len(flips)})"), content, id=anchor)
+    return {"heading": heading, "question": f.question, "expected": f.expected, "before": f.before, "after": f.after,
+            "answer_a": f.answer_a, "answer_b": f.answer_b, "thumbnails": _page_markup(pages.thumbnails(shown))}

@@ -14,6 +14,7 @@ Layout of eval/<label>/:
     summary.json       metrics overall / by category / by content type, probes vs threshold;
                        breakdowns by section, page and content type (harness.breakdown)
     weak_pages.jsonl   pages with failures, worst first, for regenerating Q&A (harness.weak)
+    weak_pages.html    the same pages and the ranked sections, to read
     report.html        tables, plots and the failure gallery
     judge_cache.sqlite the judge's validated replies: an unchanged re-score makes no judge calls
     .deepeval/         DeepEval's own files (`vlm3 deepeval`), telemetry off

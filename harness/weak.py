@@ -1,7 +1,7 @@
 """Which sections and pages to regenerate Q&A for: failures ranked, with the questions and why they failed.
 
 Usage:
-    vlm3 weak runs/x/latest/eval/finetuned          # prints the ranking, writes weak_pages.jsonl
+    vlm3 weak runs/x/latest/eval/finetuned          # prints the ranking, writes weak_pages.jsonl and weak_pages.html
     from harness.weak import find_weak, weak_page_rows
     weak = find_weak(score_records)                 # pure: score records in, ranking out
 
@@ -15,6 +15,7 @@ weak_pages.jsonl has one line per page with at least one failure, worst first:
     {"image": "/abs/images/11-07.jpg", "image_ref": "images/11-07.jpg", "section": "11 Engine",
      "page": "11-07", "kinds": ["val"], "failed": 3, "n": 5, "failing_ids": [...], "reasons": [...]}
 then, when text-only samples failed, one line for them: {"text_only": true, "image": null, "page": null, ...}.
+weak_pages.html shows the same pages and the ranked sections to read (vlm3/core/templates/weak_pages.html.j2).
 Validation pages are held out from training: regenerate training Q&A for the weak sections'
 training pages (or move a page into training deliberately), never train on the validation rows.
 """
@@ -202,7 +203,8 @@ def format_weak(report: WeakReport, out_path: str, top: int = 5) -> str:
         f"{report.failed} failed of {report.samples} samples on {len(report.pages)} page(s)"
         + (f" and {report.text_only.failed} text-only sample(s) (no page)" if report.text_only else "")
         + (f"; {report.errors} without an answer are counted apart" if report.errors else ""),
-        f"wrote {out_path}: one line per weak page (image, section, page, failing ids, reasons) for regenerating Q&A",
+        f"wrote {out_path}: one line per weak page (image, section, page, failing ids, reasons) for regenerating Q&A; "
+        f"{Path(out_path).with_suffix('.html').name} beside it to read",
         *(f"note: {_printable(note, 300)}" for note in report.notes),
         "",
         "sections by failures:",
@@ -249,12 +251,24 @@ def look_first(report: WeakReport) -> str:
     return line
 
 
-def write_weak_pages(eval_dir, records: list[dict]) -> tuple[WeakReport, Path]:
-    """Write EVAL_DIR/weak_pages.jsonl (atomically) and return the ranking and the path."""
+def weak_pages_page(report: WeakReport, title: str) -> dict:
+    """The plain values weak_pages.html.j2 draws: the ranked sections, and the pages as weak_pages.jsonl holds them."""
+    return {"title": title, "look_first": look_first(report) if report.has_failures else None, "samples": report.samples,
+            "failed": report.failed, "errors": report.errors, "notes": report.notes, "pages": weak_page_rows(report),
+            "sections": [{"name": g.name, "n": g.n, "failed": g.failed, "errors": g.errors, "failure_rate": g.failure_rate}
+                         for g in report.sections]}
 
-    from vlm3.core.jsonio import write_jsonl
+
+def write_weak_pages(eval_dir, records: list[dict]) -> tuple[WeakReport, Path]:
+    """Write EVAL_DIR/weak_pages.jsonl and, to read, weak_pages.html beside it (each atomically); return the ranking
+    and the JSONL's path."""
+
+    from vlm3.core.jsonio import write_jsonl, write_text_atomic
+    from vlm3.core.templates import render
 
     report = find_weak(records)
     path = Path(eval_dir) / "weak_pages.jsonl"
     write_jsonl(path, weak_page_rows(report))
+    title = f"vlm3 weak pages: {Path(eval_dir).resolve().name}"
+    write_text_atomic(path.with_suffix(".html"), render("weak_pages.html.j2", **weak_pages_page(report, title)))
     return report, path

@@ -125,3 +125,51 @@ def length_histogram(lengths: Sequence[int], label: str, limit: int | None = Non
             "bars": bars, "axis": {"x1": left, "x2": left + plot_w, "y": axis_y},
             "ticks": [{"x": px(left + t * plot_w), "y": px(axis_y + 14), "text": f"{int(t * high):,}"} for t in (0, 0.5, 1.0)],
             "limit": line}
+
+
+# --- training curves (vlm3.train.report) ---
+
+# One colour per curve: the line, its points and its legend mark.
+CURVE_COLORS = {"train loss": "#4a78c2", "eval loss": "#c0392b", "learning rate": "#2e8b57", "grad norm": "#8e44ad"}
+
+
+def curves(title: str, series: Sequence[tuple[str, Sequence[tuple[int, float]]]], steps_known: bool = True,
+           width: int = 640, height: int = 300, empty: str = "nothing was logged") -> dict[str, Any]:
+    """Curves against step, with axes, ticks and a legend on the title line (never over the curves or labels).
+    Each legend entry is a short line in its curve's colour before its name; "empty" is the text when nothing was logged."""
+    left, right, top, bottom = 64, 16, 40, 42  # px; the title sits above `top`, the x label below the ticks
+    plot_w, plot_h = width - left - right, height - top - bottom
+    points = [point for _, values in series for point in values]
+    chart: dict[str, Any] = {"width": width, "height": height, "label": title, "title_x": px(left),
+                             "title": title if steps_known else f"{title} in log order (steps unknown)",
+                             "empty": None, "legend": [], "lines": []}
+    if not points:
+        return chart | {"empty": {"x": px(width / 2), "y": px(height / 2), "text": empty}}
+    x_max = max(max(s for s, _ in points), 1)
+    y_low, y_high = min(v for _, v in points), max(v for _, v in points)
+    if y_high - y_low < 1e-12 * max(abs(y_high), 1e-30):
+        pad = abs(y_high) * 0.1 or 0.5
+        y_low, y_high = y_low - pad, y_high + pad
+
+    def xy(step: float, value: float) -> tuple[float, float]:
+        return left + plot_w * step / x_max, top + plot_h * (1 - (value - y_low) / (y_high - y_low))
+
+    legend_x = width - right
+    for name, values in reversed([(n, v) for n, v in series if v]):  # right-aligned: the last series ends the line
+        text_x = legend_x
+        legend_x -= 7 * len(name) + 4  # px: about 7 per character at the report's 11-px font
+        chart["legend"].append({"name": name, "color": CURVE_COLORS.get(name, "#1d2330"), "text_x": px(text_x),
+                                "x1": px(legend_x - 18), "x2": px(legend_x)})
+        legend_x -= 18 + 14
+    for name, values in series:
+        if values:
+            coords = [xy(s, v) for s, v in values]
+            chart["lines"].append({"color": CURVE_COLORS.get(name, "#1d2330"), "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in coords),
+                                   "dots": [{"cx": px(x), "cy": px(y), "title": f"{name} at step {s}: {v:.4g}"}
+                                            for (x, y), (s, v) in zip(coords, values)]})
+    axis_y = top + plot_h
+    return chart | {"axis": {"left": left, "right": left + plot_w, "top": top, "y": px(axis_y)},
+                    "ticks": [({"x": px(left + plot_w * f), "y": px(axis_y + 14), "text": f"{round(x_max * f)}"},
+                               {"x": px(left - 6), "y": px(top + plot_h * (1 - f) + 4), "text": f"{y_low + (y_high - y_low) * f:.3g}"})
+                              for f in (0.0, 0.5, 1.0)],
+                    "x_label": {"x": px(left + plot_w / 2), "y": px(height - 6), "text": "step" if steps_known else "logged value number"}}

@@ -287,76 +287,40 @@ def report_title(identity: dict[str, Any]) -> str:
     return " · ".join(p for p in parts if p)
 
 
-# One colour per curve: the line, its points and its legend mark.
-CURVE_COLORS = {"train loss": "#4a78c2", "eval loss": "#c0392b", "learning rate": "#2e8b57", "grad norm": "#8e44ad"}
+def curve_charts(history: TrainHistory) -> list[dict[str, Any]]:
+    """Loss and eval loss, learning rate, grad norm: one chart each (their scales differ by orders of magnitude)."""
+    from vlm3.core.charts import curves
 
-
-def svg_curves(title: str, series: list[tuple[str, list[tuple[int, float]]]], steps_known: bool = True,
-               width: int = 640, height: int = 300, empty: str = "nothing was logged") -> str:
-    """Curves against step, with axes, ticks and a legend on the title line (never over the curves or labels).
-    Each legend entry is a short line in its curve's colour before its name, the name filled with that colour too."""
-    from vlm3.core.html import svg, svg_text, tag
-
-    left, right, top, bottom = 64, 16, 40, 42  # px; the title sits above `top`, the x label below the ticks
-    plot_w, plot_h = width - left - right, height - top - bottom
-    points = [point for _, values in series for point in values]
-    parts = [svg_text(left, 16, title if steps_known else f"{title} in log order (steps unknown)")]
-    if not points:
-        parts.append(svg_text(width / 2, height / 2, empty, anchor="middle"))
-        return svg(width, height, title, parts)
-    x_max = max(max(s for s, _ in points), 1)
-    y_low, y_high = min(v for _, v in points), max(v for _, v in points)
-    if y_high - y_low < 1e-12 * max(abs(y_high), 1e-30):
-        pad = abs(y_high) * 0.1 or 0.5
-        y_low, y_high = y_low - pad, y_high + pad
-
-    def xy(step: float, value: float) -> tuple[float, float]:
-        return left + plot_w * step / x_max, top + plot_h * (1 - (value - y_low) / (y_high - y_low))
-
-    legend_x = width - right
-    for name, values in reversed([(n, v) for n, v in series if v]):  # right-aligned: the last series ends the line
-        color = CURVE_COLORS.get(name, "#1d2330")
-        parts.append(svg_text(legend_x, 16, name, anchor="end", fill=color, style=f"fill: {color}"))
-        legend_x -= 7 * len(name) + 4  # px: about 7 per character at the report's 11-px font
-        parts.append(tag("line", x1=f"{legend_x - 18:.1f}", y1=12, x2=f"{legend_x:.1f}", y2=12, stroke=color, stroke_width=3))
-        legend_x -= 18 + 14
-    for name, values in series:
-        if not values:
-            continue
-        color = CURVE_COLORS.get(name, "#1d2330")
-        coords = [xy(s, v) for s, v in values]
-        parts.append(tag("polyline", points=" ".join(f"{x:.1f},{y:.1f}" for x, y in coords), fill="none", stroke=color, stroke_width=2))
-        for (x, y), (s, v) in zip(coords, values):
-            parts.append(tag("circle", tag("title", f"{name} at step {s}: {v:.4g}"), cx=f"{x:.1f}", cy=f"{y:.1f}", r=3, fill=color))
-    axis_y = top + plot_h
-    parts.append(tag("line", x1=left, y1=f"{axis_y:.1f}", x2=left + plot_w, y2=f"{axis_y:.1f}", stroke="#1d2330"))
-    parts.append(tag("line", x1=left, y1=top, x2=left, y2=f"{axis_y:.1f}", stroke="#1d2330"))
-    for fraction in (0.0, 0.5, 1.0):
-        parts.append(svg_text(left + plot_w * fraction, axis_y + 14, f"{round(x_max * fraction)}", anchor="middle"))
-        value = y_low + (y_high - y_low) * fraction
-        parts.append(svg_text(left - 6, top + plot_h * (1 - fraction) + 4, f"{value:.3g}", anchor="end"))
-    parts.append(svg_text(left + plot_w / 2, height - 6, "step" if steps_known else "logged value number", anchor="middle"))
-    return svg(width, height, title, parts)
-
-
-def svg_loss_curves(history: TrainHistory, width: int = 640, height: int = 300) -> str:
-    """Train and eval loss against step."""
-    return svg_curves("loss by step", [("train loss", history.train), ("eval loss", history.eval)], history.steps_known,
-                      width, height, empty="no loss was logged")
+    return [curves("loss by step", [("train loss", history.train), ("eval loss", history.eval)], history.steps_known,
+                   empty="no loss was logged"),
+            curves("learning rate by step", [("learning rate", history.learning_rate)], history.steps_known, height=220,
+                   empty="no learning rate was logged"),
+            curves("grad norm by step", [("grad norm", history.grad_norm)], history.steps_known, height=220,
+                   empty="no grad norm was logged")]
 
 
 def svg_training_curves(history: TrainHistory) -> list[str]:
-    """Loss and eval loss, learning rate, grad norm: one chart each (their scales differ by orders of magnitude)."""
-    return [svg_loss_curves(history),
-            svg_curves("learning rate by step", [("learning rate", history.learning_rate)], history.steps_known, height=220,
-                       empty="no learning rate was logged"),
-            svg_curves("grad norm by step", [("grad norm", history.grad_norm)], history.steps_known, height=220,
-                       empty="no grad norm was logged")]
+    """The three charts of curve_charts as inline SVG, drawn by _charts.html.j2's curves macro."""
+    from vlm3.core.templates import environment
+
+    draw = environment().get_template("_charts.html.j2").module.curves
+    return [str(draw(chart)) for chart in curve_charts(history)]
+
+
+def svg_loss_curves(history: TrainHistory) -> str:
+    """Train and eval loss against step."""
+    return svg_training_curves(history)[0]
 
 
 def render_train_report(history: TrainHistory, report: dict, out_path: Path, title: str) -> Path:
-    from vlm3.core.html import definition_list, document, tag
+    from vlm3.core.templates import render
 
+    out_path.write_text(render("training.html.j2", **training_page(history, report, title)), encoding="utf-8")
+    return out_path
+
+
+def training_page(history: TrainHistory, report: dict, title: str) -> dict[str, Any]:
+    """The plain values training.html.j2 draws: the report's facts (numbers to 4 significant digits), warnings, curves."""
     identity = report.get("identity") or {}
 
     def num(value: Any) -> Any:
@@ -369,12 +333,8 @@ def render_train_report(history: TrainHistory, report: dict, out_path: Path, tit
              ("best eval loss", None if report["best_eval_loss"] is None else f"{num(report['best_eval_loss'])} at step {report['best_eval_step']}"),
              ("final eval loss", num(report["final_eval_loss"])), ("kept", report["kept"]),
              ("checkpoints", ", ".join(report["checkpoints"]) or "none"), ("better checkpoint", report["better_checkpoint"] or "—")]
-    body = [tag("h1", title), definition_list((k, "—" if v is None else v) for k, v in items)]
-    if report["warnings"]:
-        body.append(tag("section", tag("h2", "Warnings"), tag("ul", [tag("li", w) for w in report["warnings"]]), class_="notes", id="warnings"))
-    body.append(tag("section", tag("h2", "Curves"), tag("div", svg_training_curves(history), class_="plots"), id="curves"))
-    out_path.write_text(document(title, body), encoding="utf-8")
-    return out_path
+    return {"title": title, "facts": [(k, "—" if v is None else v) for k, v in items], "warnings": report["warnings"],
+            "charts": curve_charts(history)}
 
 
 def write_train_report(run_path: Path) -> tuple[dict, Path]:
