@@ -27,7 +27,6 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from markupsafe import Markup
 
 from vlm3.core.charts import delta_whiskers
 from vlm3.core.jsonio import write_text_atomic
@@ -611,13 +610,8 @@ def comparison_page(c: Comparison) -> dict:
         "whiskers": delta_whiskers(whiskers, "metric deltas with confidence intervals") if whiskers else None,
         "group_headers": ["group", "metric", "n", f"A: {c.label_a}", f"B: {c.label_b}", "delta (B-A)", f"{CI_LEVEL:.0%} CI"],
         "group_rows": group_rows, "flip_sections": flip_sections,
-        "embedded_pages": _page_markup(pages.embedded()),  # after every thumbnail: each page image once
+        "embedded_pages": pages.embedded_pages(),  # after every card's pages: each page image once
     }
-
-
-def _page_markup(html: str | None) -> Markup | None:
-    # harness.page_images still writes its own markup (escaped by vlm3.core.html); until it has a macro, it is placed as it is.
-    return None if html is None else Markup(html)
 
 
 def _flip_card(f: Flip, pages: PageImages) -> dict:
@@ -625,4 +619,4 @@ def _flip_card(f: Flip, pages: PageImages) -> dict:
                                           f"turn {f.turn}" if f.turn > 1 else None) if v)
     shown = {"images": f.images, "image_refs": f.image_refs, "image": f.image, "image_ref": f.image_ref}
     return {"heading": heading, "question": f.question, "expected": f.expected, "before": f.before, "after": f.after,
-            "answer_a": f.answer_a, "answer_b": f.answer_b, "thumbnails": _page_markup(pages.thumbnails(shown))}
+            "answer_a": f.answer_a, "answer_b": f.answer_b, "pages": pages.shown(shown)}

@@ -23,7 +23,6 @@ from PIL import Image
 
 from data_adapters.images import open_page
 from data_adapters.samples import sample_pages
-from vlm3.core.templates import environment
 
 FULL_WIDTH = 1100  # px: a 850x1100 manual page is kept at its size; larger scans are scaled down
 THUMB_WIDTH = 360  # px on screen
@@ -45,7 +44,7 @@ def encode_page(path: Path, width: int = FULL_WIDTH) -> tuple[str, int, int] | N
 
 
 class PageImages:
-    """The pages of one HTML document: thumbnail() references a page, embedded() writes each once."""
+    """The pages of one HTML document: shown() and page() reference a page, embedded_pages() gives each once."""
 
     def __init__(self) -> None:
         self._pages: dict[str, tuple[str, str, int, int] | None] = {}  # path -> (css id, uri, w, h) or None
@@ -83,17 +82,3 @@ class PageImages:
         """Each page shown so far, once: {"css_id", "uri", "width", "height"}, for the page_overlays macro."""
         return [{"css_id": css_id, "uri": uri, "width": width, "height": height}
                 for css_id, uri, width, height in (e for e in self._pages.values() if e)]
-
-    # -- until harness/compare.py draws its page from a template: the same macros, as markup for vlm3.core.html --
-
-    def thumbnails(self, sample: dict):
-        return _legacy("page_thumbnails", self.shown(sample))
-
-    def embedded(self):
-        return _legacy("page_overlays", self.embedded_pages()) if self.count else None
-
-
-def _legacy(macro: str, values: list[dict[str, Any]]):
-    from vlm3.core.html import Html  # goes with vlm3.core.html
-
-    return Html(getattr(environment().get_template("_macros.html.j2").module, macro)(values))
