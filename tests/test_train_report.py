@@ -136,6 +136,24 @@ def test_numbers_are_rounded_for_people(tmp_path):
     assert "6.878 → 0.01223" in text and "6.877980804443359" not in text.split("<svg")[0]
 
 
+def test_the_training_report_is_written_whole_and_never_through_a_link(tmp_path):
+    import pytest
+
+    from vlm3.core.jsonio import LinkedFile
+    from vlm3.train.report import write_train_report
+
+    run = identified_run(tmp_path / "run")
+    elsewhere = tmp_path / "notes.html"
+    elsewhere.write_text("mine")
+    (run / "train_report.html").symlink_to(elsewhere)
+    with pytest.raises(LinkedFile):
+        write_train_report(run)
+    assert elsewhere.read_text() == "mine" and (run / "train_report.html").is_symlink()
+    (run / "train_report.html").unlink()
+    _, html = write_train_report(run)
+    assert html.read_text().rstrip().endswith("</html>") and not list(run.glob(".train_report.html.*.tmp"))
+
+
 def test_learning_rate_and_grad_norm_have_curves_and_each_legend_mark_has_its_lines_colour():
     import re
 

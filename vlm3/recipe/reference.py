@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from vlm3.core.jsonio import write_text_atomic
 from vlm3.recipe import schema
 from vlm3.recipe.schema import Recipe
 
@@ -133,7 +134,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m vlm3.recipe.reference OUT.md", file=sys.stderr)
         return 2
-    Path(argv[0]).write_text(reference(), encoding="utf-8")
+    write_text_atomic(Path(argv[0]), reference())
     return 0
 
 

@@ -313,9 +313,10 @@ def svg_loss_curves(history: TrainHistory) -> str:
 
 
 def render_train_report(history: TrainHistory, report: dict, out_path: Path, title: str) -> Path:
+    from vlm3.core.jsonio import write_text_atomic
     from vlm3.core.templates import render
 
-    out_path.write_text(render("training.html.j2", **training_page(history, report, title)), encoding="utf-8")
+    write_text_atomic(out_path, render("training.html.j2", **training_page(history, report, title)))  # never half a page
     return out_path
 
 
